@@ -1,0 +1,202 @@
+"""Capture the residual stream of every layer, batched, without SQL.
+
+``capture`` is a pure step from (loaded model, prompts) to batches of ``CapturedRun``; the
+store ingests each batch in one transaction. Layer 0 is the input of block 0 (embedding
+output); layer L is the output of block L. Hugging Face's last ``hidden_states`` entry has the
+final norm applied for GPT-2 / Llama and is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from backend.models import LoadedModel
+
+log = logging.getLogger(__name__)
+CAPTURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Settings that change a prompt run's stored activations (they enter the run id)."""
+
+    max_tokens: int | None = None  #: truncate longer prompts (flagged per run)
+    dtype: str = "float32"  #: the torch dtype the model computed in
+
+    def key(self) -> dict:
+        return {"v": CAPTURE_VERSION, "max_tokens": self.max_tokens, "dtype": self.dtype}
+
+
+def prompt_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_run_id(model_id: str, text: str, settings: dict, kind: str = "prompt") -> str:
+    payload = json.dumps([model_id, kind, text, settings], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Tokenized:
+    text: str
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+    truncated: bool
+    n_full: int  #: length before truncation
+
+
+@dataclass
+class CapturedRun:
+    """One run's tokens and hidden states, ready for ``Store.ingest``."""
+
+    run_id: str
+    text: str
+    token_ids: list[int]
+    tokens: list[str]  #: decoded text of each token
+    offsets: list[tuple[int, int]]  #: character span in ``text``; (-1, -1) when unknown
+    special: list[bool]
+    hidden: torch.Tensor  #: (n_layers + 1, n_tokens, d_model), model dtype
+    truncated: bool = False
+    kind: str = "prompt"
+    settings: dict = field(default_factory=dict)
+    n_prompt_tokens: int | None = None  #: generation runs: where the prompt ends
+    parent: str | None = None  #: generation runs: the id shared by the samples of one request
+    sample: int | None = None
+    seed: int | None = None
+
+    @property
+    def prompt_id(self) -> str:
+        return prompt_id(self.text)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> list[Tokenized]:
+    """Tokenize with the model's special tokens, offsets where the tokenizer has them."""
+    fast = getattr(tokenizer, "is_fast", False)
+    enc = tokenizer(
+        list(texts), add_special_tokens=True, return_offsets_mapping=fast, truncation=False
+    )
+    special_ids = set(tokenizer.all_special_ids)
+    out = []
+    for i, text in enumerate(texts):
+        ids = list(enc["input_ids"][i])
+        offs = [tuple(o) for o in enc["offset_mapping"][i]] if fast else [(-1, -1)] * len(ids)
+        n_full = len(ids)
+        truncated = max_tokens is not None and n_full > max_tokens
+        if truncated:
+            ids, offs = ids[:max_tokens], offs[:max_tokens]
+        special = [t in special_ids for t in ids]
+        offs = [(-1, -1) if s else o for o, s in zip(offs, special)]
+        out.append(Tokenized(text, ids, offs, special, truncated, n_full))
+    return out
+
+
+class ResidualRecorder:
+    """Forward hooks that record the residual stream entering block 0 and leaving each block.
+
+    ``states`` holds n_layers + 1 tensors (batch, seq, d_model) after a forward pass. Reused by
+    generation capture (each step appends the new positions' states).
+    """
+
+    def __init__(self, lm: LoadedModel):
+        self.lm = lm
+        self.states: list[torch.Tensor | None] = []
+        self._handles = []
+
+    def __enter__(self) -> ResidualRecorder:
+        blocks = self.lm.blocks
+        self.states = [None] * (len(blocks) + 1)
+
+        def pre(_mod, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            self.states[0] = h.detach()
+
+        self._handles.append(blocks[0].register_forward_pre_hook(pre, with_kwargs=True))
+        for i, block in enumerate(blocks):
+
+            def post(_mod, _args, out, i=i):
+                h = out[0] if isinstance(out, tuple) else out
+                self.states[i + 1] = h.detach()
+
+            self._handles.append(block.register_forward_hook(post))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64) -> list[list[int]]:
+    """Sort by length (longest first) and group so that padded tokens stay <= batch_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, cur = [], []
+    for i in order:
+        width = lengths[cur[0]] if cur else lengths[i]
+        if cur and ((len(cur) + 1) * width > batch_tokens or len(cur) >= max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def capture(
+    lm: LoadedModel,
+    items: Sequence[tuple[str, Tokenized]],
+    settings: CaptureSettings,
+    batch_tokens: int = 8192,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[list[CapturedRun]]:
+    """Yield lists of CapturedRun, one list per forward batch. ``items`` = (run_id, Tokenized)."""
+    tok = lm.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    lengths = [len(t.ids) for _, t in items]
+    with torch.inference_mode(), ResidualRecorder(lm) as rec:
+        for batch in plan_batches(lengths, batch_tokens):
+            if should_stop is not None and should_stop():
+                return
+            width = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                n = lengths[i]
+                ids[row, :n] = torch.tensor(items[i][1].ids)
+                mask[row, :n] = 1
+            lm.base(
+                input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False
+            )
+            runs = []
+            for row, i in enumerate(batch):
+                run_id, t = items[i]
+                n = lengths[i]
+                hidden = torch.stack([s[row, :n] for s in rec.states])  # padding never stored
+                runs.append(
+                    CapturedRun(
+                        run_id=run_id,
+                        text=t.text,
+                        token_ids=t.ids,
+                        tokens=decode_tokens(tok, t.ids),
+                        offsets=t.offsets,
+                        special=t.special,
+                        hidden=hidden,
+                        truncated=t.truncated,
+                        settings=settings.key(),
+                    )
+                )
+            yield runs
+
+
+def decode_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
+    return tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)

@@ -1,0 +1,287 @@
+"""Resolve and load a model: Hugging Face hub id (optional ``@revision``), local directory,
+or the name of a model bundled with LayerScope.
+
+Every path ends in the ordinary ``from_pretrained(local_dir)`` call, so the bundled demo model,
+a user's local directory and a downloaded hub model go through the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from backend.errors import LayerScopeError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_DIR = Path(__file__).parent / "demo" / "models"
+BUNDLED_NAMES = ("demo", "demo-seed1", "demo-untrained")
+DEFAULT_MODEL = "demo"
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+_FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "final_norm")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model's files are, before anything is loaded."""
+
+    ref: str  #: what the user typed ("demo", "gpt2@main", "./my/model")
+    path: Path  #: local directory holding config.json + weights
+    revision: str | None  #: hub revision, if any
+    model_id: str  #: fingerprint of config + weights (+ revision); stable across machines
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What views need to know about a model (stored in the `models` table)."""
+
+    model_id: str
+    ref: str
+    name: str
+    architecture: str
+    n_layers: int  #: transformer blocks; stored layers are 0..n_layers
+    d_model: int
+    vocab_size: int
+    has_lm_head: bool
+    is_causal: bool
+    final_norm_path: str | None  #: dotted path from the top module, e.g. "transformer.ln_f"
+    unembed_path: str | None  #: e.g. "lm_head"
+    dtype: str  #: dtype the model was loaded in for capture
+    revision: str | None
+    n_params: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
+class LoadedModel:
+    model: object  #: transformers PreTrainedModel in eval mode
+    tokenizer: object
+    info: ModelInfo
+    blocks: object  #: torch.nn.ModuleList of the transformer blocks
+    base: object  #: the backbone (no LM head)
+    final_norm: object | None
+    unembed: object | None
+    device: str
+    dtype: object  #: torch dtype
+
+
+def bundled_models() -> list[str]:
+    """Names of the bundled models that are present on disk, in display order."""
+    return [n for n in BUNDLED_NAMES if (BUNDLED_DIR / n / "config.json").exists()]
+
+
+def _fingerprint_dir(path: Path, revision: str | None) -> str:
+    """sha256 over config.json, tokenizer files and the weights (large files sampled)."""
+    h = hashlib.sha256()
+    h.update((revision or "").encode())
+    for f in sorted(path.iterdir()):
+        if not f.is_file() or f.suffix not in (".json", ".safetensors", ".model", ".txt"):
+            continue
+        if f.name == "layerscope.json":
+            continue
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            if size <= 64 << 20:
+                h.update(fh.read())
+            else:  # head, middle and tail of big weight files: cheap and specific enough
+                for off in (0, size // 2, size - (4 << 20)):
+                    fh.seek(off)
+                    h.update(fh.read(4 << 20))
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=64)
+def _cached_resolve(ref: str, mtime_key: float) -> ModelRef:
+    return _resolve(ref)
+
+
+def resolve(ref: str) -> ModelRef:
+    """Find a model's files without loading it. Raises LayerScopeError with one sentence."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise LayerScopeError("No model given: name a bundled model (demo), a hub id or a path.")
+    p = _local_path(ref)
+    key = (p / "config.json").stat().st_mtime if p is not None else 0.0
+    return _cached_resolve(ref, key)
+
+
+def _local_path(ref: str) -> Path | None:
+    if ref in BUNDLED_NAMES:
+        p = BUNDLED_DIR / ref
+        if not (p / "config.json").exists():
+            raise LayerScopeError(
+                f"The bundled model '{ref}' is missing from {p}; "
+                "rebuild it with `python -m backend.demo.train`."
+            )
+        return p
+    p = Path(ref).expanduser()
+    if p.is_dir() and (p / "config.json").exists():
+        return p
+    return None
+
+
+def _resolve(ref: str) -> ModelRef:
+    local = _local_path(ref)
+    if local is not None:
+        return ModelRef(ref, local.resolve(), None, _fingerprint_dir(local, None))
+    looks_like_path = ref.startswith((".", "/", "~")) or os.sep in ref.rstrip("/").split("@")[0]
+    if Path(ref).expanduser().exists():
+        raise LayerScopeError(f"'{ref}' is a directory without a config.json: not a model.")
+    repo, _, revision = ref.partition("@")
+    if looks_like_path and repo.count("/") != 1:
+        raise LayerScopeError(f"No model directory at '{ref}'.")
+    path = _hub_snapshot(repo, revision or None)
+    return ModelRef(ref, path, revision or None, _fingerprint_dir(path, revision or None))
+
+
+def _hub_snapshot(repo: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=_WEIGHT_PATTERNS))
+    except HFValidationError:
+        raise LayerScopeError(f"'{repo}' is neither a local model directory nor a hub id.") from None
+    except Exception as e:  # offline, unknown repo, gated, ...
+        try:
+            return Path(
+                snapshot_download(
+                    repo, revision=revision, allow_patterns=_WEIGHT_PATTERNS, local_files_only=True
+                )
+            )
+        except Exception:
+            pass
+        kind = type(e).__name__
+        raise LayerScopeError(
+            f"Model '{repo}' is not in the local Hugging Face cache and the hub could not "
+            f"provide it ({kind}); check the id, or use a local directory or the bundled 'demo'."
+        ) from None
+
+
+def pick_dtype(dtype: str = "auto", device: str = "cpu"):
+    """'auto' -> bf16 on CUDA or on CPUs with AMX / AVX512-bf16, else fp32."""
+    import torch
+
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype in names:
+        return names[dtype]
+    if dtype != "auto":
+        raise LayerScopeError(f"Unknown dtype '{dtype}': use auto, float32, bfloat16 or float16.")
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    devs = ["cpu"]
+    if torch.cuda.is_available():
+        devs.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devs.append("mps")
+    return devs
+
+
+def read_config(mref: ModelRef) -> dict:
+    return json.loads((mref.path / "config.json").read_text())
+
+
+def is_causal_config(cfg: dict) -> bool:
+    archs = cfg.get("architectures") or []
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+
+
+def load_model(
+    ref: str, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False
+) -> LoadedModel:
+    """Load a model for capture. Safetensors only; remote code only when asked."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    mref = resolve(ref)
+    if device not in available_devices():
+        raise LayerScopeError(f"Device '{device}' is not available here ({available_devices()}).")
+    tdtype = pick_dtype(dtype, device)
+    cfg = read_config(mref)
+    causal = is_causal_config(cfg)
+    cls = AutoModelForCausalLM if causal else AutoModel
+    try:
+        model = cls.from_pretrained(
+            mref.path, dtype=tdtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(mref.path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LayerScopeError(f"Could not load model '{ref}': {first}") from None
+    model.eval().to(device)
+    base = model.base_model
+    blocks_name, blocks = _find_blocks(base, model.config)
+    norm_name, final_norm = _find_final_norm(base)
+    unembed = model.get_output_embeddings() if causal else None
+    prefix = model.base_model_prefix if base is not model else ""
+    info = ModelInfo(
+        model_id=mref.model_id,
+        ref=ref,
+        name=Path(mref.path).name if ref.startswith((".", "/", "~")) else ref,
+        architecture=(cfg.get("architectures") or [type(model).__name__])[0],
+        n_layers=len(blocks),
+        d_model=int(model.config.hidden_size),
+        vocab_size=int(model.config.vocab_size),
+        has_lm_head=unembed is not None,
+        is_causal=causal,
+        final_norm_path=".".join(p for p in (prefix, norm_name) if p) if norm_name else None,
+        unembed_path=_module_path(model, unembed) if unembed is not None else None,
+        dtype=str(tdtype).removeprefix("torch."),
+        revision=mref.revision,
+        n_params=sum(p.numel() for p in model.parameters()),
+    )
+    log.info("loaded %s (%s, %d layers, d=%d) from %s", ref, info.architecture, info.n_layers,
+             info.d_model, mref.path)
+    return LoadedModel(model, tokenizer, info, blocks, base, final_norm, unembed, device, tdtype)
+
+
+def _find_blocks(base, config):
+    import torch
+
+    n = getattr(config, "num_hidden_layers", None)
+    best = None
+    for name, mod in base.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0 and (n is None or len(mod) == n):
+            if best is None or name.count(".") < best[0].count("."):
+                best = (name, mod)
+    if best is None:
+        raise LayerScopeError("Could not find the transformer blocks of this model architecture.")
+    return best
+
+
+def _find_final_norm(base):
+    for name in _FINAL_NORM_NAMES:
+        mod = getattr(base, name, None)
+        if mod is not None:
+            return name, mod
+    return None, None
+
+
+def _module_path(root, target) -> str | None:
+    for name, mod in root.named_modules():
+        if mod is target:
+            return name
+    return None

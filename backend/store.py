@@ -1,0 +1,504 @@
+"""The activation store: one DuckDB file, every SQL string of the project, numpy in/out.
+
+One ``Store`` owns a DuckDB database instance; ``cursor()`` gives another ``Store`` on the
+same database for another thread (DuckDB's MVCC keeps readers consistent while the worker
+writes). A run becomes visible in one transaction together with its tokens and all layers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from backend import codec
+from backend.errors import LayerScopeError
+from backend.extract import CapturedRun, prompt_id
+from backend.store_schema import SCHEMA, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+DEFAULT_DB = Path("cache") / "layerscope.duckdb"
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("LAYERSCOPE_DB") or DEFAULT_DB)
+
+
+def _lock_message(path: Path, err: Exception) -> str:
+    m = re.search(r"PID (\d+)", str(err))
+    who = f" (process {m.group(1)})" if m else ""
+    return (
+        f"The cache {path} is in use by another process{who}, probably the LayerScope app. "
+        f"Stop it, or point this command at another file with --db PATH."
+    )
+
+
+class Store:
+    """DuckDB-backed cache of models, prompt sets, runs, tokens and activations."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False, _con=None):
+        self.path = Path(path) if path not in (None, ":memory:") else path or default_db_path()
+        self._lock = threading.Lock()
+        if _con is not None:
+            self.con = _con
+            self._root = False
+            return
+        self._root = True
+        target = ":memory:" if self.path == ":memory:" else str(self.path)
+        if target != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(target, read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise LayerScopeError(_lock_message(self.path, e)) from None
+            raise LayerScopeError(f"Cannot open the cache {self.path}: {e}") from None
+        if not read_only:
+            self._migrate()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def cursor(self) -> Store:
+        """A Store on the same database with its own DuckDB cursor (one per thread)."""
+        return Store(self.path, _con=self.con.cursor())
+
+    def close(self) -> None:
+        con, self.con = getattr(self, "con", None), None
+        if con is not None:
+            con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        for stmt in SCHEMA:
+            self.con.execute(stmt)
+        row = self._one("SELECT value FROM meta WHERE key = 'schema_version'")
+        if row is None:
+            self.con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise LayerScopeError(
+                f"The cache {self.path} was written by a newer LayerScope (schema {row[0]})."
+            )
+
+    def _one(self, sql: str, params: list | None = None):
+        """First row or None; always drains the result (DuckDB 2 refuses half-read results)."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
+
+    def _df(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params or []).df()
+
+    def schema_version(self) -> int:
+        return int(self._one("SELECT value FROM meta WHERE key='schema_version'")[0])
+
+    # -- models ---------------------------------------------------------------------------
+    def upsert_model(self, info) -> None:
+        self.con.execute(
+            """INSERT INTO models (model_id, ref, name, architecture, n_layers, d_model,
+                   vocab_size, has_lm_head, is_causal, revision, info_json, last_used)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
+               ON CONFLICT (model_id) DO UPDATE SET ref = excluded.ref, name = excluded.name,
+                   info_json = excluded.info_json, last_used = now()""",
+            [info.model_id, info.ref, info.name, info.architecture, info.n_layers, info.d_model,
+             info.vocab_size, info.has_lm_head, info.is_causal, info.revision, info.to_json()],
+        )
+
+    def list_models(self) -> pd.DataFrame:
+        return self._df(
+            """SELECT m.model_id, m.ref, m.name, m.architecture, m.n_layers, m.d_model,
+                      m.has_lm_head, m.last_used,
+                      count(DISTINCT r.run_id) AS n_runs,
+                      coalesce(sum(s.bytes), 0)::BIGINT AS bytes
+               FROM models m LEFT JOIN runs r USING (model_id)
+               LEFT JOIN (SELECT run_id, sum(octet_length(data)) AS bytes
+                          FROM activations GROUP BY run_id) s USING (run_id)
+               GROUP BY ALL ORDER BY m.last_used DESC NULLS LAST"""
+        )
+
+    def get_model(self, model_id: str) -> dict | None:
+        df = self._df("SELECT * FROM models WHERE model_id = ?", [model_id])
+        if df.empty:
+            return None
+        row = df.iloc[0].to_dict()
+        row.update(json.loads(row.pop("info_json") or "{}"))
+        return row
+
+    def find_model(self, ref_or_id: str) -> dict | None:
+        """The most recently used model with this id or ref."""
+        row = self._one(
+            """SELECT model_id FROM models WHERE model_id = ? OR ref = ? OR name = ?
+               ORDER BY last_used DESC NULLS LAST LIMIT 1""",
+            [ref_or_id, ref_or_id, ref_or_id],
+        )
+        return self.get_model(row[0]) if row else None
+
+    # -- prompt sets ----------------------------------------------------------------------
+    def save_prompt_set(self, name: str, prompts: pd.DataFrame, description: str = "",
+                        source: str = "") -> int:
+        """Store a named set (columns text, optional label, group, token_labels). Replaces the
+        set's membership if the name exists; runs are never touched. Returns the prompt count."""
+        if not name or not name.strip():
+            raise LayerScopeError("A prompt set needs a name.")
+        if prompts is None or len(prompts) == 0:
+            raise LayerScopeError(f"The prompt set '{name}' is empty.")
+        df = pd.DataFrame({"text": prompts["text"].astype(str).tolist()})
+        for col in ("label", "group"):
+            vals = prompts[col] if col in prompts else None
+            df[col] = [None if vals is None or pd.isna(v) else str(v) for v in
+                       (vals if vals is not None else [None] * len(df))]
+        tl = prompts["token_labels"] if "token_labels" in prompts else [None] * len(df)
+        df["token_labels"] = [None if v is None or (isinstance(v, float) and np.isnan(v))
+                              else [str(x) for x in v] for v in tl]
+        df["prompt_id"] = [prompt_id(t) for t in df["text"]]
+        df["idx"] = np.arange(len(df), dtype=np.int32)
+        df["set_name"] = name
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.register("new_prompts", df)
+                self.con.execute(
+                    """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM new_prompts
+                       ON CONFLICT DO NOTHING""")
+                self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
+                self.con.execute(
+                    """INSERT INTO set_prompts SELECT set_name, idx, prompt_id, label, "group",
+                       token_labels FROM new_prompts""")
+                self.con.execute(
+                    """INSERT INTO prompt_sets VALUES (?, ?, ?, now())
+                       ON CONFLICT (set_name) DO UPDATE SET description = excluded.description,
+                       source = excluded.source""", [name, description, source])
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+            finally:
+                self.con.unregister("new_prompts")
+        return len(df)
+
+    def list_sets(self) -> pd.DataFrame:
+        return self._df(
+            """SELECT s.set_name, s.description, s.source, count(sp.idx) AS n_prompts,
+                      count(sp.label) > 0 AS has_labels,
+                      count(sp.token_labels) > 0 AS has_token_labels
+               FROM prompt_sets s LEFT JOIN set_prompts sp USING (set_name)
+               GROUP BY ALL ORDER BY s.set_name""")
+
+    def get_set(self, name: str) -> pd.DataFrame:
+        df = self._df(
+            """SELECT sp.idx, sp.prompt_id, p.text, sp.label, sp.grp AS "group", sp.token_labels
+               FROM set_prompts sp JOIN prompts p USING (prompt_id)
+               WHERE sp.set_name = ? ORDER BY sp.idx""", [name])
+        df["token_labels"] = [None if v is None or (isinstance(v, float) and np.isnan(v))
+                              else list(v) for v in df["token_labels"]]
+        return df
+
+    def delete_set(self, name: str) -> None:
+        """Forget the set's membership and the runs no other set or model view needs."""
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(
+                    """CREATE OR REPLACE TEMP TABLE doomed AS
+                       SELECT r.run_id FROM runs r JOIN set_prompts sp USING (prompt_id)
+                       WHERE sp.set_name = ? AND r.kind = 'prompt' AND r.prompt_id NOT IN
+                         (SELECT prompt_id FROM set_prompts WHERE set_name <> ?)""", [name, name])
+                self._delete_runs_in_doomed()
+                self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
+                self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+        self.con.execute("CHECKPOINT")
+
+    # -- runs -----------------------------------------------------------------------------
+    def existing_runs(self, run_ids: list[str]) -> set[str]:
+        if not run_ids:
+            return set()
+        rows = self.con.execute(
+            "SELECT run_id FROM runs WHERE run_id IN (SELECT unnest(?))", [list(run_ids)]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def ingest(self, model_id: str, runs: list[CapturedRun]) -> None:
+        """Write runs with their tokens and every layer in one transaction."""
+        if not runs:
+            return
+        run_rows, tok_cols, act = [], {k: [] for k in
+                                      ("run_id", "pos", "token_id", "token", "s", "e", "sp")}, \
+            {k: [] for k in ("run_id", "layer", "n_tokens", "d_model", "codec", "data")}
+        for r in runs:
+            n_layers1, n, d = r.hidden.shape
+            run_rows.append((r.run_id, model_id, r.prompt_id, r.text, r.kind,
+                             json.dumps(r.settings, sort_keys=True), n,
+                             r.n_prompt_tokens if r.n_prompt_tokens is not None else n,
+                             r.truncated, r.parent, r.sample, r.seed))
+            tok_cols["run_id"] += [r.run_id] * n
+            tok_cols["pos"] += list(range(n))
+            tok_cols["token_id"] += list(r.token_ids)
+            tok_cols["token"] += list(r.tokens)
+            tok_cols["s"] += [o[0] for o in r.offsets]
+            tok_cols["e"] += [o[1] for o in r.offsets]
+            tok_cols["sp"] += list(r.special)
+            for layer in range(n_layers1):
+                c, blob = codec.encode(r.hidden[layer])
+                for k, v in zip(act, (r.run_id, layer, n, d, c, blob)):
+                    act[k].append(v)
+        runs_tbl = pa.table(list(zip(*run_rows)), names=[
+            "run_id", "model_id", "prompt_id", "text", "kind", "settings", "n_tokens",
+            "n_prompt_tokens", "truncated", "parent", "sample", "seed"])
+        tok_tbl = pa.table(tok_cols)
+        act_tbl = pa.table({**{k: act[k] for k in act if k != "data"},
+                            "data": pa.array(act["data"], type=pa.binary())})
+        with self._lock:
+            for name, tbl in (("runs_tbl", runs_tbl), ("tok_tbl", tok_tbl), ("act_tbl", act_tbl)):
+                self.con.register(name, tbl)
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(
+                    """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM runs_tbl
+                       ON CONFLICT DO NOTHING""")
+                self.con.execute(
+                    """INSERT INTO runs SELECT run_id, model_id, prompt_id, kind, settings,
+                       n_tokens, n_prompt_tokens, truncated, parent, sample, seed,
+                       now() FROM runs_tbl ON CONFLICT DO NOTHING""")
+                self.con.execute("INSERT INTO tokens SELECT * FROM tok_tbl")
+                self.con.execute("INSERT INTO activations SELECT * FROM act_tbl")
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+            finally:
+                for name in ("runs_tbl", "tok_tbl", "act_tbl"):
+                    self.con.unregister(name)
+
+    def set_runs(self, set_name: str, model_id: str) -> pd.DataFrame:
+        """The latest prompt run of each prompt of the set for this model, in set order."""
+        return self._df(
+            """SELECT r.run_id, sp.idx, sp.prompt_id, p.text, sp.label, sp.grp AS "group",
+                      r.n_tokens, r.truncated
+               FROM set_prompts sp JOIN prompts p USING (prompt_id)
+               JOIN runs r ON r.prompt_id = sp.prompt_id AND r.model_id = ? AND r.kind = 'prompt'
+               WHERE sp.set_name = ?
+               QUALIFY row_number() OVER (PARTITION BY sp.idx ORDER BY r.created_at DESC) = 1
+               ORDER BY sp.idx""", [model_id, set_name])
+
+    def runs_for_model(self, model_id: str, kind: str | None = None) -> pd.DataFrame:
+        return self._df(
+            """SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)
+               WHERE r.model_id = ? AND (? IS NULL OR r.kind = ?) ORDER BY r.created_at""",
+            [model_id, kind, kind])
+
+    def get_run(self, run_id: str) -> dict | None:
+        df = self._df("""SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)
+                         WHERE r.run_id = ?""", [run_id])
+        if df.empty:
+            return None
+        row = df.iloc[0].to_dict()
+        row["settings"] = json.loads(row["settings"] or "{}")
+        return row
+
+    def tokens(self, run_id: str) -> pd.DataFrame:
+        return self._df(
+            """SELECT pos, token_id, token, char_start AS start, char_end AS "end", is_special
+               FROM tokens WHERE run_id = ? ORDER BY pos""", [run_id])
+
+    def delete_model_runs(self, model_id: str) -> None:
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute("CREATE OR REPLACE TEMP TABLE doomed AS "
+                                 "SELECT run_id FROM runs WHERE model_id = ?", [model_id])
+                self._delete_runs_in_doomed()
+                self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+        self.con.execute("CHECKPOINT")
+
+    def _delete_runs_in_doomed(self) -> None:
+        for table in ("activations", "tokens", "runs"):
+            self.con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")  # noqa: S608 table names are constants
+        self.con.execute("DROP TABLE doomed")
+
+    # -- activations ----------------------------------------------------------------------
+    def _blobs(self, sql: str, params: list) -> pa.Table:
+        return self.con.sql(sql, params=params).to_arrow_table()
+
+    def run_layers(self, run_id: str) -> np.ndarray:
+        """All layers of one run: float32 (n_layers + 1, n_tokens, d_model)."""
+        t = self._blobs("""SELECT layer, n_tokens, d_model, codec, data FROM activations
+                           WHERE run_id = ? ORDER BY layer""", [run_id])
+        if t.num_rows == 0:
+            raise LayerScopeError(f"No activations stored for run {run_id}.")
+        n, d = t["n_tokens"][0].as_py(), t["d_model"][0].as_py()
+        out = np.empty((t.num_rows, n, d), dtype=np.float32)
+        for i, (c, blob) in enumerate(zip(t["codec"].to_pylist(), t["data"].to_pylist())):
+            codec.decode_into(out[i], c, blob)
+        return out
+
+    def layer(self, run_ids: list[str], layer: int) -> tuple[np.ndarray, pd.DataFrame]:
+        """One layer for many runs: float32 (total_tokens, d_model) and index [run_id, pos]."""
+        t = self._blobs(
+            """SELECT a.run_id, a.n_tokens, a.d_model, a.codec, a.data
+               FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
+               JOIN activations a USING (run_id) WHERE a.layer = ? ORDER BY q.k""",
+            [list(run_ids), list(run_ids), layer])
+        found = t["run_id"].to_pylist()
+        if len(found) != len(run_ids):
+            missing = len(set(run_ids) - set(found))
+            raise LayerScopeError(f"{missing} of {len(run_ids)} runs have no layer {layer} stored.")
+        ns = t["n_tokens"].to_pylist()
+        d = t["d_model"][0].as_py() if ns else 0
+        out = np.empty((sum(ns), d), dtype=np.float32)
+        start = 0
+        for n, c, blob in zip(ns, t["codec"].to_pylist(), t["data"].to_pylist()):
+            codec.decode_into(out[start:start + n], c, blob)
+            start += n
+        index = pd.DataFrame({"run_id": np.repeat(found, ns),
+                              "pos": np.concatenate([np.arange(n) for n in ns]) if ns else []})
+        return out, index
+
+    def pooled(self, run_ids: list[str], how: str = "last", layers: list[int] | None = None
+               ) -> np.ndarray:
+        """Pooled vector per run and layer: float32 (n_layers_sel, n_runs, d_model).
+        ``how``: 'last' (last token) or 'mean' (mean over tokens, special tokens excluded)."""
+        if how not in ("last", "mean"):
+            raise ValueError("how must be 'last' or 'mean'")
+        if layers is None:
+            n_l = self._one(
+                "SELECT max(layer) + 1 FROM activations WHERE run_id = ?", [run_ids[0]]
+            )[0]
+            layers = list(range(n_l or 0))
+        out = None
+        for li, layer in enumerate(layers):
+            x, idx = self.layer(run_ids, layer)
+            if how == "mean":
+                keep = self._non_special_mask(run_ids, len(x))
+            starts = np.r_[0, np.cumsum(idx.groupby("run_id", sort=False).size().to_numpy())]
+            if out is None:
+                out = np.empty((len(layers), len(run_ids), x.shape[1]), dtype=np.float32)
+            for j in range(len(run_ids)):
+                a, b = starts[j], starts[j + 1]
+                if how == "last":
+                    out[li, j] = x[b - 1]
+                else:
+                    m = keep[a:b]
+                    out[li, j] = x[a:b][m].mean(0) if m.any() else x[a:b].mean(0)
+        return out
+
+    def _non_special_mask(self, run_ids: list[str], total: int) -> np.ndarray:
+        rows = self.con.execute(
+            """SELECT NOT t.is_special FROM (SELECT unnest(?) AS run_id,
+                   generate_subscripts(?, 1) AS k) q JOIN tokens t USING (run_id)
+               ORDER BY q.k, t.pos""", [list(run_ids), list(run_ids)]).fetchall()
+        mask = np.array([r[0] for r in rows], dtype=bool)
+        assert len(mask) == total
+        return mask
+
+    def export_parquet(self, set_name: str, model_id: str, path: str | Path,
+                       layer: int | None = None) -> int:
+        """Write one row per (run, layer, pos) with the vector as float32 list. Returns rows."""
+        runs = self.set_runs(set_name, model_id)
+        if runs.empty:
+            raise LayerScopeError(f"No runs of set '{set_name}' for this model to export.")
+        import pyarrow.parquet as pq
+
+        info = self.get_model(model_id)
+        layers = [layer] if layer is not None else list(range(info["n_layers"] + 1))
+        meta = runs.set_index("run_id")
+        writer, rows = None, 0
+        try:
+            for li in layers:
+                x, idx = self.layer(runs["run_id"].tolist(), li)
+                toks = self._df(
+                    """SELECT t.run_id, t.pos, t.token FROM (SELECT unnest(?) AS run_id) q
+                       JOIN tokens t USING (run_id)""", [runs["run_id"].tolist()])
+                idx = idx.merge(toks, on=["run_id", "pos"], how="left")
+                d = x.shape[1]
+                tbl = pa.table({
+                    "run_id": idx["run_id"], "prompt_idx": meta.loc[idx["run_id"], "idx"].to_numpy(),
+                    "label": meta.loc[idx["run_id"], "label"].to_numpy(),
+                    "layer": np.full(len(x), li, dtype=np.int16),
+                    "pos": idx["pos"].to_numpy(np.int32), "token": idx["token"],
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), d),
+                })
+                if writer is None:
+                    writer = pq.ParquetWriter(str(path), tbl.schema)
+                writer.write_table(tbl)
+                rows += len(x)
+        finally:
+            if writer is not None:
+                writer.close()
+        return rows
+
+    # -- sizes ----------------------------------------------------------------------------
+    def summary(self) -> dict:
+        q = self._one(
+            """SELECT (SELECT count(*) FROM models), (SELECT count(*) FROM prompt_sets),
+                      (SELECT count(*) FROM runs), (SELECT coalesce(sum(n_tokens), 0) FROM runs),
+                      (SELECT coalesce(sum(octet_length(data)), 0) FROM activations)""")
+        size = self.path.stat().st_size if isinstance(self.path, Path) and self.path.exists() else 0
+        return {"models": q[0], "sets": q[1], "runs": q[2], "tokens": int(q[3]),
+                "activation_bytes": int(q[4]), "file_bytes": size}
+
+    def set_coverage(self) -> pd.DataFrame:
+        """Per (set, model): prompts, runs present, bytes of activations."""
+        return self._df(
+            """SELECT sp.set_name, m.model_id, m.ref, count(DISTINCT sp.idx) AS n_runs,
+                      coalesce(sum(r.n_tokens), 0)::BIGINT AS tokens
+               FROM set_prompts sp JOIN runs r ON r.prompt_id = sp.prompt_id AND r.kind='prompt'
+               JOIN models m USING (model_id) GROUP BY ALL ORDER BY sp.set_name, m.ref""")
+
+    # -- derived results cache ------------------------------------------------------------
+    def cache_get(self, kind: str, key: str) -> bytes | None:
+        row = self._one("SELECT payload FROM derived WHERE kind = ? AND key = ?",
+                               [kind, key])
+        return row[0] if row else None
+
+    def cache_put(self, kind: str, key: str, payload: bytes) -> None:
+        self.con.execute(
+            """INSERT INTO derived VALUES (?, ?, ?, now())
+               ON CONFLICT (kind, key) DO UPDATE SET payload = excluded.payload""",
+            [kind, key, payload])
+
+    # -- jobs (rows only; the worker owns the logic) --------------------------------------
+    def job_put(self, job: dict) -> None:
+        self.con.execute(
+            """INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(),
+                   now(), ?)
+               ON CONFLICT (job_id) DO UPDATE SET status = excluded.status,
+                   tokens_total = excluded.tokens_total, tokens_done = excluded.tokens_done,
+                   runs_total = excluded.runs_total, runs_done = excluded.runs_done,
+                   runs_cached = excluded.runs_cached, message = excluded.message,
+                   updated_at = now(), pid = excluded.pid""",
+            [job["job_id"], job["kind"], json.dumps(job["spec"]), job["status"],
+             job.get("tokens_total", 0), job.get("tokens_done", 0), job.get("runs_total", 0),
+             job.get("runs_done", 0), job.get("runs_cached", 0), job.get("message", ""),
+             job.get("pid", os.getpid())])
+
+    def jobs(self, limit: int = 50) -> pd.DataFrame:
+        df = self._df("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", [limit])
+        df["spec"] = [json.loads(s) for s in df["spec"]]
+        return df
+
+    def mark_interrupted_jobs(self) -> int:
+        """Jobs left 'running'/'queued' by a dead process become 'interrupted'."""
+        n = self.con.execute(
+            """UPDATE jobs SET status = 'interrupted', message = 'the process running this job '
+                 || 'stopped before it finished; completed runs are kept, submit it again '
+                 || 'to compute the rest' WHERE status IN ('running', 'queued')
+               RETURNING job_id""").fetchall()
+        return len(n)

@@ -1,0 +1,36 @@
+"""DDL of the activation store (owned by backend.store; bump SCHEMA_VERSION on change)."""
+
+SCHEMA_VERSION = 1
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    """CREATE TABLE IF NOT EXISTS models (
+        model_id VARCHAR PRIMARY KEY, ref VARCHAR, name VARCHAR, architecture VARCHAR,
+        n_layers INTEGER, d_model INTEGER, vocab_size INTEGER, has_lm_head BOOLEAN,
+        is_causal BOOLEAN, revision VARCHAR, info_json VARCHAR, last_used TIMESTAMP)""",
+    "CREATE TABLE IF NOT EXISTS prompts (prompt_id VARCHAR PRIMARY KEY, text VARCHAR)",
+    """CREATE TABLE IF NOT EXISTS prompt_sets (
+        set_name VARCHAR PRIMARY KEY, description VARCHAR, source VARCHAR, created_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS set_prompts (
+        set_name VARCHAR, idx INTEGER, prompt_id VARCHAR, label VARCHAR, grp VARCHAR,
+        token_labels VARCHAR[])""",
+    # kind: 'prompt' | 'generation'; parent/sample/seed: generation runs of one request
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, model_id VARCHAR, prompt_id VARCHAR, kind VARCHAR,
+        settings VARCHAR, n_tokens INTEGER, n_prompt_tokens INTEGER, truncated BOOLEAN,
+        parent VARCHAR, sample INTEGER, seed BIGINT, created_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS tokens (
+        run_id VARCHAR, pos INTEGER, token_id INTEGER, token VARCHAR, char_start INTEGER,
+        char_end INTEGER, is_special BOOLEAN)""",
+    # one row per (run, layer): codec 'f16' or 'bf16', data = (n_tokens, d_model) little-endian
+    """CREATE TABLE IF NOT EXISTS activations (
+        run_id VARCHAR, layer SMALLINT, n_tokens INTEGER, d_model INTEGER, codec VARCHAR,
+        data BLOB)""",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        job_id VARCHAR PRIMARY KEY, kind VARCHAR, spec VARCHAR, status VARCHAR,
+        tokens_total BIGINT, tokens_done BIGINT, runs_total INTEGER, runs_done INTEGER,
+        runs_cached INTEGER, message VARCHAR, created_at TIMESTAMP, updated_at TIMESTAMP,
+        pid INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS derived (
+        kind VARCHAR, key VARCHAR, payload BLOB, created_at TIMESTAMP, PRIMARY KEY (kind, key))""",
+]
