@@ -136,7 +136,7 @@ def _resolve(ref: str) -> ModelRef:
     if Path(ref).expanduser().exists():
         raise LayerScopeError(f"'{ref}' is a directory without a config.json: not a model.")
     repo, _, revision = ref.partition("@")
-    if looks_like_path and repo.count("/") != 1:
+    if ref.startswith((".", "/", "~")) or (looks_like_path and repo.count("/") != 1):
         raise LayerScopeError(f"No model directory at '{ref}'.")
     path = _hub_snapshot(repo, revision or None)
     return ModelRef(ref, path, revision or None, _fingerprint_dir(path, revision or None))
@@ -285,3 +285,25 @@ def _module_path(root, target) -> str | None:
         if mod is target:
             return name
     return None
+
+
+_LOAD_LOCK = __import__("threading").Lock()
+
+
+@lru_cache(maxsize=3)
+def _get_model_cached(ref: str, model_id: str, dtype: str, device: str, trust: bool):
+    return load_model(ref, dtype=dtype, device=device, trust_remote_code=trust)
+
+
+def get_model(
+    ref: str, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False
+) -> LoadedModel:
+    """Process-wide cache of loaded models (the worker and the views share them; read-only)."""
+    mref = resolve(ref)
+    with _LOAD_LOCK:
+        return _get_model_cached(ref, mref.model_id, dtype, device, trust_remote_code)
+
+
+def weights_bytes(mref: ModelRef) -> int:
+    """Size of the weight files on disk (for memory estimates before loading)."""
+    return sum(f.stat().st_size for f in mref.path.glob("*.safetensors"))

@@ -32,6 +32,10 @@ def default_db_path() -> Path:
     return Path(os.environ.get("LAYERSCOPE_DB") or DEFAULT_DB)
 
 
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
 def _lock_message(path: Path, err: Exception) -> str:
     m = re.search(r"PID (\d+)", str(err))
     who = f" (process {m.group(1)})" if m else ""
@@ -155,11 +159,10 @@ class Store:
         df = pd.DataFrame({"text": prompts["text"].astype(str).tolist()})
         for col in ("label", "group"):
             vals = prompts[col] if col in prompts else None
-            df[col] = [None if vals is None or pd.isna(v) else str(v) for v in
-                       (vals if vals is not None else [None] * len(df))]
+            df[col] = [None if _missing(v) else str(v)
+                       for v in (vals if vals is not None else [None] * len(df))]
         tl = prompts["token_labels"] if "token_labels" in prompts else [None] * len(df)
-        df["token_labels"] = [None if v is None or (isinstance(v, float) and np.isnan(v))
-                              else [str(x) for x in v] for v in tl]
+        df["token_labels"] = [None if _missing(v) else [str(x) for x in v] for v in tl]
         df["prompt_id"] = [prompt_id(t) for t in df["text"]]
         df["idx"] = np.arange(len(df), dtype=np.int32)
         df["set_name"] = name
@@ -199,8 +202,7 @@ class Store:
             """SELECT sp.idx, sp.prompt_id, p.text, sp.label, sp.grp AS "group", sp.token_labels
                FROM set_prompts sp JOIN prompts p USING (prompt_id)
                WHERE sp.set_name = ? ORDER BY sp.idx""", [name])
-        df["token_labels"] = [None if v is None or (isinstance(v, float) and np.isnan(v))
-                              else list(v) for v in df["token_labels"]]
+        df["token_labels"] = [None if _missing(v) else list(v) for v in df["token_labels"]]
         return df
 
     def delete_set(self, name: str) -> None:
@@ -473,6 +475,14 @@ class Store:
             """INSERT INTO derived VALUES (?, ?, ?, now())
                ON CONFLICT (kind, key) DO UPDATE SET payload = excluded.payload""",
             [kind, key, payload])
+
+    def record_throughput(self, model_id: str, dtype: str, tokens_per_s: float) -> None:
+        self.cache_put("throughput", f"{model_id}:{dtype}", json.dumps(tokens_per_s).encode())
+
+    def throughput(self, model_id: str, dtype: str) -> float | None:
+        """Tokens per second measured by the last job of this model and dtype."""
+        raw = self.cache_get("throughput", f"{model_id}:{dtype}")
+        return float(json.loads(raw)) if raw else None
 
     # -- jobs (rows only; the worker owns the logic) --------------------------------------
     def job_put(self, job: dict) -> None:

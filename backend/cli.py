@@ -1,0 +1,92 @@
+"""`python -m backend <command>`: one module per command in backend/commands/.
+
+Common options: --db PATH (default cache/layerscope.duckdb or $LAYERSCOPE_DB) and --json.
+A user-caused problem prints one line `error: ...` and exits 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+
+from backend.errors import LayerScopeError
+
+COMMANDS = ("extract", "ls", "export", "delete", "jobs", "project", "similarity", "probe",
+            "lens", "stats", "generate")
+
+
+def _modules():
+    for name in COMMANDS:
+        if importlib.util.find_spec(f"backend.commands.{name}") is not None:
+            yield name, importlib.import_module(f"backend.commands.{name}")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS,
+                        help="DuckDB file (default: $LAYERSCOPE_DB or cache/layerscope.duckdb)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print a machine-readable JSON summary on stdout")
+    parser = argparse.ArgumentParser(prog="python -m backend", parents=[common],
+                                     description="LayerScope: capture and analyse hidden states.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mods = {}
+    for name, mod in _modules():
+        p = sub.add_parser(name, parents=[common], help=mod.HELP, description=mod.HELP)
+        mod.register(p)
+        mods[name] = mod
+    return parser, mods
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
+    parser, mods = build_parser()
+    args = parser.parse_args(argv)
+    args.db = getattr(args, "db", None)
+    args.json = getattr(args, "json", False)
+    mod = mods[args.command]
+    from backend.store import Store
+
+    try:
+        with Store(args.db) as store:
+            result = mod.run(args, store)
+    except LayerScopeError as e:
+        if args.json:
+            print(json.dumps({"error": str(e)}))
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; completed runs are kept", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, default=_jsonable))
+    else:
+        print(mod.prose(result) if hasattr(mod, "prose") else _default_prose(result))
+    return 0
+
+
+def quiet_libraries() -> None:
+    """No download/loading bars from Hugging Face libraries in our output."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _jsonable(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    return str(o)
+
+
+def _default_prose(result: dict) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in result.items())

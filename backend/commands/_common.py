@@ -1,0 +1,66 @@
+"""Helpers shared by CLI commands: progress bar, foreground extraction, formatting."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from backend import catalog
+from backend.errors import LayerScopeError
+from backend.store import Store
+from backend.worker import JobSpec, Progress, Worker
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def progress_bar(p: Progress, stream=sys.stderr) -> None:
+    if not p.tokens_total:
+        return
+    frac = p.tokens_done / p.tokens_total
+    bar = "#" * int(frac * 30)
+    eta = f"{p.eta_s:5.0f}s" if p.eta_s is not None else "    ?"
+    stream.write(f"\r[{bar:<30}] {p.tokens_done}/{p.tokens_total} tok  "
+                 f"{p.tokens_per_s:7.0f} tok/s  ETA {eta}")
+    if not p.active or p.tokens_done >= p.tokens_total:
+        stream.write("\n")
+    stream.flush()
+
+
+def add_model_args(p, need_set: bool = True) -> None:
+    p.add_argument("--model", default="demo", help="bundled name, hub id[@revision] or local dir")
+    if need_set:
+        p.add_argument("--set", dest="set_name", required=True, help="prompt set name")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def run_job(store: Store, spec: JobSpec, quiet: bool = False) -> Progress:
+    """Run a job in the foreground with a progress bar; raise its failure as an error."""
+    worker = Worker(store)
+    p = worker.run(spec, on_progress=None if quiet else progress_bar)
+    if p.status == "failed":
+        raise LayerScopeError(p.message)
+    return p
+
+
+def ensure_runs(store: Store, args, quiet: bool = False):
+    """Make sure the set's runs exist for the model (computing what is missing).
+    Returns (model_id, runs DataFrame)."""
+    catalog.ensure_set(store, args.set_name)
+    spec = JobSpec(model=args.model, set_name=args.set_name, dtype=getattr(args, "dtype", "auto"),
+                   device=getattr(args, "device", "cpu"),
+                   trust_remote_code=getattr(args, "trust_remote_code", False))
+    p = run_job(store, spec, quiet=quiet or getattr(args, "json", False))
+    model_id = p.result["model_id"]
+    return model_id, store.set_runs(args.set_name, model_id)
+
+
+def set_name_from(path: str) -> str:
+    return Path(path).stem

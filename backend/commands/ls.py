@@ -1,0 +1,43 @@
+"""`ls`: what the cache holds."""
+
+from __future__ import annotations
+
+from backend.commands._common import human_bytes
+
+HELP = "list models, prompt sets and runs in the cache, with sizes on disk"
+
+
+def register(p) -> None:
+    pass
+
+
+def run(args, store) -> dict:
+    models = store.list_models()
+    sets = store.list_sets()
+    cov = store.set_coverage()
+    return {
+        "db": str(store.path),
+        "summary": store.summary(),
+        "models": models.drop(columns=["last_used"]).to_dict("records"),
+        "sets": sets.to_dict("records"),
+        "coverage": cov.to_dict("records"),
+    }
+
+
+def prose(r: dict) -> str:
+    s = r["summary"]
+    lines = [f"{r['db']}: {s['runs']} runs, {s['tokens']} tokens, "
+             f"{human_bytes(s['activation_bytes'])} of activations "
+             f"({human_bytes(s['file_bytes'])} on disk)", "", "models:"]
+    for m in r["models"]:
+        lines.append(f"  {m['ref']:<28} {m['architecture']:<22} {m['n_layers']:>3} layers "
+                     f"d={m['d_model']:<5} {m['n_runs']:>6} runs {human_bytes(m['bytes']):>9}"
+                     f"  [{m['model_id']}]")
+    lines += ["", "prompt sets:"]
+    for st in r["sets"]:
+        covered = [f"{c['ref']} ({c['n_runs']})" for c in r["coverage"]
+                   if c["set_name"] == st["set_name"]]
+        lines.append(f"  {st['set_name']:<20} {st['n_prompts']:>6} prompts"
+                     f"{'  labelled' if st['has_labels'] else ''}"
+                     f"  runs: {', '.join(covered) or 'none'}")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""Prompt sets from files or typed text: TXT (one per line), CSV, JSONL.
+
+Every problem a user can cause becomes a LayerScopeError with one sentence.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from backend.errors import LayerScopeError
+
+FORMATS = (".txt", ".csv", ".jsonl", ".json")
+TEXT_GUESSES = ("text", "prompt", "sentence", "input", "question")
+
+
+def from_lines(text: str) -> pd.DataFrame:
+    """One prompt per non-empty line."""
+    lines = [ln.strip() for ln in (text or "").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise LayerScopeError("No prompts: type at least one non-empty line.")
+    return pd.DataFrame({"text": lines})
+
+
+def read_table(data: bytes | str | Path, name: str | None = None) -> pd.DataFrame:
+    """Raw table of a file (all columns), for column pickers. ``name`` gives the format."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.exists():
+            raise LayerScopeError(f"No prompt file at '{path}'.")
+        name, data = name or path.name, path.read_bytes()
+    suffix = Path(name or "").suffix.lower()
+    if suffix not in FORMATS:
+        raise LayerScopeError(f"Unsupported prompt file '{name}': use one of {', '.join(FORMATS)}.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise LayerScopeError(f"'{name}' is not UTF-8 text.") from None
+    if suffix == ".txt":
+        return from_lines(text)
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        else:
+            rows = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+            if suffix == ".json" and len(rows) == 1 and isinstance(rows[0], list):
+                rows = rows[0]
+            if not all(isinstance(r, dict) for r in rows):
+                raise LayerScopeError(f"'{name}': every JSON line must be an object.")
+            df = pd.DataFrame(rows)
+    except (pd.errors.ParserError, json.JSONDecodeError) as e:
+        first = str(e).splitlines()[0]
+        raise LayerScopeError(f"'{name}' is malformed: {first}") from None
+    if df.empty:
+        raise LayerScopeError(f"'{name}' has no rows.")
+    return df
+
+
+def guess_text_column(df: pd.DataFrame) -> str:
+    for c in df.columns:
+        if str(c).lower() in TEXT_GUESSES:
+            return c
+    return df.columns[0]
+
+
+def select_columns(
+    df: pd.DataFrame,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    group_column: str | None = None,
+    token_labels_column: str | None = None,
+) -> pd.DataFrame:
+    """Normalise to columns text, label, group, token_labels; drop empty texts."""
+    text_column = text_column or guess_text_column(df)
+    for role, col in (("text", text_column), ("label", label_column), ("group", group_column),
+                      ("token labels", token_labels_column)):
+        if col is not None and col not in df.columns:
+            raise LayerScopeError(
+                f"No {role} column '{col}'; the file has: {', '.join(map(str, df.columns))}."
+            )
+    if token_labels_column is None and "token_labels" in df.columns:
+        token_labels_column = "token_labels"
+    out = pd.DataFrame({"text": df[text_column].astype(str).str.strip()})
+    out["label"] = df[label_column].astype(str) if label_column else None
+    out["group"] = df[group_column].astype(str) if group_column else None
+    if token_labels_column:
+        out["token_labels"] = [
+            v if isinstance(v, list) else (str(v).split() if str(v).strip() else None)
+            for v in df[token_labels_column]
+        ]
+    out = out[out["text"] != ""].reset_index(drop=True)
+    if out.empty:
+        raise LayerScopeError("Every prompt in the file is empty.")
+    return out
+
+
+def load_prompts(
+    path: str | Path,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    group_column: str | None = None,
+) -> pd.DataFrame:
+    """File -> normalised prompt table (text, label, group[, token_labels])."""
+    return select_columns(read_table(path), text_column, label_column, group_column)
