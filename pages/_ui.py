@@ -1,0 +1,190 @@
+"""Shared UI: the only st.cache_resource / st.cache_data wrappers, and widgets every page uses.
+
+Pages call ``store()``, ``worker()``, ``selection()``, ``require_runs()``, ``job_panel()``,
+``prompt_link()``; nothing here computes analysis results.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from backend import catalog, models
+from backend.errors import LayerScopeError
+from backend.store import Store, default_db_path
+from backend.worker import JobSpec, Worker
+
+PAGE_URLS = {"run": "run", "library": "library", "prompt": "prompt"}
+
+
+# -- singletons ---------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _root_store(path: str) -> Store:
+    return Store(path)
+
+
+@st.cache_resource(show_spinner=False)
+def _worker(path: str) -> Worker:
+    w = Worker(_root_store(path))
+    w.start()
+    threading.Thread(target=_warm_up, name="layerscope-warmup", daemon=True).start()
+    return w
+
+
+def _warm_up() -> None:
+    """Pay umap-learn's import + numba compilation once, in the background, at app start."""
+    try:
+        from backend.analysis.projection import warm_umap
+
+        warm_umap()
+    except Exception:  # warm-up is an optimisation only
+        pass
+
+
+def db_path() -> str:
+    return str(default_db_path())
+
+
+def store() -> Store:
+    """A cursor on the app's one database instance, for this session's script runs."""
+    key = "_ls_store_" + db_path()
+    if key not in st.session_state:
+        st.session_state[key] = _root_store(db_path()).cursor()
+    return st.session_state[key]
+
+
+def worker() -> Worker:
+    return _worker(db_path())
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=3)
+def loaded_model(ref: str, dtype: str = "auto", device: str = "cpu"):
+    """A loaded model for views that need its weights (logit lens)."""
+    return models.get_model(ref, dtype, device)
+
+
+# -- selection (model + prompt set), shared across pages and kept in the URL ----------------
+@dataclass(frozen=True)
+class Selection:
+    model: str  #: reference as the user knows it ("demo", "gpt2", a path)
+    set_name: str | None
+    model_id: str | None  #: fingerprint, None when the model has no runs in the cache
+
+
+def model_choices(s: Store) -> list[str]:
+    refs = list(models.bundled_models())
+    for ref in s.list_models()["ref"]:
+        if ref not in refs:
+            refs.append(ref)
+    return refs
+
+
+def set_choices(s: Store) -> list[str]:
+    names = list(s.list_sets()["set_name"])
+    return names + [n for n in catalog.demo_sets() if n not in names]
+
+
+def _bound_select(label: str, options: list[str], key: str, help: str | None = None) -> str | None:
+    """A selectbox whose value lives in session_state and in the URL (?key=value)."""
+    if not options:
+        return None
+    url = st.query_params.get(key)
+    current = st.session_state.get(f"sel_{key}", url)
+    if url is not None and url != current and url in options:
+        current = url
+    if current not in options:
+        options = options + [current] if current else options
+    idx = options.index(current) if current in options else 0
+    value = st.sidebar.selectbox(label, options, index=idx, key=f"_w_{key}", help=help)
+    st.session_state[f"sel_{key}"] = value
+    st.query_params[key] = value
+    return value
+
+
+def selection(need_set: bool = True) -> Selection:
+    """Sidebar pickers for model and prompt set; the choice follows the user across pages."""
+    s = store()
+    model = _bound_select("Model", model_choices(s), "model",
+                          help="Bundled demo models first, then every model in the cache.")
+    set_name = _bound_select("Prompt set", set_choices(s), "set") if need_set else None
+    model_id = None
+    if model:
+        row = s.find_model(model)
+        model_id = row["model_id"] if row else None
+    return Selection(model or models.DEFAULT_MODEL, set_name, model_id)
+
+
+def require_runs(sel: Selection) -> pd.DataFrame | None:
+    """The set's runs for the model, or a message and a button to compute them."""
+    s = store()
+    if sel.set_name is None:
+        st.info("Pick a prompt set in the sidebar.")
+        return None
+    runs = s.set_runs(sel.set_name, sel.model_id) if sel.model_id else pd.DataFrame()
+    n_set = len(s.get_set(sel.set_name)) if sel.set_name in set(s.list_sets()["set_name"]) else 0
+    if len(runs) and len(runs) >= n_set:
+        return runs
+    active = [p for p in worker().active_jobs()]
+    if active:
+        st.info("A job is computing activations; this view fills in when it finishes.")
+        job_panel(active[0].job_id)
+        return runs if len(runs) else None
+    msg = (f"{len(runs)} of {n_set} prompts" if n_set else "None of the prompts")
+    st.info(f"{msg} of **{sel.set_name}** have activations for **{sel.model}** yet.")
+    if st.button(f"Compute {sel.set_name} on {sel.model}", type="primary", key="_compute_runs"):
+        submit(JobSpec(model=sel.model, set_name=sel.set_name))
+        st.rerun()
+    return runs if len(runs) else None
+
+
+def submit(spec: JobSpec) -> str | None:
+    """Submit a job; a user-caused problem becomes a message in the page."""
+    try:
+        catalog.ensure_set(store(), spec.set_name)
+        job_id = worker().submit(spec)
+    except LayerScopeError as e:
+        st.error(str(e))
+        return None
+    st.session_state["_ls_last_job"] = job_id
+    return job_id
+
+
+@st.fragment(run_every=1.0)
+def job_panel(job_id: str) -> None:
+    """Live progress of a job (tokens/s, ETA) with a cancel button; reruns itself."""
+    p = worker().progress(job_id)
+    if p is None:
+        return
+    if p.active:
+        frac = p.tokens_done / p.tokens_total if p.tokens_total else 0.0
+        eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
+        st.progress(frac, text=f"{p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
+                    f"{p.tokens_per_s:,.0f} tok/s{eta}")
+        if st.button("Cancel", key=f"_cancel_{job_id}"):
+            worker().cancel(job_id)
+    elif p.status == "done":
+        r = p.result
+        st.success(f"Done: {r.get('runs', 0)} runs computed, {r.get('cached_runs', 0)} from the "
+                   f"cache, {r.get('tokens', 0):,} tokens in {p.seconds:.1f} s.")
+        if st.session_state.get("_ls_done_seen") != job_id:
+            st.session_state["_ls_done_seen"] = job_id
+            st.rerun(scope="app")
+    else:
+        st.error(f"Job {p.status}: {p.message}")
+
+
+# -- links ----------------------------------------------------------------------------------
+def prompt_link(run_id: str, label: str = "open prompt") -> None:
+    """A link to the Prompt page for one run."""
+    st.page_link(f"pages/prompt.py", label=label, query_params={"run": run_id})
+
+
+def prompt_url(run_id: str) -> str:
+    return f"./prompt?run={run_id}"
+
+
+def error_box(e: Exception) -> None:
+    st.error(str(e) if isinstance(e, LayerScopeError) else f"{type(e).__name__}: {e}")
