@@ -52,6 +52,8 @@ def read_table(data: bytes | str | Path, name: str | None = None) -> pd.DataFram
             if not all(isinstance(r, dict) for r in rows):
                 raise LayerScopeError(f"'{name}': every JSON line must be an object.")
             df = pd.DataFrame(rows)
+    except pd.errors.EmptyDataError:
+        raise LayerScopeError(f"'{name}' has no rows.") from None
     except (pd.errors.ParserError, json.JSONDecodeError) as e:
         first = str(e).splitlines()[0]
         raise LayerScopeError(f"'{name}' is malformed: {first}") from None

@@ -67,6 +67,9 @@ class Store:
             raise LayerScopeError(f"Cannot open the cache {self.path}: {e}") from None
         if not read_only:
             self._migrate()
+            # only one process can open the file for writing, so jobs still marked as
+            # running belong to a process that died (kill -9, power loss)
+            self.mark_interrupted_jobs()
 
     # -- lifecycle ------------------------------------------------------------------------
     def cursor(self) -> Store:

@@ -232,9 +232,6 @@ class Worker:
         self._stops: dict[str, threading.Event] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        n = self.store.mark_interrupted_jobs()
-        if n:
-            log.info("%d jobs of a previous process were interrupted", n)
 
     # -- public API -----------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:

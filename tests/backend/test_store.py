@@ -1,0 +1,130 @@
+"""Store: round trips, half-precision storage, overflow, deletes, sizes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from backend import codec
+from backend.errors import LayerScopeError
+from backend.extract import CapturedRun, make_run_id
+from backend.store import Store
+from backend.store_schema import SCHEMA_VERSION
+
+RNG = np.random.default_rng(0)
+
+
+def fake_run(text, n_layers=3, d=16, scale=1.0, model_id="m"):
+    n = len(text.split())
+    h = torch.tensor(RNG.normal(size=(n_layers + 1, n, d)) * scale, dtype=torch.float32)
+    return CapturedRun(run_id=make_run_id(model_id, text, {}), text=text,
+                       token_ids=list(range(n)), tokens=text.split(),
+                       offsets=[(0, 1)] * n, special=[i == 0 for i in range(n)], hidden=h)
+
+
+class Info:  # the fields upsert_model reads, without loading a model
+    model_id, ref, name, architecture = "m", "fake", "fake", "Fake"
+    n_layers, d_model, vocab_size, has_lm_head, is_causal, revision = 3, 16, 10, True, True, None
+
+    def to_json(self):
+        return '{"n_layers": 3}'
+
+
+def stocked(store, texts=("a b c", "d e", "f g h i")):
+    store.upsert_model(Info())
+    runs = [fake_run(t) for t in texts]
+    store.ingest("m", runs)
+    store.save_prompt_set("s", pd.DataFrame({"text": list(texts), "label": ["x", "y", "x"][:len(texts)]}))
+    return runs
+
+
+def test_roundtrip_all_read_shapes(store):
+    runs = stocked(store)
+    sr = store.set_runs("s", "m")
+    assert list(sr["text"]) == [r.text for r in runs] and list(sr["label"]) == ["x", "y", "x"]
+    h = store.run_layers(runs[0].run_id)
+    assert h.shape == (4, 3, 16) and h.dtype == np.float32
+    np.testing.assert_allclose(h, runs[0].hidden.numpy(), rtol=1e-3, atol=1e-3)
+    x, idx = store.layer([r.run_id for r in runs][::-1], 2)  # order follows the request
+    assert x.shape == (9, 16) and list(idx["run_id"][:4]) == [runs[2].run_id] * 4
+    np.testing.assert_allclose(x[:4], runs[2].hidden[2].numpy(), rtol=1e-3, atol=1e-3)
+    last = store.pooled([r.run_id for r in runs], "last")
+    assert last.shape == (4, 3, 16)
+    np.testing.assert_allclose(last[1, 1], runs[1].hidden[1, -1].numpy(), rtol=1e-3, atol=1e-3)
+    mean = store.pooled([r.run_id for r in runs], "mean", layers=[3])
+    expect = runs[0].hidden[3, 1:].mean(0).numpy()  # special first token excluded
+    np.testing.assert_allclose(mean[0, 0], expect, rtol=1e-3, atol=1e-3)
+    toks = store.tokens(runs[0].run_id)
+    assert list(toks["token"]) == ["a", "b", "c"] and toks["is_special"].tolist() == [True, False, False]
+
+
+def test_fp16_storage_is_two_bytes_per_value(store):
+    runs = stocked(store)
+    total = store.summary()["activation_bytes"]
+    values = sum(r.hidden.numel() for r in runs)
+    assert total == 2 * values
+
+
+def test_values_beyond_fp16_are_stored_as_bf16_not_inf(store):
+    store.upsert_model(Info())
+    r = fake_run("big values here", scale=1.0)
+    r.hidden[2, 1, 3] = 3.0e6  # a massive activation
+    store.ingest("m", [r])
+    h = store.run_layers(r.run_id)
+    assert np.isfinite(h).all()
+    assert h[2, 1, 3] == pytest.approx(3.0e6, rel=1e-2)
+    np.testing.assert_allclose(h[1], r.hidden[1].numpy(), rtol=1e-3, atol=1e-3)  # other layers f16
+    codecs = store.con.execute("SELECT layer, codec FROM activations ORDER BY layer").fetchall()
+    assert dict(codecs) == {0: "f16", 1: "f16", 2: "bf16", 3: "f16"}
+
+
+def test_codec_refuses_nan():
+    with pytest.raises(ValueError):
+        codec.encode(torch.tensor([[float("nan")]]))
+
+
+def test_delete_set_frees_rows_but_keeps_shared_prompts(store):
+    runs = stocked(store)
+    store.save_prompt_set("other", pd.DataFrame({"text": ["a b c"]}))
+    store.delete_set("s")
+    assert store.existing_runs([r.run_id for r in runs]) == {runs[0].run_id}
+    assert store.summary()["activation_bytes"] == runs[0].hidden.numel() * 2
+    store.delete_model_runs("m")
+    assert store.summary()["runs"] == 0 and store.summary()["activation_bytes"] == 0
+
+
+def test_prompt_set_validation_and_replacement(store):
+    with pytest.raises(LayerScopeError, match="empty"):
+        store.save_prompt_set("e", pd.DataFrame({"text": []}))
+    store.save_prompt_set("s", pd.DataFrame({"text": ["one", "two"], "token_labels": [["0"], None]}))
+    store.save_prompt_set("s", pd.DataFrame({"text": ["three"]}))
+    got = store.get_set("s")
+    assert list(got["text"]) == ["three"] and got["token_labels"].tolist() == [None]
+
+
+def test_schema_version_and_file_reopen(tmp_path):
+    path = tmp_path / "c.duckdb"
+    with Store(path) as s:
+        stocked(s)
+        assert s.schema_version() == SCHEMA_VERSION
+    with Store(path) as s:
+        assert s.summary()["runs"] == 3
+
+
+def test_cursor_sees_committed_runs(tmp_path):
+    with Store(tmp_path / "c.duckdb") as s:
+        cur = s.cursor()
+        stocked(s)
+        assert cur.summary()["runs"] == 3
+
+
+def test_export_parquet(store, tmp_path):
+    import pyarrow.parquet as pq
+
+    runs = stocked(store)
+    n = store.export_parquet("s", "m", tmp_path / "a.parquet", layer=1)
+    t = pq.read_table(tmp_path / "a.parquet")
+    assert n == t.num_rows == 9
+    v = np.array(t["vector"][0].as_py())
+    np.testing.assert_allclose(v, runs[0].hidden[1, 0].numpy(), rtol=1e-3, atol=1e-3)
+    assert set(t.column_names) >= {"run_id", "layer", "pos", "token", "label", "vector"}
