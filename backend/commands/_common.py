@@ -19,7 +19,8 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def progress_bar(p: Progress, stream=sys.stderr) -> None:
+def progress_bar(p: Progress, stream=None) -> None:
+    stream = stream or sys.stderr
     if not p.tokens_total:
         return
     frac = p.tokens_done / p.tokens_total

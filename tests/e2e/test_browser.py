@@ -1,0 +1,37 @@
+"""End to end in real Chromium: open the app, run the demo, see the job finish, open every page."""
+
+import re
+
+import pytest
+
+from backend import models
+from tests.e2e.conftest import assert_no_exception, shot, wait_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PAGES = ["library", "prompt", "tour", "trajectories", "similarity", "probes", "lens", "stats",
+         "generation"]
+
+
+@pytest.mark.skipif("demo" not in models.bundled_models(), reason="bundled demo model missing")
+def test_try_the_demo_then_every_page(server, page):
+    page.goto(server)
+    wait_idle(page)
+    assert_no_exception(page, "run (empty cache)")
+    shot(page, "01-run-empty")
+    page.get_by_role("button", name="Try the demo").click()
+    page.get_by_text(re.compile(r"Done: \d+ runs computed")).first.wait_for(timeout=180_000)
+    wait_idle(page)
+    shot(page, "02-run-demo-done")
+    assert_no_exception(page, "run (after demo)")
+    nav = page.locator("[data-testid='stSidebarNav'] a")
+    available = {(a.get_attribute("href") or "").rstrip("/").rsplit("/", 1)[-1]
+                 for a in nav.all()}
+    for i, name in enumerate([p for p in PAGES if p in available], start=3):
+        page.goto(f"{server}/{name}?model=demo&set=agreement")
+        wait_idle(page, timeout=180)
+        shot(page, f"{i:02d}-{name}")
+        assert_no_exception(page, name)
+    page.goto(f"{server}/library")
+    wait_idle(page)
+    assert page.get_by_text("agreement").count() > 0
