@@ -32,6 +32,10 @@ with left:
     typed = st.text_input("…or a hub id (e.g. gpt2, EleutherAI/pythia-70m@main) or a local "
                           "directory", key="run_model_typed").strip()
     model = typed or pick
+    try:
+        models.resolve(model)
+    except LayerScopeError as e:
+        st.error(str(e))
     with st.expander("Advanced"):
         dtype = st.selectbox("dtype", ["auto", "float32", "bfloat16", "float16"],
                              help="auto = bfloat16 where the CPU has AMX/AVX512-bf16, else float32")

@@ -1,0 +1,74 @@
+"""Run, Library and Prompt pages through AppTest: render, submit a job, bad input, nothing lost."""
+
+import pytest
+
+from backend import models
+from tests.pages.conftest import open_page, wait_jobs
+
+
+def no_exception(at):
+    assert not at.exception, [e.message for e in at.exception]
+
+
+@pytest.mark.parametrize("page", ["run", "library", "prompt"])
+def test_pages_render_on_an_empty_cache(app_db, page):
+    at = open_page(page)
+    no_exception(at)
+
+
+def test_submit_typed_prompts_on_a_local_model_then_library_and_prompt(app_db, tiny_model_dir):
+    at = open_page("run")
+    at.text_input(key="run_model_typed").input(str(tiny_model_dir("gpt2"))).run()
+    at.radio(key="run_mode").set_value("Type").run()
+    at.text_input(key="run_typed_name").input("mine").run()
+    at.text_area(key="run_typed_text").input("the cat runs\nthe dogs near the cat run").run()
+    no_exception(at)
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Prompts"] == "2" and labels["Already cached"] == "0"
+    at.button(key="run_submit").click().run()
+    no_exception(at)
+    wait_jobs()
+    at.run()
+    no_exception(at)
+    assert any("Done: 2 runs computed" in s.value for s in at.success)
+    assert {m.label: m.value for m in at.metric}["Already cached"] == "2"
+
+    lib = open_page("library")
+    no_exception(lib)
+    assert "mine" in lib.dataframe[1].value["set_name"].tolist()
+
+    from backend.store import Store
+
+    with Store(app_db) as s:  # the app process is this process; read through a new instance
+        pass
+
+
+def test_bad_model_and_bad_file_are_messages(app_db):
+    at = open_page("run")
+    at.text_input(key="run_model_typed").input("./no/such/model").run()
+    no_exception(at)
+    assert any("No model directory" in e.value for e in at.error)
+    at.text_input(key="run_model_typed").input("").run()
+    at.radio(key="run_mode").set_value("Type").run()
+    at.text_area(key="run_typed_text").input("   \n  ").run()
+    no_exception(at)
+
+
+def test_prompt_page_with_unknown_run_says_so(app_db):
+    at = open_page("prompt", {"run": "nope"})
+    no_exception(at)
+    assert any("No run 'nope'" in e.value for e in at.error)
+
+
+@pytest.mark.skipif("demo" not in models.bundled_models(), reason="bundled demo model missing")
+def test_try_the_demo_completes(app_db):
+    at = open_page("run")
+    at.button(key="try_demo").click().run()
+    no_exception(at)
+    wait_jobs(300)
+    at.run()
+    no_exception(at)
+    assert any("Done:" in s.value for s in at.success)
+    p = open_page("prompt", {"model": "demo", "set": "agreement"})
+    no_exception(p)
+    assert len(p.get("plotly_chart")) == 1
