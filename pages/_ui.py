@@ -2,6 +2,11 @@
 
 Pages call ``store()``, ``worker()``, ``selection()``, ``require_runs()``, ``job_panel()``,
 ``prompt_link()``; nothing here computes analysis results.
+
+Permalinks: every view control should be a ``qp_*`` widget (``qp_select``, ``qp_radio``,
+``qp_slider``, ``qp_toggle``, ``qp_int``): its value lives in ``st.query_params`` so a copied
+URL reopens the same view. Figures go through ``show_figure`` (presenter styling + exports:
+offline HTML, PNG, and the numbers behind them as CSV / Parquet).
 """
 
 from __future__ import annotations
@@ -188,3 +193,152 @@ def prompt_url(run_id: str) -> str:
 
 def error_box(e: Exception) -> None:
     st.error(str(e) if isinstance(e, LayerScopeError) else f"{type(e).__name__}: {e}")
+
+
+# -- view state in the URL (permalinks) ----------------------------------------------------
+def _qp_get(key: str):
+    return st.query_params.get(key)
+
+
+def qp_select(label: str, options: list, key: str, default=None, sidebar: bool = False,
+              format_func=str, help: str | None = None):
+    """A selectbox bound to ?key=...; unknown URL values fall back to the default."""
+    options = list(options)
+    if not options:
+        return None
+    url = _qp_get(key)
+    by_str = {str(o): o for o in options}
+    value = by_str.get(url, default if default in options else options[0])
+    where = st.sidebar if sidebar else st
+    got = where.selectbox(label, options, index=options.index(value), key=f"qp_{key}",
+                          format_func=format_func, help=help)
+    st.query_params[key] = str(got)
+    return got
+
+
+def qp_radio(label: str, options: list, key: str, default=None, horizontal: bool = True,
+             help: str | None = None, format_func=str):
+    options = list(options)
+    url = _qp_get(key)
+    by_str = {str(o): o for o in options}
+    value = by_str.get(url, default if default in options else options[0])
+    got = st.radio(label, options, index=options.index(value), key=f"qp_{key}",
+                   horizontal=horizontal, help=help, format_func=format_func)
+    st.query_params[key] = str(got)
+    return got
+
+
+def qp_int(label: str, key: str, default: int, min_value: int, max_value: int,
+           help: str | None = None) -> int:
+    """An integer slider bound to ?key=N."""
+    try:
+        value = int(_qp_get(key)) if _qp_get(key) is not None else default
+    except ValueError:
+        value = default
+    value = min(max(value, min_value), max_value)
+    if min_value == max_value:
+        st.query_params[key] = str(value)
+        return value
+    got = st.slider(label, min_value, max_value, value, key=f"qp_{key}", help=help)
+    st.query_params[key] = str(got)
+    return got
+
+
+def qp_slider(label: str, key: str, default: tuple[int, int], min_value: int, max_value: int,
+              help: str | None = None) -> tuple[int, int]:
+    """A range slider bound to ?key=a:b."""
+    try:
+        a, b = (int(x) for x in _qp_get(key).split(":")) if _qp_get(key) else default
+    except ValueError:
+        a, b = default
+    a, b = max(min_value, min(a, max_value)), max(min_value, min(b, max_value))
+    if min_value == max_value:
+        return min_value, max_value
+    got = st.slider(label, min_value, max_value, (min(a, b), max(a, b)), key=f"qp_{key}",
+                    help=help)
+    st.query_params[key] = f"{got[0]}:{got[1]}"
+    return got
+
+
+def qp_toggle(label: str, key: str, default: bool = False, help: str | None = None) -> bool:
+    url = _qp_get(key)
+    value = default if url is None else url in ("1", "true", "True")
+    got = st.toggle(label, value=value, key=f"qp_{key}", help=help)
+    st.query_params[key] = "1" if got else "0"
+    return got
+
+
+# -- presenter mode ------------------------------------------------------------------------
+def presenting() -> bool:
+    """?present=1 (or the sidebar toggle): big fonts, fewer controls, high contrast."""
+    url = st.query_params.get("present") in ("1", "true")
+    on = st.sidebar.toggle("Presenter mode", value=url, key="_ls_present",
+                           help="Larger fonts and markers and high-contrast colours for a "
+                                "projector; fewer controls.")
+    if on:
+        st.query_params["present"] = "1"
+        st.markdown("<style>html, body, [class*='st-'] {font-size: 1.15rem;}</style>",
+                    unsafe_allow_html=True)
+    elif "present" in st.query_params:
+        del st.query_params["present"]
+    return on
+
+
+def present_figure(fig):
+    """Presenter styling: larger fonts and markers; figures keep their fixed colour scales."""
+    fig.update_layout(font=dict(size=20), title_font=dict(size=26),
+                      legend=dict(font=dict(size=18)), hoverlabel=dict(font_size=18))
+    for tr in fig.data:
+        if getattr(tr, "marker", None) is not None and hasattr(tr.marker, "size"):
+            try:
+                tr.marker.size = max(tr.marker.size or 6, 10) if not isinstance(
+                    tr.marker.size, (list, tuple)) else tr.marker.size
+            except (ValueError, TypeError):
+                pass
+    return fig
+
+
+def copy_link_box() -> None:
+    """The current view's permalink, ready to copy."""
+    from urllib.parse import urlencode
+
+    qs = urlencode({k: st.query_params[k] for k in st.query_params})
+    try:
+        base = st.context.url.split("?")[0]
+    except Exception:
+        base = ""
+    st.code(f"{base}?{qs}" if base else f"?{qs}", language=None)
+
+
+def show_figure(fig, key: str, name: str, data: "pd.DataFrame | None" = None,
+                on_select: str = "ignore", **kwargs):
+    """Draw a figure (presenter-styled when on) with export buttons underneath.
+
+    ``data`` = the numbers behind the figure, offered as CSV and Parquet. Returns the plotly
+    selection state when ``on_select='rerun'``.
+    """
+    from backend import exports
+
+    if st.session_state.get("_ls_present"):
+        present_figure(fig)
+    event = st.plotly_chart(fig, key=key, on_select=on_select, **kwargs)
+    with st.expander("Export / share", expanded=False):
+        c = st.columns(5)
+        c[0].download_button("HTML (offline)", exports.figure_html(fig), f"{name}.html",
+                             mime="text/html", key=f"{key}_html")
+        if c[1].button("PNG", key=f"{key}_png_make"):
+            try:
+                st.session_state[f"{key}_png"] = exports.figure_png(fig)
+            except Exception as e:  # kaleido/Chromium missing
+                st.warning(f"PNG export needs Chromium: {e}")
+        if f"{key}_png" in st.session_state:
+            c[1].download_button("Save PNG", st.session_state[f"{key}_png"], f"{name}.png",
+                                 mime="image/png", key=f"{key}_png_dl")
+        if data is not None:
+            c[2].download_button("CSV", exports.table_csv(data), f"{name}.csv", mime="text/csv",
+                                 key=f"{key}_csv")
+            c[3].download_button("Parquet", exports.table_parquet(data), f"{name}.parquet",
+                                 key=f"{key}_pq")
+        c[4].caption("Link to this view:")
+        copy_link_box()
+    return event
