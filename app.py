@@ -4,16 +4,16 @@ from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="LayerScope", page_icon="🔭", layout="wide")
+st.set_page_config(page_title="LayerScope", page_icon=":material/layers:", layout="wide")
 
 PAGES = {
-    "Start": [("run.py", "Run", "▶️", "run"), ("library.py", "Library", "🗄️", "library"),
-              ("prompt.py", "Prompt", "🔤", "prompt"), ("tour.py", "Tour", "🎓", "tour")],
-    "Views": [("trajectories.py", "Trajectories", "🌀", "trajectories"),
-              ("similarity.py", "Similarity", "🟦", "similarity"),
-              ("probes.py", "Probes", "🎯", "probes"), ("lens.py", "Logit lens", "🔍", "lens"),
-              ("stats.py", "Layer stats", "📈", "stats"),
-              ("generation.py", "Generation", "🎲", "generation")],
+    "Start": [("run.py", "Run", ":material/play_circle:", "run"), ("library.py", "Library", ":material/inventory_2:", "library"),
+              ("prompt.py", "Prompt", ":material/notes:", "prompt"), ("tour.py", "Tour", ":material/school:", "tour")],
+    "Views": [("trajectories.py", "Trajectories", ":material/timeline:", "trajectories"),
+              ("similarity.py", "Similarity", ":material/grid_on:", "similarity"),
+              ("probes.py", "Probes", ":material/target:", "probes"), ("lens.py", "Logit lens", ":material/search:", "lens"),
+              ("stats.py", "Layer stats", ":material/monitoring:", "stats"),
+              ("generation.py", "Generation", ":material/casino:", "generation")],
 }
 HERE = Path(__file__).parent / "pages"
 nav = {
