@@ -1,0 +1,65 @@
+"""Glue between the store and probes / lens / stats, shared by pages and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from backend import models, units
+from backend.analysis.lens import LensResult, logit_lens
+from backend.analysis.probes import ProbeResult, run_probes
+from backend.analysis.stats import LayerStats, layer_stats
+from backend.errors import LayerScopeError
+from backend.store import Store
+
+TWINS = {"demo": "demo-untrained", "demo-seed1": "demo-untrained"}
+
+
+def probe_units(store: Store, set_name: str, model_id: str, unit: str = "prompt",
+                pool: str = "last", max_runs: int | None = None):
+    """(x (n_layers+1, n_units, d), labels, groups, meta) for a probe."""
+    runs = units.set_runs_or_error(store, set_name, model_id)
+    layers = list(range(store.get_model(model_id)["n_layers"] + 1))
+    if unit == "prompt":
+        if runs["label"].isna().all():
+            raise LayerScopeError(f"The set '{set_name}' has no labels to probe.")
+        x, meta = units.prompt_units(store, runs, layers, pool)
+    else:
+        runs = units.with_token_labels(store, set_name, runs.head(max_runs or len(runs)))
+        if runs["token_labels"].isna().all():
+            raise LayerScopeError(f"The set '{set_name}' has no per-token labels.")
+        x, meta = units.token_units(store, runs, layers)
+    keep = meta["label"].notna().to_numpy()
+    return x[:, keep], meta.loc[keep, "label"].astype(str).to_numpy(), \
+        meta.loc[keep, "idx"].to_numpy(), meta[keep].reset_index(drop=True)
+
+
+def probe(store: Store, set_name: str, model_id: str, unit="prompt", pool="last", folds=5,
+          method="logistic", max_runs=None) -> tuple[ProbeResult, pd.DataFrame]:
+    x, y, g, meta = probe_units(store, set_name, model_id, unit, pool, max_runs)
+    try:
+        return run_probes(x, y, g, folds=folds, method=method), meta
+    except ValueError as e:
+        raise LayerScopeError(str(e)) from None
+
+
+def lens_for_hidden(lm: models.LoadedModel, hidden: np.ndarray, k: int = 5) -> LensResult:
+    if not lm.info.has_lm_head or lm.unembed is None:
+        raise LayerScopeError(f"The logit lens does not apply to {lm.info.ref}: it has no "
+                              "language-model head (an encoder such as BERT).")
+    return logit_lens(hidden, lm.final_norm, lm.unembed, k=k)
+
+
+def vocab(lm: models.LoadedModel) -> list[str]:
+    tok = lm.tokenizer
+    return tok.batch_decode([[i] for i in range(lm.info.vocab_size)])
+
+
+def stats(store: Store, set_name: str, model_id: str, max_runs: int = 200
+          ) -> tuple[LayerStats, list[str]]:
+    """Statistics over every (non-special) token of up to ``max_runs`` runs of the set."""
+    runs = units.set_runs_or_error(store, set_name, model_id).head(max_runs)
+    layers = list(range(store.get_model(model_id)["n_layers"] + 1))
+    x, meta = units.token_units(store, runs, layers, skip_special=False)
+    names = [f"{t} ({txt[:30]})" for t, txt in zip(meta["token"], meta["text"])]
+    return layer_stats(x, layers), names
