@@ -305,6 +305,22 @@ class Store:
                WHERE r.model_id = ? AND (? IS NULL OR r.kind = ?) ORDER BY r.created_at""",
             [model_id, kind, kind])
 
+    def generation_runs(self, model_id: str, settings: dict | None = None) -> pd.DataFrame:
+        """Generation runs of a model (optionally with these sampling settings, sample and
+        dtype aside), with the prompt text; one row per sample, ordered by prompt and sample."""
+        df = self._df(
+            """SELECT r.run_id, r.parent, r.sample, r.seed, r.n_tokens, r.n_prompt_tokens,
+                      r.settings, p.text
+               FROM runs r JOIN prompts p USING (prompt_id)
+               WHERE r.model_id = ? AND r.kind = 'generation' ORDER BY p.text, r.sample""",
+            [model_id])
+        if settings is not None and not df.empty:
+            want = {k: v for k, v in settings.items() if k not in ("sample", "samples")}
+            keep = [all(json.loads(x).get(k) == v for k, v in want.items())
+                    for x in df["settings"]]
+            df = df[keep].reset_index(drop=True)
+        return df
+
     def get_run(self, run_id: str) -> dict | None:
         df = self._df("""SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)
                          WHERE r.run_id = ?""", [run_id])

@@ -220,6 +220,11 @@ def run_extract(ctx: JobContext) -> dict:
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {"extract": run_extract}
 
 
+def _register_kinds() -> None:
+    """Job kinds defined in other modules register themselves on import."""
+    import backend.generate  # noqa: F401  (adds JOB_KINDS["generate"])
+
+
 class Worker:
     """One job queue per store. ``start()`` runs jobs on a daemon thread; ``run()`` runs one
     in the calling thread (CLI)."""
@@ -236,6 +241,7 @@ class Worker:
     # -- public API -----------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         """Validate cheaply, persist as queued, enqueue. Raises LayerScopeError on bad input."""
+        _register_kinds()
         if spec.kind not in JOB_KINDS:
             raise LayerScopeError(f"Unknown job kind '{spec.kind}'.")
         models.resolve(spec.model)
@@ -281,6 +287,7 @@ class Worker:
     def run(self, spec: JobSpec, on_progress: Callable[[Progress], None] | None = None
             ) -> Progress:
         """Run one job in this thread (CLI). Errors end up in the returned Progress."""
+        _register_kinds()
         job_id = uuid.uuid4().hex[:12]
         p = Progress(job_id)
         self._progress[job_id] = p
