@@ -1,0 +1,105 @@
+"""Guided stories on the bundled models: narration + what to compute + which view to open.
+
+Pure data (no streamlit): pages/tour.py draws them, tests check each one reaches its view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Story:
+    key: str
+    title: str
+    narration: str  #: three or four sentences a teacher can read aloud
+    notice: str  #: the one thing to notice
+    page: str  #: pages/<page>.py
+    params: dict = field(default_factory=dict)  #: query params that configure the view
+    needs: tuple[tuple[str, str], ...] = ()  #: (model, prompt set) pairs that must be cached
+
+
+STORIES: tuple[Story, ...] = (
+    Story(
+        key="number",
+        title="Watch subject number emerge, layer by layer",
+        narration=(
+            "Each dot is one prompt like 'the dog near the cats', read by the demo model. "
+            "At layer 0 a prompt's last-token vector only knows its own word, so singular and "
+            "plural subjects are mixed. Move the layer slider (or press play): as the layers "
+            "go by, the model carries the subject's number forward to where the verb will go."
+        ),
+        notice="The two colours (singular, plural) separate in later layers — and the "
+               "silhouette line under the plot rises with depth.",
+        page="trajectories",
+        params={"model": "demo", "set": "agreement", "method": "pca", "unit": "prompt",
+                "color": "label"},
+        needs=(("demo", "agreement"),),
+    ),
+    Story(
+        key="probe",
+        title="At which layer does the model know the subject's number?",
+        narration=(
+            "A linear probe is a tiny classifier trained on one layer's vectors. If it predicts "
+            "the label well on prompts it never saw, the information is linearly readable "
+            "there. A probe can also find patterns in noise, so the chart shows two controls: "
+            "the same probe on shuffled labels, and on the untrained twin of the model."
+        ),
+        notice="The trained model's accuracy climbs far above both controls; the untrained "
+               "twin stays near chance on the hard (distractor) prompts.",
+        page="probes",
+        params={"model": "demo", "set": "agreement", "label": "label", "unit": "prompt"},
+        needs=(("demo", "agreement"), ("demo-untrained", "agreement")),
+    ),
+    Story(
+        key="twins",
+        title="Do two networks learn the same thing?",
+        narration=(
+            "The same architecture was trained twice from different random seeds. Their "
+            "neurons are not comparable one by one, but CKA compares whole representations "
+            "and ignores rotations. The heatmap compares every layer of one model with every "
+            "layer of the other on the same prompts."
+        ),
+        notice="A bright diagonal: layer k of one seed resembles layer k of the other. "
+               "Against the untrained model the similarity falls off with depth.",
+        page="similarity",
+        params={"model": "demo", "set": "topic", "kind": "model-cka", "other": "demo-seed1"},
+        needs=(("demo", "topic"), ("demo-seed1", "topic"), ("demo-untrained", "topic")),
+    ),
+    Story(
+        key="lens",
+        title="When does the model commit to an answer?",
+        narration=(
+            "The logit lens asks every layer 'what would you say if you had to answer now?' "
+            "by applying the model's final norm and unembedding to that layer's hidden state. "
+            "Early layers guess badly; at some depth the final answer takes over."
+        ),
+        notice="Read a column upwards: the verb form the model finally predicts appears at a "
+               "middle layer and stays (the commitment depth).",
+        page="lens",
+        params={"model": "demo", "set": "agreement"},
+        needs=(("demo", "agreement"),),
+    ),
+    Story(
+        key="errors",
+        title="Which prompts does the model get wrong, and why?",
+        narration=(
+            "Error analysis starts with the examples behind the numbers. The probe page lists "
+            "the prompts a layer's probe misclassifies; each one opens on the Prompt page "
+            "with its tokens and the norm of every token at every layer."
+        ),
+        notice="Misclassified prompts usually carry a distractor noun of the other number "
+               "right before the verb.",
+        page="probes",
+        params={"model": "demo", "set": "agreement", "label": "label", "unit": "prompt",
+                "show": "errors"},
+        needs=(("demo", "agreement"),),
+    ),
+)
+
+
+def story(key: str) -> Story:
+    for s in STORIES:
+        if s.key == key:
+            return s
+    raise KeyError(key)
