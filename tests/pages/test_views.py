@@ -1,0 +1,68 @@
+"""Every view renders on the demo model without exception, and every tour story reaches it."""
+
+import pytest
+
+from backend import models
+from backend.tour import STORIES
+from tests.pages.conftest import open_page, wait_jobs
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model")]
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory):
+    from backend.cli import main
+
+    db = tmp_path_factory.mktemp("views") / "v.duckdb"
+    for model, set_name in (("demo", "agreement"), ("demo-untrained", "agreement"),
+                            ("demo", "topic"), ("demo-seed1", "topic")):
+        assert main(["extract", "--db", str(db), "--model", model, "--set", set_name,
+                     "--json"]) == 0
+    assert main(["generate", "--db", str(db), "--set", "ambiguity", "--samples", "4",
+                 "--max-new-tokens", "4", "--json"]) == 0
+    return db
+
+
+@pytest.fixture
+def views_env(demo_db, monkeypatch):
+    import streamlit as st
+
+    monkeypatch.setenv("LAYERSCOPE_DB", str(demo_db))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.mark.parametrize("page,query", [
+    ("trajectories", {"method": "pca"}), ("trajectories", {"method": "aligned", "unit": "token"}),
+    ("similarity", {"kind": "layer-cka"}), ("similarity", {"kind": "prompt", "layer": "3"}),
+    ("similarity", {"kind": "token"}), ("probes", {}), ("lens", {}), ("stats", {}),
+    ("prompt", {}), ("library", {}),
+])
+def test_view_renders(views_env, page, query):
+    at = open_page(page, {"model": "demo", "set": "agreement", **query})
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_trajectory_figure_counts_points(views_env):
+    at = open_page("trajectories", {"model": "demo", "set": "agreement"})
+    assert any("400 prompt units × 5 layers = 2,000 points" in c.value for c in at.caption)
+
+
+def test_generation_page_shows_samples(views_env):
+    at = open_page("generation", {"model": "demo", "set": "ambiguity"})
+    assert not at.exception
+    at.number_input(key="gen_n").set_value(4).run()
+    at.number_input(key="gen_new").set_value(4).run()
+    assert not at.exception
+    assert any("Consistency" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("story", STORIES, ids=lambda s: s.key)
+def test_tour_story_reaches_its_view(views_env, story):
+    at = open_page(story.page, story.params)
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
