@@ -213,6 +213,17 @@ def load_model(
     ref: str, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False
 ) -> LoadedModel:
     """Load a model for capture. Safetensors only; remote code only when asked."""
+    with _LOAD_LOCK:
+        return _load_model(ref, dtype, device, trust_remote_code)
+
+
+def preload_libraries() -> None:
+    """Resolve transformers' lazy classes once, before threads race for them."""
+    with _LOAD_LOCK:
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
+def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> LoadedModel:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -287,7 +298,16 @@ def _module_path(root, target) -> str | None:
     return None
 
 
-_LOAD_LOCK = __import__("threading").Lock()
+# transformers resolves classes lazily and that is not thread-safe: every load in this process
+# (worker thread, page threads) goes through this lock.
+_LOAD_LOCK = __import__("threading").RLock()
+
+
+def load_tokenizer(path, trust_remote_code: bool = False):
+    with _LOAD_LOCK:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 @lru_cache(maxsize=3)

@@ -133,15 +133,13 @@ def _extract_plan(store: Store, spec: JobSpec):
 
 def estimate(store: Store, spec: JobSpec) -> Estimate:
     """Cost of a job before it runs: tokens, bytes on disk, model memory, time."""
-    from transformers import AutoTokenizer
-
     mref, settings, texts, missing = _extract_plan(store, spec)
     cfg = models.read_config(mref)
     n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0
     d = cfg.get("hidden_size") or cfg.get("n_embd") or 0
     toks = []
     if missing:
-        tok = AutoTokenizer.from_pretrained(mref.path, trust_remote_code=spec.trust_remote_code)
+        tok = models.load_tokenizer(mref.path, spec.trust_remote_code)
         toks = extract.tokenize(tok, [t for _, t in missing], spec.max_tokens)
     n_tokens = sum(len(t.ids) for t in toks)
     elem = 2 if settings.dtype in ("bfloat16", "float16") else 4

@@ -33,6 +33,7 @@ def _root_store(path: str) -> Store:
 
 @st.cache_resource(show_spinner=False)
 def _worker(path: str) -> Worker:
+    models.preload_libraries()
     w = Worker(_root_store(path))
     w.start()
     threading.Thread(target=_warm_up, name="layerscope-warmup", daemon=True).start()

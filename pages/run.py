@@ -92,7 +92,8 @@ try:
     c[1].metric("Already cached", est.cached_runs)
     c[2].metric("Tokens to compute", f"{est.tokens:,}")
     c[3].metric("On disk", human_bytes(est.bytes))
-    c[4].metric("Estimated time", f"{est.seconds:.0f} s" if est.seconds else "unknown")
+    c[4].metric("Estimated time", "0 s" if est.tokens == 0 else
+                (f"{est.seconds:.0f} s" if est.seconds else "unknown (first run)"))
     if est.truncated:
         st.warning(f"{est.truncated} prompts are longer than {spec.max_tokens} tokens and will "
                    "be truncated (each run is flagged).")
