@@ -65,6 +65,9 @@ class Store:
             if "lock" in str(e).lower():
                 raise LayerScopeError(_lock_message(self.path, e)) from None
             raise LayerScopeError(f"Cannot open the cache {self.path}: {e}") from None
+        # fp16 blobs barely compress (1.84 vs 2.0 bytes/value) but compressed blob segments
+        # must be decoded whole: a run's 13 layers took 0.35 s to read instead of 0.01 s.
+        self.con.execute("SET force_compression = 'uncompressed'")
         if not read_only:
             self._migrate()
             # only one process can open the file for writing, so jobs still marked as

@@ -29,11 +29,13 @@ def free_port() -> int:
 def start_server(db: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
     env = {**os.environ, "LAYERSCOPE_DB": str(db), "PYTHONPATH": str(ROOT)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"server-{port}.log", "wb")  # a pipe nobody reads would block it
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -43,7 +45,8 @@ def start_server(db: Path, port: int | None = None) -> tuple[subprocess.Popen, s
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    raise RuntimeError("streamlit did not start: " + (ARTIFACTS / f"server-{port}.log")
+                       .read_text()[-2000:])
 
 
 @pytest.fixture(scope="module")
