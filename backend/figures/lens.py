@@ -41,6 +41,6 @@ def lens_curves(res: LensResult) -> go.Figure:
     for col, vals in enumerate((res.kl_to_final, res.entropy, res.final_rank), start=1):
         fig.add_trace(go.Scatter(x=x, y=vals.mean(1), mode="lines+markers", showlegend=False,
                                  line=dict(color="#2563eb")), row=1, col=col)
-        fig.update_xaxes(title_text="layer", row=1, col=col)
+        fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10))
     return fig

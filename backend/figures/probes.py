@@ -25,6 +25,7 @@ def probe_figure(res: ProbeResult, twin: ProbeResult | None = None, twin_name: s
                                  line=dict(color="#dc2626", dash="dash")))
     fig.add_hline(y=res.majority, line=dict(color="#111827", dash="dash", width=1),
                   annotation_text=f"majority class {res.majority:.2f}")
+    fig.update_xaxes(dtick=1)
     fig.update_layout(title=title or "Linear probe accuracy per layer (cross-validated by prompt)",
                       xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1.02],
                       height=420, legend=dict(orientation="h", y=-0.2),

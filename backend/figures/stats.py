@@ -31,6 +31,6 @@ def stats_figure(st: LayerStats, unit_names: list[str]) -> go.Figure:
     fig.update_yaxes(range=[-0.1, 1], row=2, col=2)
     for r in (1, 2):
         for c in (1, 2):
-            fig.update_xaxes(title_text="layer", row=r, col=c)
+            fig.update_xaxes(title_text="layer", dtick=1, row=r, col=c)
     fig.update_layout(height=620, margin=dict(l=10, r=10, t=50, b=10))
     return fig

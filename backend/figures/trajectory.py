@@ -132,6 +132,7 @@ def trajectory_figure(proj: Projection, meta: pd.DataFrame, colour: str = "label
 def silhouette_figure(layers, values) -> go.Figure:
     fig = go.Figure(go.Scatter(x=list(layers), y=values, mode="lines+markers",
                                line=dict(color="#2563eb")))
+    fig.update_xaxes(dtick=1)
     fig.update_layout(title="How well the labels separate (silhouette, cosine)", height=260,
                       xaxis_title="layer", yaxis_title="silhouette", yaxis_range=[-0.2, 1],
                       margin=dict(l=10, r=10, t=40, b=10))

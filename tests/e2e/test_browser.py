@@ -9,6 +9,7 @@ from tests.e2e.conftest import assert_no_exception, shot, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+VIEWS_WITH_PLOTS = {"trajectories", "similarity", "probes", "lens", "stats", "prompt"}
 PAGES = ["library", "prompt", "tour", "trajectories", "similarity", "probes", "lens", "stats",
          "generation"]
 
@@ -33,6 +34,9 @@ def test_try_the_demo_then_every_page(server, page):
     for i, name in enumerate([p for p in PAGES if p in available], start=3):
         page.goto(f"{server}/{name}?model=demo&set=agreement")
         wait_idle(page, timeout=180)
+        if name in VIEWS_WITH_PLOTS:  # the script may still be drawing: wait for the figure
+            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=120_000)
+            page.wait_for_timeout(1500)
         shot(page, f"{i:02d}-{name}")
         assert_no_exception(page, name)
     page.goto(f"{server}/library")
