@@ -203,16 +203,52 @@ def run_extract(ctx: JobContext) -> dict:
         log.warning("%d prompts truncated to %s tokens", result["truncated"], spec.max_tokens)
     ctx.report(force=True)
     t0 = time.monotonic()
-    for batch in extract.capture(lm, items, settings, spec.batch_tokens, ctx.should_stop):
-        store.ingest(lm.info.model_id, batch)
+
+    def written(batch) -> None:
         p.runs_done += len(batch)
         p.tokens_done += sum(r.n_tokens for r in batch)
         ctx.report()
+
+    pipelined_ingest(store, lm.info.model_id,
+                     extract.capture(lm, items, settings, spec.batch_tokens, ctx.should_stop),
+                     written)
     if p.tokens_done:
         store.record_throughput(mref.model_id, settings.dtype,
                                 p.tokens_done / max(time.monotonic() - t0, 1e-6))
     result.update(runs=p.runs_done, tokens=p.tokens_done)
     return result
+
+
+def pipelined_ingest(store: Store, model_id: str, batches, on_written) -> None:
+    """Write batch k to DuckDB on a helper thread while the model computes batch k+1
+    (DuckDB and torch both release the GIL). Each batch is still one transaction; an error on
+    either side stops both and is raised here."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+    cur = store.cursor()
+
+    def writer() -> None:
+        while (batch := q.get()) is not None:
+            if failure:
+                continue
+            try:
+                cur.ingest(model_id, batch)
+                on_written(batch)
+            except BaseException as e:  # surfaced to the producer
+                failure.append(e)
+
+    t = threading.Thread(target=writer, name="layerscope-ingest", daemon=True)
+    t.start()
+    try:
+        for batch in batches:
+            if failure:
+                break
+            q.put(batch)
+    finally:
+        q.put(None)
+        t.join()
+    if failure:
+        raise failure[0]
 
 
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {"extract": run_extract}

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend import extract, models  # noqa: E402
 from backend.store import Store  # noqa: E402
+from backend.worker import pipelined_ingest  # noqa: E402
 
 
 def make_model(path: Path) -> None:
@@ -70,9 +71,9 @@ def main() -> None:
 
     def ours():
         db = tmp / f"ours-{time.monotonic_ns()}.duckdb"
-        with Store(db) as s:
-            for batch in extract.capture(lm, pairs, settings):
-                s.ingest(lm.info.model_id, batch)
+        with Store(db) as s:  # the worker's path: capture + pipelined DuckDB ingest
+            pipelined_ingest(s, lm.info.model_id, extract.capture(lm, pairs, settings),
+                             lambda b: None)
             s.con.execute("CHECKPOINT")
         ours.db = db
 
