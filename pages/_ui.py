@@ -340,6 +340,11 @@ def show_figure(fig, key: str, name: str, data: "pd.DataFrame | None" = None,
                                  key=f"{key}_csv")
             c[3].download_button("Parquet", exports.table_parquet(data), f"{name}.parquet",
                                  key=f"{key}_pq")
-        c[4].caption("Link to this view:")
+        settings = {k: st.query_params[k] for k in st.query_params}
+        model = store().find_model(settings["model"]) if "model" in settings else None
+        c[4].download_button("Report (HTML)", exports.report_html(
+            name, [(name, fig)], settings, model), f"{name}-report.html", mime="text/html",
+            key=f"{key}_report")
+        st.caption("Link to this view:")
         copy_link_box()
     return event
