@@ -66,3 +66,17 @@ def test_tour_story_reaches_its_view(views_env, story):
     at = open_page(story.page, story.params)
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def test_permalink_round_trips_to_the_same_figure(views_env):
+    q = {"model": "demo", "set": "agreement", "method": "aligned", "dims": "3",
+         "color": "group", "layers": "1:4", "unit": "prompt"}
+    a = open_page("trajectories", q)
+    assert not a.exception
+    assert a.selectbox(key="qp_method").value == "aligned"
+    assert a.radio(key="qp_dims").value == 3
+    state = {k: a.query_params[k] for k in q}
+    assert state == {k: [v] if isinstance(a.query_params[k], list) else v for k, v in q.items()}
+    b = open_page("trajectories", {k: v if isinstance(v, str) else v[0] for k, v in state.items()})
+    fa, fb = a.get("plotly_chart")[0].proto.spec, b.get("plotly_chart")[0].proto.spec
+    assert fa == fb
