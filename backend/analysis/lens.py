@@ -1,6 +1,9 @@
 """Logit lens: what each layer 'would say' through the model's own final norm and unembedding.
 
-Pure apart from calling the two torch modules it is given; works on stored residual streams.
+Pure apart from calling the two torch modules it is given; works on stored residual streams
+(layer 0 = embeddings, layer L = after block L), so the last layer's readout is exactly the
+model's output. Layers are processed in chunks so that only ``chunk x n_pos x vocab`` logits
+are alive at once.
 """
 
 from __future__ import annotations
@@ -19,43 +22,109 @@ class LensResult:
     kl_to_final: np.ndarray  #: (n_layers, n_pos) KL(final || layer), nats
     entropy: np.ndarray  #: (n_layers, n_pos) nats
     final_rank: np.ndarray  #: (n_layers, n_pos) rank of the final layer's top-1 (0 = top)
-    commitment: np.ndarray  #: (n_pos,) first layer from which the final top-1 stays top-1
+    commitment: np.ndarray  #: (n_pos,) layer number from which the final top-1 stays top-1
 
     def __post_init__(self):
-        if self.top_ids.shape[:2] != self.kl_to_final.shape:
+        n_l, n_p = self.kl_to_final.shape
+        if self.top_ids.shape[:2] != (n_l, n_p) or len(self.layers) != n_l:
             raise ValueError("inconsistent lens shapes")
+        if self.commitment.shape != (n_p,):
+            raise ValueError("one commitment depth per position is needed")
+
+
+@dataclass(frozen=True)
+class LensSummary:
+    """A set's lens readouts per layer, over the chosen positions of every prompt."""
+
+    layers: tuple[int, ...]
+    n_positions: int
+    kl_mean: np.ndarray  #: (n_layers,) mean KL(final || layer)
+    kl_quantiles: np.ndarray  #: (n_layers, 3) 25th, 50th, 75th percentile
+    entropy_mean: np.ndarray  #: (n_layers,)
+    rank_median: np.ndarray  #: (n_layers,) median rank of the final top-1
+    agreement: np.ndarray  #: (n_layers,) share of positions whose top-1 is the final top-1
+    commitment_counts: np.ndarray  #: (n_layers,) positions committing at each layer
 
 
 def lens_logits(hidden: torch.Tensor, final_norm, unembed) -> torch.Tensor:
     """(n_layers, n_pos, d) -> (n_layers, n_pos, vocab) float32 logits."""
     with torch.inference_mode():
         p = next(unembed.parameters())
-        h = hidden.to(p.dtype)
+        h = hidden.to(device=p.device, dtype=p.dtype)
         h = final_norm(h) if final_norm is not None else h
-        return unembed(h).float()
+        return unembed(h).float().cpu()
 
 
-def logit_lens(hidden, final_norm, unembed, k: int = 5, layers=None) -> LensResult:
-    """hidden: (n_layers + 1, n_pos, d) residual stream (numpy or torch); the last row is the
-    model's last layer, whose lens equals the model's own logits."""
-    h = torch.as_tensor(np.asarray(hidden, dtype=np.float32))
-    if h.ndim != 3:
-        raise ValueError("hidden must be (n_layers, n_pos, d_model)")
-    logits = lens_logits(h, final_norm, unembed)
-    logp = torch.log_softmax(logits, -1)
-    probs = logp.exp()
-    final = logp[-1]
-    kl = (final.exp() * (final - logp)).sum(-1)
-    ent = -(probs * logp).sum(-1)
-    top_p, top_i = probs.topk(k, dim=-1)
-    final_top = final.argmax(-1)  # (n_pos,)
-    final_logit = logits.gather(-1, final_top.expand(logits.shape[0], -1).unsqueeze(-1))
-    rank = (logits > final_logit).sum(-1)
-    is_top = (rank == 0).numpy()
+def commitment_depth(is_top: np.ndarray) -> np.ndarray:
+    """is_top (n_layers, n_pos) bool -> (n_pos,) index of the first layer from which every
+    later layer has the final top-1 on top (the last layer always has it)."""
     n_l = is_top.shape[0]
-    # first layer from which the final top-1 stays top-1 through the last layer
     stays = np.flip(np.logical_and.accumulate(np.flip(is_top, 0), axis=0), 0)
-    commit = np.where(stays.any(0), n_l - stays.sum(0), n_l - 1)
-    return LensResult(tuple(range(n_l)) if layers is None else tuple(layers),
-                      top_i.numpy(), top_p.numpy(), kl.clamp_min(0).numpy(), ent.numpy(),
-                      rank.numpy(), commit.astype(int))
+    return np.where(stays.any(0), n_l - stays.sum(0), n_l - 1).astype(int)
+
+
+def logit_lens(hidden, final_norm, unembed, k: int = 5, layers=None, chunk: int = 4) -> LensResult:
+    """hidden: (n_layers + 1, n_pos, d) residual stream (numpy or torch); the last row is the
+    model's last layer, whose lens equals the model's own output distribution."""
+    h = torch.as_tensor(np.asarray(hidden, dtype=np.float32))
+    if h.ndim != 3 or h.shape[0] < 1 or h.shape[1] < 1:
+        raise ValueError("hidden must be (n_layers, n_pos, d_model) with at least one position")
+    n_l, _n_p = h.shape[:2]
+    layers = tuple(range(n_l)) if layers is None else tuple(layers)
+    final = lens_logits(h[-1:], final_norm, unembed)[0]  # (n_pos, vocab)
+    if k > final.shape[-1]:
+        raise ValueError(f"k = {k} is larger than the vocabulary ({final.shape[-1]})")
+    logp_f = torch.log_softmax(final, -1)
+    p_f = logp_f.exp()
+    neg_ent_f = (p_f * logp_f).sum(-1)  # (n_pos,)
+    final_top = final.argmax(-1)
+    out = {n: [] for n in ("ids", "probs", "kl", "ent", "rank")}
+    for a in range(0, n_l, chunk):
+        z = lens_logits(h[a : a + chunk], final_norm, unembed)  # (c, n_pos, vocab)
+        lse = torch.logsumexp(z, -1)
+        p = torch.exp(z - lse[..., None])
+        out["ent"].append(lse - (p * z).sum(-1))
+        out["kl"].append(neg_ent_f - (p_f * z).sum(-1) + lse)
+        tz, ti = z.topk(k, -1)
+        out["ids"].append(ti)
+        out["probs"].append(torch.exp(tz - lse[..., None]))
+        target = z.gather(-1, final_top.expand(z.shape[0], -1)[..., None])
+        out["rank"].append((z > target).sum(-1))
+    cat = {n: torch.cat(v).numpy() for n, v in out.items()}
+    return LensResult(
+        layers,
+        cat["ids"],
+        cat["probs"],
+        np.clip(cat["kl"], 0, None),
+        np.clip(cat["ent"], 0, None),
+        cat["rank"],
+        np.asarray(layers)[commitment_depth(cat["rank"] == 0)],
+    )
+
+
+def summarize(results: list[LensResult], positions: str = "all") -> LensSummary:
+    """Aggregate the lens of many prompts: ``positions`` 'all' or 'last' (the next-token
+    prediction at the end of each prompt)."""
+    if not results:
+        raise ValueError("no lens results to summarise")
+    if positions not in ("all", "last"):
+        raise ValueError("positions must be 'all' or 'last'")
+    layers = results[0].layers
+    if any(r.layers != layers for r in results):
+        raise ValueError("all lens results must cover the same layers")
+    sl = slice(None) if positions == "all" else slice(-1, None)
+    kl = np.concatenate([r.kl_to_final[:, sl] for r in results], 1)
+    ent = np.concatenate([r.entropy[:, sl] for r in results], 1)
+    rank = np.concatenate([r.final_rank[:, sl] for r in results], 1)
+    top1 = np.concatenate([r.top_ids[:, sl, 0] for r in results], 1)
+    commit = np.searchsorted(layers, np.concatenate([r.commitment[sl] for r in results]))
+    return LensSummary(
+        layers,
+        kl.shape[1],
+        kl.mean(1),
+        np.quantile(kl, [0.25, 0.5, 0.75], axis=1).T,
+        ent.mean(1),
+        np.median(rank, 1),
+        (top1 == top1[-1]).mean(1),
+        np.bincount(commit, minlength=len(layers)),
+    )

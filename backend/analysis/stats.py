@@ -7,35 +7,63 @@ from dataclasses import dataclass
 
 import numpy as np
 
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
 
 @dataclass(frozen=True)
 class LayerStats:
     layers: tuple[int, ...]
-    norm_quantiles: np.ndarray  #: (n_layers, 5) norms at quantiles 0.05, 0.25, 0.5, 0.75, 0.95
-    max_abs: np.ndarray  #: (n_layers,) largest |value|
-    median_abs: np.ndarray  #: (n_layers,) median |value|
-    massive_dim: np.ndarray  #: (n_layers,) dimension of the largest |value|
-    massive_unit: np.ndarray  #: (n_layers,) unit (token row) of the largest |value|
+    norm_quantiles: np.ndarray  #: (n_layers, 5) L2 norms of the units at QUANTILES
+    max_norm_unit: np.ndarray  #: (n_layers,) unit (row) with the largest norm
+    median_abs: np.ndarray  #: (n_layers,) median |value| over all entries
+    top_values: np.ndarray  #: (n_layers, top) signed values of the largest |value| entries
+    top_dims: np.ndarray  #: (n_layers, top) their dimension
+    top_units: np.ndarray  #: (n_layers, top) their unit (token row)
     effective_rank: np.ndarray  #: (n_layers,)
     anisotropy: np.ndarray  #: (n_layers,) mean pairwise cosine, self-pairs excluded
 
+    def __post_init__(self):
+        n_l = len(self.layers)
+        if self.norm_quantiles.shape != (n_l, len(QUANTILES)) or self.top_dims.shape[0] != n_l:
+            raise ValueError("inconsistent layer statistics shapes")
+
+    @property
+    def max_abs(self) -> np.ndarray:
+        """(n_layers,) largest |value|."""
+        return np.abs(self.top_values[:, 0])
+
     @property
     def massive_ratio(self) -> np.ndarray:
+        """(n_layers,) largest |value| / median |value| (NaN when the median is 0)."""
         return self.max_abs / np.where(self.median_abs > 0, self.median_abs, np.nan)
+
+    @property
+    def massive_dim(self) -> np.ndarray:
+        return self.top_dims[:, 0]
+
+    @property
+    def massive_unit(self) -> np.ndarray:
+        return self.top_units[:, 0]
 
 
 def effective_rank(x: np.ndarray) -> float:
-    """exp(entropy of the normalised singular values) of x (n, d) (Roy & Vetterli 2007)."""
-    s = np.linalg.svd(np.asarray(x, dtype=np.float64), compute_uv=False)
-    if s.sum() == 0:
+    """exp(entropy of the normalised singular values) of x (n, d), uncentred
+    (Roy & Vetterli 2007). Singular values come from the smaller Gram matrix."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError("effective rank needs a 2-D matrix (n_units, d)")
+    g = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
+    s = np.sqrt(np.clip(np.linalg.eigvalsh(g), 0, None))
+    s = s[s > s.max() * 1e-12] if s.max() > 0 else s[:0]
+    if not len(s):
         return 0.0
     p = s / s.sum()
-    p = p[p > 0]
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def anisotropy(x: np.ndarray) -> float:
-    """Mean cosine over all pairs of distinct rows (computed from the sum of unit vectors)."""
+    """Mean cosine over all pairs of distinct rows of x (n, d), from the sum of unit vectors;
+    zero rows count as cosine 0."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     if n < 2:
@@ -47,18 +75,38 @@ def anisotropy(x: np.ndarray) -> float:
     return float((s @ s - self_sum) / (n * (n - 1)))
 
 
-def layer_stats(x: np.ndarray, layers=None) -> LayerStats:
-    """x: (n_layers, n_units, d)."""
+def top_entries(a: np.ndarray, top: int) -> np.ndarray:
+    """Flat indices of the ``top`` largest entries of a (n,), largest first."""
+    top = min(top, a.size)
+    idx = np.argpartition(-a, top - 1)[:top]
+    return idx[np.argsort(-a[idx], kind="stable")]
+
+
+def layer_stats(x: np.ndarray, layers=None, top: int = 5) -> LayerStats:
+    """x: (n_layers, n_units, d), e.g. every token of a set at each layer."""
     x = np.asarray(x, dtype=np.float32)
-    n_l = x.shape[0]
+    if x.ndim != 3 or x.shape[1] < 1:
+        raise ValueError("x must be (n_layers, n_units, d) with at least one unit")
+    if not np.isfinite(x).all():
+        raise ValueError("the vectors contain NaN or infinite values")
+    n_l, _n_u, d = x.shape
+    layers = tuple(range(n_l)) if layers is None else tuple(layers)
     norms = np.linalg.norm(x, axis=2)
-    q = np.quantile(norms, [0.05, 0.25, 0.5, 0.75, 0.95], axis=1).T
-    a = np.abs(x).reshape(n_l, -1)
-    flat_idx = a.argmax(1)
-    unit, dim = np.unravel_index(flat_idx, x.shape[1:])
+    vals, dims, units = [], [], []
+    for layer in x:
+        flat = layer.reshape(-1)
+        idx = top_entries(np.abs(flat), top)
+        vals.append(flat[idx])
+        units.append(idx // d)
+        dims.append(idx % d)
     return LayerStats(
-        tuple(range(n_l)) if layers is None else tuple(layers), q, a.max(1),
-        np.median(a, axis=1), dim, unit,
+        layers,
+        np.quantile(norms, QUANTILES, axis=1).T,
+        norms.argmax(1),
+        np.median(np.abs(x).reshape(n_l, -1), axis=1),
+        np.array(vals),
+        np.array(dims),
+        np.array(units),
         np.array([effective_rank(layer) for layer in x]),
         np.array([anisotropy(layer) for layer in x]),
     )

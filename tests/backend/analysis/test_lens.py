@@ -3,33 +3,130 @@ import pytest
 import torch
 
 from backend import extract, models
-from backend.analysis.lens import logit_lens
+from backend.analysis import lens as LE
+
+
+def _hooked_gpt2(seed=0):
+    """A tiny GPT-2 built from its config, with its residual stream read by forward hooks on
+    transformer.h[i] (independent of backend.extract): layer 0 = input of block 0."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    cfg = tf.GPT2Config(vocab_size=61, n_embd=24, n_layer=3, n_head=4, n_positions=32)
+    model = tf.GPT2LMHeadModel(cfg).eval()
+    assert model.transformer.h[0].attn.c_attn.weight.shape == (24, 72)  # config took effect
+    return model
+
+
+def _hidden_by_hooks(model, ids):
+    states = []
+    blocks = model.transformer.h
+    hooks = [
+        blocks[0].register_forward_pre_hook(
+            lambda m, a, kw: states.append(
+                (a[0] if a else kw["hidden_states"])[0].detach().clone()
+            ),
+            with_kwargs=True,
+        )
+    ]
+    hooks += [
+        b.register_forward_hook(
+            lambda m, a, out: states.append(
+                (out[0] if isinstance(out, tuple) else out)[0].detach().clone()
+            )
+        )
+        for b in blocks
+    ]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    for h in hooks:
+        h.remove()
+    return torch.stack(states).numpy(), logits
+
+
+def test_last_layer_lens_reproduces_gpt2_logits_from_hooks():
+    model = _hooked_gpt2()
+    ids = [5, 17, 3, 40, 22, 9, 60, 1]
+    hidden, logits = _hidden_by_hooks(model, ids)
+    assert hidden.shape == (4, len(ids), 24)
+    res = LE.logit_lens(hidden, model.transformer.ln_f, model.lm_head, k=4, chunk=3)
+    probs = torch.softmax(logits, -1)
+    top_p, top_i = probs.topk(4, -1)
+    np.testing.assert_array_equal(res.top_ids[-1], top_i.numpy())
+    np.testing.assert_allclose(res.top_probs[-1], top_p.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.kl_to_final[-1], 0, atol=1e-5)
+    assert (res.final_rank[-1] == 0).all()
+    # every layer, against a direct softmax of the readout (no chunking tricks)
+    direct = torch.log_softmax(model.lm_head(model.transformer.ln_f(torch.tensor(hidden))), -1)
+    p = direct.exp()
+    np.testing.assert_allclose(res.entropy, -(p * direct).sum(-1).detach(), atol=1e-4)
+    kl = (p[-1] * (direct[-1] - direct)).sum(-1).detach()
+    np.testing.assert_allclose(res.kl_to_final, kl, atol=1e-4)
+    assert res.layers == (0, 1, 2, 3) and res.commitment.shape == (len(ids),)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_last_layer_lens_reproduces_the_models_logits(tiny_model_dir, family):
+def test_lens_on_captured_runs_reproduces_the_models_logits(tiny_model_dir, family):
     lm = models.load_model(str(tiny_model_dir(family)), dtype="float32")
-    text = "the cat sits on the mat ."
-    tk = extract.tokenize(lm.tokenizer, [text])[0]
+    tk = extract.tokenize(lm.tokenizer, ["the cat sits on the mat ."])[0]
     run = next(iter(extract.capture(lm, [("r", tk)], extract.CaptureSettings())))[0]
-    res = logit_lens(run.hidden.numpy(), lm.final_norm, lm.unembed, k=3)
+    res = LE.logit_lens(run.hidden.numpy(), lm.final_norm, lm.unembed, k=3)
     with torch.inference_mode():
         logits = lm.model(input_ids=torch.tensor([tk.ids])).logits[0]
-    probs = torch.softmax(logits, -1)
-    top_p, top_i = probs.topk(3, -1)
+    top_p, top_i = torch.softmax(logits, -1).topk(3, -1)
     np.testing.assert_array_equal(res.top_ids[-1], top_i.numpy())
     np.testing.assert_allclose(res.top_probs[-1], top_p.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.kl_to_final[-1], 0, atol=1e-6)
-    assert (res.final_rank[-1] == 0).all()
     assert res.top_ids.shape == (lm.info.n_layers + 1, len(tk.ids), 3)
 
 
-def test_commitment_depth_by_hand():
+def _one_dim():
     # a 1-dim "model": identity norm, unembedding [1, -1] -> token 0 iff h > 0
     unembed = torch.nn.Linear(1, 2, bias=False)
     unembed.weight.data = torch.tensor([[1.0], [-1.0]])
+    return torch.nn.Identity(), unembed
+
+
+def test_commitment_rank_entropy_and_kl_by_hand():
+    norm, unembed = _one_dim()
     hidden = np.array([[[1.0]], [[-1.0]], [[2.0]], [[3.0]]])  # top: 0, 1, 0, 0
-    res = logit_lens(hidden, torch.nn.Identity(), unembed, k=1)
+    res = LE.logit_lens(hidden, norm, unembed, k=1)
     assert res.commitment.tolist() == [2]
     assert res.final_rank[:, 0].tolist() == [0, 1, 0, 0]
-    assert (res.entropy >= 0).all()
+    # layer 1: logits (-1, 1) -> p = (s(-2), s(2)); final: p = (s(6), s(-6))
+    s = lambda v: 1 / (1 + np.exp(-v))
+    q, f = np.array([s(-2), s(2)]), np.array([s(6), s(-6)])
+    assert res.entropy[1, 0] == pytest.approx(-(q * np.log(q)).sum(), abs=1e-6)
+    assert res.kl_to_final[1, 0] == pytest.approx((f * np.log(f / q)).sum(), abs=1e-6)
+    assert res.kl_to_final[3, 0] == pytest.approx(0, abs=1e-7)
+
+
+def test_commitment_depth_rules():
+    is_top = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 1]], bool)
+    assert LE.commitment_depth(is_top).tolist() == [2, 2, 0]
+    res = LE.logit_lens(
+        np.zeros((3, 2, 1)) + [[[1.0]], [[-1.0]], [[1.0]]], *_one_dim(), k=1, layers=(4, 5, 6)
+    )
+    assert res.commitment.tolist() == [6, 6]
+
+
+def test_summary_across_prompts():
+    norm, unembed = _one_dim()
+    a = LE.logit_lens(np.array([[[1.0], [-1.0]], [[2.0], [1.0]]]), norm, unembed, k=1)
+    b = LE.logit_lens(np.array([[[-1.0]], [[1.0]]]), norm, unembed, k=1)
+    s = LE.summarize([a, b])
+    assert s.n_positions == 3 and s.agreement.tolist() == pytest.approx([1 / 3, 1])
+    assert s.commitment_counts.tolist() == [1, 2]
+    last = LE.summarize([a, b], positions="last")
+    assert last.n_positions == 2 and last.agreement.tolist() == [0, 1]
+    np.testing.assert_allclose(s.kl_mean, np.concatenate([a.kl_to_final, b.kl_to_final], 1).mean(1))
+    with pytest.raises(ValueError, match="no lens results"):
+        LE.summarize([])
+
+
+def test_lens_input_errors():
+    norm, unembed = _one_dim()
+    with pytest.raises(ValueError, match="n_layers, n_pos, d_model"):
+        LE.logit_lens(np.zeros((2, 1)), norm, unembed)
+    with pytest.raises(ValueError, match="larger than the vocabulary"):
+        LE.logit_lens(np.zeros((2, 1, 1)), norm, unembed, k=5)
