@@ -1,4 +1,8 @@
-"""Trajectory figure: every unit's path through the layers in one projected space."""
+"""Trajectory figure: every unit's path through the layers in one projected space.
+
+``meta`` describes the units (one row per unit, in the order of ``Projection.coords[:, u]``):
+columns ``text``, ``label``, ``group``, ``pos`` (-1 for pooled prompts) and ``token``.
+"""
 
 from __future__ import annotations
 
@@ -8,132 +12,330 @@ import plotly.graph_objects as go
 
 from backend.analysis.projection import Projection
 
-PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04",
-           "#db2777", "#4b5563", "#65a30d"]
-CONTINUOUS = {"layer", "position"}
+PALETTE = [
+    "#2563eb",
+    "#dc2626",
+    "#16a34a",
+    "#9333ea",
+    "#ea580c",
+    "#0891b2",
+    "#ca8a04",
+    "#db2777",
+    "#4b5563",
+    "#65a30d",
+    "#7c3aed",
+    "#0d9488",
+]
+OTHER = "#a3a3a3"
+COLOURINGS = ("label", "group", "layer", "position", "token")
+META_COLUMNS = ("text", "label", "group", "pos", "token")
+LINE = "rgba(120,120,120,0.25)"
 
 
-def _hover(meta: pd.DataFrame, layer: int) -> list[str]:
+def _snip(text: str, n: int = 60) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def hover_texts(meta: pd.DataFrame) -> list[str]:
+    """One hover text per unit (the layer is added per trace): token, prompt, label."""
     out = []
     for t, text, lab, pos in zip(meta["token"], meta["text"], meta["label"], meta["pos"]):
-        snip = text if len(text) <= 60 else text[:57] + "…"
         tok = f"token <b>{t}</b> (pos {pos})<br>" if pos >= 0 else ""
-        out.append(f"{tok}{snip}<br>layer {layer}" + (f" · label {lab}" if lab else ""))
+        lab = "" if lab is None or (isinstance(lab, float) and np.isnan(lab)) else lab
+        out.append(f"{tok}{_snip(text)}" + (f"<br>label {lab}" if lab != "" else ""))
     return out
 
 
 def colour_values(meta: pd.DataFrame, colour: str) -> pd.Series:
-    if colour == "label":
-        return meta["label"].fillna("(none)").astype(str)
-    if colour == "group":
-        return meta["group"].fillna("(none)").astype(str)
+    """The value each unit is coloured by (categorical, or float for 'position')."""
+    if colour in ("label", "group"):
+        return meta[colour].fillna("(none)").replace("", "(none)").astype(str)
     if colour == "token":
         return meta["token"].astype(str)
     if colour == "position":
         return meta["pos"].astype(float)
-    raise ValueError(f"unknown colouring '{colour}'")
+    raise ValueError(f"unknown colouring '{colour}': use one of {', '.join(COLOURINGS)}")
 
 
-def trajectory_figure(proj: Projection, meta: pd.DataFrame, colour: str = "label",
-                      layer: int | None = None, show_lines: bool = True,
-                      title: str = "") -> go.Figure:
-    """Lines = each unit's trajectory; markers = the units at ``layer`` (animated by frames).
-    colour 'layer' shows every layer's points at once."""
-    n_l, n_u, k = proj.coords.shape
-    three = k == 3
+def categories(values: pd.Series, max_named: int = len(PALETTE)) -> tuple[list[str], np.ndarray]:
+    """Most frequent categories get a colour each; the rest share one 'other' trace, so no
+    unit is ever dropped. Returns (names, code per unit); code == len(names) - 1 is 'other'
+    when there are more than ``max_named`` values."""
+    counts = values.value_counts(sort=True)
+    ordered = (
+        sorted(counts.index[:max_named], key=str)
+        if len(counts) > max_named
+        else sorted(counts.index, key=str)
+    )
+    code = {c: i for i, c in enumerate(ordered)}
+    codes = values.map(code).fillna(len(ordered)).astype(int).to_numpy()
+    names = list(ordered)
+    if len(counts) > max_named:
+        names.append(f"other ({len(counts) - max_named} values)")
+    return names, codes
+
+
+def _xyz(c: np.ndarray, three: bool) -> dict:
+    d = {"x": c[:, 0], "y": c[:, 1]}
+    if three:
+        d["z"] = c[:, 2]
+    return d
+
+
+def _marker_traces(
+    proj: Projection, i: int, meta: pd.DataFrame, colour: str, hover: np.ndarray, size: int
+) -> list:
+    three = proj.dims == 3
     scatter = go.Scatter3d if three else go.Scattergl
-    li = proj.layers.index(layer) if layer in proj.layers else n_l - 1
-    data = []
-    if show_lines and n_l > 1:
-        seg = np.full((n_u, n_l + 1, k), np.nan, dtype=np.float32)
-        seg[:, :n_l] = proj.coords.transpose(1, 0, 2)
-        seg = seg.reshape(-1, k)
-        kw = dict(x=seg[:, 0], y=seg[:, 1], mode="lines", hoverinfo="skip", showlegend=False,
-                  line=dict(color="rgba(120,120,120,0.25)", width=1), name="trajectories")
-        if three:
-            kw["z"] = seg[:, 2]
-        data.append(scatter(**kw))
-    n_static = len(data)
+    c, layer = proj.coords[i], proj.layers[i]
+    tmpl = f"%{{hovertext}}<br>layer {layer}<extra></extra>"
+    if colour == "position":
+        return [
+            scatter(
+                **_xyz(c, three),
+                mode="markers",
+                hovertext=hover,
+                hovertemplate=tmpl,
+                name=f"layer {layer}",
+                customdata=np.arange(proj.n_units),
+                marker={
+                    "size": size,
+                    "color": meta["pos"].astype(float).to_numpy(),
+                    "colorscale": "Viridis",
+                    "showscale": True,
+                    "colorbar": {"title": "position"},
+                },
+            )
+        ]
+    names, codes = categories(colour_values(meta, colour))
+    traces = []
+    for j, name in enumerate(names):
+        m = codes == j
+        col = PALETTE[j] if j < len(PALETTE) else OTHER
+        traces.append(
+            scatter(
+                **_xyz(c[m], three),
+                mode="markers",
+                name=name,
+                legendgroup=name,
+                hovertext=hover[m],
+                hovertemplate=tmpl,
+                customdata=np.flatnonzero(m),
+                marker={"size": size, "color": col},
+            )
+        )
+    return traces
 
-    def markers(i: int) -> list:
-        c = proj.coords[i]
-        hover = _hover(meta, proj.layers[i])
-        if colour in CONTINUOUS:
-            vals = colour_values(meta, colour) if colour == "position" else None
-            kw = dict(x=c[:, 0], y=c[:, 1], mode="markers", hovertext=hover, hoverinfo="text",
-                      marker=dict(size=6, color=vals, colorscale="Viridis", showscale=True,
-                                  colorbar=dict(title=colour)), name=f"layer {proj.layers[i]}",
-                      customdata=np.arange(n_u))
-            if three:
-                kw["z"] = c[:, 2]
-            return [scatter(**kw)]
-        vals = colour_values(meta, colour)
-        cats = sorted(vals.unique())[:len(PALETTE)]
-        traces = []
-        for j, cat in enumerate(cats):
-            m = (vals == cat).to_numpy()
-            kw = dict(x=c[m, 0], y=c[m, 1], mode="markers", name=str(cat),
-                      hovertext=[h for h, keep in zip(hover, m) if keep], hoverinfo="text",
-                      marker=dict(size=6, color=PALETTE[j]), customdata=np.flatnonzero(m),
-                      legendgroup=str(cat))
-            if three:
-                kw["z"] = c[m, 2]
-            traces.append(scatter(**kw))
-        return traces
 
+def _frame_traces(proj: Projection, i: int, traces) -> list:
+    """Frame i: only the coordinates (and the layer in the hover) change; the units of each
+    trace, their colours and hover texts stay, so frames carry no repeated text."""
+    three = proj.dims == 3
+    scatter = go.Scatter3d if three else go.Scattergl
+    c, tmpl = proj.coords[i], f"%{{hovertext}}<br>layer {proj.layers[i]}<extra></extra>"
+    return [
+        scatter(**_xyz(c[np.asarray(t.customdata, dtype=int)], three), hovertemplate=tmpl)
+        for t in traces
+    ]
+
+
+def _layer_traces(proj: Projection, hover: np.ndarray, size: int) -> list:
+    three = proj.dims == 3
+    scatter = go.Scatter3d if three else go.Scattergl
+    lo, hi = min(proj.layers), max(proj.layers)
+    return [
+        scatter(
+            **_xyz(proj.coords[i], three),
+            mode="markers",
+            name=f"layer {layer}",
+            hovertext=hover,
+            hovertemplate=f"%{{hovertext}}<br>layer {layer}<extra></extra>",
+            customdata=np.arange(proj.n_units),
+            marker={
+                "size": size,
+                "color": np.full(proj.n_units, layer),
+                "cmin": lo,
+                "cmax": hi,
+                "colorscale": "Viridis",
+                "showscale": i == 0,
+                "colorbar": {"title": "layer"},
+            },
+        )
+        for i, layer in enumerate(proj.layers)
+    ]
+
+
+def _line_trace(proj: Projection):
+    n_l, n_u, k = proj.coords.shape
+    seg = np.full((n_u, n_l + 1, k), np.nan, dtype=np.float32)  # NaN row breaks each line
+    seg[:, :n_l] = proj.coords.transpose(1, 0, 2)
+    seg = seg.reshape(-1, k)
+    scatter = go.Scatter3d if k == 3 else go.Scattergl
+    return scatter(
+        **_xyz(seg, k == 3),
+        mode="lines",
+        hoverinfo="skip",
+        showlegend=False,
+        line={"color": LINE, "width": 1},
+        name="trajectories",
+    )
+
+
+def _animation(proj: Projection, active: int) -> dict:
+    steps = [
+        {
+            "method": "animate",
+            "label": str(L),
+            "args": [
+                [str(L)],
+                {
+                    "mode": "immediate",
+                    "frame": {"duration": 0, "redraw": True},
+                    "transition": {"duration": 0},
+                },
+            ],
+        }
+        for L in proj.layers
+    ]
+    play = {
+        "label": "▶ play",
+        "method": "animate",
+        "args": [
+            None,
+            {
+                "frame": {"duration": 700, "redraw": True},
+                "transition": {"duration": 0},
+                "fromcurrent": True,
+            },
+        ],
+    }
+    pause = {
+        "label": "❚❚ pause",
+        "method": "animate",
+        "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}],
+    }
+    return {
+        "sliders": [
+            {
+                "active": active,
+                "steps": steps,
+                "currentvalue": {"prefix": "layer "},
+                "pad": {"t": 30},
+                "x": 0.12,
+                "len": 0.88,
+            }
+        ],
+        "updatemenus": [
+            {
+                "type": "buttons",
+                "showactive": False,
+                "direction": "left",
+                "x": 0,
+                "y": 0,
+                "xanchor": "left",
+                "yanchor": "top",
+                "pad": {"t": 30},
+                "buttons": [play, pause],
+            }
+        ],
+    }
+
+
+def _ranges(coords: np.ndarray) -> list[list[float]]:
+    lo, hi = coords.min(axis=(0, 1)), coords.max(axis=(0, 1))
+    pad = (hi - lo) * 0.05 + 1e-6
+    return [[float(a), float(b)] for a, b in zip(lo - pad, hi + pad)]
+
+
+def trajectory_figure(
+    proj: Projection,
+    meta: pd.DataFrame,
+    colour: str = "label",
+    layer: int | None = None,
+    show_lines: bool = True,
+    title: str = "",
+    marker_size: int = 6,
+) -> go.Figure:
+    """Lines = each unit's trajectory; markers = the units at ``layer`` (default: the last),
+    one animation frame per layer with a slider and a play button. ``colour='layer'`` shows
+    every layer's markers at once instead (no frames). Axis ranges cover all layers, so the
+    cloud visibly moves. Title: how many units, layers and points are drawn."""
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing or len(meta) != proj.n_units:
+        raise ValueError(
+            f"meta needs one row per unit ({proj.n_units}) with columns "
+            f"{', '.join(META_COLUMNS)}; missing {missing or 'none'}, "
+            f"got {len(meta)} rows"
+        )
+    if colour not in COLOURINGS:
+        raise ValueError(f"unknown colouring '{colour}': use one of {', '.join(COLOURINGS)}")
+    n_l, three = len(proj.layers), proj.dims == 3
+    active = proj.layers.index(layer) if layer in proj.layers else n_l - 1
+    hover = np.asarray(hover_texts(meta), dtype=object)
+    static = [_line_trace(proj)] if show_lines and n_l > 1 else []
     if colour == "layer":
-        for i in range(n_l):
-            c = proj.coords[i]
-            kw = dict(x=c[:, 0], y=c[:, 1], mode="markers", name=f"layer {proj.layers[i]}",
-                      hovertext=_hover(meta, proj.layers[i]), hoverinfo="text",
-                      marker=dict(size=5, color=proj.layers[i], colorscale="Viridis",
-                                  cmin=min(proj.layers), cmax=max(proj.layers)),
-                      customdata=np.arange(n_u))
-            if three:
-                kw["z"] = c[:, 2]
-            data.append(scatter(**kw))
-        fig = go.Figure(data)
+        fig = go.Figure(static + _layer_traces(proj, hover, max(marker_size - 1, 2)))
     else:
-        fig = go.Figure(data + markers(li))
-        n_dyn = len(fig.data) - n_static
-        frames = []
-        for i in range(n_l):
-            tr = markers(i)
-            tr += [scatter(x=[], y=[], **({"z": []} if three else {}))] * (n_dyn - len(tr))
-            frames.append(go.Frame(data=tr[:n_dyn], name=str(proj.layers[i]),
-                                   traces=list(range(n_static, n_static + n_dyn))))
-        fig.frames = frames
+        fig = go.Figure(static + _marker_traces(proj, active, meta, colour, hover, marker_size))
+        idx = list(range(len(static), len(fig.data)))
+        fig.frames = [
+            go.Frame(data=_frame_traces(proj, i, fig.data[len(static) :]), name=str(L), traces=idx)
+            for i, L in enumerate(proj.layers)
+        ]
         if n_l > 1:
-            steps = [dict(method="animate", label=str(L),
-                          args=[[str(L)], dict(mode="immediate", frame=dict(duration=0),
-                                               transition=dict(duration=0))])
-                     for L in proj.layers]
-            fig.update_layout(
-                sliders=[dict(active=li, steps=steps, currentvalue=dict(prefix="layer "),
-                              pad=dict(t=40))],
-                updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.12,
-                                  xanchor="left", yanchor="top", buttons=[
-                                      dict(label="▶ play", method="animate", args=[None, dict(
-                                          frame=dict(duration=700, redraw=True),
-                                          transition=dict(duration=300), fromcurrent=True)]),
-                                      dict(label="❚❚", method="animate", args=[[None], dict(
-                                          mode="immediate", frame=dict(duration=0))])])])
-    n_points = n_u * n_l
+            fig.update_layout(**_animation(proj, active))
+    shown = "all layers" if colour == "layer" else f"layer {proj.layers[active]} of {n_l}"
     fig.update_layout(
-        title=title or f"{n_u:,} units × {n_l} layers = {n_points:,} points ({proj.method})",
-        height=640, legend=dict(title=colour), margin=dict(l=10, r=10, t=60, b=10),
-        dragmode="lasso" if not three else "orbit")
-    if not three:
-        fig.update_xaxes(title="component 1", zeroline=False)
-        fig.update_yaxes(title="component 2", zeroline=False)
+        title=title
+        or (
+            f"{proj.n_units:,} units × {n_l} layers = {proj.n_points:,} points "
+            f"({proj.method}{', standardised' if proj.standardized else ''}; "
+            f"markers: {shown})"
+        ),
+        height=640,
+        legend={"title": colour, "itemsizing": "constant"},
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        dragmode="orbit" if three else "lasso",
+        uirevision="trajectories",
+    )
+    r = _ranges(proj.coords)
+    if three:
+        fig.update_layout(
+            scene={
+                "xaxis": {"range": r[0], "title": "1"},
+                "yaxis": {"range": r[1], "title": "2"},
+                "zaxis": {"range": r[2], "title": "3"},
+                "aspectmode": "cube",
+            }
+        )
+    else:
+        fig.update_xaxes(title="component 1", zeroline=False, range=r[0])
+        fig.update_yaxes(title="component 2", zeroline=False, range=r[1])
     return fig
 
 
-def silhouette_figure(layers, values) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=list(layers), y=values, mode="lines+markers",
-                               line=dict(color="#2563eb")))
+def silhouette_figure(
+    layers, values, title: str = "How well the labels separate (silhouette, cosine)"
+) -> go.Figure:
+    """A small line chart of one number per layer (silhouette in -1..1)."""
+    fig = go.Figure(
+        go.Scatter(
+            x=list(layers),
+            y=list(values),
+            mode="lines+markers",
+            line={"color": "#2563eb"},
+            hovertemplate="layer %{x}: %{y:.2f}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=0, line={"color": "#9ca3af", "width": 1, "dash": "dot"})
     fig.update_xaxes(dtick=1)
-    fig.update_layout(title="How well the labels separate (silhouette, cosine)", height=260,
-                      xaxis_title="layer", yaxis_title="silhouette", yaxis_range=[-0.2, 1],
-                      margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(
+        title=title,
+        height=260,
+        xaxis_title="layer",
+        yaxis_title="silhouette",
+        yaxis_range=[-0.2, 1],
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
     return fig

@@ -1,0 +1,122 @@
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from backend.analysis.projection import Projection
+from backend.figures.trajectory import categories, silhouette_figure, trajectory_figure
+
+RNG = np.random.default_rng(0)
+
+
+def _proj(n_layers=3, n_units=10, k=2):
+    return Projection(
+        RNG.normal(size=(n_layers, n_units, k)).astype(np.float32),
+        tuple(range(n_layers)),
+        "pca",
+        None,
+        "test",
+    )
+
+
+def _meta(n, labels=("singular", "plural"), tokens=None):
+    return pd.DataFrame(
+        {
+            "text": [f"prompt {i}" for i in range(n)],
+            "label": [labels[i % len(labels)] for i in range(n)],
+            "group": "g",
+            "pos": np.arange(n) % 4,
+            "token": tokens if tokens is not None else [f"t{i % 3}" for i in range(n)],
+        }
+    )
+
+
+def _markers(fig):
+    return [t for t in fig.data if t.mode == "markers"]
+
+
+def test_label_traces_carry_every_unit_once_with_its_label():
+    proj, meta = _proj(), _meta(10)
+    fig = trajectory_figure(proj, meta, "label")
+    m = _markers(fig)
+    assert sorted(t.name for t in m) == ["plural", "singular"]
+    ids = np.concatenate([np.asarray(t.customdata) for t in m])
+    assert sorted(ids) == list(range(10))
+    for t in m:
+        assert all(meta.loc[int(i), "label"] == t.name for i in t.customdata)
+        assert all(f"label {t.name}" in h for h in t.hovertext)
+    assert "10 units × 3 layers = 30 points" in fig.layout.title.text
+
+
+def test_markers_show_the_chosen_layer_and_frames_every_layer():
+    proj, meta = _proj(), _meta(10)
+    fig = trajectory_figure(proj, meta, "label", layer=1)
+    t = _markers(fig)[0]
+    np.testing.assert_allclose(t.x, proj.coords[1, np.asarray(t.customdata), 0])
+    assert [f.name for f in fig.frames] == ["0", "1", "2"]
+    for li, f in enumerate(fig.frames):
+        for tr, base in zip(f.data, _markers(fig)):
+            np.testing.assert_allclose(tr.y, proj.coords[li, np.asarray(base.customdata), 1])
+            assert f"layer {li}" in tr.hovertemplate
+    assert fig.layout.sliders[0].active == 1
+    assert next(b.label for b in fig.layout.updatemenus[0].buttons).startswith("▶")
+
+
+def test_trajectory_lines_join_each_units_layers():
+    proj = _proj(3, 4)
+    line = trajectory_figure(proj, _meta(4)).data[0]
+    assert line.mode == "lines" and isinstance(line, go.Scattergl)
+    y = np.asarray(line.y, dtype=float)
+    assert len(y) == 4 * 4 and np.isnan(y[3::4]).all()  # 3 layers + a break per unit
+    np.testing.assert_allclose(y[:3], proj.coords[:, 0, 1])
+
+
+def test_3d_uses_scatter3d():
+    fig = trajectory_figure(_proj(k=3), _meta(10), "group")
+    assert all(isinstance(t, go.Scatter3d) for t in fig.data)
+    assert fig.layout.scene.zaxis.range is not None
+
+
+def test_many_categories_fold_into_other_without_dropping_points():
+    n = 40
+    fig = trajectory_figure(_proj(2, n), _meta(n, tokens=[f"w{i}" for i in range(n)]), "token")
+    m = _markers(fig)
+    assert len(m) == 13 and m[-1].name == "other (28 values)"
+    assert sum(len(t.x) for t in m) == n
+
+
+def test_colour_by_layer_shows_all_layers_without_frames():
+    fig = trajectory_figure(_proj(4, 5), _meta(5), "layer")
+    assert len(_markers(fig)) == 4 and not fig.frames
+    assert sum(len(t.x) for t in _markers(fig)) == 20
+
+
+def test_position_is_a_continuous_scale():
+    fig = trajectory_figure(_proj(2, 8), _meta(8), "position")
+    (m,) = _markers(fig)
+    assert list(m.marker.color) == list(np.arange(8) % 4) and m.marker.showscale
+
+
+def test_hundred_thousand_points_are_all_drawn():
+    proj = Projection(np.zeros((10, 10_000, 2), np.float32), tuple(range(10)), "pca", None, "")
+    meta = _meta(10_000)
+    fig = trajectory_figure(proj, meta, "label", show_lines=False)
+    assert sum(len(t.x) for t in _markers(fig)) == 10_000 and len(fig.frames) == 10
+    assert "100,000 points" in fig.layout.title.text
+
+
+def test_bad_meta_or_colour():
+    with pytest.raises(ValueError, match="one row per unit"):
+        trajectory_figure(_proj(), _meta(9))
+    with pytest.raises(ValueError, match="unknown colouring"):
+        trajectory_figure(_proj(), _meta(10), "mood")
+
+
+def test_categories_keeps_the_most_frequent():
+    names, codes = categories(pd.Series(["a"] * 5 + ["b"] * 3 + ["c"]), max_named=2)
+    assert names == ["a", "b", "other (1 values)"] and list(codes) == [0] * 5 + [1] * 3 + [2]
+
+
+def test_silhouette_figure():
+    fig = silhouette_figure([0, 1, 2], [0.0, 0.4, 0.8])
+    assert list(fig.data[0].y) == [0.0, 0.4, 0.8] and fig.layout.xaxis.title.text == "layer"
