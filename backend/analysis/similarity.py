@@ -1,143 +1,361 @@
-"""Representational similarity: linear CKA (and its debiased variant), cosine matrices.
+"""Representational similarity: linear CKA (biased and debiased) and cosine matrices.
 
-Linear CKA (Kornblith et al. 2019) for X (n, p), Y (n, q), column-centred:
-    CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)
-computed in the Gram form <K, L> / (||K|| ||L||) with K = X X^T when n < dims.
-Debiased CKA uses the unbiased HSIC estimator (Song et al. 2012) on the Gram matrices.
+Linear CKA (Kornblith et al. 2019) of X (n, p) and Y (n, q) describing the same n units:
+    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)),   K = X X^T, L = Y Y^T
+which, with column-centred X and Y, is  ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F).
+The debiased variant replaces HSIC by the unbiased estimator of Song et al. (2012), as used
+by Nguyen et al. (2021); it is less inflated when units are few compared with dimensions.
+
+Every layer x layer matrix here is built from one quantity, P[i, j] = ||A_i^T B_j||_F^2
+= <K_i, L_j>_F over centred layers, computed once for all pairs:
+  - Gram form (units < dims): chunked blocks of the n x n Grams, never all of them in memory;
+  - feature form (units >= dims): X_i^T Z with all layers of the other stack side by side.
+Debiased CKA then needs only the squared row norms of each centred layer (see ``_finish``).
+Large problems run their matrix products in float32 and accumulate in float64.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+CKA_KINDS = ("layer-cka", "layer-cka-debiased", "model-cka", "model-cka-debiased")
+_F32_ABOVE = 2_000_000  # stacks with more values than this use float32 products
+_BLOCK_VALUES = 64_000_000  # Gram rows held at once by the Gram route (256 MB in float32)
+
 
 @dataclass(frozen=True)
 class SimilarityMatrix:
-    values: np.ndarray  #: (n_rows, n_cols)
-    rows: tuple  #: axis labels
-    cols: tuple
-    kind: str  #: layer-cka | layer-cka-debiased | layer-cosine | token | prompt | model-cka | run
+    """A similarity heatmap: values, what the rows/columns are, and its fixed colour range."""
+
+    values: np.ndarray  #: (n_rows, n_cols); NaN where undefined (e.g. a constant layer)
+    rows: tuple  #: axis labels of the rows (layers, tokens, prompts, runs)
+    cols: tuple  #: axis labels of the columns
+    kind: str  #: layer-cka[-debiased] | layer-cosine | token | prompt | model-cka[-debiased] | run
     vmin: float  #: fixed colour range: -1 for cosine, 0 for CKA
     vmax: float
-    order: tuple[int, ...] | None = None  #: display order of rows/cols (clustering or label)
+    order: tuple[int, ...] | None = None  #: display order of a square matrix's rows and cols
+    row_labels: tuple | None = None  #: a class label per row (colour strip), in data order
+    note: str = ""  #: a sentence about undefined cells, shown under the figure
 
     def __post_init__(self):
         if self.values.shape != (len(self.rows), len(self.cols)):
             raise ValueError("values must be (len(rows), len(cols))")
+        if not self.vmin < self.vmax:
+            raise ValueError("the colour range needs vmin < vmax")
+        if self.order is not None and sorted(self.order) != list(range(len(self.rows))):
+            raise ValueError("order must be a permutation of the rows")
+        if self.row_labels is not None and len(self.row_labels) != len(self.rows):
+            raise ValueError("row_labels needs one label per row")
+
+    @property
+    def measure(self) -> str:
+        return "CKA" if "cka" in self.kind else "cosine"
 
 
-def _center(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x - x.mean(0, keepdims=True)
+# -- CKA -------------------------------------------------------------------------------------
+def _as_stack(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 3:
+        raise ValueError(f"{name} must be (n_layers, n_units, d_model); got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
 
 
-def _gram(x: np.ndarray) -> np.ndarray:
-    xc = _center(x)
-    return xc @ xc.T
+def _center(a: np.ndarray, dtype) -> np.ndarray:
+    """Column-centre every layer: (n_layers, n_units, d) -> same shape, ``dtype``."""
+    return (a - a.mean(axis=1, keepdims=True, dtype=np.float64)).astype(dtype, copy=False)
 
 
-def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
-    """Unbiased HSIC (Song et al. 2012), diagonals of the Gram matrices zeroed."""
-    n = k.shape[0]
-    k, l = k.copy(), l.copy()
-    np.fill_diagonal(k, 0)
-    np.fill_diagonal(l, 0)
-    kl = k @ l
-    return float((np.trace(kl) + k.sum() * l.sum() / ((n - 1) * (n - 2))
-                  - 2 * kl.sum() / (n - 2)) / (n * (n - 3)))
+def _cross_feature(a: np.ndarray, b: np.ndarray, same: bool) -> np.ndarray:
+    """P[i, j] = ||a_i^T b_j||_F^2 via d x d products. a (La, n, da), b (Lb, n, db)."""
+    n_b, n, d_b = b.shape
+    zb = np.ascontiguousarray(b.transpose(1, 0, 2).reshape(n, n_b * d_b))
+    out = np.zeros((len(a), n_b))
+    for i, x in enumerate(a):
+        j0 = i if same else 0
+        m = x.T @ zb[:, j0 * d_b :]  # (da, (Lb - j0) * db)
+        out[i, j0:] = np.square(m, dtype=np.float64).reshape(len(x.T), -1, d_b).sum(axis=(0, 2))
+    return np.triu(out) + np.triu(out, 1).T if same else out
 
 
-def linear_cka(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
-    """CKA between two representations of the same n units (rows aligned)."""
-    if x.shape[0] != y.shape[0]:
-        raise ValueError("x and y must describe the same units (same number of rows)")
-    if debiased:
-        if x.shape[0] < 4:
-            raise ValueError("debiased CKA needs at least 4 units")
-        k, l = _gram(x), _gram(y)
-        denom = np.sqrt(_hsic_unbiased(k, k) * _hsic_unbiased(l, l))
-        return _hsic_unbiased(k, l) / denom if denom > 0 else 0.0
-    xc, yc = _center(x), _center(y)
-    if xc.shape[0] < max(xc.shape[1], yc.shape[1]):
-        k, l = xc @ xc.T, yc @ yc.T
-        num, den = (k * l).sum(), np.linalg.norm(k) * np.linalg.norm(l)
-    else:
-        num = np.linalg.norm(yc.T @ xc) ** 2
-        den = np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
-    return float(num / den) if den > 0 else 0.0
+def _gram_rows(s: np.ndarray, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows r0:r1 of every layer's Gram, columns r0: -> (diagonal block, right of it), flat."""
+    k = np.stack([x[r0:r1] @ x[r0:].T for x in s])  # (L, r1 - r0, n - r0)
+    return k[:, :, : r1 - r0].reshape(len(s), -1), k[:, :, r1 - r0 :].reshape(len(s), -1)
 
 
-def cka_matrix(a: np.ndarray, b: np.ndarray | None = None, debiased: bool = False
-               ) -> np.ndarray:
-    """Layer x layer CKA. a: (n_layers_a, n_units, d_a); b defaults to a (same units)."""
-    same = b is None
-    b = a if same else b
-    if a.shape[1] != b.shape[1]:
-        raise ValueError("both stacks must hold the same units")
-    grams_a = [_gram(x) for x in a]
-    grams_b = grams_a if same else [_gram(x) for x in b]
-    if debiased:
-        na = [_hsic_unbiased(k, k) for k in grams_a]
-        nb = na if same else [_hsic_unbiased(k, k) for k in grams_b]
-        f = _hsic_unbiased
-    else:
-        na = [np.linalg.norm(k) for k in grams_a]
-        nb = na if same else [np.linalg.norm(k) for k in grams_b]
-
-        def f(k, l):
-            return float((k * l).sum())
-    out = np.empty((len(a), len(b)))
-    for i, k in enumerate(grams_a):
-        for j, l in enumerate(grams_b):
-            if same and j < i:
-                out[i, j] = out[j, i]
-                continue
-            den = np.sqrt(na[i] * nb[j]) if debiased else na[i] * nb[j]
-            out[i, j] = f(k, l) / den if den > 0 else 0.0
+def _cross_gram(a: np.ndarray, b: np.ndarray, same: bool) -> np.ndarray:
+    """P[i, j] = <K_i, L_j>_F from row blocks of the Grams (upper block triangle only)."""
+    n = a.shape[1]
+    block = int(np.clip(_BLOCK_VALUES // ((len(a) + (0 if same else len(b))) * n), 16, n))
+    out = np.zeros((len(a), len(b)))
+    for r0 in range(0, n, block):
+        r1 = min(r0 + block, n)
+        ka_d, ka_o = _gram_rows(a, r0, r1)
+        kb_d, kb_o = (ka_d, ka_o) if same else _gram_rows(b, r0, r1)
+        out += (ka_d @ kb_d.T).astype(np.float64) + 2.0 * (ka_o @ kb_o.T).astype(np.float64)
     return out
 
 
+def _cost(la: int, da: int, lb: int, db: int, n: int, same: bool) -> tuple[float, float]:
+    """Estimated work of the Gram and the feature route (guides the automatic choice).
+
+    Multiply-adds, with the Gram route's <K_i, L_j> products weighted x8: they stream n^2
+    values per pair from memory instead of computing."""
+    half = 0.5 if same else 1.0
+    grams = n * n / 2 * (la * da + (0 if same else lb * db))
+    gram = grams + 8 * n * n / 2 * la * lb * half
+    return gram, float(n) * la * da * lb * db * half
+
+
+def _finish(
+    p: np.ndarray,
+    pa: np.ndarray,
+    pb: np.ndarray,
+    da: np.ndarray,
+    db: np.ndarray,
+    n: int,
+    debiased: bool,
+) -> np.ndarray:
+    """CKA from cross products. pa/pb: self products (diagonals); da/db: (L, n) squared norms.
+
+    Unbiased HSIC of centred Grams (K 1 = 0), with K~ = K - diag(K):
+      tr(K~ L~) = P - d_K.d_L,  1'K~1 = -sum(d_K),  1'K~L~1 = d_K.d_L,
+      HSIC_u = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3)).
+    """
+    if debiased:
+
+        def hsic(p_, dx, dy):
+            dd = dx @ dy.T
+            s = np.outer(dx.sum(1), dy.sum(1))
+            return (p_ - dd + s / ((n - 1) * (n - 2)) - 2 * dd / (n - 2)) / (n * (n - 3))
+
+        num = hsic(p, da, db)
+        na = np.array([hsic(np.array([[v]]), d[None], d[None])[0, 0] for v, d in zip(pa, da)])
+        nb = np.array([hsic(np.array([[v]]), d[None], d[None])[0, 0] for v, d in zip(pb, db)])
+    else:
+        num, na, nb = p, pa, pb
+    den = np.sqrt(np.clip(np.outer(na, nb), 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where((np.outer(na, nb) > 0), num / np.where(den > 0, den, 1), np.nan)
+    return out
+
+
+def cka_matrix(
+    a: np.ndarray, b: np.ndarray | None = None, debiased: bool = False, method: str = "auto"
+) -> np.ndarray:
+    """Layer x layer linear CKA. a: (La, n_units, da); b: (Lb, n_units, db), default a.
+
+    Returns (La, Lb) float64, NaN where a layer has no variance across units (CKA undefined).
+    ``method``: 'gram', 'feature' or 'auto' (the cheaper one for these shapes).
+    """
+    a = _as_stack(a, "a")
+    same = b is None
+    b = a if same else _as_stack(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"Both stacks must describe the same units; got {a.shape[1]} and {b.shape[1]} units."
+        )
+    n = a.shape[1]
+    if n < (4 if debiased else 2):
+        raise ValueError(
+            f"{'Debiased' if debiased else 'Linear'} CKA needs at least "
+            f"{4 if debiased else 2} units; got {n}."
+        )
+    dtype = np.float32 if max(a.size, b.size) > _F32_ABOVE else np.float64
+    ac = _center(a, dtype)
+    bc = ac if same else _center(b, dtype)
+    if method == "auto":
+        g, f = _cost(len(a), a.shape[2], len(b), b.shape[2], n, same)
+        method = "gram" if g < f else "feature"
+    if method not in ("gram", "feature"):
+        raise ValueError("method must be 'auto', 'gram' or 'feature'")
+    cross = _cross_gram if method == "gram" else _cross_feature
+    p = cross(ac, bc, same)
+    da = np.einsum("lud,lud->lu", ac, ac, dtype=np.float64)
+    db = da if same else np.einsum("lud,lud->lu", bc, bc, dtype=np.float64)
+    pa = np.diag(p) if same else np.array([_self_product(x) for x in ac])
+    pb = pa if same else np.array([_self_product(x) for x in bc])
+    return _finish(p, pa, pb, da, db, n, debiased)
+
+
+def _self_product(x: np.ndarray) -> float:
+    """||x^T x||_F^2 = ||x x^T||_F^2 for a centred (n, d) layer, by the smaller product."""
+    g = x.T @ x if x.shape[1] <= x.shape[0] else x @ x.T
+    return float(np.square(g, dtype=np.float64).sum())
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
+    """CKA between two representations of the same n units: x (n, p), y (n, q)."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError("x and y must be 2-D arrays (n_units, dims)")
+    return float(cka_matrix(x[None].astype(np.float64), y[None].astype(np.float64), debiased)[0, 0])
+
+
+def _undefined_note(values: np.ndarray, rows: Sequence, cols: Sequence) -> str:
+    bad_r = [str(r) for r, v in zip(rows, values) if np.isnan(v).all()]
+    bad_c = [str(c) for c, v in zip(cols, values.T) if np.isnan(v).all()]
+    if not bad_r and not bad_c:
+        return ""
+    where = ", ".join(dict.fromkeys(bad_r + bad_c))
+    return (
+        f"CKA is undefined at layer {where}: every unit has the same vector there "
+        "(for example, every prompt ends with the same token); those cells are blank."
+    )
+
+
+def layer_cka(stack: np.ndarray, layers: Sequence[int], debiased: bool = False) -> SimilarityMatrix:
+    """Layer x layer CKA of one model. stack: (n_layers_sel, n_units, d_model)."""
+    v = cka_matrix(stack, debiased=debiased)
+    kind = "layer-cka-debiased" if debiased else "layer-cka"
+    return SimilarityMatrix(
+        v, tuple(layers), tuple(layers), kind, 0.0, 1.0, note=_undefined_note(v, layers, layers)
+    )
+
+
+def model_cka(
+    stack_a: np.ndarray,
+    stack_b: np.ndarray,
+    layers_a: Sequence[int],
+    layers_b: Sequence[int],
+    debiased: bool = False,
+) -> SimilarityMatrix:
+    """Layer of model A (rows) x layer of model B (cols); the stacks hold the same units."""
+    v = cka_matrix(stack_a, stack_b, debiased=debiased)
+    kind = "model-cka-debiased" if debiased else "model-cka"
+    return SimilarityMatrix(
+        v,
+        tuple(layers_a),
+        tuple(layers_b),
+        kind,
+        0.0,
+        1.0,
+        note=_undefined_note(v, layers_a, layers_b),
+    )
+
+
+# -- cosine ----------------------------------------------------------------------------------
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    dtype = np.float32 if x.size > _F32_ABOVE else np.float64
+    norm = np.linalg.norm(x, axis=-1, keepdims=True).astype(dtype)
+    return x.astype(dtype, copy=False) / np.where(norm > 0, norm, 1)
+
+
 def cosine_matrix(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-    """Row-wise cosine similarities (n, d) x (m, d) -> (n, m); zero rows give 0."""
-    def unit(v):
-        v = np.asarray(v, dtype=np.float64)
-        n = np.linalg.norm(v, axis=1, keepdims=True)
-        return v / np.where(n > 0, n, 1)
-    xu = unit(x)
-    return np.clip(xu @ (xu if y is None else unit(y)).T, -1, 1)
+    """Row-wise cosine similarities: (n, d) x (m, d) -> (n, m); a zero row gives 0."""
+    xu = _unit_rows(x)
+    return np.clip(xu @ (xu if y is None else _unit_rows(y)).T, -1, 1)
 
 
-def layer_cosine(a: np.ndarray) -> np.ndarray:
-    """Mean cosine between the same unit at layers i and j. a: (n_layers, n_units, d)."""
-    n = np.linalg.norm(a, axis=2, keepdims=True)
-    u = a / np.where(n > 0, n, 1)
-    return np.einsum("iud,jud->ij", u, u) / a.shape[1]
+def layer_cosine(stack: np.ndarray) -> np.ndarray:
+    """Mean cosine between the same unit at layers i and j. (L, n_units, d) -> (L, L).
+
+    A unit whose vector is zero at a layer counts as cosine 0 there."""
+    stack = _as_stack(stack, "stack")
+    u = _unit_rows(stack).reshape(len(stack), -1)
+    return np.clip(u @ u.T / stack.shape[1], -1, 1).astype(np.float64)
 
 
+def layer_cosine_matrix(stack: np.ndarray, layers: Sequence[int]) -> SimilarityMatrix:
+    """Layer x layer mean cosine of the same units, as a heatmap."""
+    return SimilarityMatrix(
+        layer_cosine(stack), tuple(layers), tuple(layers), "layer-cosine", -1.0, 1.0
+    )
+
+
+def pairwise_cosine(
+    x: np.ndarray,
+    names: Sequence[str],
+    kind: str,
+    labels: Sequence | None = None,
+    order: str = "none",
+) -> SimilarityMatrix:
+    """Unit x unit cosine at one layer (kind: 'token', 'prompt', 'run', ...).
+
+    x: (n_units, d_model); names: one axis label per unit; labels: optional class per unit
+    (colour strip); order: 'none' (as given), 'label' (by label, stable) or 'cluster'
+    (dendrogram leaf order of average linkage on 1 - cosine).
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or len(x) != len(names):
+        raise ValueError("x must be (n_units, d_model) with one name per unit")
+    v = cosine_matrix(x)
+    if order == "cluster":
+        ordering = cluster_order(v)
+    elif order == "label":
+        if labels is None:
+            raise ValueError("Ordering by label needs labels; this set has none.")
+        ordering = label_order(labels)
+    elif order == "none":
+        ordering = None
+    else:
+        raise ValueError("order must be 'none', 'label' or 'cluster'")
+    return SimilarityMatrix(
+        v,
+        tuple(names),
+        tuple(names),
+        kind,
+        -1.0,
+        1.0,
+        ordering,
+        None if labels is None else tuple(labels),
+    )
+
+
+# -- ordering ----------------------------------------------------------------------------------
 def cluster_order(sim: np.ndarray) -> tuple[int, ...]:
-    """Leaf order of average-linkage clustering on 1 - similarity (scipy dendrogram order)."""
+    """Leaf order of average-linkage clustering on 1 - similarity (scipy's dendrogram order)."""
     from scipy.cluster.hierarchy import leaves_list, linkage
     from scipy.spatial.distance import squareform
 
+    sim = np.asarray(sim, dtype=np.float64)
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError("clustering needs a square similarity matrix")
+    if len(sim) < 3:
+        return tuple(range(len(sim)))
     dist = np.clip(1 - sim, 0, None)
     dist = (dist + dist.T) / 2
     np.fill_diagonal(dist, 0)
-    if len(sim) < 3:
-        return tuple(range(len(sim)))
-    return tuple(int(i) for i in leaves_list(linkage(squareform(dist, checks=False), "average")))
+    z = linkage(squareform(dist, checks=False), "average")
+    return tuple(int(i) for i in leaves_list(z))
 
 
-def label_order(labels) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argsort(np.asarray(labels, dtype=str), kind="stable"))
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
 
 
-def require_same_units(index_a, index_b) -> None:
-    """Two unit indexes (sequences of (prompt_id or text, pos)) must match, in order."""
-    a, b = list(map(tuple, index_a)), list(map(tuple, index_b))
-    if a != b:
-        raise ValueError(
-            f"The two selections do not share their units ({len(a)} vs {len(b)} units, "
-            f"{len(set(a) & set(b))} in common); compare the same prompt set on both sides."
-        )
+def label_order(labels: Sequence) -> tuple[int, ...]:
+    """Indices sorted by label (as text; missing labels last), ties kept in their order."""
+    keys = ["\uffff" if _missing(lab) else str(lab) for lab in labels]
+    return tuple(int(i) for i in np.argsort(np.asarray(keys, dtype=str), kind="stable"))
+
+
+# -- unit alignment ------------------------------------------------------------------------
+def require_same_units(
+    index_a: Sequence,
+    index_b: Sequence,
+    sides: tuple[str, str] = ("the first side", "the second side"),
+) -> None:
+    """Two unit indexes must list the same units in the same order, else ValueError.
+
+    Each index is a sequence of tuples identifying a unit, e.g. (prompt_id, pos) or
+    (prompt_id, 'last'). Runs of two models have different run ids, so align by prompt.
+    """
+    a, b = [tuple(u) for u in index_a], [tuple(u) for u in index_b]
+    if a == b:
+        return
+    common = len(set(a) & set(b))
+    first = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))
+    show = lambda s, i: str(s[i]) if i < len(s) else "nothing"
+    raise ValueError(
+        f"The two selections do not share their units: {sides[0]} has {len(a)} and "
+        f"{sides[1]} has {len(b)} ({common} in common); unit {first} is {show(a, first)} on "
+        f"one side and {show(b, first)} on the other. Compare the same prompts, tokenized the "
+        "same way, on both sides."
+    )
