@@ -1,60 +1,211 @@
-"""Build the similarity matrices a view asks for, from the store (shared by page and CLI)."""
+"""The Similarity view's data: gather aligned units from the store, build a heatmap.
+
+Shared by pages/similarity.py and `python -m backend similarity`. Units are prompts (pooled
+'last' or 'mean' vector) or tokens (every non-special token, sampled down to ``max_units``);
+across models they are aligned by (prompt_id, position), never by run id.
+"""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from backend import units
 from backend.analysis import similarity as S
 from backend.errors import LayerScopeError
 from backend.store import Store
 
-KINDS = ("layer-cka", "layer-cka-debiased", "layer-cosine", "prompt", "token", "model-cka")
+log = logging.getLogger(__name__)
+
+KINDS = ("layer-cka", "layer-cosine", "prompt", "token", "model-cka")
+ALIASES = {"layer-cka-debiased": "layer-cka", "model-cka-debiased": "model-cka"}
+UNITS = ("tokens", "last", "mean")
+ORDERS = ("cluster", "label", "none")
+MAX_UNITS = 4000
 
 
-def compute(store: Store, kind: str, model_id: str, set_name: str, layer: int | None = None,
-            other_model_id: str | None = None, pool: str = "last", run_id: str | None = None,
-            order: str = "cluster") -> tuple[S.SimilarityMatrix, pd.DataFrame]:
-    """Returns the matrix and a table describing its rows (units)."""
-    runs = units.set_runs_or_error(store, set_name, model_id)
-    n_layers = store.get_model(model_id)["n_layers"]
-    layers = list(range(n_layers + 1))
-    if kind in ("layer-cka", "layer-cka-debiased", "layer-cosine"):
-        x, meta = units.prompt_units(store, runs, layers, pool)
-        if kind == "layer-cosine":
-            v, lo = S.layer_cosine(x), -1.0
-        else:
-            v, lo = S.cka_matrix(x, debiased=kind.endswith("debiased")), 0.0
-        return S.SimilarityMatrix(v, tuple(layers), tuple(layers), kind, lo, 1.0), meta
+@dataclass(frozen=True)
+class Request:
+    kind: str  #: one of KINDS (or an ALIASES key, which implies debiased)
+    model_id: str
+    set_name: str
+    layer: int | None = None  #: prompt/token kinds; default: last layer
+    other_model_id: str | None = None  #: model-cka
+    units: str = "tokens"  #: layer/model kinds: tokens | last | mean; prompt kind: last | mean
+    run_id: str | None = None  #: token kind; default: first prompt of the set
+    order: str = "cluster"  #: prompt kind: cluster | label | none
+    debiased: bool = False  #: CKA kinds
+    max_units: int = MAX_UNITS  #: token units beyond this are sampled (seed 0)
+    center: bool = False  #: prompt/token kinds: subtract the mean vector before cosine
+
+
+@dataclass(frozen=True)
+class View:
+    matrix: S.SimilarityMatrix
+    units: pd.DataFrame  #: rows of a unit x unit matrix, or the units behind a layer x layer one
+    n_available: int  #: units before sampling
+    caption: str
+
+
+def gather(
+    store: Store, runs: pd.DataFrame, layers: list[int], units: str
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Vectors of the set's units: (len(layers), n_units, d_model) and one row per unit."""
+    cols = ["run_id", "idx", "prompt_id", "text", "label", "group"]
+    if units in ("last", "mean"):
+        x = store.pooled(runs["run_id"].tolist(), units, layers)
+        meta = runs[cols].reset_index(drop=True).assign(pos=units)
+        return x, meta
+    if units != "tokens":
+        raise LayerScopeError(f"Units must be one of {', '.join(UNITS)}; got '{units}'.")
+    ids = runs["run_id"].tolist()
+    xs, idx = [], None
+    for layer in layers:
+        x, idx = store.layer(ids, layer)
+        xs.append(x)
+    keep = ~_special_mask(store, ids, len(idx))
+    meta = idx.loc[keep, ["run_id", "pos"]].merge(runs[cols], on="run_id", how="left")
+    return np.stack(xs)[:, keep], meta.reset_index(drop=True)
+
+
+def _special_mask(store: Store, run_ids: list[str], total: int) -> np.ndarray:
+    """True at special tokens (<bos>, ...), in store.layer order."""
+    if hasattr(store, "_non_special_mask"):  # one query; a public bulk API is requested
+        return ~store._non_special_mask(run_ids, total)
+    return np.concatenate([store.tokens(r)["is_special"].to_numpy() for r in run_ids])
+
+
+def _sample(n: int, max_units: int) -> np.ndarray | None:
+    if n <= max_units:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, max_units, replace=False))
+
+
+def _layers(store: Store, model_id: str) -> list[int]:
+    return list(range(store.get_model(model_id)["n_layers"] + 1))
+
+
+def _runs(store: Store, set_name: str, model_id: str, who: str = "this model") -> pd.DataFrame:
+    runs = store.set_runs(set_name, model_id)
+    if runs.empty:
+        raise LayerScopeError(
+            f"There are no activations of set '{set_name}' for {who} yet; extract them first."
+        )
+    return runs
+
+
+def compute(store: Store, req: Request) -> View:
+    """The heatmap a request asks for (LayerScopeError with a sentence when it cannot be)."""
+    kind = ALIASES.get(req.kind, req.kind)
+    debiased = req.debiased or req.kind in ALIASES
+    if kind not in KINDS:
+        raise LayerScopeError(
+            f"Unknown similarity kind '{req.kind}'; use one of {', '.join(KINDS)}."
+        )
+    runs = _runs(store, req.set_name, req.model_id)
+    layers = _layers(store, req.model_id)
+    if kind == "token":
+        return _token_view(store, runs, layers, req)
+    if kind == "prompt":
+        return _prompt_view(store, runs, layers, req)
+    x, meta = gather(store, runs, layers, req.units)
+    n_available = len(meta)
     if kind == "model-cka":
-        if other_model_id is None:
+        if req.other_model_id is None:
             raise LayerScopeError("Choose a second model to compare with.")
-        other = store.set_runs(set_name, other_model_id)
-        if other.empty:
-            raise LayerScopeError(f"The other model has no runs of '{set_name}' yet.")
+        other = store.get_model(req.other_model_id)
+        o_runs = _runs(store, req.set_name, req.other_model_id, other["ref"])
+        o_layers = _layers(store, req.other_model_id)
+        y, o_meta = gather(store, o_runs, o_layers, req.units)
         try:
-            S.require_same_units(zip(runs["prompt_id"], runs["n_tokens"]),
-                                 zip(other["prompt_id"], other["n_tokens"]))
+            S.require_same_units(
+                _keys(meta), _keys(o_meta), (store.get_model(req.model_id)["ref"], other["ref"])
+            )
         except ValueError as e:
             raise LayerScopeError(str(e)) from None
-        xa, meta = units.prompt_units(store, runs, layers, pool)
-        n_other = store.get_model(other_model_id)["n_layers"]
-        xb, _ = units.prompt_units(store, other, list(range(n_other + 1)), pool)
-        v = S.cka_matrix(xa, xb)
-        return S.SimilarityMatrix(v, tuple(layers), tuple(range(n_other + 1)), kind, 0, 1), meta
-    layer = n_layers if layer is None else layer
-    if kind == "prompt":
-        x, meta = units.prompt_units(store, runs, [layer], pool)
-        v = S.cosine_matrix(x[0])
-        ordering = (S.cluster_order(v) if order == "cluster"
-                    else S.label_order(meta["label"].fillna("")))
-        names = tuple(f"{i}: {t[:40]}" for i, t in zip(meta["idx"], meta["text"]))
-        return S.SimilarityMatrix(v, names, names, kind, -1, 1, ordering), meta
-    if kind == "token":
-        run_id = run_id or runs["run_id"].iloc[0]
-        h = store.run_layers(run_id)[layer]
-        toks = store.tokens(run_id)
-        names = tuple(f"{p}:{t}" for p, t in zip(toks["pos"], toks["token"]))
-        return S.SimilarityMatrix(S.cosine_matrix(h), names, names, kind, -1, 1), toks
-    raise LayerScopeError(f"Unknown similarity kind '{kind}'.")
+    pick = _sample(len(meta), req.max_units)
+    if pick is not None:
+        x, meta = x[:, pick], meta.iloc[pick].reset_index(drop=True)
+    try:
+        if kind == "layer-cosine":
+            m = S.layer_cosine_matrix(x, layers)
+        elif kind == "layer-cka":
+            m = S.layer_cka(x, layers, debiased)
+        else:
+            m = S.model_cka(x, y if pick is None else y[:, pick], layers, o_layers, debiased)
+    except ValueError as e:
+        raise LayerScopeError(str(e)) from None
+    return View(m, meta, n_available, _caption(req.units, len(meta), n_available, runs))
+
+
+def _keys(meta: pd.DataFrame) -> list[tuple]:
+    return list(zip(meta["prompt_id"], meta["pos"]))
+
+
+def _caption(units: str, n: int, n_available: int, runs: pd.DataFrame) -> str:
+    what = {
+        "tokens": "token units",
+        "last": "prompts (last token)",
+        "mean": "prompts (mean over tokens)",
+    }[units]
+    sampled = f" (a fixed random sample of {n_available:,})" if n < n_available else ""
+    return f"{n:,} {what}{sampled} from {len(runs)} prompts."
+
+
+def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> View:
+    layer = _check_layer(req.layer, layers)
+    pool = req.units if req.units in ("last", "mean") else "last"
+    x, meta = gather(store, runs, [layer], pool)
+    labels = meta["label"].tolist()
+    has_labels = any(isinstance(v, str) and v for v in labels)
+    if req.order == "label" and not has_labels:
+        raise LayerScopeError(f"Set '{req.set_name}' has no labels; order by cluster instead.")
+    names = [f"{i}: {_short(t)}" for i, t in zip(meta["idx"], meta["text"])]
+    m = S.pairwise_cosine(
+        x[0], names, "prompt", labels if has_labels else None, req.order, req.center
+    )
+    return View(m, meta, len(meta), _caption(pool, len(meta), len(meta), runs) + f" Layer {layer}.")
+
+
+def _token_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> View:
+    layer = _check_layer(req.layer, layers)
+    run_id = req.run_id or runs["run_id"].iloc[0]
+    row = runs[runs["run_id"] == run_id]
+    if row.empty:
+        raise LayerScopeError("That prompt is not part of this set for this model.")
+    toks = store.tokens(run_id)
+    h = store.run_layers(run_id)[layer]
+    names = [f"{p}:{t}" for p, t in zip(toks["pos"], toks["token"])]
+    m = S.pairwise_cosine(h, names, "token", center=req.center)
+    meta = toks.assign(run_id=run_id, idx=row["idx"].iloc[0], text=row["text"].iloc[0])
+    return View(
+        m, meta, len(toks), f"{len(toks)} tokens of prompt {row['idx'].iloc[0]}, layer {layer}."
+    )
+
+
+def _check_layer(layer: int | None, layers: list[int]) -> int:
+    layer = layers[-1] if layer is None else layer
+    if layer not in layers:
+        raise LayerScopeError(f"Layer must lie in 0..{layers[-1]}; got {layer}.")
+    return layer
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def turning_units(
+    store: Store, req: Request, view: View, i: int, j: int, k: int = 5
+) -> pd.DataFrame:
+    """The k units of a layer x layer view whose vectors differ most between layers i and j
+    (lowest cosine), with that cosine. For the pair a user clicked."""
+    runs = _runs(store, req.set_name, req.model_id)
+    x, meta = gather(store, runs, [i, j], req.units)
+    keys = dict(zip(_keys(meta), range(len(meta))))
+    rows = [keys[u] for u in _keys(view.units)]
+    a, b = x[0][rows], x[1][rows]
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    worst = np.argsort(cos)[:k]
+    return view.units.iloc[worst].assign(cosine=cos[worst]).reset_index(drop=True)

@@ -1,32 +1,38 @@
 """Similarity: heatmaps across layers, tokens, prompts and models."""
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from backend import models, similarity_views
+from backend import similarity_views as V
 from backend.errors import LayerScopeError
 from backend.figures.similarity import similarity_figure
 from backend.worker import JobSpec
 from pages import _ui
 
-HELP = {
-    "layer-cka": "Each cell compares two layers on the same prompts with linear CKA "
-                 "(1 = the same representation up to rotation and scale, 0 = unrelated). "
-                 "Bright blocks are groups of layers that agree; a sharp edge is where the "
-                 "representation changes fast.",
-    "layer-cka-debiased": "As CKA, with the debiased estimator: less inflated when there are few "
-                          "prompts compared with the model's width.",
-    "layer-cosine": "Mean cosine between the same prompt's vectors at two layers: how far each "
-                    "vector turns between layers (cosine ignores length).",
-    "prompt": "Each cell is the cosine between two prompts' pooled vectors at one layer, "
-              "ordered so that similar prompts sit together; the strip on top shows labels. "
-              "Blocks along the diagonal are clusters; a lone line is an outlier.",
-    "token": "Cosine between every pair of tokens of one prompt at one layer.",
-    "model-cka": "Layer of model A (rows) against layer of model B (columns), same prompts. "
-                 "Networks trained from different seeds share subspaces, not neurons — CKA "
-                 "ignores rotations, so it can see that. Compare the second seed with the "
-                 "untrained model: trained twins keep a bright diagonal, the untrained one "
-                 "falls off with depth.",
+NAMES = {
+    "layer-cka": "layer × layer: CKA",
+    "layer-cosine": "layer × layer: mean cosine",
+    "prompt": "prompt × prompt: cosine",
+    "token": "token × token: cosine",
+    "model-cka": "model × model: CKA",
 }
+HELP = {
+    "layer-cka": "Each cell compares two layers on the same units with linear CKA (1 = the same "
+    "representation up to rotation and scale, 0 = unrelated). Bright blocks are groups of "
+    "layers that agree; a sharp edge is where the representation changes fast.",
+    "layer-cosine": "Mean cosine between the same unit's vectors at two layers: how far each "
+    "vector turns between layers (cosine ignores length, and is not rotation-invariant).",
+    "prompt": "Each cell is the cosine between two prompts' pooled vectors at one layer, ordered "
+    "so that similar prompts sit together (or by label); the strip on top shows the labels. "
+    "Blocks along the diagonal are clusters; a lone line is an outlier.",
+    "token": "Cosine between every pair of tokens of one prompt at one layer.",
+    "model-cka": "Layer of this model (rows) against layer of another (columns), same units. "
+    "Networks trained from different seeds share subspaces, not neurons; CKA ignores "
+    "rotations, so it can see that. A second seed keeps a bright diagonal; an untrained "
+    "twin falls off after the embedding.",
+}
+UNIT_NAMES = {"tokens": "tokens", "last": "prompts (last token)", "mean": "prompts (mean)"}
 
 st.title("Similarity")
 present = _ui.presenting()
@@ -36,81 +42,137 @@ if runs is None or runs.empty:
     st.stop()
 s = _ui.store()
 n_layers = s.get_model(sel.model_id)["n_layers"]
+legacy = st.query_params.get("kind")
+if legacy in V.ALIASES:  # old permalinks: kind=layer-cka-debiased
+    st.query_params["kind"], st.query_params["debiased"] = V.ALIASES[legacy], "1"
 
-kind = _ui.qp_select("Heatmap", list(similarity_views.KINDS), "kind")
+c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+with c1:
+    kind = _ui.qp_select("Heatmap", list(V.KINDS), "kind", format_func=NAMES.get)
 with st.expander("What am I looking at?", expanded=present):
-    st.markdown(HELP[kind] + " Colour scales are fixed (0..1 for CKA, −1..1 for cosine), so "
-                "two heatmaps can be compared by eye. Pitfall: high similarity of pooled "
-                "vectors can come from a shared direction (anisotropy), not shared meaning.")
-layer, other, other_id, run_id, order = None, None, None, None, "cluster"
-cols = st.columns(3)
-if kind in ("prompt", "token"):
-    with cols[0]:
-        layer = _ui.qp_int("Layer", "layer", n_layers, 0, n_layers)
-if kind == "prompt":
-    with cols[1]:
-        order = _ui.qp_radio("Order", ["cluster", "label"], "order")
-if kind == "token":
-    with cols[1]:
-        labels = [f"{r.idx}: {r.text[:60]}" for r in runs.itertuples()]
-        pick = st.selectbox("Prompt", range(len(runs)), format_func=lambda i: labels[i],
-                            key="sim_prompt")
-        run_id = runs["run_id"].iloc[pick]
-if kind == "model-cka":
-    with cols[1]:
+    st.markdown(
+        HELP[kind] + " Colour scales are fixed (0…1 for CKA, −1…1 for cosine), so two "
+        "heatmaps can be compared by eye. Pitfall: pooled vectors often share one big "
+        "direction (anisotropy), which makes every cosine look high; **Centre** removes "
+        "it."
+    )
+req = {"kind": kind, "model_id": sel.model_id, "set_name": sel.set_name}
+with c2:
+    if kind in ("layer-cka", "layer-cosine", "model-cka"):
+        req["units"] = _ui.qp_radio(
+            "Units",
+            list(V.UNITS),
+            "units",
+            horizontal=False,
+            format_func=UNIT_NAMES.get,
+            help="Token units skip special tokens such as <bos>.",
+        )
+    elif kind == "prompt":
+        req["units"] = _ui.qp_radio("Pool prompts by", ["last", "mean"], "units", horizontal=False)
+    if kind in ("prompt", "token"):
+        req["layer"] = _ui.qp_int("Layer", "layer", n_layers, 0, n_layers)
+with c3:
+    if kind in ("layer-cka", "model-cka"):
+        req["debiased"] = _ui.qp_toggle(
+            "Debiased CKA",
+            "debiased",
+            help="Unbiased HSIC: less inflated when there are few "
+            "units compared with the model's width.",
+        )
+    if kind in ("prompt", "token"):
+        req["center"] = _ui.qp_toggle("Centre", "center", help="Subtract the mean vector first.")
+    if kind == "prompt":
+        req["order"] = _ui.qp_radio("Order", list(V.ORDERS), "order", horizontal=False)
+with c4:
+    if kind == "token":
+        labels = {int(r.idx): f"{r.idx}: {r.text[:60]}" for r in runs.itertuples()}
+        pick = _ui.qp_select("Prompt", list(labels), "prompt", format_func=labels.get)
+        req["run_id"] = runs.loc[runs["idx"] == pick, "run_id"].iloc[0]
+    if kind == "model-cka":
         choices = [m for m in _ui.model_choices(s) if m != sel.model]
-        default = "demo-seed1" if "demo-seed1" in choices else (choices[0] if choices else None)
+        default = "demo-seed1" if "demo-seed1" in choices else None
         other = _ui.qp_select("Compare with", choices, "other", default=default)
-    if other is None:
-        st.info("Run a second model on this set first (Run page).")
-        st.stop()
+        if other is None:
+            st.info("Only one model is known; run a second model on this set first.")
+            st.stop()
+
+if kind == "model-cka":
     row = s.find_model(other)
-    other_runs = s.set_runs(sel.set_name, row["model_id"]) if row else []
+    other_runs = s.set_runs(sel.set_name, row["model_id"]) if row else pd.DataFrame()
     if len(other_runs) < len(runs):
-        st.info(f"**{other}** has no activations for **{sel.set_name}** yet.")
+        st.info(
+            f"**{other}** has activations for {len(other_runs)} of the {len(runs)} prompts "
+            f"of **{sel.set_name}**; both models need the same prompts."
+        )
         if st.button(f"Compute {sel.set_name} on {other}", type="primary", key="sim_other"):
             _ui.submit(JobSpec(model=other, set_name=sel.set_name))
         for p in _ui.worker().active_jobs():
             _ui.job_panel(p.job_id)
         st.stop()
-    other_id = row["model_id"]
+    req["other_model_id"] = row["model_id"]
 
 
 @st.cache_data(show_spinner="Computing similarities…", max_entries=64)
-def _compute(model_id, set_name, kind, layer, other_id, run_id, order, n_runs):
-    return similarity_views.compute(_ui.store(), kind, model_id, set_name, layer, other_id,
-                                    run_id=run_id, order=order)
+def _compute(request: V.Request, n_runs: int) -> V.View:
+    return V.compute(_ui.store(), request)
 
 
+request = V.Request(**req)
 try:
-    m, meta = _compute(sel.model_id, sel.set_name, kind, layer, other_id, run_id, order,
-                       len(runs))
+    view = _compute(request, len(runs))
 except LayerScopeError as e:
     st.error(str(e))
     st.stop()
-row_t, col_t = {"model-cka": (f"{sel.model} layer", f"{other} layer")}.get(
-    kind, ("layer", "layer") if kind.startswith("layer") else ("", ""))
-labels = meta["label"].fillna("").tolist() if kind == "prompt" else None
-fig = similarity_figure(m, row_title=row_t, col_title=col_t, labels=labels)
-import pandas as pd  # noqa: E402
-
+m = view.matrix
+if kind == "model-cka":
+    row_t, col_t = f"{sel.model} layer", f"{other} layer"
+else:
+    row_t = col_t = "layer" if kind.startswith("layer") else ""
 data = pd.DataFrame(m.values, index=[str(r) for r in m.rows], columns=[str(c) for c in m.cols])
-event = _ui.show_figure(fig, "sim_fig", f"similarity-{kind}", on_select="rerun",
-                        data=data.reset_index(names="row"))
-st.caption(f"{m.values.shape[0]} × {m.values.shape[1]} cells"
-           + (f" from {len(runs)} prompts" if kind != "token" else ""))
+event = _ui.show_figure(
+    similarity_figure(m, row_title=row_t, col_title=col_t),
+    "sim_fig",
+    f"similarity-{kind}",
+    data=data.reset_index(names="row"),
+    on_select="rerun",
+    selection_mode="points",
+)
+st.caption(view.caption + (" " + m.note if m.note else ""))
+if kind == "prompt" and not request.center:
+    off = m.values[~np.eye(len(m.values), dtype=bool)]
+    if off.size and off.mean() > 0.9:
+        st.info(
+            f"Every pair of prompts has cosine ≈ {off.mean():.2f}: their vectors share one "
+            "big direction. Turn on **Centre** to see the structure under it."
+        )
 
-pts = (event or {}).get("selection", {}).get("points", []) if event else []
-if pts and kind in ("prompt", "token"):
-    p = pts[0]
-    order_ = list(m.order) if m.order is not None else list(range(len(m.rows)))
-    i, j = order_[int(p["y"])], order_[int(p["x"])]
-    st.subheader("Selected pair")
-    st.write(f"{m.rows[i]}  ×  {m.cols[j]}: **{m.values[i, j]:.3f}**")
-    if kind == "prompt":
-        for k in (i, j):
-            _ui.prompt_link(meta["run_id"].iloc[k], f"open prompt {meta['idx'].iloc[k]}")
-    else:
-        _ui.prompt_link(run_id)
-elif kind in ("prompt", "token"):
-    st.caption("Click a cell to see the pair.")
+points = (event or {}).get("selection", {}).get("points", []) if event else []
+cell = next((p["customdata"] for p in points if p.get("customdata") is not None), None)
+if cell is None:
+    if m.values.size <= 40_000:
+        st.caption("Click a cell to see the pair.")
+    st.stop()
+i, j = int(cell[0]), int(cell[1])
+st.subheader("Selected pair")
+st.write(f"**{m.rows[i]}** × **{m.cols[j]}**: {m.measure} **{m.values[i, j]:.3f}**")
+if kind == "prompt":
+    for k in (i, j):
+        u = view.units.iloc[k]
+        c1, c2 = st.columns([5, 1])
+        c1.write(f"{u['idx']}: {u['text']}" + (f" · *{u['label']}*" if u["label"] else ""))
+        with c2:
+            _ui.prompt_link(u["run_id"], f"open prompt {u['idx']}")
+elif kind == "token":
+    st.write(f"Tokens at positions {i} and {j} of: {view.units['text'].iloc[0]}")
+    _ui.prompt_link(request.run_id)
+elif kind != "model-cka" and i != j:
+    st.write(
+        f"The units whose vectors differ most between layer {m.rows[i]} and layer {m.cols[j]}:"
+    )
+    turning = V.turning_units(s, request, view, int(m.rows[i]), int(m.cols[j]))
+    for u in turning.itertuples():
+        c1, c2 = st.columns([5, 1])
+        tok = f" · position {u.pos}" if request.units == "tokens" else ""
+        c1.write(f"cosine {u.cosine:+.2f} · {u.idx}: {u.text}{tok}")
+        with c2:
+            _ui.prompt_link(u.run_id, f"open prompt {u.idx}")

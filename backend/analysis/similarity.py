@@ -275,16 +275,20 @@ def pairwise_cosine(
     kind: str,
     labels: Sequence | None = None,
     order: str = "none",
+    center: bool = False,
 ) -> SimilarityMatrix:
     """Unit x unit cosine at one layer (kind: 'token', 'prompt', 'run', ...).
 
     x: (n_units, d_model); names: one axis label per unit; labels: optional class per unit
     (colour strip); order: 'none' (as given), 'label' (by label, stable) or 'cluster'
-    (dendrogram leaf order of average linkage on 1 - cosine).
+    (dendrogram leaf order of average linkage on 1 - cosine); center: subtract the units'
+    mean vector first, which removes the direction all of them share (anisotropy).
     """
     x = np.asarray(x)
     if x.ndim != 2 or len(x) != len(names):
         raise ValueError("x must be (n_units, d_model) with one name per unit")
+    if center:
+        x = x - x.mean(axis=0, keepdims=True, dtype=np.float64)
     v = cosine_matrix(x)
     if order == "cluster":
         ordering = cluster_order(v)
@@ -296,16 +300,9 @@ def pairwise_cosine(
         ordering = None
     else:
         raise ValueError("order must be 'none', 'label' or 'cluster'")
-    return SimilarityMatrix(
-        v,
-        tuple(names),
-        tuple(names),
-        kind,
-        -1.0,
-        1.0,
-        ordering,
-        None if labels is None else tuple(labels),
-    )
+    note = "Centred: the mean vector of these units was subtracted first." if center else ""
+    lab = None if labels is None else tuple(labels)
+    return SimilarityMatrix(v, tuple(names), tuple(names), kind, -1.0, 1.0, ordering, lab, note)
 
 
 # -- ordering ----------------------------------------------------------------------------------

@@ -1,43 +1,107 @@
-"""`similarity`: the Similarity view's matrices."""
+"""`similarity`: the Similarity view's matrices, with their axis labels."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from backend import catalog, similarity_views
+from backend import similarity_views as V
 from backend.commands._common import add_model_args, ensure_runs
+from backend.errors import LayerScopeError
 
-HELP = "similarity matrices: layer-cka | layer-cka-debiased | layer-cosine | prompt | token | model-cka"
+HELP = "similarity matrices: layer-cka | layer-cosine | prompt | token | model-cka"
 
 
 def register(p) -> None:
     add_model_args(p)
-    p.add_argument("--kind", default="layer-cka", choices=similarity_views.KINDS)
-    p.add_argument("--layer", type=int)
-    p.add_argument("--other-model")
-    p.add_argument("--pool", default="last", choices=["last", "mean"])
-    p.add_argument("--order", default="cluster", choices=["cluster", "label"])
+    p.add_argument("--kind", default="layer-cka", choices=V.KINDS + tuple(V.ALIASES))
+    p.add_argument("--layer", type=int, help="prompt/token kinds (default: last layer)")
+    p.add_argument("--other-model", help="model-cka: the model to compare with")
+    p.add_argument(
+        "--units",
+        choices=V.UNITS,
+        default=None,
+        help="tokens (default for layer/model kinds) or pooled prompts: last | mean",
+    )
+    p.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
+    p.add_argument("--order", default="cluster", choices=V.ORDERS, help="prompt kind")
+    p.add_argument("--prompt", type=int, default=None, help="token kind: prompt index in set")
+    p.add_argument(
+        "--center",
+        action="store_true",
+        help="prompt/token kinds: subtract the mean vector first (anisotropy)",
+    )
+    p.add_argument("--max-units", type=int, default=V.MAX_UNITS)
 
 
 def run(args, store) -> dict:
-    model_id, _ = ensure_runs(store, args)
+    model_id, runs = ensure_runs(store, args)
     other_id = None
     if args.other_model:
         other_args = type(args)(**{**vars(args), "model": args.other_model})
         other_id, _ = ensure_runs(store, other_args)
-    m, _ = similarity_views.compute(store, args.kind, model_id, args.set_name, args.layer,
-                                    other_id, args.pool, order=args.order)
-    return {"kind": m.kind, "rows": list(m.rows), "cols": list(m.cols),
-            "matrix": np.round(m.values, 5).tolist(),
-            "order": list(m.order) if m.order else None, "range": [m.vmin, m.vmax]}
+    run_id = None
+    if args.prompt is not None:
+        hit = runs[runs["idx"] == args.prompt]
+        if hit.empty:
+            raise LayerScopeError(f"No prompt {args.prompt} in set '{args.set_name}'.")
+        run_id = hit["run_id"].iloc[0]
+    units = args.units or ("last" if args.kind == "prompt" else "tokens")
+    req = V.Request(
+        args.kind,
+        model_id,
+        args.set_name,
+        args.layer,
+        other_id,
+        units,
+        run_id,
+        args.order,
+        args.debiased,
+        args.max_units,
+    )
+    view = V.compute(store, req)
+    m = view.matrix
+    return {
+        "kind": m.kind,
+        "measure": m.measure,
+        "range": [m.vmin, m.vmax],
+        "rows": [str(r) for r in m.rows],
+        "cols": [str(c) for c in m.cols],
+        "matrix": [
+            [None if math.isnan(v) else round(float(v), 5) for v in row] for row in m.values
+        ],
+        "order": list(m.order) if m.order is not None else None,
+        "row_labels": list(m.row_labels) if m.row_labels is not None else None,
+        "units": units,
+        "n_units": len(view.units),
+        "n_available": view.n_available,
+        "caption": view.caption,
+        "note": m.note,
+    }
 
 
 def prose(r: dict) -> str:
-    lines = [f"{r['kind']} ({len(r['rows'])} x {len(r['cols'])})"]
-    if len(r["cols"]) <= 30:
-        lines.append("\t" + "\t".join(str(c)[:8] for c in r["cols"]))
-        for name, row in zip(r["rows"][:30], r["matrix"][:30]):
-            lines.append(str(name)[:12] + "\t" + "\t".join(f"{v:.3f}" for v in row))
+    """The matrix in display order, as a table (large matrices: use --json)."""
+    order = r["order"] or list(range(len(r["rows"])))
+    square = len(r["rows"]) == len(r["cols"]) and r["order"] is not None
+    rows = order if square else list(range(len(r["rows"])))
+    cols = order if square else list(range(len(r["cols"])))
+    lines = [
+        (
+            f"{r['kind']} ({r['measure']}, fixed range {r['range'][0]:g}..{r['range'][1]:g}), "
+            f"{len(r['rows'])} x {len(r['cols'])}. {r['caption']}"
+        )
+    ]
+    if len(cols) > 30:
+        lines.append("(large matrix: use --json for the values)")
     else:
-        lines.append("(large matrix: use --json)")
+        width = max(len(str(r["rows"][i])[:24]) for i in rows)
+        lines.append(" " * width + "  " + " ".join(f"{str(r['cols'][j])[:6]:>6}" for j in cols))
+        for i in rows:
+            cells = (r["matrix"][i][j] for j in cols)
+            lines.append(
+                f"{str(r['rows'][i])[:24]:<{width}}  "
+                + " ".join("     ·" if v is None else f"{v:6.3f}" for v in cells)
+            )
+    if r["note"]:
+        lines.append(r["note"])
     return "\n".join(lines)

@@ -199,3 +199,13 @@ def test_similarity_matrix_checks_its_invariants():
         S.SimilarityMatrix(np.zeros((2, 2)), (0, 1), (0, 1), "prompt", -1, 1, (0, 0))
     with pytest.raises(ValueError, match="vmin < vmax"):
         S.SimilarityMatrix(np.zeros((1, 1)), (0,), (0,), "prompt", 1, 1)
+
+
+def test_centred_cosine_removes_the_shared_direction():
+    g = rng(10)
+    pts = g.normal(size=(20, 8)) + 50.0  # every vector shares one big direction
+    raw = S.pairwise_cosine(pts, [str(i) for i in range(20)], "prompt")
+    assert raw.values.min() > 0.95 and not raw.note
+    ctr = S.pairwise_cosine(pts, [str(i) for i in range(20)], "prompt", center=True)
+    np.testing.assert_allclose(ctr.values, cosine_similarity(pts - pts.mean(0)), atol=1e-9)
+    assert "Centred" in ctr.note
