@@ -1,12 +1,20 @@
 """Trajectories: how prompts or tokens move through the layers, in one projected space."""
 
-import numpy as np
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 
-from backend import units
-from backend.analysis.projection import DESCRIPTIONS, project, silhouette_per_layer
-from backend.figures.trajectory import silhouette_figure, trajectory_figure
+from backend import trajectory_views as TV
+from backend.analysis.projection import (
+    DESCRIPTIONS,
+    METHODS,
+    neighbour_agreement_per_layer,
+    silhouette_per_layer,
+)
+from backend.errors import LayerScopeError
+from backend.figures.trajectory import COLOURINGS, silhouette_figure, trajectory_figure
+from backend.worker import JobSpec
 from pages import _ui
 
 st.title("Trajectories")
@@ -16,94 +24,196 @@ runs = _ui.require_runs(sel)
 if runs is None or runs.empty:
     st.stop()
 s = _ui.store()
-info = s.get_model(sel.model_id)
-n_layers = info["n_layers"]
+n_layers = s.get_model(sel.model_id)["n_layers"]
 
 with st.expander("What am I looking at?", expanded=present):
     st.markdown(
-        "Each point is one **unit** — a prompt (its last-token or mean vector) or a single token "
-        "— at one **layer**; a grey line joins the same unit across layers (its trajectory). "
-        "All layers are projected into **one shared space**, so you can watch the cloud move. "
-        "Use the slider or ▶ to step through layers; colours show the label of each prompt. "
-        "Pitfall: a 2-D projection throws most dimensions away — two groups that overlap here "
-        "may still be separable; the silhouette chart below measures separation in the full "
-        "space.")
+        "Each point is one **unit** — a prompt (its last-token or mean vector) or a single "
+        "token — at one **layer**; a grey line joins the same unit across layers (its "
+        "trajectory). All layers share **one projected space**, so you can watch the cloud "
+        "move: use the slider or ▶ under the plot. Pitfall: a 2-D picture throws most "
+        "dimensions away — groups that overlap here may still be separable; the chart below "
+        "the plot measures separation in the full space."
+    )
 
-c1, c2, c3, c4 = st.columns(4)
-with c1:
-    unit = _ui.qp_radio("Units", ["prompt", "token"], "unit",
-                        format_func=lambda u: {"prompt": "prompts", "token": "tokens"}[u])
-with c2:
-    method = _ui.qp_select("Projection", list(DESCRIPTIONS), "method")
-with c3:
-    dims = _ui.qp_radio("Dimensions", [2, 3], "dims")
-with c4:
-    colour = _ui.qp_select("Colour by", ["label", "group", "layer", "position", "token"],
-                           "color")
+c = st.columns(4)
+with c[0]:
+    unit = _ui.qp_radio(
+        "Units",
+        ["prompt", "token"],
+        "unit",
+        format_func={"prompt": "prompts", "token": "tokens"}.get,
+    )
+with c[1]:
+    method = _ui.qp_select("Projection", METHODS, "method")
+with c[2]:
+    dims = _ui.qp_radio("Dimensions", [2, 3], "dims", format_func=lambda d: f"{d}D")
+with c[3]:
+    colour = _ui.qp_select("Colour by", COLOURINGS, "color")
 st.caption(DESCRIPTIONS[method])
+pool, standardize, max_runs, lines = "last", False, min(20, len(runs)), True
 if not present:
     lo, hi = _ui.qp_slider("Layer range", "layers", (0, n_layers), 0, n_layers)
-    a1, a2, a3 = st.columns(3)
-    pool = a1.radio("Pool prompts by", ["last", "mean"], horizontal=True, key="traj_pool",
-                    disabled=unit != "prompt")
-    standardize = a2.toggle("Standardise each layer", key="traj_std",
-                            help="Norms grow with depth; standardising stops late layers from "
-                                 "dominating PCA.")
-    max_runs = a3.number_input("Token units: prompts", 1, len(runs), min(20, len(runs)),
-                               key="traj_max_runs")
+    a = st.columns(4)
+    with a[0]:
+        pool = (
+            _ui.qp_radio(
+                "Pool prompts by",
+                ["last", "mean"],
+                "pool",
+                help="A prompt's vector at a layer: its last token, or the mean over its tokens.",
+            )
+            if unit == "prompt"
+            else pool
+        )
+    with a[1]:
+        standardize = _ui.qp_toggle(
+            "Standardise each layer",
+            "std",
+            help="Norms grow with depth; standardising stops the "
+            "late layers from dominating the projection.",
+        )
+    with a[2]:
+        lines = st.toggle("Trajectory lines", value=True, key="traj_lines")
+    with a[3]:
+        if unit == "token":
+            max_runs = _ui.qp_int("Prompts (token units)", "nruns", max_runs, 1, len(runs))
 else:
-    lo, hi, pool, standardize, max_runs = 0, n_layers, "last", False, min(20, len(runs))
-layers = list(range(lo, hi + 1))
+    lo, hi = 0, n_layers
+req = TV.Request(
+    sel.model_id,
+    sel.set_name,
+    tuple(range(lo, hi + 1)),
+    method,
+    unit,
+    pool,
+    int(dims),
+    standardize,
+    int(max_runs),
+)
 
-if unit == "prompt":
-    x, meta = units.prompt_units(s, runs, layers, pool)
-else:
-    runs_l = units.with_token_labels(s, sel.set_name, runs.head(int(max_runs)))
-    x, meta = units.token_units(s, runs_l, layers)
-n_points = x.shape[0] * x.shape[1]
-if n_points > 100_000:
-    keep = st.slider("Too many points for a smooth view: units to sample", 100,
-                     x.shape[1], 100_000 // x.shape[0], key="traj_sample")
-    idx = np.random.default_rng(0).choice(x.shape[1], keep, replace=False)
-    x, meta = x[:, idx], meta.iloc[idx].reset_index(drop=True)
-    st.warning(f"Showing a random sample of {keep:,} of the units.")
+
+@st.cache_data(show_spinner="Reading vectors…", max_entries=16)
+def _prepare(units_req: TV.Request, n_runs: int):
+    """Unit table and per-layer separation scores (labels) for these units."""
+    x, meta, n_all = TV.load_units(_ui.store(), units_req)
+    lab = meta["label"].fillna("").astype(str).to_numpy()
+    scores = None
+    if len(set(lab)) > 1:
+        agree, chance = neighbour_agreement_per_layer(x, lab)
+        scores = (silhouette_per_layer(x, lab), agree, chance)
+    return meta, n_all, scores
 
 
 @st.cache_data(show_spinner="Projecting…", max_entries=32)
-def _project(key: str, _x, layers, method, dims, standardize):
-    return project(_x, layers, method, dims, standardize, seed=0)
+def _fast(request: TV.Request, n_runs: int):
+    return TV.compute(_ui.store(), request)[0]
 
 
-key = f"{sel.model_id}|{sel.set_name}|{unit}|{pool}|{layers}|{max_runs}|{standardize}"
 try:
-    proj = _project(key, x, layers, method, int(dims), standardize)
-except ValueError as e:
-    st.error(str(e))
+    meta, n_all, scores = _prepare(req.units_only(), len(runs))
+    if n_all * len(req.layers) > TV.MAX_POINTS:
+        keep = st.slider(
+            "More than 100,000 points: units to draw (random sample)",
+            100,
+            n_all,
+            TV.MAX_POINTS // len(req.layers),
+            key="traj_sample",
+        )
+        req = replace(req, sample=int(keep))
+        meta, _, scores = _prepare(req.units_only(), len(runs))
+except (LayerScopeError, ValueError) as e:  # user-caused: one readable sentence
+    _ui.error_box(e)
     st.stop()
-fig = trajectory_figure(proj, meta, colour, layer=layers[-1])
-event = _ui.show_figure(fig, "traj_fig", f"trajectories-{sel.set_name}", on_select="rerun",
-                        data=pd.concat([meta, pd.DataFrame(
-                            proj.coords[-1], columns=list("xyz")[: int(dims)])], axis=1))
-st.caption(f"{x.shape[1]:,} {unit} units × {len(layers)} layers = {n_points:,} points, "
-           "none dropped" if n_points <= 100_000 else "sampled, see above")
 
-labels = meta["label"].fillna("")
-if labels.nunique() > 1:
-    sil = silhouette_per_layer(x, labels.to_numpy())
-    st.plotly_chart(silhouette_figure(layers, sil), key="traj_sil")
-    st.caption(f"Silhouette of the labels at each layer (1 = perfectly separated, 0 = mixed): "
-               f"layer {layers[0]}: {sil[0]:.2f} → layer {layers[-1]}: {sil[-1]:.2f}.")
+
+@st.fragment(run_every=0.5)
+def _job_progress(job_id: str) -> None:
+    p = _ui.worker().progress(job_id)
+    if p is None or not p.active:
+        st.rerun(scope="app")
+        return
+    st.progress(
+        p.tokens_done / 100,
+        text=f"{method}: {p.message or p.status} ({p.tokens_done}%, {p.seconds:.0f} s)",
+    )
+    if st.button("Cancel", key=f"traj_cancel_{job_id}"):
+        _ui.worker().cancel(job_id)
+
+
+proj = _fast(req, len(runs)) if method not in TV.SLOW_METHODS else TV.cached(s, req, meta)
+if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
+    jobs = st.session_state.setdefault("traj_jobs", {})
+    key = TV.cache_key(req, meta)
+    p = _ui.worker().progress(jobs[key]) if key in jobs else None
+    if p is None:
+        jobs[key] = _ui.submit(
+            JobSpec(
+                model=sel.model,
+                set_name=sel.set_name,
+                kind="project",
+                options=TV.job_spec_options(req),
+            )
+        )
+        p = _ui.worker().progress(jobs[key]) if jobs[key] else None
+    if p is not None and p.active:
+        st.info(
+            f"Computing {method} in the background (cached once done); showing PCA "
+            "meanwhile. The page stays usable."
+        )
+        _job_progress(jobs[key])
+    elif p is not None and p.status in ("cancelled", "failed"):
+        st.warning(
+            f"{method} {p.status}{': ' + p.message if p.status == 'failed' else ''}. Showing PCA."
+        )
+        if st.button(f"Compute {method} again", key="traj_retry"):
+            del jobs[key]
+            st.rerun()
+    proj = TV.cached(s, req, meta) or _fast(replace(req, method="pca"), len(runs))
+
+fig = trajectory_figure(proj, meta, colour, show_lines=lines, marker_size=6)
+axes = list("xyz")[: proj.dims]
+table = pd.concat(
+    [
+        meta.assign(layer=layer, **dict(zip(axes, proj.coords[i].T)))
+        for i, layer in enumerate(proj.layers)
+    ],
+    ignore_index=True,
+)
+event = _ui.show_figure(
+    fig,
+    "traj_fig",
+    f"trajectories-{sel.set_name}",
+    on_select="rerun",
+    data=table[["run_id", "pos", "token", "label", "group", "layer", *axes, "text"]],
+)
+sampled = f"a random sample of {proj.n_units:,} of {n_all:,} units" if req.sample else "all drawn"
+st.caption(
+    f"{proj.n_units:,} {unit} units × {len(proj.layers)} layers = {proj.n_points:,} "
+    f"points, {sampled}. {proj.description}"
+)
+
+if scores is not None:
+    sil, agree, chance = scores
+    st.plotly_chart(silhouette_figure(proj.layers, sil, agree, chance), key="traj_sil")
+    st.caption(
+        f"Separation of the labels in the full space (not the 2-D picture): silhouette "
+        f"{sil[0]:.2f} at layer {proj.layers[0]} → {sil[-1]:.2f} at layer "
+        f"{proj.layers[-1]} (0 = mixed, 1 = apart); same-label share of the 10 nearest "
+        f"neighbours {agree[0]:.2f} → {agree[-1]:.2f} (chance {chance:.2f})."
+    )
 
 points = (event or {}).get("selection", {}).get("points", []) if event else []
-if points:
-    picked = sorted({int(p["customdata"]) for p in points if "customdata" in p})
-    st.subheader(f"{len(picked)} selected units")
-    for i in picked[:30]:
-        r = meta.iloc[i]
-        c1, c2 = st.columns([4, 1])
-        c1.write(f"**{r['label'] or ''}** · {r['text']}" + (f" · token `{r['token']}`"
-                                                            if r["pos"] >= 0 else ""))
-        with c2:
-            _ui.prompt_link(r["run_id"])
+picked = sorted({int(p["customdata"]) for p in points if "customdata" in p})
+if picked:
+    sel_units = meta.iloc[picked]
+    st.subheader(f"{len(picked)} selected units from {sel_units['run_id'].nunique()} prompts")
+    st.dataframe(
+        sel_units[["label", "group", "token", "pos", "text"]],
+        hide_index=True,
+        height=min(35 * (len(picked) + 1), 300),
+    )
+    for r in sel_units.drop_duplicates("run_id").head(10).itertuples():
+        _ui.prompt_link(r.run_id, label=f"open prompt: {r.text[:70]}")
 else:
-    st.caption("Click or lasso points to list their prompts.")
+    st.caption("Click or lasso points (2D) to list their prompts and tokens.")

@@ -286,6 +286,36 @@ def silhouette_per_layer(x: np.ndarray, labels, max_units: int = 2000, seed: int
     return np.array([silhouette_score(layer[idx], lab, metric="cosine") for layer in x])
 
 
+def neighbour_agreement_per_layer(
+    x: np.ndarray, labels, k: int = 10, max_units: int = 5000, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """Share of each unit's k nearest neighbours (cosine, itself excluded) with its label, per
+    layer of x (n_layers, n_units, d) -> ((n_layers,), chance). ``chance`` = sum of squared
+    label shares, what random labels would give. Sampled above ``max_units`` like
+    ``silhouette_per_layer``."""
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels)
+    if x.ndim != 3 or len(labels) != x.shape[1]:
+        raise ValueError("labels must give one label per unit of x (n_layers, n_units, d)")
+    idx = np.arange(len(labels))
+    if len(idx) > max_units:
+        idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_units, replace=False))
+    lab = labels[idx]
+    _, counts = np.unique(lab, return_counts=True)
+    chance = float(((counts / counts.sum()) ** 2).sum())
+    k = min(k, len(idx) - 1)
+    if k < 1:
+        return np.full(x.shape[0], np.nan), chance
+    out = []
+    for layer in x:
+        nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(layer[idx])
+        _, nb = nn.kneighbors(layer[idx])
+        nb = np.array([row[row != i][:k] for i, row in enumerate(nb)])  # drop the unit itself
+        out.append(float((lab[nb] == lab[:, None]).mean()))
+    return np.array(out), chance
+
+
 def warm_umap() -> None:
     """Import umap-learn and compile its numba code (incl. the nearest-neighbour descent used
     above 4096 points) on a tiny fit, so no user request pays for it."""

@@ -316,26 +316,52 @@ def trajectory_figure(
 
 
 def silhouette_figure(
-    layers, values, title: str = "How well the labels separate (silhouette, cosine)"
+    layers,
+    values,
+    agreement=None,
+    chance: float | None = None,
+    title: str = "How well the labels separate, per layer",
 ) -> go.Figure:
-    """A small line chart of one number per layer (silhouette in -1..1)."""
+    """A small line chart per layer: silhouette (cosine, -1..1, 0 = mixed) and, when given, the
+    share of nearest neighbours with the same label, with its chance level dotted."""
+    hover = "layer %{x}: %{y:.3f}<extra>%{fullData.name}</extra>"
     fig = go.Figure(
         go.Scatter(
             x=list(layers),
             y=list(values),
             mode="lines+markers",
+            name="silhouette",
             line={"color": "#2563eb"},
-            hovertemplate="layer %{x}: %{y:.2f}<extra></extra>",
+            hovertemplate=hover,
         )
     )
+    if agreement is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=list(layers),
+                y=list(agreement),
+                mode="lines+markers",
+                name="same-label neighbours",
+                line={"color": "#16a34a"},
+                hovertemplate=hover,
+            )
+        )
+    if chance is not None:
+        fig.add_hline(
+            y=chance,
+            line={"color": "#16a34a", "width": 1, "dash": "dot"},
+            annotation_text=f"chance {chance:.2f}",
+            annotation_position="bottom right",
+        )
     fig.add_hline(y=0, line={"color": "#9ca3af", "width": 1, "dash": "dot"})
     fig.update_xaxes(dtick=1)
     fig.update_layout(
         title=title,
-        height=260,
+        height=280,
         xaxis_title="layer",
-        yaxis_title="silhouette",
-        yaxis_range=[-0.2, 1],
+        yaxis_title="score",
+        yaxis_range=[-0.2, 1.05],
+        legend={"orientation": "h", "y": -0.35},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig

@@ -115,6 +115,23 @@ def test_silhouette_samples_large_inputs_deterministically():
     np.testing.assert_array_equal(a, P.silhouette_per_layer(x, lab, max_units=100))
 
 
+def test_neighbour_agreement_matches_leave_one_out_knn():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x = RNG.normal(size=(1, 60, 4))
+    lab = (x[0, :, 0] > 0).astype(int)
+    got, chance = P.neighbour_agreement_per_layer(x, lab, k=5)
+    want = []
+    for i in range(60):  # hand-rolled leave-one-out with sklearn's neighbour search
+        keep = np.arange(60) != i
+        knn = KNeighborsClassifier(5, metric="cosine").fit(x[0][keep], lab[keep])
+        nb = knn.kneighbors(x[0][i : i + 1], return_distance=False)[0]
+        want.append((lab[keep][nb] == lab[i]).mean())
+    assert got[0] == pytest.approx(np.mean(want))
+    shares = np.bincount(lab) / 60
+    assert chance == pytest.approx((shares**2).sum())
+
+
 @pytest.mark.parametrize(
     "bad,layers,msg",
     [

@@ -120,3 +120,6 @@ def test_categories_keeps_the_most_frequent():
 def test_silhouette_figure():
     fig = silhouette_figure([0, 1, 2], [0.0, 0.4, 0.8])
     assert list(fig.data[0].y) == [0.0, 0.4, 0.8] and fig.layout.xaxis.title.text == "layer"
+    fig = silhouette_figure([0, 1], [0.0, 0.4], agreement=[0.5, 0.9], chance=0.5)
+    assert [t.name for t in fig.data] == ["silhouette", "same-label neighbours"]
+    assert any(s.y0 == 0.5 for s in fig.layout.shapes)

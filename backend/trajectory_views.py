@@ -1,0 +1,178 @@
+"""Trajectory projections from the store, shared by the Trajectories page, the `project` CLI
+command and the worker's ``project`` job kind.
+
+UMAP results are cached in the store (``derived`` table, kind ``projection``) keyed by a hash
+of every input, so reopening a view is instant and the CLI prints the same coordinates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from backend import units
+from backend.analysis.projection import DESCRIPTIONS, METHODS, Projection, project
+from backend.errors import LayerScopeError
+from backend.store import Store
+from backend.worker import JOB_KINDS, JobContext
+
+log = logging.getLogger(__name__)
+
+SLOW_METHODS = ("umap", "aligned-umap")  #: run as worker jobs in the app, cached in the store
+MAX_POINTS = 100_000  #: above this the view asks for a sample of units
+CACHE_KIND = "projection"
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that decides a projection's coordinates."""
+
+    model_id: str
+    set_name: str
+    layers: tuple[int, ...]
+    method: str = "pca"
+    unit: str = "prompt"  #: prompt (pooled per layer) | token
+    pool: str = "last"  #: prompt units: last | mean
+    dims: int = 2
+    standardize: bool = False
+    max_runs: int = 20  #: token units: the first N prompts of the set
+    sample: int | None = None  #: keep this many units (seeded) when there are too many
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise LayerScopeError(f"Unknown method '{self.method}': use {', '.join(METHODS)}.")
+        if self.unit not in ("prompt", "token"):
+            raise LayerScopeError(f"Unknown unit '{self.unit}': use prompt or token.")
+        if not self.layers:
+            raise LayerScopeError("Choose at least one layer.")
+
+    def units_only(self) -> Request:
+        """The same units with default projection settings (key for the loaded vectors)."""
+        return replace(self, method="pca", dims=2, standardize=False)
+
+
+def load_units(store: Store, req: Request) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """-> x (n_layers_sel, n_units, d_model), unit table (run_id, idx, text, label, group, pos,
+    token), and the number of units before sampling."""
+    runs = units.set_runs_or_error(store, req.set_name, req.model_id)
+    layers = list(req.layers)
+    if req.unit == "prompt":
+        x, meta = units.prompt_units(store, runs, layers, req.pool)
+    else:
+        picked = units.with_token_labels(store, req.set_name, runs.head(req.max_runs))
+        x, meta = units.token_units(store, picked, layers)
+    n_all = x.shape[1]
+    if req.sample is not None and req.sample < n_all:
+        keep = np.sort(np.random.default_rng(req.seed).choice(n_all, req.sample, replace=False))
+        x, meta = x[:, keep], meta.iloc[keep].reset_index(drop=True)
+    return x, meta, n_all
+
+
+def cache_key(req: Request, meta: pd.DataFrame) -> str:
+    """Hash of the request and of the exact units (run ids and positions)."""
+    h = hashlib.sha256(json.dumps(asdict(req), sort_keys=True, default=list).encode())
+    h.update(pd.util.hash_pandas_object(meta[["run_id", "pos"]], index=False).to_numpy())
+    return h.hexdigest()
+
+
+def _dump(p: Projection) -> bytes:
+    buf = io.BytesIO()
+    ev = p.explained_variance if p.explained_variance is not None else np.empty(0)
+    np.savez(
+        buf,
+        coords=p.coords,
+        ev=ev,
+        layers=np.asarray(p.layers),
+        info=np.asarray(
+            json.dumps({"method": p.method, "standardized": p.standardized, "seed": p.seed})
+        ),
+    )
+    return buf.getvalue()
+
+
+def _load(payload: bytes) -> Projection:
+    z = np.load(io.BytesIO(payload))
+    info = json.loads(str(z["info"]))
+    ev = z["ev"] if z["ev"].size else None
+    return Projection(
+        z["coords"],
+        tuple(int(v) for v in z["layers"]),
+        info["method"],
+        ev,
+        DESCRIPTIONS[info["method"]],
+        info["standardized"],
+        info["seed"],
+    )
+
+
+def cached(store: Store, req: Request, meta: pd.DataFrame) -> Projection | None:
+    raw = store.cache_get(CACHE_KIND, cache_key(req, meta))
+    return _load(raw) if raw is not None else None
+
+
+def compute(
+    store: Store,
+    req: Request,
+    x: np.ndarray | None = None,
+    meta: pd.DataFrame | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> tuple[Projection, pd.DataFrame]:
+    """The projection for ``req`` (from the store cache when there), with its unit table.
+    Slow methods are written to the cache."""
+    if x is None or meta is None:
+        x, meta, _ = load_units(store, req)
+    if req.method in SLOW_METHODS:
+        hit = cached(store, req, meta)
+        if hit is not None:
+            return hit, meta
+    try:
+        proj = project(
+            x, req.layers, req.method, req.dims, req.standardize, req.seed, progress=progress
+        )
+    except ValueError as e:
+        raise LayerScopeError(str(e)) from None
+    if req.method in SLOW_METHODS:
+        store.cache_put(CACHE_KIND, cache_key(req, meta), _dump(proj))
+    return proj, meta
+
+
+# -- worker job: ``JobSpec(kind="project", options=asdict(request))`` ----------------------
+class _Cancelled(Exception):
+    pass
+
+
+def run_project_job(ctx: JobContext) -> dict:
+    """Compute and cache one projection; progress in percent (tokens_done of 100)."""
+    opts = dict(ctx.spec.options)
+    req = Request(**{**opts, "layers": tuple(opts["layers"])})
+    p = ctx.progress
+    p.tokens_total, p.message = 100, "loading vectors"
+    ctx.report(force=True)
+
+    def on_progress(stage: str, fraction: float) -> None:
+        if ctx.should_stop():
+            raise _Cancelled
+        p.tokens_done, p.message = round(100 * fraction), stage
+        ctx.report()
+
+    try:
+        proj, _ = compute(ctx.store, req, progress=on_progress)
+    except _Cancelled:
+        return {"cancelled": True}
+    p.tokens_done = 100
+    return {"method": proj.method, "points": proj.n_points}
+
+
+def job_spec_options(req: Request) -> dict:
+    return {**asdict(req), "layers": list(req.layers)}
+
+
+JOB_KINDS["project"] = run_project_job
