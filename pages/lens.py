@@ -1,11 +1,12 @@
 """Logit lens: what each layer would predict if the model stopped there."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from backend import readouts
 from backend.errors import LayerScopeError
-from backend.figures.lens import lens_curves, lens_figure
+from backend.figures.lens import lens_curves, lens_figure, summary_figure
 from pages import _ui
 
 st.title("Logit lens")
@@ -20,38 +21,114 @@ with st.expander("What am I looking at?", expanded=present):
     st.markdown(
         "Every cell applies the model's **own final normalisation and unembedding** to the "
         "hidden state at that layer and position, and shows the most likely **next** token "
-        "(colour = its probability; hover for the top 5). The last row is exactly the model's "
-        "output. The red bar marks the **commitment depth**: the first layer from which the "
-        "final answer stays on top. Pitfall: early layers were never trained to be read this "
-        "way, so their guesses are rough (a tuned lens would be more faithful there).")
+        "(colour = its probability; hover for the top 5, the KL divergence to the final "
+        "layer and the rank of the final answer). The last row is exactly the model's output. "
+        "The red bar marks the **commitment depth**: the first layer from which the final "
+        "answer stays on top. Pitfall: early layers were never trained to be read this way, "
+        "so their guesses are rough (a tuned lens, not built yet, would be more faithful)."
+    )
+
+info = s.get_model(sel.model_id) or {}
+if not info.get("has_lm_head", True):
+    st.info(
+        f"The logit lens does not apply to **{sel.model}**: it has no language-model head "
+        "(an encoder such as BERT). The other views work on it."
+    )
+    st.stop()
+try:
+    lm = _ui.loaded_model(sel.model)
+except LayerScopeError as e:
+    st.info(str(e))
+    st.stop()
 
 labels = [f"{r.idx}: {r.text[:70]}" for r in runs.itertuples()]
-qp_run = st.query_params.get("run")
 ids = runs["run_id"].tolist()
-default = ids.index(qp_run) if qp_run in ids else 0
-pick = st.selectbox("Prompt", range(len(runs)), index=default, format_func=lambda i: labels[i],
-                    key="lens_prompt")
+qp_run = st.query_params.get("run")
+pick = st.selectbox(
+    "Prompt",
+    range(len(runs)),
+    index=ids.index(qp_run) if qp_run in ids else 0,
+    format_func=lambda i: labels[i],
+    key="lens_prompt",
+)
 run_id = ids[pick]
 st.query_params["run"] = run_id
 
 try:
-    lm = _ui.loaded_model(sel.model)
-    res = readouts.lens_for_hidden(lm, s.run_layers(run_id))
+    res, toks = readouts.lens_run(s, lm, run_id)
 except LayerScopeError as e:
     st.info(str(e))
     st.stop()
-toks = s.tokens(run_id)["token"].tolist()
-vocab = readouts.vocab(lm)
-grid = pd.DataFrame([{"layer": L, "pos": p, "token": toks[p], "top1": vocab[res.top_ids[li, p, 0]],
-                      "p_top1": res.top_probs[li, p, 0], "kl_to_final": res.kl_to_final[li, p],
-                      "entropy": res.entropy[li, p], "final_rank": res.final_rank[li, p]}
-                     for li, L in enumerate(res.layers) for p in range(len(toks))])
-_ui.show_figure(lens_figure(res, toks, vocab), "lens_fig", "logit-lens", data=grid)
+names = readouts.decode(lm, res.top_ids)
+grid = pd.DataFrame(
+    [
+        {
+            "layer": L,
+            "pos": p,
+            "token": toks[p],
+            "top1": names[res.top_ids[li, p, 0]],
+            "p_top1": res.top_probs[li, p, 0],
+            "kl_to_final": res.kl_to_final[li, p],
+            "entropy": res.entropy[li, p],
+            "final_rank": res.final_rank[li, p],
+        }
+        for li, L in enumerate(res.layers)
+        for p in range(len(toks))
+    ]
+)
+_ui.show_figure(lens_figure(res, toks, names), "lens_fig", "logit-lens", data=grid)
 last = len(toks) - 1
-st.caption(f"{len(res.layers)} layers × {len(toks)} positions. At the last position the final "
-           f"answer is '{vocab[res.top_ids[-1, last, 0]]}' "
-           f"({res.top_probs[-1, last, 0]:.2f}); it is on top from layer "
-           f"{res.commitment[last]} on.")
-st.plotly_chart(lens_curves(res), key="lens_curves")
-st.caption("Averaged over this prompt's positions: KL divergence of each layer's readout to the "
-           "final distribution, its entropy, and the rank of the final top-1 token.")
+answer = names[res.top_ids[-1, last, 0]]
+st.markdown(
+    f"After the last token **{toks[last]!r}** the model's answer is **{answer!r}** "
+    f"(p = {res.top_probs[-1, last, 0]:.2f}); it is on top from **layer "
+    f"{res.commitment[last]}** on. {len(res.layers)} layers × {len(toks)} positions."
+)
+
+pos = _ui.qp_int("Position for the curves", "pos", last, 0, last)
+st.plotly_chart(lens_curves(res, pos), key="lens_curves")
+st.caption(
+    "Blue: over this prompt's positions (mean KL and entropy, median rank). Red dashes: "
+    f"position {pos} ({toks[pos]!r})."
+)
+
+st.subheader(f"Across the set: {sel.set_name}")
+where = _ui.qp_radio(
+    "Positions",
+    ["last", "all"],
+    "lens_positions",
+    help="last: the next-token prediction at the end of each prompt; all: "
+    "every position of every prompt",
+)
+
+
+@st.cache_data(show_spinner="Reading out every prompt…", max_entries=16)
+def _summary(model_ref, model_id, set_name, positions, n_runs):
+    return readouts.lens_summary(
+        _ui.store(),
+        _ui.loaded_model(model_ref),
+        _ui.store().set_runs(set_name, model_id)["run_id"].tolist(),
+        positions,
+    )
+
+
+summ = _summary(sel.model, sel.model_id, sel.set_name, where, len(runs))
+table = pd.DataFrame(
+    {
+        "layer": summ.layers,
+        "kl_mean": summ.kl_mean,
+        "kl_median": summ.kl_quantiles[:, 1],
+        "entropy_mean": summ.entropy_mean,
+        "rank_median": summ.rank_median,
+        "top1_is_final": summ.agreement,
+        "commit_here": summ.commitment_counts,
+    }
+)
+_ui.show_figure(
+    summary_figure(summ, sel.set_name), "lens_summary", f"lens-{sel.set_name}", data=table
+)
+med = summ.layers[int(np.searchsorted(summ.commitment_counts.cumsum(), summ.n_positions / 2))]
+st.caption(
+    f"Half of the {summ.n_positions:,} positions have committed to their final answer "
+    f"by layer {med}."
+)

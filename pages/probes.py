@@ -7,11 +7,13 @@ import pandas as pd
 import streamlit as st
 
 from backend import readouts
-from backend.analysis.probes import confusion
+from backend.analysis.probes import misclassified
 from backend.errors import LayerScopeError
 from backend.figures.probes import confusion_figure, probe_figure, score_figure
 from backend.worker import JobSpec
 from pages import _ui
+
+MAX_TOKEN_UNITS = 20_000  # token probes: keep the first prompts up to this many tokens
 
 st.title("Probes")
 present = _ui.presenting()
@@ -20,100 +22,223 @@ runs = _ui.require_runs(sel)
 if runs is None or runs.empty:
     st.stop()
 s = _ui.store()
+n_layers = int(s.get_model(sel.model_id)["n_layers"])
 
 with st.expander("What am I looking at?", expanded=present):
     st.markdown(
-        "A **linear probe** is a small logistic-regression classifier trained on one layer's "
-        "vectors to predict a label. Blue: its accuracy on prompts it never saw (k-fold, split "
-        "by prompt), with a 95% interval across folds. Grey dots: the same probe trained on "
-        "**shuffled labels** — what a probe can memorise from noise. Red dashes: the same probe "
-        "on the **untrained twin** of the model — what the architecture gives for free. Only "
-        "the gap above both controls says the *trained* model represents the label. Pitfall: "
-        "decodable is not the same as used by the model.")
+        "A **linear probe** is a small classifier trained on one layer's vectors to predict a "
+        "label. **Blue**: its accuracy on prompts it never saw (k-fold cross-validation split "
+        "by prompt, so tokens of one prompt never sit on both sides), with a 95% interval "
+        "across folds. **Grey dots**: the same probe trained on **shuffled labels** — what a "
+        "probe can fit to noise. **Red dashes**: the same probe on a **random-init baseline** "
+        "(the untrained twin) — what the architecture and the words give for free. Only the gap "
+        "above both says the *trained* model built the label. Pitfall: decodable is not the "
+        "same as used by the model."
+    )
 
 c1, c2, c3, c4 = st.columns(4)
 with c1:
-    unit = _ui.qp_radio("Units", ["prompt", "token"], "unit",
-                        help="token: per-token labels (e.g. bracket depth)")
+    unit = _ui.qp_radio(
+        "Units",
+        ["prompt", "token"],
+        "unit",
+        help="prompt: one vector per prompt (the set's label); token: every "
+        "token with the set's per-token labels (e.g. bracket depth)",
+    )
 with c2:
-    pool = _ui.qp_radio("Pool", ["last", "mean"], "pool")
+    pool = _ui.qp_radio("Pool", ["last", "mean"], "pool", help="how a prompt unit is pooled")
 with c3:
-    folds = _ui.qp_int("Folds", "folds", 5, 3, 10)
+    method = _ui.qp_radio(
+        "Probe",
+        ["logistic", "ridge"],
+        "probe",
+        help="logistic regression (C = 0.1), or ridge classifier (faster)",
+    )
 with c4:
-    method = _ui.qp_radio("Probe", ["logistic", "ridge"], "probe")
+    folds = _ui.qp_int("Folds", "folds", 5, 3, 10)
+lo, hi = _ui.qp_slider("Layers", "layers", (0, n_layers), 0, n_layers)
+layers = list(range(lo, hi + 1))
 others = [m for m in _ui.model_choices(s) if m != sel.model]
 twin_default = readouts.TWINS.get(sel.model)
-baseline = _ui.qp_select("Random-init baseline model", ["(none)"] + others, "baseline",
-                         default=twin_default if twin_default in others else "(none)")
+baseline = _ui.qp_select(
+    "Random-init baseline model",
+    ["(none)", *others],
+    "baseline",
+    default=twin_default if twin_default in others else "(none)",
+    help="the same probe on another model: its untrained twin, or any "
+    "random-init model of the same shape",
+)
 
 
 @st.cache_data(show_spinner="Training probes…", max_entries=32)
-def _probe(model_id, set_name, unit, pool, folds, method, n_runs):
-    return readouts.probe(_ui.store(), set_name, model_id, unit, pool, folds, method,
-                          max_runs=60 if unit == "token" else None)
+def _probe(model_id, set_name, unit, pool, folds, method, layers, n_runs, max_runs):
+    return readouts.probe(
+        _ui.store(),
+        set_name,
+        model_id,
+        unit,
+        pool,
+        folds,
+        method,
+        max_runs=max_runs,
+        layers=list(layers),
+    )
 
 
+max_runs = None
+if unit == "token":
+    max_runs = int(np.searchsorted(runs["n_tokens"].cumsum().to_numpy(), MAX_TOKEN_UNITS) + 1)
+args = (sel.set_name, unit, pool, folds, method, tuple(layers), len(runs), max_runs)
 try:
-    res, meta = _probe(sel.model_id, sel.set_name, unit, pool, folds, method, len(runs))
+    res, meta = _probe(sel.model_id, *args)
 except LayerScopeError as e:
-    st.error(str(e))
+    st.info(str(e))
     st.stop()
 
 twin = None
 if baseline != "(none)":
     row = s.find_model(baseline)
     if row is None or len(s.set_runs(sel.set_name, row["model_id"])) < len(runs):
-        st.info(f"The baseline **{baseline}** has no activations for this set yet.")
+        st.info(f"The baseline **{baseline}** has no activations for **{sel.set_name}** yet.")
         if st.button(f"Compute {sel.set_name} on {baseline}", key="probe_twin"):
             _ui.submit(JobSpec(model=baseline, set_name=sel.set_name))
         for p in _ui.worker().active_jobs():
             _ui.job_panel(p.job_id)
     else:
-        twin, _ = _probe(row["model_id"], sel.set_name, unit, pool, folds, method, len(runs))
+        try:
+            twin, _ = _probe(row["model_id"], *args)
+        except LayerScopeError as e:
+            st.warning(f"Baseline {baseline}: {e}")
 
-table = pd.DataFrame({"layer": res.layers, "accuracy": res.accuracy, "ci_low": res.ci_low,
-                      "ci_high": res.ci_high, "macro_f1": res.macro_f1, "control": res.control,
-                      "selectivity": res.selectivity})
+table = pd.DataFrame(
+    {
+        "layer": res.layers,
+        "accuracy": res.accuracy,
+        "ci_low": res.ci_low,
+        "ci_high": res.ci_high,
+        "macro_f1": res.macro_f1,
+        "control": res.control,
+        "selectivity": res.selectivity,
+        "majority": res.majority,
+    }
+)
 if twin is not None:
-    table["baseline_accuracy"] = twin.accuracy
-_ui.show_figure(probe_figure(res, twin, baseline), "probe_fig", f"probe-{sel.set_name}",
-                data=table)
-best = res.best_layer()
-gap = f", {res.accuracy.max() - twin.accuracy.max():+.2f} over {baseline}'s best" if twin else ""
-st.caption(f"{len(res.y):,} {unit} units, {len(res.classes)} classes, {folds} folds. Best layer "
-           f"{best}: {res.accuracy.max():.2f} (control {res.control[res.layers.index(best)]:.2f}"
-           f"{gap}).")
+    table[f"{baseline}_accuracy"] = twin.accuracy
+_ui.show_figure(
+    probe_figure(res, twin, baseline), "probe_fig", f"probe-{sel.model}-{sel.set_name}", data=table
+)
 
+best, first = res.best_layer(), res.first_decodable()
+bi = res.layers.index(best)
+verdict = (
+    f"Decodable from **layer {first}** (its interval clears the majority class and the "
+    f"shuffled control by 0.05)."
+    if first is not None
+    else "**Not decodable** above both controls at any layer."
+)
+gap = (
+    f" The same probe on **{baseline}** peaks at {twin.accuracy.max():.2f}: the trained "
+    f"model is **{res.accuracy.max() - twin.accuracy.max():+.2f}** above it."
+    if twin
+    else ""
+)
+st.markdown(
+    f"{verdict} Best layer {best}: accuracy {res.accuracy[bi]:.2f} "
+    f"[{res.ci_low[bi]:.2f}, {res.ci_high[bi]:.2f}], macro-F1 {res.macro_f1[bi]:.2f}, "
+    f"shuffled control {res.control[bi]:.2f}, majority {res.majority:.2f}.{gap}"
+)
+st.caption(
+    f"{len(res.y):,} {unit} units from {meta['run_id'].nunique():,} prompts, "
+    f"{len(res.classes)} classes, {folds}-fold CV split by prompt, {method} probe."
+)
+
+st.subheader("Error analysis")
 layer = _ui.qp_int("Inspect layer", "layer", best, min(res.layers), max(res.layers))
+li = res.layers.index(layer)
 a, b = st.columns(2)
 with a:
-    st.plotly_chart(confusion_figure(confusion(res, layer), res.classes, layer), key="probe_cm")
+    st.plotly_chart(confusion_figure(res, layer), key="probe_cm")
 with b:
     st.plotly_chart(score_figure(res, layer), key="probe_scores")
 
-li = res.layers.index(layer)
-wrong = np.flatnonzero(res.pred[li] != res.y)
-st.subheader(f"Misclassified at layer {layer}: {len(wrong)} of {len(res.y)}")
+if meta["group"].notna().any():
+    right = pd.Series(res.pred[li] == res.y).groupby(meta["group"].fillna("(none)").to_numpy())
+    st.caption(
+        f"Accuracy by group at layer {layer}: "
+        + " · ".join(
+            f"{g} {m:.2f} (n={n})"
+            for g, m, n in zip(right.mean().index, right.mean(), right.size())
+        )
+    )
+wrong = misclassified(res, layer)
+st.markdown(
+    f"**Misclassified at layer {layer}: {len(wrong)} of {len(res.y):,}** "
+    "(most confident mistakes first; open one on the Prompt page)"
+)
 if len(wrong) == 0:
     st.success("The probe gets every unit right at this layer.")
-for i in wrong[:50]:
-    r = meta.iloc[i]
-    c1, c2 = st.columns([5, 1])
-    conf = res.scores[li, i, res.pred[li, i]]
-    c1.write(f"true **{res.classes[res.y[i]]}**, predicted **{res.classes[res.pred[li, i]]}** "
-             f"({conf:.2f}) · {r['text']}" + (f" · token `{r['token']}`" if r["pos"] >= 0 else ""))
-    with c2:
-        _ui.prompt_link(r["run_id"])
-if len(wrong) > 50:
-    st.caption(f"… and {len(wrong) - 50} more (export the table above for all).")
+else:
+    rows = meta.iloc[wrong]
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "true": [res.classes[res.y[i]] for i in wrong],
+                "predicted": [res.classes[res.pred[li, i]] for i in wrong],
+                "score": res.scores[li, wrong, res.pred[li, wrong]],
+                "prompt": rows["text"].to_numpy(),
+                **({"group": rows["group"].to_numpy()} if rows["group"].notna().any() else {}),
+                **(
+                    {"token": [f"{p}:{t}" for p, t in zip(rows["pos"], rows["token"])]}
+                    if unit == "token"
+                    else {}
+                ),
+                "open": [_ui.prompt_url(r) for r in rows["run_id"]],
+            }
+        ),
+        hide_index=True,
+        column_config={
+            "open": st.column_config.LinkColumn("open", display_text="prompt ↗"),
+            "score": st.column_config.ProgressColumn(
+                "score", min_value=0.0, max_value=1.0, format="%.2f"
+            ),
+        },
+        key="probe_wrong",
+        height=min(38 + 35 * len(wrong), 400),
+    )
+    _ui.prompt_link(rows["run_id"].iloc[0], "open the most confident mistake")
 
-buf = io.BytesIO()
-np.save(buf, res.weights)
-st.download_button("Probe weights (.npy: layers × classes × d_model)", buf.getvalue(),
-                   f"probe-weights-{sel.set_name}.npy", key="probe_w_npy")
-w = pd.DataFrame([{"layer": L, "class": (res.classes[c] if res.weights.shape[1] > 1
-                                         else f"{res.classes[1]} vs {res.classes[0]}"),
-                   **{f"w{j}": v for j, v in enumerate(res.weights[i, c])}}
-                  for i, L in enumerate(res.layers) for c in range(res.weights.shape[1])])
-st.download_button("Probe weights (CSV)", w.to_csv(index=False).encode(),
-                   f"probe-weights-{sel.set_name}.csv", key="probe_w_csv")
+with st.expander("Probe weights (fitted on all units, raw-space: score = h · w + b)"):
+    buf = io.BytesIO()
+    np.save(buf, res.weights)
+    names = (
+        list(res.classes) if res.weights.shape[1] > 1 else [f"{res.classes[1]} vs {res.classes[0]}"]
+    )
+    st.caption(
+        f"Shape {res.weights.shape} = layers {res.layers[0]}–{res.layers[-1]} × "
+        f"{', '.join(names)} × d_model. The CSV has the layer, class and bias per row."
+    )
+    w = pd.DataFrame(
+        [
+            {
+                "layer": L,
+                "class": names[c],
+                "bias": res.bias[i, c],
+                **{f"w{j}": v for j, v in enumerate(res.weights[i, c])},
+            }
+            for i, L in enumerate(res.layers)
+            for c in range(res.weights.shape[1])
+        ]
+    )
+    d1, d2 = st.columns(2)
+    d1.download_button(
+        "weights .npy",
+        buf.getvalue(),
+        f"probe-weights-{sel.model}-{sel.set_name}.npy",
+        key="probe_w_npy",
+    )
+    d2.download_button(
+        "weights + bias .csv",
+        w.to_csv(index=False).encode(),
+        f"probe-weights-{sel.model}-{sel.set_name}.csv",
+        key="probe_w_csv",
+    )

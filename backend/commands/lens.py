@@ -1,40 +1,101 @@
-"""`lens`: logit lens of one prompt."""
+"""`lens`: logit lens of one prompt, or its per-layer summary over a prompt set."""
 
 from __future__ import annotations
 
 from backend import extract, models, readouts
-from backend.commands._common import add_model_args
+from backend.commands._common import add_model_args, ensure_runs
+from backend.errors import LayerScopeError
 
-HELP = "logit lens for one prompt: top tokens, KL to final, entropy, rank per layer"
+HELP = "logit lens: top tokens, KL to final, entropy, rank per layer (one prompt or a set)"
 
 
 def register(p) -> None:
     add_model_args(p, need_set=False)
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", help="the text to read out")
+    p.add_argument("--set", dest="set_name", help="summarise the lens over a prompt set instead")
+    p.add_argument(
+        "--positions",
+        default="last",
+        choices=["last", "all"],
+        help="with --set: the next-token position of each prompt, or all positions",
+    )
     p.add_argument("--top", type=int, default=5)
 
 
-def run(args, store) -> dict:
-    lm = models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
+def _prompt(args, lm) -> dict:
     tk = extract.tokenize(lm.tokenizer, [args.prompt])[0]
     settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
     run = next(iter(extract.capture(lm, [("lens", tk)], settings)))[0]
     res = readouts.lens_for_hidden(lm, run.hidden.float().numpy(), args.top)
-    vocab = readouts.vocab(lm)
-    return {"tokens": run.tokens, "layers": list(res.layers),
-            "top_tokens": [[[vocab[i] for i in cell] for cell in row] for row in res.top_ids],
-            "top_probs": res.top_probs.round(4).tolist(),
-            "kl_to_final": res.kl_to_final.round(4).tolist(),
-            "entropy": res.entropy.round(4).tolist(), "final_rank": res.final_rank.tolist(),
-            "commitment_depth": res.commitment.tolist()}
+    names = readouts.decode(lm, res.top_ids)
+    return {
+        "model": args.model,
+        "prompt": args.prompt,
+        "tokens": run.tokens,
+        "layers": list(res.layers),
+        "top_tokens": [[[names[int(i)] for i in cell] for cell in row] for row in res.top_ids],
+        "top_probs": res.top_probs.round(4).tolist(),
+        "kl_to_final": res.kl_to_final.round(4).tolist(),
+        "entropy": res.entropy.round(4).tolist(),
+        "final_rank": res.final_rank.tolist(),
+        "commitment_depth": res.commitment.tolist(),
+    }
+
+
+def _set(args, store, lm) -> dict:
+    _model_id, runs = ensure_runs(store, args)
+    s = readouts.lens_summary(store, lm, runs["run_id"].tolist(), args.positions)
+    return {
+        "model": args.model,
+        "set": args.set_name,
+        "positions": args.positions,
+        "n_positions": s.n_positions,
+        "layers": list(s.layers),
+        "kl_mean": s.kl_mean.round(4).tolist(),
+        "kl_median": s.kl_quantiles[:, 1].round(4).tolist(),
+        "entropy_mean": s.entropy_mean.round(4).tolist(),
+        "rank_median": s.rank_median.tolist(),
+        "top1_is_final": s.agreement.round(4).tolist(),
+        "commitment_counts": s.commitment_counts.tolist(),
+    }
+
+
+def run(args, store) -> dict:
+    if (args.prompt is None) == (args.set_name is None):
+        raise LayerScopeError("Give either --prompt TEXT or --set NAME.")
+    lm = models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
+    if not lm.info.has_lm_head or lm.unembed is None:
+        raise LayerScopeError(
+            f"The logit lens does not apply to {args.model}: it has no "
+            "language-model head (an encoder such as BERT)."
+        )
+    return _prompt(args, lm) if args.prompt is not None else _set(args, store, lm)
 
 
 def prose(r: dict) -> str:
-    lines = ["next-token guess at the last position, per layer:"]
+    if "prompt" not in r:
+        lines = [
+            (
+                f"{r['model']} on {r['set']}: lens over {r['n_positions']} positions "
+                f"({r['positions']})"
+            ),
+            ("layer  KL mean  KL median  entropy  rank median  top-1 = final  commit here"),
+        ]
+        for i, layer in enumerate(r["layers"]):
+            lines.append(
+                f"{layer:>5}  {r['kl_mean'][i]:7.3f}  {r['kl_median'][i]:9.3f}  "
+                f"{r['entropy_mean'][i]:7.3f}  {r['rank_median'][i]:11.0f}  "
+                f"{r['top1_is_final'][i]:13.2f}  {r['commitment_counts'][i]:11d}"
+            )
+        return "\n".join(lines)
+    lines = [f"next-token guess after {r['tokens'][-1]!r}, per layer:"]
     for li, layer in enumerate(r["layers"]):
-        tops = ", ".join(f"{t!r} {p:.2f}" for t, p in zip(r["top_tokens"][li][-1],
-                                                         r["top_probs"][li][-1]))
-        lines.append(f"layer {layer:>2}: {tops}   KL {r['kl_to_final'][li][-1]:.3f}  "
-                     f"rank {r['final_rank'][li][-1]}")
+        tops = ", ".join(
+            f"{t!r} {p:.2f}" for t, p in zip(r["top_tokens"][li][-1], r["top_probs"][li][-1])
+        )
+        lines.append(
+            f"layer {layer:>2}: {tops}   KL {r['kl_to_final'][li][-1]:.3f}  "
+            f"rank {r['final_rank'][li][-1]}"
+        )
     lines.append(f"commitment depth (last position): layer {r['commitment_depth'][-1]}")
     return "\n".join(lines)

@@ -1,46 +1,201 @@
-"""Logit-lens grid and per-layer readout curves."""
+"""Logit-lens grid and per-layer readout curves (one prompt or a whole set)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from backend.analysis.lens import LensResult
+from backend.analysis.lens import LensResult, LensSummary
+
+BLUE, RED = "#2563eb", "#dc2626"
 
 
-def lens_figure(res: LensResult, tokens: list[str], vocab: list[str]) -> go.Figure:
+def _short(s: str, n: int = 10) -> str:
+    s = s.strip() or repr(s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def lens_figure(
+    res: LensResult, tokens: Sequence[str], names: Mapping[int, str] | Sequence[str]
+) -> go.Figure:
+    """Layers x positions: the top next-token guess in each cell, coloured by its probability;
+    hover = top-k with probabilities, KL to the final layer and the final top-1's rank.
+    ``names[id]`` gives a token's text."""
     top = res.top_ids[..., 0]
-    text = np.vectorize(lambda i: vocab[i])(top)
+    text = [[_short(names[i]) for i in row] for row in top]
     hover = []
-    for li in range(top.shape[0]):
+    for li, layer in enumerate(res.layers):
         row = []
         for p in range(top.shape[1]):
-            cands = "<br>".join(f"{vocab[i]} {pr:.2f}"
-                                for i, pr in zip(res.top_ids[li, p], res.top_probs[li, p]))
-            row.append(f"layer {res.layers[li]} · after '{tokens[p]}'<br>{cands}")
+            cands = "<br>".join(
+                f"{names[i]!r} {pr:.3f}" for i, pr in zip(res.top_ids[li, p], res.top_probs[li, p])
+            )
+            row.append(
+                f"layer {layer} · after {p}:{tokens[p]!r}<br>{cands}<br>KL to final "
+                f"{res.kl_to_final[li, p]:.2f} · final top-1 rank "
+                f"{res.final_rank[li, p]}"
+            )
         hover.append(row)
-    x = [f"{p}:{t}" for p, t in enumerate(tokens)]
-    fig = go.Figure(go.Heatmap(z=res.top_probs[..., 0], x=x, y=list(res.layers), text=text,
-                               texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues",
-                               customdata=hover, hovertemplate="%{customdata}<extra></extra>",
-                               colorbar=dict(title="P(top)")))
+    x = list(range(len(tokens)))
+    fig = go.Figure(
+        go.Heatmap(
+            z=res.top_probs[..., 0],
+            x=x,
+            y=list(res.layers),
+            text=text,
+            texttemplate="%{text}",
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            customdata=hover,
+            xgap=1,
+            ygap=1,
+            hovertemplate="%{customdata}<extra></extra>",
+            colorbar={"title": "P(top)"},
+        )
+    )
     for p, c in enumerate(res.commitment):
-        fig.add_shape(type="line", x0=p - 0.5, x1=p + 0.5, y0=c - 0.5, y1=c - 0.5,
-                      line=dict(color="#dc2626", width=3))
-    fig.update_layout(title="Logit lens: top next token at each layer (red line: commitment "
-                      "depth)", xaxis_title="position (input token)", yaxis_title="layer",
-                      height=180 + 50 * len(res.layers), margin=dict(l=10, r=10, t=50, b=10))
+        fig.add_shape(
+            type="line",
+            x0=p - 0.5,
+            x1=p + 0.5,
+            y0=c - 0.5,
+            y1=c - 0.5,
+            line={"color": RED, "width": 3},
+        )
+    fig.update_xaxes(
+        tickvals=x,
+        ticktext=[f"{_short(t, 8)}" for t in tokens],
+        tickangle=-45,
+        title="input token (the cell shows the guess for the next one)",
+    )
+    fig.update_yaxes(dtick=1, title="layer")
+    fig.update_layout(
+        title="Logit lens: top next-token guess per layer (red bar: commitment depth)",
+        height=200 + 46 * len(res.layers),
+        width=None if len(tokens) < 30 else 60 * len(tokens),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
-def lens_curves(res: LensResult) -> go.Figure:
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(
-        "KL to final (nats)", "entropy (nats)", "rank of final top-1"))
+def lens_curves(res: LensResult, position: int | None = None) -> go.Figure:
+    """KL to the final layer, entropy, and the 1-based position of the final top-1 in each
+    layer's ranking (log axis), over all positions (mean; median for the rank) and one chosen
+    position (dashed)."""
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            "KL to final (nats)",
+            "entropy (nats)",
+            "rank of the final top-1 (1 = top)",
+        ),
+    )
     x = list(res.layers)
-    for col, vals in enumerate((res.kl_to_final, res.entropy, res.final_rank), start=1):
-        fig.add_trace(go.Scatter(x=x, y=vals.mean(1), mode="lines+markers", showlegend=False,
-                                 line=dict(color="#2563eb")), row=1, col=col)
+    series = (res.kl_to_final, res.entropy, res.final_rank + 1)
+    for col, vals in enumerate(series, start=1):
+        agg = np.median(vals, 1) if col == 3 else vals.mean(1)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=agg,
+                mode="lines+markers",
+                name="all positions",
+                showlegend=col == 1,
+                line={"color": BLUE},
+            ),
+            row=1,
+            col=col,
+        )
+        if position is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=vals[:, position],
+                    mode="lines+markers",
+                    name=f"position {position}",
+                    showlegend=col == 1,
+                    line={"color": RED, "dash": "dash"},
+                ),
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_layout(
+        height=320,
+        legend={"orientation": "h", "y": -0.3},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig
+
+
+def summary_figure(s: LensSummary, set_name: str = "") -> go.Figure:
+    """A set's lens per layer: KL (median and quartiles), entropy, share of positions whose
+    top-1 already is the final answer, and where positions commit."""
+    x = list(s.layers)
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            "KL to final (median, 25–75%)",
+            "top-1 = final top-1 (share)",
+            "commitment depth (positions)",
+        ),
+    )
+    q = s.kl_quantiles
+    fig.add_trace(
+        go.Scatter(
+            x=x + x[::-1],
+            y=list(q[:, 2]) + list(q[::-1, 0]),
+            fill="toself",
+            fillcolor="rgba(37,99,235,0.15)",
+            line={"width": 0},
+            hoverinfo="skip",
+            showlegend=False,
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=q[:, 1], mode="lines+markers", showlegend=False, line={"color": BLUE}),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=s.agreement,
+            mode="lines+markers",
+            showlegend=False,
+            line={"color": "#16a34a"},
+            hovertemplate="layer %{x}: %{y:.0%}<extra></extra>",
+        ),
+        1,
+        2,
+    )
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.add_trace(
+        go.Bar(
+            x=x,
+            y=s.commitment_counts,
+            marker_color=RED,
+            showlegend=False,
+            hovertemplate="%{y} positions commit at layer %{x}<extra></extra>",
+        ),
+        1,
+        3,
+    )
+    for c in (1, 2, 3):
+        fig.update_xaxes(title_text="layer", dtick=1, row=1, col=c)
+    fig.update_layout(
+        title=f"Logit lens over {s.n_positions:,} positions"
+        + (f" of {set_name}" if set_name else ""),
+        height=340,
+        margin={"l": 10, "r": 10, "t": 70, "b": 10},
+    )
     return fig

@@ -1,55 +1,172 @@
-"""Probe charts: accuracy per layer with its interval and every control on one chart."""
+"""Probe charts: accuracy per layer with its interval and every control on one chart; the
+confusion matrix and class-score distributions at one layer."""
 
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
-from backend.analysis.probes import ProbeResult
+from backend.analysis.probes import ProbeResult, confusion
+
+BLUE, RED, GREY = "#2563eb", "#dc2626", "#6b7280"
 
 
-def probe_figure(res: ProbeResult, twin: ProbeResult | None = None, twin_name: str = "",
-                 title: str = "") -> go.Figure:
+def _band(x, lo, hi, color: str, name: str) -> go.Scatter:
+    return go.Scatter(
+        x=x + x[::-1],
+        y=list(hi) + list(lo[::-1]),
+        fill="toself",
+        fillcolor=color,
+        line={"width": 0},
+        hoverinfo="skip",
+        name=name,
+        showlegend=False,
+    )
+
+
+def _hover(res: ProbeResult) -> list[str]:
+    return [
+        f"layer {L}<br>accuracy {a:.3f} [{lo:.3f}, {hi:.3f}]<br>macro-F1 {f:.3f}"
+        f"<br>shuffled control {c:.3f}<br>selectivity {a - c:+.3f}"
+        for L, a, lo, hi, f, c in zip(
+            res.layers, res.accuracy, res.ci_low, res.ci_high, res.macro_f1, res.control
+        )
+    ]
+
+
+def probe_figure(
+    res: ProbeResult, twin: ProbeResult | None = None, twin_name: str = "", title: str = ""
+) -> go.Figure:
+    """Accuracy with its 95% band, shuffled-label control, majority baseline and (optional)
+    the same probe on a baseline model (the untrained twin) — one glance."""
     x = list(res.layers)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x + x[::-1], y=list(res.ci_high) + list(res.ci_low[::-1]),
-                             fill="toself", fillcolor="rgba(37,99,235,0.15)", line=dict(width=0),
-                             hoverinfo="skip", name="95% interval"))
-    fig.add_trace(go.Scatter(x=x, y=res.accuracy, mode="lines+markers", name="probe accuracy",
-                             line=dict(color="#2563eb", width=3)))
-    fig.add_trace(go.Scatter(x=x, y=res.control, mode="lines+markers", name="shuffled labels",
-                             line=dict(color="#9ca3af", dash="dot")))
+    fig.add_trace(_band(x, res.ci_low, res.ci_high, "rgba(37,99,235,0.18)", "95% interval"))
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=res.accuracy,
+            mode="lines+markers",
+            name="probe accuracy",
+            line={"color": BLUE, "width": 3},
+            hovertext=_hover(res),
+            hoverinfo="text",
+        )
+    )
     if twin is not None:
-        fig.add_trace(go.Scatter(x=list(twin.layers), y=twin.accuracy, mode="lines+markers",
-                                 name=f"same probe on {twin_name}",
-                                 line=dict(color="#dc2626", dash="dash")))
-    fig.add_hline(y=res.majority, line=dict(color="#111827", dash="dash", width=1),
-                  annotation_text=f"majority class {res.majority:.2f}")
-    fig.update_xaxes(dtick=1)
-    fig.update_layout(title=title or "Linear probe accuracy per layer (cross-validated by prompt)",
-                      xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1.02],
-                      height=420, legend=dict(orientation="h", y=-0.2),
-                      margin=dict(l=10, r=10, t=50, b=10))
+        tx = list(twin.layers)
+        fig.add_trace(_band(tx, twin.ci_low, twin.ci_high, "rgba(220,38,38,0.12)", ""))
+        fig.add_trace(
+            go.Scatter(
+                x=tx,
+                y=twin.accuracy,
+                mode="lines+markers",
+                name=f"same probe on {twin_name}",
+                hovertext=_hover(twin),
+                hoverinfo="text",
+                line={"color": RED, "dash": "dash"},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=res.control,
+            mode="lines+markers",
+            name="shuffled labels",
+            line={"color": GREY, "dash": "dot"},
+            hovertemplate="layer %{x}: control %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[x[0], x[-1]],
+            y=[res.majority] * 2,
+            mode="lines",
+            name=f"majority class ({res.majority:.2f})",
+            line={"color": "#111827", "dash": "dash", "width": 1},
+            hoverinfo="skip",
+        )
+    )
+    first = res.first_decodable()
+    if first is not None:
+        fig.add_vline(
+            x=first,
+            line={"color": BLUE, "width": 1, "dash": "dot"},
+            annotation_text=f"decodable from layer {first}",
+            annotation_position="bottom right",
+        )
+    fig.update_xaxes(dtick=1, title="layer")
+    fig.update_layout(
+        title=title or "Linear probe accuracy per layer (cross-validated by prompt)",
+        yaxis_title="accuracy (out of fold)",
+        yaxis_range=[0, 1.04],
+        height=440,
+        legend={"orientation": "h", "y": -0.18},
+        hovermode="closest",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
-def confusion_figure(m: np.ndarray, classes, layer: int) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=m, x=list(classes), y=list(classes), colorscale="Blues",
-                               text=m, texttemplate="%{text}", showscale=False,
-                               hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
-    fig.update_layout(title=f"Confusion at layer {layer}", xaxis_title="predicted",
-                      yaxis_title="true", yaxis_autorange="reversed", height=360,
-                      margin=dict(l=10, r=10, t=50, b=10))
+def confusion_figure(res: ProbeResult, layer: int) -> go.Figure:
+    m = confusion(res, layer)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    classes = list(res.classes)
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=classes,
+            y=classes,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            text=m,
+            texttemplate="%{text}",
+            customdata=share,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text} units (%{customdata:.0%} of "
+            "the class)<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Confusion at layer {layer} (out of fold)",
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
 def score_figure(res: ProbeResult, layer: int) -> go.Figure:
+    """Out-of-fold score of the true class, per class: mass near 1 = confidently right."""
     li = res.layers.index(layer)
     fig = go.Figure()
     for c, name in enumerate(res.classes):
-        fig.add_trace(go.Violin(y=res.scores[li, res.y == c, c], name=f"{name}",
-                                box_visible=True, points=False))
-    fig.update_layout(title=f"Probe score of the true class, layer {layer}",
-                      yaxis_title="P(true class)", yaxis_range=[0, 1], height=360,
-                      showlegend=False, margin=dict(l=10, r=10, t=50, b=10))
+        s = res.scores[li, res.y == c, c]
+        fig.add_trace(
+            go.Violin(
+                y=s,
+                name=f"{name} (n={len(s)})",
+                box_visible=True,
+                points="outliers",
+                spanmode="hard",
+                meanline_visible=True,
+            )
+        )
+    chance = 1 / len(res.classes)
+    fig.add_hline(
+        y=chance,
+        line={"color": GREY, "dash": "dot", "width": 1},
+        annotation_text="decision boundary" if len(res.classes) == 2 else "chance",
+    )
+    fig.update_layout(
+        title=f"Score of the true class, layer {layer}",
+        yaxis_title="score of the true class",
+        yaxis_range=[0, 1.02],
+        height=360,
+        showlegend=False,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig

@@ -1,0 +1,134 @@
+"""Probes, Logit lens and Layer stats pages on the demo models (AppTest)."""
+
+import pytest
+
+from backend import models
+from tests.pages.conftest import open_page
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory):
+    from backend.cli import main
+
+    db = tmp_path_factory.mktemp("readouts") / "r.duckdb"
+    for model, set_name in (
+        ("demo", "agreement"),
+        ("demo-untrained", "agreement"),
+        ("demo", "depth"),
+    ):
+        assert (
+            main(["extract", "--db", str(db), "--model", model, "--set", set_name, "--json"]) == 0
+        )
+    return db
+
+
+@pytest.fixture
+def env(demo_db, monkeypatch):
+    import streamlit as st
+
+    monkeypatch.setenv("LAYERSCOPE_DB", str(demo_db))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield demo_db
+    st.cache_resource.clear()
+
+
+def _table(at, column: str):
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _ok(at):
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_probes_page_shows_where_number_becomes_decodable_against_the_twin(env):
+    at = open_page("probes", {"model": "demo", "set": "agreement"})
+    _ok(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "Decodable from **layer 1**" in text
+    assert "demo-untrained" in text and "above it" in text
+    fig = at.get("plotly_chart")[0].proto.spec
+    assert "same probe on demo-untrained" in fig and "shuffled labels" in fig
+    assert {b.proto.label for b in at.get("download_button")} >= {
+        "weights .npy",
+        "weights + bias .csv",
+    }
+
+
+def test_probes_misclassified_list_links_to_real_prompts(env):
+    at = open_page(
+        "probes", {"model": "demo", "set": "agreement", "layer": "0", "baseline": "(none)"}
+    )
+    _ok(at)
+    assert any("Misclassified at layer 0" in m.value for m in at.markdown)
+    wrong = _table(at, "predicted")
+    assert len(wrong) > 50 and wrong["open"].str.startswith("./prompt?run=").all()
+    run_id = wrong["open"].iloc[0].split("run=")[1]
+    prompt = open_page("prompt", {"run": run_id})
+    _ok(prompt)
+    assert wrong["prompt"].iloc[0].split()[-1] in " ".join(m.value for m in prompt.markdown)
+
+
+def test_probes_on_per_token_labels(env):
+    at = open_page(
+        "probes",
+        {"model": "demo", "set": "depth", "unit": "token", "probe": "ridge", "layers": "1:3"},
+    )
+    _ok(at)
+    assert any("token units" in c.value for c in at.caption)
+
+
+def test_probes_without_labels_says_so(env):
+    at = open_page("probes", {"model": "demo", "set": "agreement", "unit": "token"})
+    assert not at.exception
+    assert any("no per-token labels" in i.value for i in at.info)
+
+
+def test_lens_page_shows_the_answer_and_the_set_summary(env):
+    at = open_page("lens", {"model": "demo", "set": "agreement"})
+    _ok(at)
+    assert any("the model's answer is" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 3  # grid, curves, set summary
+    assert "run" in at.query_params
+
+
+def test_lens_page_on_an_encoder_explains_instead_of_failing(env, tiny_model_dir, tmp_path):
+    from backend.cli import main
+
+    bert = str(tiny_model_dir("bert"))
+    f = tmp_path / "b.txt"
+    f.write_text("the cat runs\nthe dogs sit\n")
+    assert (
+        main(
+            [
+                "extract",
+                "--db",
+                str(env),
+                "--model",
+                bert,
+                "--prompts",
+                str(f),
+                "--set",
+                "bert-lines",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    at = open_page("lens", {"model": bert, "set": "bert-lines"})
+    assert not at.exception
+    assert any("does not apply" in i.value for i in at.info)
+
+
+def test_stats_page_lists_the_largest_activations(env):
+    at = open_page("stats", {"model": "demo", "set": "agreement", "layer": "2"})
+    _ok(at)
+    top = _table(at, "dim")
+    assert len(top) == 5 and {"value", "dim", "token", "open"} <= set(top.columns)
+    assert top["× median"].iloc[0] > 10
