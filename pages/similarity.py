@@ -6,7 +6,7 @@ import streamlit as st
 
 from backend import similarity_views as V
 from backend.errors import LayerScopeError
-from backend.figures.similarity import similarity_figure
+from backend.figures.similarity import CLICKABLE_CELLS, cell_of, display_order, similarity_figure
 from backend.worker import JobSpec
 from pages import _ui
 
@@ -124,13 +124,15 @@ except LayerScopeError as e:
     st.error(str(e))
     st.stop()
 m = view.matrix
+title = ""
 if kind == "model-cka":
     row_t, col_t = f"{sel.model} layer", f"{other} layer"
+    title = f"{'Debiased linear' if request.debiased else 'Linear'} CKA: {sel.model} vs {other}"
 else:
     row_t = col_t = "layer" if kind.startswith("layer") else ""
 data = pd.DataFrame(m.values, index=[str(r) for r in m.rows], columns=[str(c) for c in m.cols])
 event = _ui.show_figure(
-    similarity_figure(m, row_title=row_t, col_title=col_t),
+    similarity_figure(m, title, row_t, col_t),
     "sim_fig",
     f"similarity-{kind}",
     data=data.reset_index(names="row"),
@@ -148,11 +150,20 @@ if kind == "prompt" and not request.center:
 
 points = (event or {}).get("selection", {}).get("points", []) if event else []
 cell = next((p["customdata"] for p in points if p.get("customdata") is not None), None)
-if cell is None:
-    if m.values.size <= 40_000:
-        st.caption("Click a cell to see the pair.")
+if cell is not None:
+    i, j = cell_of(cell, m)
+elif m.values.size <= CLICKABLE_CELLS:
+    st.caption("Click a cell to see the pair.")
     st.stop()
-i, j = int(cell[0]), int(cell[1])
+else:  # too many cells for click targets: pick the pair by position in the heatmap
+    rows, cols = display_order(m)
+    with st.expander("Pick a pair (this heatmap is too large to click)"):
+        a, b = st.columns(2)
+        pos_r = a.number_input("Row (from the top)", 0, len(rows) - 1, 0, key="sim_pick_r")
+        pos_c = b.number_input("Column (from the left)", 0, len(cols) - 1, 0, key="sim_pick_c")
+    if pos_r == pos_c == 0:
+        st.stop()
+    i, j = rows[int(pos_r)], cols[int(pos_c)]
 st.subheader("Selected pair")
 st.write(f"**{m.rows[i]}** × **{m.cols[j]}**: {m.measure} **{m.values[i, j]:.3f}**")
 if kind == "prompt":

@@ -4,7 +4,7 @@ Cosine always spans -1..1 on a diverging scale centred at 0; CKA always spans 0.
 matrices with an ``order`` are drawn in that order; a class label per row becomes a colour
 strip above the matrix. Heatmap cells cannot be clicked in Streamlit (streamlit#8760), so
 matrices up to ``CLICKABLE_CELLS`` carry an invisible marker per cell whose selection gives
-``customdata = [row, col]`` (data indices, not display positions).
+``customdata = row * n_cols + col`` in data indices (see ``cell_of``), not display positions.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ TITLES = {
     "model-cka-debiased": "Debiased linear CKA: layer of model A vs layer of model B",
     "run": "Cosine between sampled runs",
 }
-CLICKABLE_CELLS = 40_000
+CLICKABLE_CELLS = 40_000  # up to 200 x 200; larger matrices: the page offers a pair picker
 ANNOTATE_CELLS = 144
 LABEL_COLOURS = [
     "#4C78A8",
@@ -46,6 +46,11 @@ COSINE_SCALE = [
     [0.75, "#f4a582"],
     [1.0, "#b2182b"],
 ]
+
+
+def cell_of(customdata, m: SimilarityMatrix) -> tuple[int, int]:
+    """(row, col) data indices of a clicked cell from its marker's customdata."""
+    return divmod(int(customdata), len(m.cols))
 
 
 def display_order(m: SimilarityMatrix) -> tuple[list[int], list[int]]:
@@ -97,8 +102,8 @@ def similarity_figure(
                 "len": 0.9 if strip else 1.0,
                 "y": 0.45 if strip else 0.5,
             },
-            text=[[f"{rn} × {cn}" for cn in col_names] for rn in row_names],
-            hovertemplate=f"%{{text}}<br>{m.measure} %{{z:.3f}}<extra></extra>",
+            hovertemplate="row %{y} × column %{x} (in display order)<br>"
+            + f"{m.measure} %{{z:.3f}}<extra></extra>",
             texttemplate="%{z:.2f}" if z.size <= ANNOTATE_CELLS else None,
             hoverongaps=False,
         ),
@@ -135,7 +140,8 @@ def similarity_figure(
     fig.update_layout(
         title=title or TITLES.get(m.kind, m.kind),
         height=680,
-        plot_bgcolor="#d9d9d9",  # undefined (NaN) cells show as grey
+        plot_bgcolor="#d9d9d9" if np.isnan(z).any() else "white",  # NaN cells: grey
+        hoverdistance=-1,  # hover/click anywhere in a cell picks that cell's marker
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
         clickmode="event+select",
         dragmode=False,
@@ -146,13 +152,14 @@ def similarity_figure(
 
 def _add_click_targets(fig, z, rows, cols, row_names, col_names, measure, r) -> None:
     yy, xx = np.meshgrid(range(len(rows)), range(len(cols)), indexing="ij")
-    data = np.stack([np.repeat(rows, len(cols)), np.tile(cols, len(rows))], axis=1)
+    data = np.repeat(rows, len(cols)) * len(cols) + np.tile(cols, len(rows))
     text = [
         f"{row_names[i]} × {col_names[j]}<br>{measure} {z[i, j]:.3f}"
         for i, j in zip(yy.ravel(), xx.ravel())
     ]
+    trace = go.Scattergl if len(data) > 2_500 else go.Scatter  # WebGL for many markers
     fig.add_trace(
-        go.Scatter(
+        trace(
             x=xx.ravel(),
             y=yy.ravel(),
             mode="markers",
