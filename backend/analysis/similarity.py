@@ -11,7 +11,8 @@ Every layer x layer matrix here is built from one quantity, P[i, j] = ||A_i^T B_
   - Gram form (units < dims): chunked blocks of the n x n Grams, never all of them in memory;
   - feature form (units >= dims): X_i^T Z with all layers of the other stack side by side.
 Debiased CKA then needs only the squared row norms of each centred layer (see ``_finish``).
-Large problems run their matrix products in float32 and accumulate in float64.
+Products run in the inputs' precision (float32 for stored activations, float64 if given)
+and every sum of squares accumulates in float64.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CKA_KINDS = ("layer-cka", "layer-cka-debiased", "model-cka", "model-cka-debiased")
-_F32_ABOVE = 2_000_000  # stacks with more values than this use float32 products
-_BLOCK_VALUES = 64_000_000  # Gram rows held at once by the Gram route (256 MB in float32)
+_BLOCK_VALUES = 32_000_000  # Gram rows held at once by the Gram route (128 MB in float32)
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ def _as_stack(a: np.ndarray, name: str) -> np.ndarray:
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return a
+
+
+def _work_dtype(*arrays: np.ndarray) -> type:
+    """float64 if any input is float64, else float32 (stored activations are float32)."""
+    return np.float64 if any(x.dtype == np.float64 for x in arrays) else np.float32
 
 
 def _center(a: np.ndarray, dtype) -> np.ndarray:
@@ -112,37 +117,31 @@ def _cost(la: int, da: int, lb: int, db: int, n: int, same: bool) -> tuple[float
     return gram, float(n) * la * da * lb * db * half
 
 
-def _finish(
-    p: np.ndarray,
-    pa: np.ndarray,
-    pb: np.ndarray,
-    da: np.ndarray,
-    db: np.ndarray,
-    n: int,
-    debiased: bool,
-) -> np.ndarray:
-    """CKA from cross products. pa/pb: self products (diagonals); da/db: (L, n) squared norms.
+def _hsic_u(p: np.ndarray, dd: np.ndarray, ss: np.ndarray, n: int) -> np.ndarray:
+    """Unbiased HSIC (Song et al. 2012) of centred linear Grams (K 1 = 0), elementwise.
 
-    Unbiased HSIC of centred Grams (K 1 = 0), with K~ = K - diag(K):
-      tr(K~ L~) = P - d_K.d_L,  1'K~1 = -sum(d_K),  1'K~L~1 = d_K.d_L,
-      HSIC_u = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3)).
+    With K~ = K - diag(K) and d_K = diag(K):  tr(K~ L~) = P - d_K.d_L,  1'K~1 = -sum(d_K),
+    1'K~L~1 = d_K.d_L, so
+      HSIC_u = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))
+    needs only P = <K, L>, dd = d_K.d_L and ss = sum(d_K) sum(d_L).
     """
+    return (p - dd + ss / ((n - 1) * (n - 2)) - 2 * dd / (n - 2)) / (n * (n - 3))
+
+
+def _finish(
+    p: np.ndarray, pa: np.ndarray, pb: np.ndarray, da: np.ndarray, db: np.ndarray, debiased: bool
+) -> np.ndarray:
+    """CKA from cross products P (La, Lb), self products pa/pb and squared row norms da/db."""
     if debiased:
-
-        def hsic(p_, dx, dy):
-            dd = dx @ dy.T
-            s = np.outer(dx.sum(1), dy.sum(1))
-            return (p_ - dd + s / ((n - 1) * (n - 2)) - 2 * dd / (n - 2)) / (n * (n - 3))
-
-        num = hsic(p, da, db)
-        na = np.array([hsic(np.array([[v]]), d[None], d[None])[0, 0] for v, d in zip(pa, da)])
-        nb = np.array([hsic(np.array([[v]]), d[None], d[None])[0, 0] for v, d in zip(pb, db)])
+        n = da.shape[1]
+        num = _hsic_u(p, da @ db.T, np.outer(da.sum(1), db.sum(1)), n)
+        pa = _hsic_u(pa, (da * da).sum(1), da.sum(1) ** 2, n)
+        pb = _hsic_u(pb, (db * db).sum(1), db.sum(1) ** 2, n)
     else:
-        num, na, nb = p, pa, pb
-    den = np.sqrt(np.clip(np.outer(na, nb), 0, None))
+        num = p
+    norms = np.outer(pa, pb)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where((np.outer(na, nb) > 0), num / np.where(den > 0, den, 1), np.nan)
-    return out
+        return np.where(norms > 0, num / np.sqrt(np.where(norms > 0, norms, 1)), np.nan)
 
 
 def cka_matrix(
@@ -166,7 +165,7 @@ def cka_matrix(
             f"{'Debiased' if debiased else 'Linear'} CKA needs at least "
             f"{4 if debiased else 2} units; got {n}."
         )
-    dtype = np.float32 if max(a.size, b.size) > _F32_ABOVE else np.float64
+    dtype = _work_dtype(a, b)
     ac = _center(a, dtype)
     bc = ac if same else _center(b, dtype)
     if method == "auto":
@@ -180,7 +179,7 @@ def cka_matrix(
     db = da if same else np.einsum("lud,lud->lu", bc, bc, dtype=np.float64)
     pa = np.diag(p) if same else np.array([_self_product(x) for x in ac])
     pb = pa if same else np.array([_self_product(x) for x in bc])
-    return _finish(p, pa, pb, da, db, n, debiased)
+    return _finish(p, pa, pb, da, db, debiased)
 
 
 def _self_product(x: np.ndarray) -> float:
@@ -242,7 +241,7 @@ def model_cka(
 # -- cosine ----------------------------------------------------------------------------------
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
-    dtype = np.float32 if x.size > _F32_ABOVE else np.float64
+    dtype = _work_dtype(x)
     norm = np.linalg.norm(x, axis=-1, keepdims=True).astype(dtype)
     return x.astype(dtype, copy=False) / np.where(norm > 0, norm, 1)
 
@@ -250,7 +249,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 def cosine_matrix(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     """Row-wise cosine similarities: (n, d) x (m, d) -> (n, m); a zero row gives 0."""
     xu = _unit_rows(x)
-    return np.clip(xu @ (xu if y is None else _unit_rows(y)).T, -1, 1)
+    out = xu @ (xu if y is None else _unit_rows(y)).T
+    return np.clip(out, -1, 1, out=out)
 
 
 def layer_cosine(stack: np.ndarray) -> np.ndarray:

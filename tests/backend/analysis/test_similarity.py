@@ -63,8 +63,7 @@ def test_pairwise_cka_matches_the_formula_in_fp32(n, d, debiased):
 @pytest.mark.parametrize("method", ["gram", "feature", "auto"])
 @pytest.mark.parametrize("debiased", [False, True])
 def test_matrix_routes_match_the_formula(method, debiased, monkeypatch):
-    """Both routes, forced into float32 products and into several uneven Gram blocks."""
-    monkeypatch.setattr(S, "_F32_ABOVE", 0)
+    """Both routes on float32 input (float32 products), in several uneven Gram blocks."""
     monkeypatch.setattr(S, "_BLOCK_VALUES", 4 * 37 * 10)  # 10-row blocks of 37 units
     g = rng(2)
     a = g.normal(size=(3, 37, 20)).astype(np.float32)
@@ -209,3 +208,18 @@ def test_centred_cosine_removes_the_shared_direction():
     ctr = S.pairwise_cosine(pts, [str(i) for i in range(20)], "prompt", center=True)
     np.testing.assert_allclose(ctr.values, cosine_similarity(pts - pts.mean(0)), atol=1e-9)
     assert "Centred" in ctr.note
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_float32_products_stay_within_1e5_on_residual_like_data(debiased):
+    """Large shared offset and one massive dimension, as in real residual streams."""
+    g = rng(11)
+    base = g.normal(size=(600, 96))
+    a = np.stack([base + 0.5 * k * g.normal(size=(600, 96)) for k in range(3)])
+    a += 100.0
+    a[:, :, 7] *= 300.0
+    a32 = a.astype(np.float32)
+    for method in ("gram", "feature"):
+        got = S.cka_matrix(a32, debiased=debiased, method=method)
+        want = S.cka_matrix(a32.astype(np.float64), debiased=debiased, method=method)
+        np.testing.assert_allclose(got, want, atol=1e-5)
