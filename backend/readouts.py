@@ -35,7 +35,14 @@ def probe_units(
         runs = units.with_token_labels(store, set_name, runs.head(max_runs or len(runs)))
         if runs["token_labels"].isna().all():
             raise LayerScopeError(f"The set '{set_name}' has no per-token labels.")
-        x, meta = units.token_units(store, runs, layers)
+        # only real per-token labels: a prompt whose labels do not match its tokens is left
+        # out rather than falling back to its prompt-level label
+        x, meta = units.token_units(store, runs.assign(label=None), layers)
+        if meta["label"].isna().all():
+            raise LayerScopeError(
+                f"No prompt of '{set_name}' has one per-token label per "
+                "token for this model's tokenizer."
+            )
     keep = meta["label"].notna().to_numpy()
     return (
         x[:, keep],

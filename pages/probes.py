@@ -147,8 +147,14 @@ st.markdown(
     f"[{res.ci_low[bi]:.2f}, {res.ci_high[bi]:.2f}], macro-F1 {res.macro_f1[bi]:.2f}, "
     f"shuffled control {res.control[bi]:.2f}, majority {res.majority:.2f}.{gap}"
 )
+n_used, n_asked = meta["run_id"].nunique(), min(len(runs), max_runs or len(runs))
+left_out = (
+    f" ({n_asked - n_used} left out: their per-token labels do not match their tokens)"
+    if unit == "token" and n_used < n_asked
+    else ""
+)
 st.caption(
-    f"{len(res.y):,} {unit} units from {meta['run_id'].nunique():,} prompts, "
+    f"{len(res.y):,} {unit} units from {n_used:,} of {n_asked:,} prompts{left_out}, "
     f"{len(res.classes)} classes, {folds}-fold CV split by prompt, {method} probe."
 )
 

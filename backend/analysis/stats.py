@@ -16,7 +16,7 @@ class LayerStats:
     norm_quantiles: np.ndarray  #: (n_layers, 5) L2 norms of the units at QUANTILES
     max_norm_unit: np.ndarray  #: (n_layers,) unit (row) with the largest norm
     median_abs: np.ndarray  #: (n_layers,) median |value| over all entries
-    top_values: np.ndarray  #: (n_layers, top) signed values of the largest |value| entries
+    top_values: np.ndarray  #: (n_layers, top) signed values of the largest distinct |value|s
     top_dims: np.ndarray  #: (n_layers, top) their dimension
     top_units: np.ndarray  #: (n_layers, top) their unit (token row)
     effective_rank: np.ndarray  #: (n_layers,)
@@ -82,6 +82,20 @@ def top_entries(a: np.ndarray, top: int) -> np.ndarray:
     return idx[np.argsort(-a[idx], kind="stable")]
 
 
+def _distinct(flat: np.ndarray, idx: np.ndarray, d: int, top: int) -> np.ndarray:
+    """Keep the first entry of each (dimension, value) pair: the same token at the same
+    position (e.g. <bos> in every prompt of a causal model) is reported once."""
+    seen, keep = set(), []
+    for i in idx:
+        key = (int(i % d), float(flat[i]))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+        if len(keep) == top:
+            break
+    return np.array(keep + [keep[-1]] * (top - len(keep)), dtype=np.int64)
+
+
 def layer_stats(x: np.ndarray, layers=None, top: int = 5) -> LayerStats:
     """x: (n_layers, n_units, d), e.g. every token of a set at each layer."""
     x = np.asarray(x, dtype=np.float32)
@@ -95,7 +109,7 @@ def layer_stats(x: np.ndarray, layers=None, top: int = 5) -> LayerStats:
     vals, dims, units = [], [], []
     for layer in x:
         flat = layer.reshape(-1)
-        idx = top_entries(np.abs(flat), top)
+        idx = _distinct(flat, top_entries(np.abs(flat), top * 50), d, top)
         vals.append(flat[idx])
         units.append(idx // d)
         dims.append(idx % d)

@@ -125,7 +125,7 @@ def lens_curves(res: LensResult, position: int | None = None) -> go.Figure:
                 col=col,
             )
         fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
-    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_yaxes(type="log", dtick=1, row=1, col=3)
     fig.update_layout(
         height=320,
         legend={"orientation": "h", "y": -0.3},
@@ -153,6 +153,7 @@ def summary_figure(s: LensSummary, set_name: str = "") -> go.Figure:
             x=x + x[::-1],
             y=list(q[:, 2]) + list(q[::-1, 0]),
             fill="toself",
+            mode="lines",
             fillcolor="rgba(37,99,235,0.15)",
             line={"width": 0},
             hoverinfo="skip",

@@ -16,6 +16,7 @@ def _band(x, lo, hi, color: str, name: str) -> go.Scatter:
         x=x + x[::-1],
         y=list(hi) + list(lo[::-1]),
         fill="toself",
+        mode="lines",
         fillcolor=color,
         line={"width": 0},
         hoverinfo="skip",

@@ -45,6 +45,7 @@ def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
             x=x + x[::-1],
             y=list(q[:, 4]) + list(q[::-1, 0]),
             fill="toself",
+            mode="lines",
             fillcolor="rgba(37,99,235,0.15)",
             line={"width": 0},
             hoverinfo="skip",

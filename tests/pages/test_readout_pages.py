@@ -11,19 +11,51 @@ pytestmark = [
 ]
 
 
+def _brackets(path, n=60, seed=0):
+    """Bracket strings over words the demo vocabulary has; per-token label = nesting depth."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        toks, depth, labels = [], 0, []
+        for _ in range(rng.randint(4, 10)):
+            t = rng.choice(["[", "]", "a", "c"] if depth else ["[", "a", "c"])
+            depth += {"[": 1, "]": -1}.get(t, 0)
+            toks.append(t)
+            labels.append(str(min(depth, 2)))
+        rows.append(f"{' '.join(toks)},{' '.join(labels)}")
+    path.write_text("text,token_labels\n" + "\n".join(rows) + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     from backend.cli import main
 
-    db = tmp_path_factory.mktemp("readouts") / "r.duckdb"
-    for model, set_name in (
-        ("demo", "agreement"),
-        ("demo-untrained", "agreement"),
-        ("demo", "depth"),
-    ):
+    tmp = tmp_path_factory.mktemp("readouts")
+    db = tmp / "r.duckdb"
+    for model, set_name in (("demo", "agreement"), ("demo-untrained", "agreement")):
         assert (
             main(["extract", "--db", str(db), "--model", model, "--set", set_name, "--json"]) == 0
         )
+    assert (
+        main(
+            [
+                "extract",
+                "--db",
+                str(db),
+                "--model",
+                "demo",
+                "--prompts",
+                str(_brackets(tmp / "brackets.csv")),
+                "--set",
+                "brackets",
+                "--json",
+            ]
+        )
+        == 0
+    )
     return db
 
 
@@ -78,10 +110,11 @@ def test_probes_misclassified_list_links_to_real_prompts(env):
 def test_probes_on_per_token_labels(env):
     at = open_page(
         "probes",
-        {"model": "demo", "set": "depth", "unit": "token", "probe": "ridge", "layers": "1:3"},
+        {"model": "demo", "set": "brackets", "unit": "token", "probe": "ridge", "layers": "1:3"},
     )
     _ok(at)
-    assert any("token units" in c.value for c in at.caption)
+    assert any("token units from 60 of 60 prompts" in c.value for c in at.caption)
+    assert at.slider(key="qp_layers").value == (1, 3)
 
 
 def test_probes_without_labels_says_so(env):

@@ -62,3 +62,12 @@ def test_layer_stats_input_errors():
         ST.layer_stats(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="NaN"):
         ST.layer_stats(np.full((1, 2, 2), np.inf))
+
+
+def test_identical_massive_entries_are_reported_once():
+    x = RNG.normal(size=(1, 6, 4)).astype(np.float32)
+    x[0, [0, 2, 4], 1] = 90.0  # e.g. <bos> of three prompts
+    x[0, 3, 2] = -40.0
+    st = ST.layer_stats(x, top=2)
+    assert st.top_values[0].tolist() == [90.0, -40.0]
+    assert (st.top_dims[0].tolist(), st.top_units[0][1]) == ([1, 2], 3)
