@@ -2,8 +2,8 @@
 
 Pure apart from calling the two torch modules it is given; works on stored residual streams
 (layer 0 = embeddings, layer L = after block L), so the last layer's readout is exactly the
-model's output. Layers are processed in chunks so that only ``chunk x n_pos x vocab`` logits
-are alive at once.
+model's output. Layers are read out in chunks, so memory stays bounded for long prompts and
+large vocabularies.
 """
 
 from __future__ import annotations
@@ -63,43 +63,66 @@ def commitment_depth(is_top: np.ndarray) -> np.ndarray:
     return np.where(stays.any(0), n_l - stays.sum(0), n_l - 1).astype(int)
 
 
-def logit_lens(hidden, final_norm, unembed, k: int = 5, layers=None, chunk: int = 4) -> LensResult:
+def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of (R, V) tensors without materialising a * b."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2))[:, 0, 0]
+
+
+def _readout(z: torch.Tensor, pf: torch.Tensor, neg_ent_f: torch.Tensor, target: torch.Tensor,
+             k: int) -> dict[str, torch.Tensor]:
+    """Statistics of logits z (R, V) (shifted in place) against the final distribution pf
+    (R, V), with neg_ent_f = sum pf log pf and target = final top-1 id, both (R,).
+
+    With s = z - max, e = exp(s), S = sum e: entropy = log S - <e, s> / S and
+    KL(final || layer) = sum pf log pf - <pf, s> + log S; five passes over the logits.
+    """
+    z.sub_(z.amax(-1, keepdim=True))
+    e = torch.exp(z)
+    total = e.sum(-1)
+    log_total = total.log()
+    top_e, top_i = e.topk(k, -1)
+    rank = (z > z.gather(-1, target[:, None])).sum(-1)
+    return {"ids": top_i, "probs": top_e / total[:, None], "rank": rank,
+            "ent": log_total - _bdot(e, z) / total,
+            "kl": neg_ent_f - _bdot(pf, z) + log_total}
+
+
+def logit_lens(hidden, final_norm, unembed, k: int = 5, layers=None,
+               chunk_bytes: float = 256e6) -> LensResult:
     """hidden: (n_layers + 1, n_pos, d) residual stream (numpy or torch); the last row is the
-    model's last layer, whose lens equals the model's own output distribution."""
+    model's last layer, whose lens equals the model's own output distribution.
+
+    Logits are computed in the unembedding's dtype (a bf16 model reads out in bf16, as it
+    computes its own logits), for as many layers at once as fit in ``chunk_bytes`` of float32
+    logits; the statistics are float32.
+    """
     h = torch.as_tensor(np.asarray(hidden, dtype=np.float32))
     if h.ndim != 3 or h.shape[0] < 1 or h.shape[1] < 1:
         raise ValueError("hidden must be (n_layers, n_pos, d_model) with at least one position")
-    n_l, _n_p = h.shape[:2]
+    n_l = h.shape[0]
     layers = tuple(range(n_l)) if layers is None else tuple(layers)
     final = lens_logits(h[-1:], final_norm, unembed)[0]  # (n_pos, vocab)
     if k > final.shape[-1]:
         raise ValueError(f"k = {k} is larger than the vocabulary ({final.shape[-1]})")
-    logp_f = torch.log_softmax(final, -1)
-    p_f = logp_f.exp()
-    neg_ent_f = (p_f * logp_f).sum(-1)  # (n_pos,)
-    final_top = final.argmax(-1)
-    out = {n: [] for n in ("ids", "probs", "kl", "ent", "rank")}
-    for a in range(0, n_l, chunk):
-        z = lens_logits(h[a : a + chunk], final_norm, unembed)  # (c, n_pos, vocab)
-        lse = torch.logsumexp(z, -1)
-        p = torch.exp(z - lse[..., None])
-        out["ent"].append(lse - (p * z).sum(-1))
-        out["kl"].append(neg_ent_f - (p_f * z).sum(-1) + lse)
-        tz, ti = z.topk(k, -1)
-        out["ids"].append(ti)
-        out["probs"].append(torch.exp(tz - lse[..., None]))
-        target = z.gather(-1, final_top.expand(z.shape[0], -1)[..., None])
-        out["rank"].append((z > target).sum(-1))
-    cat = {n: torch.cat(v).numpy() for n, v in out.items()}
-    return LensResult(
-        layers,
-        cat["ids"],
-        cat["probs"],
-        np.clip(cat["kl"], 0, None),
-        np.clip(cat["ent"], 0, None),
-        cat["rank"],
-        np.asarray(layers)[commitment_depth(cat["rank"] == 0)],
-    )
+    with torch.inference_mode():
+        logp_f = torch.log_softmax(final, -1)
+        pf = logp_f.exp()
+        neg_ent_f = _bdot(pf, logp_f)
+        del logp_f
+        target = final.argmax(-1)
+        rows = [None] * n_l
+        rows[-1] = _readout(final, pf, neg_ent_f, target, k)
+        # several layers per unembedding call (the matmul wants many rows), within a budget
+        per = max(1, int(chunk_bytes // (4 * final.numel())))
+        for a in range(0, n_l - 1, per):
+            z = lens_logits(h[a : min(a + per, n_l - 1)], final_norm, unembed)
+            for j in range(z.shape[0]):
+                rows[a + j] = _readout(z[j], pf, neg_ent_f, target, k)
+            del z
+    cat = {n: torch.stack([r[n] for r in rows]).numpy() for n in rows[0]}
+    return LensResult(layers, cat["ids"], cat["probs"], np.clip(cat["kl"], 0, None),
+                      np.clip(cat["ent"], 0, None), cat["rank"],
+                      np.asarray(layers)[commitment_depth(cat["rank"] == 0)])
 
 
 def summarize(results: list[LensResult], positions: str = "all") -> LensSummary:

@@ -34,7 +34,7 @@ DESCRIPTIONS = {
     "neighbourhoods within a layer; distances across clusters are not meaningful.",
 }
 ProgressFn = Callable[[str, float], None]
-_SVD_MAX_ROWS = 4096  #: above this (and n >> d) PCA goes through the covariance matrix
+_SVD_MAX_ROWS = 4096  #: up to this many rows the covariance is formed in float64 at once
 _CHUNK = 16384
 
 
@@ -100,33 +100,46 @@ def _standardize(x: np.ndarray) -> np.ndarray:
     return ((x - mu) / np.where(sd > 0, sd, 1)).astype(np.float32)
 
 
+def _eig_desc(m: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Top-k eigenpairs of a symmetric PSD matrix, largest first, and its trace."""
+    from scipy.linalg import eigh
+
+    n = m.shape[0]
+    w, v = eigh(m, subset_by_index=[n - k, n - 1], driver="evr")
+    return np.clip(w[::-1], 0, None), v[:, ::-1], float(np.trace(m))
+
+
 def pca_fit(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact PCA of x (n, d) -> scores (n, k), components (k, d), explained variance ratio (k,).
 
-    Small inputs use an SVD; tall ones (n > 4096, n > 4d) the d x d covariance, accumulated in
-    float64 over float32 chunks (13 x 10k x 768 in ~0.5 s). Sign convention as scikit-learn:
-    the largest |loading| of each component is positive.
+    Eigen-decompositions only, no SVD: LAPACK's SVD slowed down 10-100x on the shared 2-core
+    machine. n >= d: the d x d covariance (float64; above 4096 rows accumulated over float32
+    chunks, 13 x 10k x 768 in ~0.5 s); n < d: the n x n Gram matrix. Sign convention as
+    scikit-learn: the largest |loading| of each component is positive.
     """
     n, d = x.shape
     x = np.asarray(x, dtype=np.float32) if x.dtype != np.float64 else x
     mu = x.mean(0, dtype=np.float64)
-    if n <= _SVD_MAX_ROWS or n < 4 * d:
+    if n < d:
         xc = x.astype(np.float64) - mu
-        _, s, vt = np.linalg.svd(xc, full_matrices=False)
-        var, comps = s**2, vt
+        var, u, total = _eig_desc(xc @ xc.T, min(k, n))
+        comps = (xc.T @ u).T
+        norms = np.linalg.norm(comps, axis=1, keepdims=True)
+        comps = np.divide(comps, norms, out=np.zeros_like(comps), where=norms > 0)
     else:
-        cov = np.zeros((d, d))
-        mu32 = mu.astype(np.float32)
-        for i in range(0, n, _CHUNK):
-            c = x[i : i + _CHUNK] - mu32
-            cov += c.T @ c
-        w, v = np.linalg.eigh(cov)
-        var, comps = np.clip(w[::-1], 0, None), v[:, ::-1].T
-    comps = comps[:k]
+        if n <= _SVD_MAX_ROWS:
+            xc = x.astype(np.float64) - mu
+            cov = xc.T @ xc
+        else:
+            cov, mu32 = np.zeros((d, d)), mu.astype(np.float32)
+            for i in range(0, n, _CHUNK):
+                c = x[i : i + _CHUNK] - mu32
+                cov += c.T @ c
+        var, v, total = _eig_desc(cov, k)
+        comps = v.T
     signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])
     comps = comps * np.where(signs == 0, 1, signs)[:, None]
-    total = var.sum()
-    ratio = var[:k] / total if total > 0 else np.zeros(k)
+    ratio = var / total if total > 0 else np.zeros_like(var)
     scores = np.empty((n, k), dtype=np.float64)
     mu32, c32 = mu.astype(x.dtype), comps.T.astype(x.dtype)
     for i in range(0, n, _CHUNK):  # float32 products of centred chunks: 20x faster than f64
@@ -317,19 +330,20 @@ def neighbour_agreement_per_layer(
 
 
 def warm_umap() -> None:
-    """Import umap-learn and compile its numba code (incl. the nearest-neighbour descent used
-    above 4096 points) on a tiny fit, so no user request pays for it."""
+    """Import umap-learn and compile its numba code on tiny fits, so no user request pays for
+    it: both neighbour searches (exact below 4096 points, NN-descent above) and the layout."""
     import umap
 
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        umap.UMAP(
-            n_neighbors=5,
-            random_state=0,
-            n_jobs=1,
-            n_epochs=5,
-            force_approximation_algorithm=True,
-            tqdm_kwds=_tqdm_hook(_no_progress, "warm-up"),
-        ).fit_transform(x)
+        for approx in (False, True):
+            umap.UMAP(
+                n_neighbors=5,
+                random_state=0,
+                n_jobs=1,
+                n_epochs=5,
+                force_approximation_algorithm=approx,
+                tqdm_kwds=_tqdm_hook(_no_progress, "warm-up"),
+            ).fit_transform(x)
     log.info("umap-learn warmed up")

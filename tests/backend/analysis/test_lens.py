@@ -49,7 +49,7 @@ def test_last_layer_lens_reproduces_gpt2_logits_from_hooks():
     ids = [5, 17, 3, 40, 22, 9, 60, 1]
     hidden, logits = _hidden_by_hooks(model, ids)
     assert hidden.shape == (4, len(ids), 24)
-    res = LE.logit_lens(hidden, model.transformer.ln_f, model.lm_head, k=4, chunk=3)
+    res = LE.logit_lens(hidden, model.transformer.ln_f, model.lm_head, k=4, chunk_bytes=1)
     probs = torch.softmax(logits, -1)
     top_p, top_i = probs.topk(4, -1)
     np.testing.assert_array_equal(res.top_ids[-1], top_i.numpy())

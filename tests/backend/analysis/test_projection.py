@@ -149,3 +149,12 @@ def test_bad_inputs_say_what_is_wrong(bad, layers, msg):
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method"):
         P.project(np.zeros((1, 5, 3)), [0], "tsne")
+
+
+def test_wide_pca_gram_route_matches_sklearn():
+    """Fewer units than dimensions goes through the Gram matrix."""
+    x = (RNG.normal(size=(2, 15, 64)) * np.linspace(3, 1, 64)).astype(np.float32)
+    proj = P.project(x, [0, 1], "pca", dims=3)
+    ref = PCA(3, svd_solver="full").fit(x.reshape(-1, 64).astype(np.float64))
+    _match_up_to_sign(proj.coords.reshape(-1, 3), ref.transform(x.reshape(-1, 64)), 1e-3)
+    np.testing.assert_allclose(proj.explained_variance, ref.explained_variance_ratio_, rtol=1e-4)
