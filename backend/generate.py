@@ -1,146 +1,275 @@
-"""Sampled generations with every layer captured, using the KV cache (no prefix re-runs).
+"""Sampled generations with every layer captured, using the KV cache (the prefix runs once).
 
-N samples of one prompt run as one batch (same length: no padding). Sample i draws from its
-own generator seeded with ``seed + i``, so a sample is reproducible whatever N is. Each sample
-becomes a run of kind 'generation' (prompt + generated tokens, cut after <eos>), cached by
-(model, prompt, sampling settings, seed).
+The N samples of one prompt run as one batch: they share the prompt, so no padding is needed.
+The prompt is read once (``use_cache``), then each step feeds one token per sample, and the
+``ResidualRecorder`` hooks write the new position's state of every layer into a preallocated
+buffer. Sample i draws from its own ``torch.Generator`` seeded with ``seed + i``, so a sample
+is the same whether it is drawn alone or among N. Each sample becomes a run of kind
+'generation' (prompt + generated tokens, cut after <eos>), identified by (model, prompt,
+sampling settings, seed, sample index): asking again costs nothing.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
 from backend import extract, models
 from backend.errors import LayerScopeError
-from backend.worker import JOB_KINDS, JobContext
+from backend.worker import (
+    JOB_KINDS,
+    Budget,
+    Estimate,
+    JobContext,
+    check_budget,
+    pipelined_ingest,
+)
+
+log = logging.getLogger(__name__)
+GEN_VERSION = 1  #: bump when sampling changes what a seed produces
 
 
 @dataclass(frozen=True)
 class Sampling:
-    samples: int = 8
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
+    """How to sample. Everything but ``samples`` enters the run ids."""
 
-    def key(self) -> dict:  # what changes one sample's run (not how many samples were asked)
+    samples: int = 8  #: continuations per prompt
+    max_new_tokens: int = 16  #: generated tokens per sample (fewer when <eos> comes first)
+    temperature: float = 1.0  #: logits are divided by it (> 0)
+    top_p: float = 1.0  #: nucleus sampling: smallest set of tokens with this much mass
+    seed: int = 0  #: sample i uses seed + i
+
+    def key(self) -> dict:
+        """What identifies one sample's run besides its index (not how many were asked)."""
         d = asdict(self)
         d.pop("samples")
-        return d
+        return {"v": GEN_VERSION, **d}
 
     def validate(self) -> None:
-        if self.samples < 1 or self.max_new_tokens < 1:
-            raise LayerScopeError("Ask for at least one sample and one new token.")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise LayerScopeError("Temperature must be > 0 and top-p in (0, 1].")
+        if not 1 <= self.samples <= 256:
+            raise LayerScopeError("Ask for between 1 and 256 samples per prompt.")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise LayerScopeError("Ask for between 1 and 4096 new tokens.")
+        if not self.temperature > 0:
+            raise LayerScopeError("Temperature must be above 0 (1.0 samples the model as is).")
+        if not 0 < self.top_p <= 1:
+            raise LayerScopeError("Top-p must be in (0, 1]; 1 keeps every token.")
+        if self.seed < 0:
+            raise LayerScopeError("The seed must be 0 or more.")
+
+    @classmethod
+    def from_options(cls, options: dict) -> Sampling:
+        return cls(**{k: options[k] for k in cls.__dataclass_fields__ if k in options})
 
 
 def sample_run_id(model_id: str, text: str, s: Sampling, i: int, dtype: str) -> str:
-    return extract.make_run_id(model_id, text, {**s.key(), "sample": i, "dtype": dtype},
-                               kind="generation")
+    settings = {**s.key(), "sample": i, "dtype": dtype}
+    return extract.make_run_id(model_id, text, settings, kind="generation")
 
 
 def request_id(model_id: str, text: str, s: Sampling, dtype: str) -> str:
+    """The ``parent`` shared by every sample of (model, prompt, sampling settings, dtype)."""
     return extract.make_run_id(model_id, text, {**s.key(), "dtype": dtype}, kind="request")
 
 
-def _sample(logits: torch.Tensor, s: Sampling, gens: list[torch.Generator]) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, s: Sampling, gens: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of logits (n, vocab), row i drawn with generator i."""
     probs = torch.softmax(logits.float() / s.temperature, -1)
     if s.top_p < 1:
         sp, si = probs.sort(-1, descending=True)
-        keep = sp.cumsum(-1) - sp < s.top_p
-        sp = sp * keep
+        sp = sp * (sp.cumsum(-1) - sp < s.top_p)  # keep tokens until the mass reaches top_p
         probs = torch.zeros_like(probs).scatter(-1, si, sp)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, gens)])
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)])
 
 
-def generate(lm: models.LoadedModel, text: str, s: Sampling, samples: list[int] | None = None
-             ) -> list[extract.CapturedRun]:
-    """Sample the continuations ``samples`` (default all) of ``text`` and capture every layer."""
+def max_positions(lm: models.LoadedModel) -> int | None:
+    cfg = lm.model.config
+    for name in ("n_positions", "max_position_embeddings"):
+        if isinstance(getattr(cfg, name, None), int):
+            return getattr(cfg, name)
+    return None
+
+
+def _forward(lm: models.LoadedModel, ids: torch.Tensor, past=None):
+    kw = {"input_ids": ids, "use_cache": True, "past_key_values": past}
+    if "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
+        kw["logits_to_keep"] = 1  # the prefix needs the last position's logits only
+    return lm.model(**kw)
+
+
+def generate(
+    lm: models.LoadedModel,
+    text: str,
+    s: Sampling,
+    samples: list[int] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[extract.CapturedRun]:
+    """Sample continuations ``samples`` (default 0..N-1) of ``text``, every layer captured.
+
+    Returns one CapturedRun per sample: hidden (n_layers + 1, n_prompt + n_generated, d_model)
+    in the model dtype; an empty list if ``should_stop`` fired.
+    """
     if not lm.info.is_causal:
         raise LayerScopeError(f"{lm.info.ref} is not a causal language model: it cannot generate.")
     s.validate()
-    samples = list(range(s.samples)) if samples is None else samples
+    samples = list(range(s.samples)) if samples is None else list(samples)
     tok = lm.tokenizer
     prompt = extract.tokenize(tok, [text])[0]
+    n_p = len(prompt.ids)
+    limit = max_positions(lm)
+    n_new = s.max_new_tokens if limit is None else min(s.max_new_tokens, limit - n_p)
+    if n_new < 1:
+        raise LayerScopeError(
+            f"The prompt has {n_p} tokens and {lm.info.ref} reads at most {limit}: "
+            "there is no room to generate."
+        )
     n = len(samples)
-    gens = [torch.Generator().manual_seed(s.seed + i) for i in samples]
-    ids = torch.tensor([prompt.ids] * n, device=lm.device)
-    dtype = str(lm.dtype).removeprefix("torch.")
-    chunks: list[list[torch.Tensor]] = []
-    new_tokens = []
-    with torch.inference_mode(), extract.ResidualRecorder(lm) as rec:
-        out = lm.model(input_ids=ids, use_cache=True)
-        chunks.append([st.clone() for st in rec.states])
-        for _ in range(s.max_new_tokens):
-            nxt = _sample(out.logits[:, -1], s, gens)
-            new_tokens.append(nxt)
-            out = lm.model(input_ids=nxt[:, None], past_key_values=out.past_key_values,
-                           use_cache=True)
-            chunks.append([st.clone() for st in rec.states])
-    states = [torch.cat([c[layer] for c in chunks], 1) for layer in range(len(chunks[0]))]
-    gen = torch.stack(new_tokens, 1).tolist()  # (n, max_new)
+    gens = [torch.Generator(device=lm.device).manual_seed(s.seed + i) for i in samples]
     eos = tok.eos_token_id
+    new = torch.zeros((n, n_new), dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    n_steps = 0
+    with torch.inference_mode(), extract.ResidualRecorder(lm) as rec:
+        out = _forward(lm, torch.tensor([prompt.ids] * n, device=lm.device))
+        d = rec.states[0].shape[-1]
+        buf = torch.empty((len(rec.states), n, n_p + n_new, d), dtype=rec.states[0].dtype)
+        for layer, st in enumerate(rec.states):
+            buf[layer, :, :n_p] = st
+        for k in range(n_new):
+            if should_stop is not None and should_stop():
+                return []
+            nxt = sample_next(out.logits[:, -1], s, gens)
+            new[:, k] = nxt.cpu()
+            if eos is not None:
+                done |= new[:, k] == eos
+            out = _forward(lm, nxt[:, None], out.past_key_values)
+            for layer, st in enumerate(rec.states):
+                buf[layer, :, n_p + k] = st[:, -1]
+            n_steps = k + 1
+            if done.all():
+                break
+    dtype = str(lm.dtype).removeprefix("torch.")
     parent = request_id(lm.info.model_id, text, s, dtype)
+    special_ids = set(tok.all_special_ids)
+    capped = n_new < s.max_new_tokens
     runs = []
     for row, i in enumerate(samples):
-        g = gen[row]
+        g = new[row, :n_steps].tolist()
         cut = g.index(eos) + 1 if eos in g else len(g)
-        all_ids = prompt.ids + g[:cut]
-        hidden = torch.stack([st[row, : len(all_ids)] for st in states])
-        special = prompt.special + [t in set(tok.all_special_ids) for t in g[:cut]]
-        runs.append(extract.CapturedRun(
-            run_id=sample_run_id(lm.info.model_id, text, s, i, dtype), text=text,
-            token_ids=all_ids, tokens=extract.decode_tokens(tok, all_ids),
-            offsets=prompt.offsets + [(-1, -1)] * cut, special=special, hidden=hidden,
-            kind="generation", settings={**s.key(), "sample": i, "dtype": dtype},
-            n_prompt_tokens=len(prompt.ids), parent=parent, sample=i, seed=s.seed + i))
+        ids = prompt.ids + g[:cut]
+        runs.append(
+            extract.CapturedRun(
+                run_id=sample_run_id(lm.info.model_id, text, s, i, dtype),
+                text=text,
+                token_ids=ids,
+                tokens=extract.decode_tokens(tok, ids),
+                offsets=prompt.offsets + [(-1, -1)] * cut,
+                special=prompt.special + [t in special_ids for t in g[:cut]],
+                hidden=buf[:, row, : len(ids)].clone(),
+                truncated=capped and cut == len(g),
+                kind="generation",
+                settings={**s.key(), "sample": i, "dtype": dtype},
+                n_prompt_tokens=n_p,
+                parent=parent,
+                sample=i,
+                seed=s.seed + i,
+            )
+        )
     return runs
 
 
-def run_generate(ctx: JobContext) -> dict:
-    """Job handler: options = Sampling fields; computes only the samples not cached."""
-    store, spec, p = ctx.store, ctx.spec, ctx.progress
-    s = Sampling(**{k: v for k, v in spec.options.items() if k in Sampling.__dataclass_fields__})
+# -- the 'generate' job -----------------------------------------------------------------------
+def _plan(store, spec) -> tuple[models.ModelRef, Sampling, str, list[str], list[tuple]]:
+    """(model ref, sampling, dtype, prompt texts, [(text, missing sample indices)])."""
+    s = Sampling.from_options(spec.options)
     s.validate()
     mref = models.resolve(spec.model)
     dtype = str(models.pick_dtype(spec.dtype, spec.device)).removeprefix("torch.")
     texts = list(dict.fromkeys(store.get_set(spec.set_name)["text"]))
-    if spec.options.get("prompts"):
-        texts = [t for t in texts if t in set(spec.options["prompts"])]
+    if spec.options.get("prompts") is not None:
+        wanted = set(spec.options["prompts"])
+        texts = [t for t in texts if t in wanted]
     if not texts:
-        raise LayerScopeError(f"No prompts to sample in '{spec.set_name}'.")
-    todo = []
-    for t in texts:
-        ids = [sample_run_id(mref.model_id, t, s, i, dtype) for i in range(s.samples)]
-        have = store.existing_runs(ids)
-        missing = [i for i, rid in enumerate(ids) if rid not in have]
-        if missing:
-            todo.append((t, missing))
+        raise LayerScopeError(f"No prompts to sample in the set '{spec.set_name}'.")
+    ids = {
+        t: [sample_run_id(mref.model_id, t, s, i, dtype) for i in range(s.samples)] for t in texts
+    }
+    have = store.existing_runs([r for v in ids.values() for r in v])
+    todo = [(t, [i for i, r in enumerate(v) if r not in have]) for t, v in ids.items()]
+    return mref, s, dtype, texts, [(t, m) for t, m in todo if m]
+
+
+def _estimate(store, mref, s: Sampling, dtype: str, todo: list[tuple]) -> Estimate:
+    cfg = models.read_config(mref)
+    n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0
+    d = cfg.get("hidden_size") or cfg.get("n_embd") or 0
+    n_tokens = sum(len(m) * (len(t.split()) * 2 + s.max_new_tokens) for t, m in todo)  # rough
+    elem = 2 if dtype in ("bfloat16", "float16") else 4
+    file_elem = 4 if cfg.get("torch_dtype", cfg.get("dtype")) in (None, "float32") else 2
+    rate = store.throughput(mref.model_id, f"gen:{dtype}")
+    new = sum(len(m) for _, m in todo) * s.max_new_tokens
+    return Estimate(
+        runs=0,
+        cached_runs=0,
+        tokens=new,
+        bytes=n_tokens * (n_layers + 1) * d * 2,
+        model_bytes=models.weights_bytes(mref) * elem // file_elem,
+        seconds=new / rate if rate else None,
+        truncated=0,
+    )
+
+
+def run_generate(ctx: JobContext) -> dict:
+    """Job handler. spec.options: Sampling fields, optional ``prompts`` (texts of the set to
+    sample; default all). Computes only the samples the cache lacks, one transaction per
+    prompt, cancellable between steps."""
+    store, spec, p = ctx.store, ctx.spec, ctx.progress
+    mref, s, dtype, texts, todo = _plan(store, spec)
     p.runs_total = len(texts) * s.samples
     p.runs_cached = p.runs_total - sum(len(m) for _, m in todo)
     p.tokens_total = sum(len(m) for _, m in todo) * s.max_new_tokens
-    result = {"set": spec.set_name, "model_id": mref.model_id, "runs": 0,
-              "cached_runs": p.runs_cached, "tokens": 0, "prompts": len(texts)}
+    result = {
+        "set": spec.set_name,
+        "model": spec.model,
+        "model_id": mref.model_id,
+        "dtype": dtype,
+        "prompts": len(texts),
+        "runs": 0,
+        "cached_runs": p.runs_cached,
+        "tokens": 0,
+    }
     if not todo:
         return result
+    check_budget(store, _estimate(store, mref, s, dtype, todo), Budget())
     lm = models.get_model(spec.model, spec.dtype, spec.device, spec.trust_remote_code)
     store.upsert_model(lm.info)
+    ctx.report(force=True)
     t0 = time.monotonic()
-    for text, missing in todo:
-        if ctx.should_stop():
-            break
-        runs = generate(lm, text, s, missing)
-        store.ingest(lm.info.model_id, runs)
+
+    def batches():
+        for text, missing in todo:
+            if ctx.should_stop():
+                return
+            runs = generate(lm, text, s, missing, ctx.should_stop)
+            if runs:
+                yield runs
+
+    def written(runs) -> None:
         p.runs_done += len(runs)
-        p.tokens_done += len(missing) * s.max_new_tokens
+        p.tokens_done += sum(r.n_tokens - r.n_prompt_tokens for r in runs)
+        p.tokens_total -= sum(s.max_new_tokens - (r.n_tokens - r.n_prompt_tokens) for r in runs)
         ctx.report()
-    store.record_throughput(mref.model_id, f"gen:{dtype}",
-                            p.tokens_done / max(time.monotonic() - t0, 1e-6))
+
+    pipelined_ingest(store, lm.info.model_id, batches(), written)
+    if p.tokens_done:
+        store.record_throughput(
+            mref.model_id, f"gen:{dtype}", p.tokens_done / max(time.monotonic() - t0, 1e-6)
+        )
     result.update(runs=p.runs_done, tokens=p.tokens_done)
     return result
 

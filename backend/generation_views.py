@@ -1,80 +1,290 @@
-"""Group a model's sampled runs by prompt and compute commitment and consistency."""
+"""Sampled runs of a prompt set, grouped by prompt: commitment, outcomes, deltas.
+
+Shared by the Generation page and the ``generate`` command. Reads the store one layer at a
+time (every run of the set in one query per layer), so memory stays at one layer's states.
+
+Centring: raw residual streams share a large common direction (anisotropy, massive
+activations) that makes every cosine look close to 1. With ``centre=True`` each layer is
+centred on the mean state over every step of every sampled run loaded (the whole set), the
+same reference for every prompt, so prompts stay comparable.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from backend.analysis.commitment import Commitment, commitment, consistency
+from backend.analysis.commitment import (
+    Commitment,
+    OutcomeSeparation,
+    consistency,
+    divergence_step,
+    mean_pairwise_cosine,
+    outcome_separation,
+    run_similarity,
+)
+from backend.errors import LayerScopeError
+from backend.generate import Sampling, request_id
 from backend.store import Store
+
+NONE = "(none)"
 
 
 @dataclass
 class PromptSamples:
     text: str
+    label: str | None
+    group: str | None
     run_ids: list[str]
-    generated: list[list[str]]  #: generated tokens per run
-    outcomes: list[str]
-    commitment: Commitment | None
-    states: np.ndarray  #: (n_runs, n_layers, n_steps, d)
+    seeds: list[int]
+    continuations: list[list[str]]  #: generated tokens of each run (<eos> included)
+    answers: list[str]  #: extracted answer of each run
+    outcomes: list[str]  #: answer, or correct / wrong against the label
+    commitment: Commitment
+    truncated: bool
+    n_prompt_tokens: int
 
     @property
     def consistency(self) -> float:
         return consistency(self.outcomes)
 
 
-def outcome_of(tokens: list[str], regex: str | None) -> str:
-    text = " ".join(t.strip() for t in tokens)
-    if regex:
-        m = re.search(regex, text)
-        return m.group(1) if m and m.groups() else (m.group(0) if m else "(none)")
-    return tokens[0].strip() if tokens else "(none)"
+@dataclass
+class SampledSet:
+    model_id: str
+    sampling: Sampling
+    dtype: str
+    prompts: list[PromptSamples]
+    centre: np.ndarray | None  #: (n_layers, d) subtracted before cosines; None = raw
+    deltas: np.ndarray  #: (n_runs, n_layers, d) last generated step minus prompt end
+    run_prompt: np.ndarray  #: (n_runs,) index of each run's prompt in ``prompts``
+    versus_label: bool  #: outcomes are correct / wrong against the set's label
 
+    @property
+    def n_layers(self) -> int:
+        return self.deltas.shape[1]
 
-def prompt_samples(store: Store, model_id: str, settings: dict, texts: list[str] | None = None,
-                   regex: str | None = None, max_steps: int = 16) -> list[PromptSamples]:
-    runs = store.generation_runs(model_id, settings)
-    if texts is not None:
-        runs = runs[runs["text"].isin(texts)]
-    out = []
-    for text, grp in runs.groupby("text", sort=False):
-        if len(grp) < 2:
-            continue
-        gen, states = [], []
-        n_steps = min(max_steps, int((grp["n_tokens"] - grp["n_prompt_tokens"]).min()))
-        n_steps = max(n_steps, 1)
-        for r in grp.itertuples():
-            toks = store.tokens(r.run_id)["token"].tolist()
-            gen.append(toks[r.n_prompt_tokens:])
-            h = store.run_layers(r.run_id)
-            start = r.n_prompt_tokens - 1
-            states.append(h[:, start:start + n_steps])
-        st = np.stack(states)
-        out.append(PromptSamples(text, grp["run_id"].tolist(), gen,
-                                 [outcome_of(g, regex) for g in gen], None, st))
-    if not out:
+    def sims(self) -> np.ndarray:
+        """(n_prompts, n_layers, n_steps) commitment per prompt, NaN-padded to the longest."""
+        n_s = max(p.commitment.similarity.shape[1] for p in self.prompts)
+        out = np.full((len(self.prompts), self.n_layers, n_s), np.nan)
+        for i, p in enumerate(self.prompts):
+            out[i, :, : p.commitment.similarity.shape[1]] = p.commitment.similarity
         return out
-    # Centre each layer on the mean state of every sampled run shown: raw residual streams
-    # share a large common direction (anisotropy, massive activations) that makes every
-    # cosine look like 1. Centring on a global mean (not on the prompt's own runs) keeps the
-    # comparison between prompts fair.
-    mean = np.concatenate([it.states.reshape(-1, *it.states.shape[1:2], it.states.shape[-1])
-                           .transpose(1, 0, 2).reshape(it.states.shape[1], -1,
-                                                       it.states.shape[-1])
-                           for it in out], axis=1).mean(1)  # (n_layers, d)
-    for it in out:
-        it.states = it.states - mean[None, :, None, :]
-        it.commitment = commitment(it.states, it.generated)
-    return out
+
+    def table(self, layer: int, step: int) -> pd.DataFrame:
+        """One row per prompt: commitment at (layer, step), consistency, answers."""
+        sims = self.sims()
+        return pd.DataFrame(
+            {
+                "prompt": [p.text for p in self.prompts],
+                "label": [p.label for p in self.prompts],
+                "group": [p.group for p in self.prompts],
+                "commitment": sims[:, layer, step] if step < sims.shape[2] else np.nan,
+                "consistency": [p.consistency for p in self.prompts],
+                "divergence_step": [p.commitment.divergence_step for p in self.prompts],
+                "answers": [_answer_summary(p.outcomes) for p in self.prompts],
+                "runs": [len(p.run_ids) for p in self.prompts],
+                "run_id": [p.run_ids[0] for p in self.prompts],
+            }
+        )
+
+    def success(self) -> tuple[np.ndarray, str]:
+        """(n_runs,) bool and what it means: 'correct' against the label, else 'agrees with the
+        majority answer of its prompt'."""
+        if self.versus_label:
+            return np.array(
+                [o == "correct" for p in self.prompts for o in p.outcomes]
+            ), "correct (answer = label)"
+        ok = []
+        for p in self.prompts:
+            top = Counter(p.outcomes).most_common(1)[0][0]
+            ok += [o == top for o in p.outcomes]
+        return np.array(ok), "agrees with its prompt's majority answer"
+
+    def separation(self) -> OutcomeSeparation:
+        success, _ = self.success()
+        return outcome_separation(self.deltas, success, self.run_prompt)
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run: prompt, sample, seed, continuation, answer, outcome, run_id."""
+        return pd.DataFrame(
+            [
+                {
+                    "prompt": p.text,
+                    "label": p.label,
+                    "sample": j,
+                    "seed": p.seeds[j],
+                    "continuation": join_tokens(p.continuations[j]),
+                    "answer": p.answers[j],
+                    "outcome": p.outcomes[j],
+                    "run_id": p.run_ids[j],
+                }
+                for p in self.prompts
+                for j in range(len(p.run_ids))
+            ]
+        )
 
 
-def summary_table(items: list[PromptSamples], labels: dict[str, str] | None = None,
-                  layer: int = -1, step: int = 0) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "prompt": it.text, "label": (labels or {}).get(it.text),
-        "commitment": it.commitment.similarity[layer, min(step, it.commitment.similarity.shape[1] - 1)],
-        "consistency": it.consistency, "divergence_step": it.commitment.divergence_step,
-        "runs": len(it.run_ids)} for it in items])
+def _answer_summary(outcomes: list[str]) -> str:
+    return ", ".join(f"{a} ×{c}" for a, c in Counter(outcomes).most_common())
+
+
+def join_tokens(tokens: list[str], skip: tuple[str, ...] = ()) -> str:
+    """Readable text of decoded tokens: word-level vocabularies decode without spaces, BPE
+    tokens carry their own."""
+    toks = [t for t in tokens if t not in skip]
+    glue = "" if any(t[:1].isspace() for t in toks[1:]) else " "
+    return glue.join(toks).strip()
+
+
+def answer_of(tokens: list[str], regex: str | None = None, special: tuple[str, ...] = ()) -> str:
+    """The answer of one continuation: first match of ``regex`` (its group 1 if it has one),
+    else the whole continuation (special tokens dropped), so that consistency asks whether
+    the runs did the same thing, not only whether they started alike. ``(none)`` when nothing
+    matches or nothing was generated."""
+    text = join_tokens(tokens, special)
+    if regex:
+        try:
+            m = re.search(regex, text)
+        except re.error as e:
+            raise LayerScopeError(
+                f"The answer pattern '{regex}' is not a valid regex: {e}."
+            ) from None
+        if m is None:
+            return NONE
+        return (m.group(1) if m.groups() and m.group(1) is not None else m.group(0)).strip()
+    return text or NONE
+
+
+def _norm(s) -> str:
+    return str(s).strip().lower()
+
+
+def load(
+    store: Store,
+    model_id: str,
+    texts: list[str],
+    s: Sampling,
+    dtype: str,
+    labels: dict | None = None,
+    groups: dict | None = None,
+    regex: str | None = None,
+    versus_label: bool = False,
+    max_steps: int = 16,
+    centre: bool = True,
+) -> SampledSet | None:
+    """The sampled runs (samples 0..N-1 of ``s``) of those ``texts`` that have >= 2 of them.
+    None when no prompt has. ``max_steps`` caps the steps compared (step 0 = prompt end)."""
+    labels, groups = labels or {}, groups or {}
+    parents = {request_id(model_id, t, s, dtype): t for t in dict.fromkeys(texts)}
+    runs = store.request_runs(list(parents), s.samples)
+    runs = runs[runs.groupby("parent")["run_id"].transform("size") >= 2].reset_index(drop=True)
+    if runs.empty:
+        return None
+    ids = runs["run_id"].tolist()
+    toks = store.generated_tokens(ids)
+    specials = tuple(set(toks.loc[toks["is_special"], "token"]))
+    gen = toks.groupby("run_id", sort=False)["token"].agg(list).reindex(ids)
+    gen = [g if isinstance(g, list) else [] for g in gen]
+    n_tok = runs["n_tokens"].to_numpy()
+    n_p = runs["n_prompt_tokens"].to_numpy()
+    n_steps = int(min(max_steps, (n_tok - n_p).max() + 1))
+    offsets = np.r_[0, np.cumsum(n_tok)[:-1]]
+    k = np.arange(n_steps)
+    valid = k[None] <= (n_tok - n_p)[:, None]  # (n_runs, n_steps)
+    rows = offsets[:, None] + np.minimum(n_p[:, None] - 1 + k[None], n_tok[:, None] - 1)
+    order = runs.groupby("parent", sort=False).indices  # parent -> row indices (contiguous)
+    blocks = [order[pa] for pa in parents if pa in order]
+    n_layers = store.n_layers_of(ids[0])
+    sims = [np.empty((n_layers, n_steps)) for _ in blocks]
+    deltas, centres = None, []
+    for layer in range(n_layers):
+        x, _ = store.layer(ids, layer)  # (total tokens, d)
+        st = x[rows]  # (n_runs, n_steps, d)
+        c = st[valid].mean(0) if centre else np.zeros(x.shape[1], np.float32)
+        centres.append(c)
+        if deltas is None:
+            deltas = np.empty((len(ids), n_layers, x.shape[1]), np.float32)
+        deltas[:, layer] = x[offsets + n_tok - 1] - x[offsets + n_p - 1]
+        for b, sl in enumerate(blocks):
+            sims[b][layer] = mean_pairwise_cosine(st[sl] - c, valid[sl])
+    prompts, run_prompt = [], np.empty(len(ids), int)
+    for b, sl in enumerate(blocks):
+        text = runs["text"].iloc[sl[0]]
+        cont = [gen[i] for i in sl]
+        answers = [answer_of(g, regex, specials) for g in cont]
+        label = labels.get(text)
+        label = None if label is None or (isinstance(label, float) and np.isnan(label)) else label
+        if versus_label and label is None:
+            raise LayerScopeError(
+                f"Outcomes against the label need a label for every prompt; '{text[:60]}' has none."
+            )
+        outcomes = (
+            [("correct" if _norm(a) == _norm(label) else "wrong") for a in answers]
+            if versus_label
+            else answers
+        )
+        com = Commitment(sims[b], valid[sl].sum(0), divergence_step(cont), len(sl))
+        prompts.append(
+            PromptSamples(
+                text,
+                label,
+                groups.get(text),
+                [ids[i] for i in sl],
+                runs["seed"].iloc[sl].astype(int).tolist(),
+                cont,
+                answers,
+                outcomes,
+                com,
+                bool(runs["truncated"].iloc[sl].any()),
+                int(n_p[sl[0]]),
+            )
+        )
+        run_prompt[sl] = b
+    return SampledSet(
+        model_id,
+        s,
+        dtype,
+        prompts,
+        np.stack(centres) if centre else None,
+        deltas,
+        run_prompt,
+        versus_label,
+    )
+
+
+def run_matrix(store: Store, ss: SampledSet, prompt: int, layer: int, step: int) -> np.ndarray:
+    """(n_runs, n_runs) cosine between one prompt's runs at (layer, step), centred like the
+    commitment; NaN rows for runs that ended before ``step``."""
+    p = ss.prompts[prompt]
+    x, idx = store.layer(p.run_ids, layer)
+    n = idx.groupby("run_id", sort=False).size().reindex(p.run_ids).to_numpy()
+    starts = np.r_[0, np.cumsum(n)[:-1]]
+    pos = p.n_prompt_tokens - 1 + step
+    ok = pos < n
+    v = x[starts + np.minimum(pos, n - 1)].astype(np.float64)
+    if ss.centre is not None:
+        v = v - ss.centre[layer]
+    m = run_similarity(v)
+    m[~ok] = np.nan
+    m[:, ~ok] = np.nan
+    return m
+
+
+def label_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean commitment and consistency per label (the demo's evidence)."""
+    t = table.assign(label=table["label"].fillna(NONE))
+    return (
+        t.groupby("label")
+        .agg(
+            prompts=("prompt", "size"),
+            commitment=("commitment", "mean"),
+            consistency=("consistency", "mean"),
+        )
+        .reset_index()
+    )

@@ -308,21 +308,49 @@ class Store:
                WHERE r.model_id = ? AND (? IS NULL OR r.kind = ?) ORDER BY r.created_at""",
             [model_id, kind, kind])
 
-    def generation_runs(self, model_id: str, settings: dict | None = None) -> pd.DataFrame:
-        """Generation runs of a model (optionally with these sampling settings, sample and
-        dtype aside), with the prompt text; one row per sample, ordered by prompt and sample."""
-        df = self._df(
+    def request_runs(self, parents: list[str], max_samples: int | None = None) -> pd.DataFrame:
+        """The sampled runs of the given requests (``parent`` ids), in the order of ``parents``
+        and by sample index. Columns: run_id, parent, sample, seed, n_tokens, n_prompt_tokens,
+        truncated, text."""
+        parents = list(parents)
+        return self._df(
             """SELECT r.run_id, r.parent, r.sample, r.seed, r.n_tokens, r.n_prompt_tokens,
-                      r.settings, p.text
+                      r.truncated, p.text
+               FROM (SELECT unnest(?) AS parent, generate_subscripts(?, 1) AS k) q
+               JOIN runs r USING (parent) JOIN prompts p USING (prompt_id)
+               WHERE r.kind = 'generation' AND (? IS NULL OR r.sample < ?)
+               ORDER BY q.k, r.sample""",
+            [parents, parents, max_samples, max_samples])
+
+    def generated_tokens(self, run_ids: list[str]) -> pd.DataFrame:
+        """Tokens after the prompt of each run. Columns: run_id, pos, token_id, token,
+        is_special; ordered by run (as given) and position."""
+        run_ids = list(run_ids)
+        return self._df(
+            """SELECT t.run_id, t.pos, t.token_id, t.token, t.is_special
+               FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
+               JOIN runs r USING (run_id) JOIN tokens t USING (run_id)
+               WHERE t.pos >= r.n_prompt_tokens
+               ORDER BY q.k, t.pos""",
+            [run_ids, run_ids])
+
+    def sampled_requests(self, model_id: str) -> pd.DataFrame:
+        """What has been sampled for a model: one row per request (prompt x settings).
+        Columns: parent, text, settings (JSON, without the sample index), samples."""
+        return self._df(
+            """SELECT r.parent, any_value(p.text) AS text,
+                      any_value(json_merge_patch(r.settings, '{"sample": null}'))::VARCHAR
+                        AS settings,
+                      count(*) AS samples
                FROM runs r JOIN prompts p USING (prompt_id)
-               WHERE r.model_id = ? AND r.kind = 'generation' ORDER BY p.text, r.sample""",
+               WHERE r.model_id = ? AND r.kind = 'generation'
+               GROUP BY r.parent ORDER BY min(r.created_at)""",
             [model_id])
-        if settings is not None and not df.empty:
-            want = {k: v for k, v in settings.items() if k not in ("sample", "samples")}
-            keep = [all(json.loads(x).get(k) == v for k, v in want.items())
-                    for x in df["settings"]]
-            df = df[keep].reset_index(drop=True)
-        return df
+
+    def n_layers_of(self, run_id: str) -> int:
+        """How many layers (embeddings included) a run has stored; 0 if none."""
+        row = self._one("SELECT max(layer) + 1 FROM activations WHERE run_id = ?", [run_id])
+        return int(row[0]) if row and row[0] is not None else 0
 
     def get_run(self, run_id: str) -> dict | None:
         df = self._df("""SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)

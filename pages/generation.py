@@ -1,14 +1,21 @@
-"""Generation: sample several runs of a prompt and see when they settle."""
+"""Generation: sample several runs of a prompt, see when they settle and what predicts outcomes."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend import generation_views, models
+from backend import generation_views as G
+from backend import models
 from backend.analysis.commitment import correlate, correlation_grid
-from backend.analysis.similarity import cosine_matrix
-from backend.figures.commitment import commitment_heatmap, correlation_heatmap, scatter_figure
-from backend.figures.similarity import similarity_figure
 from backend.analysis.similarity import SimilarityMatrix
+from backend.errors import LayerScopeError
+from backend.figures.commitment import (
+    commitment_heatmap,
+    correlation_heatmap,
+    scatter_figure,
+    separation_figure,
+)
+from backend.figures.similarity import similarity_figure
 from backend.generate import Sampling
 from backend.worker import JobSpec
 from pages import _ui
@@ -23,20 +30,43 @@ with st.expander("What am I looking at?", expanded=present):
     st.markdown(
         "The same prompt is sampled several times. For each **layer** and **generation step** "
         "the heatmap shows how similar the runs' hidden states are (mean cosine over pairs of "
-        "runs): red = the runs are in the same state (the model has *settled*), blue/white = "
-        "they went different ways. The dashed line marks where their tokens first differ. "
+        "runs, after subtracting the set's mean state so the shared direction every residual "
+        "stream carries does not make everything look alike): red = the runs are in the same "
+        "state (the model has *settled*), blue/white = they went different ways. Step 0 is the "
+        "last prompt token, identical in every run. The dashed line marks where their tokens "
+        "first differ.\n\n"
         "Across a set, commitment is compared with **consistency** (how often two runs reach "
-        "the same outcome). Published work finds that early commitment predicts consistent "
-        "behaviour — it says whether a model has settled, not whether it is right. On the demo "
-        "model: counting and copying prompts stay near 1; random colour lists fall apart.")
+        "the same answer). Published work finds that early commitment predicts consistent "
+        "behaviour: it says whether a model has settled, *not* whether it is right.\n\n"
+        "**Outcome separation** (CLUE-style) summarises each run by how its hidden state moved "
+        "(last generated step minus prompt end) and asks whether that change lies nearer to the "
+        "runs that succeeded or to those that failed *on other prompts* (leave one prompt "
+        "out). Pitfall: with few prompts or one-sided outcomes these numbers are noisy; read "
+        "the run counts. On the demo model: counting and copying prompts stay near 1; "
+        "random colour lists and 'someone says…' fall apart.")
+
+
+def _qp_number(label, key, default, lo, hi, step=None, col=st):
+    """A number input bound to ?key=value."""
+    cast = float if isinstance(default, float) else int
+    try:
+        value = cast(st.query_params.get(key, default))
+    except ValueError:
+        value = default
+    value = min(max(value, lo), hi)
+    got = col.number_input(label, lo, hi, value, step, key=f"gen_{key}")
+    st.query_params[key] = str(got)
+    return got
+
 
 c = st.columns(5)
-n = c[0].number_input("Samples", 2, 32, 8, key="gen_n")
-new = c[1].number_input("New tokens", 1, 32, 8, key="gen_new")
-temp = c[2].number_input("Temperature", 0.05, 3.0, 1.0, 0.05, key="gen_temp")
-top_p = c[3].number_input("Top-p", 0.05, 1.0, 1.0, 0.05, key="gen_top_p")
-seed = c[4].number_input("Seed", 0, 10**6, 0, key="gen_seed")
-sampling = Sampling(int(n), int(new), float(temp), float(top_p), int(seed))
+sampling = Sampling(
+    int(_qp_number("Samples", "n", 8, 2, 32, col=c[0])),
+    int(_qp_number("New tokens", "new", 8, 1, 64, col=c[1])),
+    float(_qp_number("Temperature", "temp", 1.0, 0.05, 3.0, 0.05, col=c[2])),
+    float(_qp_number("Top-p", "top_p", 1.0, 0.05, 1.0, 0.05, col=c[3])),
+    int(_qp_number("Seed", "seed", 0, 0, 10**6, col=c[4])),
+)
 dtype = str(models.pick_dtype("auto")).removeprefix("torch.")
 settings = sampling.key() | {"dtype": dtype}
 
@@ -44,56 +74,151 @@ prompts_df = s.get_set(sel.set_name) if sel.set_name in set(s.list_sets()["set_n
 if prompts_df is None or prompts_df.empty:
     st.info("Load the set first (Run page), e.g. the demo set **ambiguity**.")
     st.stop()
+texts = list(dict.fromkeys(prompts_df["text"]))
 labels = dict(zip(prompts_df["text"], prompts_df["label"]))
+groups = dict(zip(prompts_df["text"], prompts_df["group"])) if "group" in prompts_df else {}
+has_labels = prompts_df["label"].notna().any()
+
+with st.expander("Answers and outcomes", expanded=False):
+    o = st.columns(3)
+    regex = o[0].text_input(
+        "Answer pattern (regex; group 1 if any)", st.query_params.get("regex", ""),
+        key="gen_regex", help="Default: the whole continuation is the answer (runs agree when they generate the same text). E.g. `^(\\S+)` = the first word.") or None
+    st.query_params["regex"] = regex or ""
+    versus = has_labels and o[1].toggle(
+        "Judge answers against the set's label", st.query_params.get("versus") == "1",
+        key="gen_versus", help="Outcome = correct / wrong (answer equals the label). Off: the "
+        "answer itself is the outcome; success = agreeing with the prompt's majority answer.")
+    st.query_params["versus"] = "1" if versus else "0"
+    centre = o[2].toggle("Centre states on the set mean", st.query_params.get("centre") != "0",
+                         key="gen_centre", help="Off: raw cosines (every residual stream "
+                         "shares a large common direction, so raw cosines sit near 1).")
+    st.query_params["centre"] = "1" if centre else "0"
+
 mrow = s.find_model(sel.model)
-items = generation_views.prompt_samples(s, mrow["model_id"], settings) if mrow else []
-done = {it.text for it in items}
-b1, b2 = st.columns(2)
-one = b1.selectbox("Prompt", prompts_df["text"].tolist(), key="gen_prompt")
+try:
+    ss = (G.load(s, mrow["model_id"], texts, sampling, dtype, labels, groups, regex, versus,
+                 max_steps=sampling.max_new_tokens + 1, centre=centre) if mrow else None)
+except LayerScopeError as e:
+    _ui.error_box(e)
+    st.stop()
+sampled = {p.text: i for i, p in enumerate(ss.prompts)} if ss else {}
+
+b1, b2 = st.columns([3, 2])
+one = _ui.qp_select("Prompt", texts, "prompt",
+                    format_func=lambda t: ("● " if t in sampled else "○ ") + t)
 if b1.button("Sample this prompt", type="primary", key="gen_one"):
     _ui.submit(JobSpec(model=sel.model, set_name=sel.set_name, kind="generate",
                        options=settings | {"samples": sampling.samples, "prompts": [one]}))
-if b2.button(f"Sample the whole set ({len(prompts_df)} prompts)", key="gen_all"):
+missing = len(texts) - len(sampled)
+if b2.button(f"Sample the whole set ({len(texts)} prompts, {missing} not sampled yet)",
+             key="gen_all", disabled=missing == 0):
     _ui.submit(JobSpec(model=sel.model, set_name=sel.set_name, kind="generate",
                        options=settings | {"samples": sampling.samples}))
 for p in _ui.worker().active_jobs():
     _ui.job_panel(p.job_id)
 
-it = next((x for x in items if x.text == one), None)
-if it is None:
-    st.info("No samples for this prompt with these settings yet: press **Sample this prompt**.")
+# -- one prompt -------------------------------------------------------------------------------
+if one not in sampled:
+    st.info("No samples for this prompt with these settings yet: press **Sample this prompt** "
+            "(● marks prompts already sampled with these settings).")
 else:
+    it = ss.prompts[sampled[one]]
+    com = it.commitment
     st.subheader(f"“{one}” — {len(it.run_ids)} runs")
-    _ui.show_figure(commitment_heatmap(it.commitment.similarity, it.commitment.divergence_step),
-                    "gen_heat", "commitment", data=pd.DataFrame(it.commitment.similarity))
-    st.dataframe(pd.DataFrame({"run": range(len(it.generated)),
-                               "continuation": [" ".join(g) for g in it.generated],
-                               "outcome": it.outcomes}), hide_index=True)
-    st.caption(f"Consistency {it.consistency:.2f}; tokens diverge at step "
-               f"{it.commitment.divergence_step}.")
-    layer = st.slider("Run × run similarity at layer", 0, it.states.shape[1] - 1,
-                      it.states.shape[1] - 1, key="gen_rr_layer")
-    step = st.slider("… and step", 0, it.states.shape[2] - 1, min(1, it.states.shape[2] - 1),
-                     key="gen_rr_step")
-    names = tuple(f"run {i}" for i in range(len(it.run_ids)))
-    rr = SimilarityMatrix(cosine_matrix(it.states[:, layer, step]), names, names, "run", -1, 1)
-    st.plotly_chart(similarity_figure(rr), key="gen_rr")
+    div = com.divergence_step
+    st.caption(
+        f"Consistency {it.consistency:.2f} (share of pairs of runs with the same outcome); "
+        + ("the runs never diverge." if div is None else
+           f"tokens diverge at generated token {div} (step {div + 1} is the first state that "
+           "has read different tokens).")
+        + (" Some runs hit the token limit." if it.truncated else ""))
+    heat = pd.DataFrame(com.similarity, index=pd.Index(range(len(com.similarity)), name="layer"))
+    _ui.show_figure(commitment_heatmap(com.similarity, None if div is None else div + 1),
+                    "gen_heat", "commitment", data=heat.reset_index())
+    runs = pd.DataFrame({
+        "run": range(len(it.run_ids)), "seed": it.seeds,
+        "continuation": [G.join_tokens(g) for g in it.continuations],
+        "answer": it.answers, "outcome": it.outcomes,
+        "open": [_ui.prompt_url(r) for r in it.run_ids]})
+    st.dataframe(runs, hide_index=True, column_config={
+        "open": st.column_config.LinkColumn("prompt page", display_text="open")})
+    n_l, n_s = com.similarity.shape
+    cl, cs = st.columns(2)
+    with cl:
+        layer = _ui.qp_int("Run × run similarity at layer", "rr_layer", n_l - 1, 0, n_l - 1)
+    with cs:
+        step = _ui.qp_int("… and step", "rr_step", min(1, n_s - 1), 0, n_s - 1)
+    m = G.run_matrix(s, ss, sampled[one], layer, step)
+    names = tuple(f"run {i}: {G.join_tokens(g)[:24]}" for i, g in enumerate(it.continuations))
+    rr = SimilarityMatrix(m, names, names, "run", -1, 1)
+    _ui.show_figure(similarity_figure(rr), "gen_rr", "run-similarity",
+                    data=pd.DataFrame(m, index=names, columns=names).reset_index())
 
-if len(items) >= 3:
-    st.subheader(f"Across the set: {len(items)} prompts sampled")
-    nl = min(x.commitment.similarity.shape[0] for x in items)
-    ns = min(x.commitment.similarity.shape[1] for x in items)
-    cl = st.slider("Layer", 0, nl - 1, nl - 1, key="gen_set_layer")
-    cs = st.slider("Step", 0, ns - 1, min(1, ns - 1), key="gen_set_step")
-    table = generation_views.summary_table(items, labels, cl, cs)
-    corr = correlate(table["commitment"], table["consistency"])
-    st.plotly_chart(scatter_figure(table, f"Commitment at layer {cl}, step {cs} vs consistency: "
-                                   f"r = {corr.pearson:.2f} [{corr.ci_low:.2f}, "
-                                   f"{corr.ci_high:.2f}], ρ = {corr.spearman:.2f}"),
-                    key="gen_scatter")
-    means = table.groupby("label")["commitment"].mean().round(3).to_dict()
-    st.caption(f"Mean commitment by label: {means}. Step 0 is the last prompt token, identical "
-               "in every run; pick step ≥ 1.")
-    grid = correlation_grid([x.commitment.similarity[:nl, :ns] for x in items],
-                            table["consistency"].tolist())
-    st.plotly_chart(correlation_heatmap(grid), key="gen_grid")
+# -- across the set ---------------------------------------------------------------------------
+if ss is None or len(ss.prompts) < 3:
+    st.info(f"{len(sampled)} of {len(texts)} prompts sampled with these settings: sample at "
+            "least 3 to compare commitment with consistency across the set.")
+    st.stop()
+st.subheader(f"Across the set: {len(ss.prompts)} of {len(texts)} prompts sampled")
+sims = ss.sims()
+cons = np.array([p.consistency for p in ss.prompts])
+grid = correlation_grid(sims, cons)
+best = grid.best or (ss.n_layers - 1, min(1, sims.shape[2] - 1))
+c1, c2 = st.columns(2)
+with c1:
+    cl = _ui.qp_int("Layer", "set_layer", best[0], 0, ss.n_layers - 1)
+with c2:
+    cs = _ui.qp_int("Step", "set_step", best[1], 0, sims.shape[2] - 1,
+                    help="Step 0 is the last prompt token, identical in every run: pick ≥ 1.")
+table = ss.table(cl, cs)
+corr = correlate(table["commitment"], table["consistency"])
+fmt = (lambda v: "n/a" if not np.isfinite(v) else f"{v:.2f}")
+title = (f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts): "
+         f"r = {fmt(corr.pearson)} [{fmt(corr.ci_low)}, {fmt(corr.ci_high)}], "
+         f"ρ = {fmt(corr.spearman)}")
+_ui.show_figure(scatter_figure(table, title), "gen_scatter", "commitment-vs-consistency",
+                data=table.drop(columns=["run_id"]))
+summary = G.label_summary(table)
+st.dataframe(summary.round(3), hide_index=True)
+if grid.best is not None:
+    st.caption(f"Best predictor of consistency: layer {grid.best[0]}, step {grid.best[1]} "
+               f"(r = {grid.r[grid.best]:.2f}, {int(grid.n[grid.best])} prompts). Cells with "
+               "fewer than 3 prompts are blank.")
+_ui.show_figure(correlation_heatmap(grid.r), "gen_grid", "commitment-correlation-grid",
+                data=pd.DataFrame(grid.r).rename_axis("layer").reset_index())
+
+# -- outcome separation -----------------------------------------------------------------------
+st.subheader("Outcome separation: does a run's hidden-state change give its outcome away?")
+success, meaning = ss.success()
+if success.all() or not success.any():
+    st.info(f"Every run has the same outcome ({meaning}: {bool(success[0])}); separation needs "
+            "runs that succeed and runs that fail. Try judging against the label, an answer "
+            "pattern, a higher temperature, or a set with ambiguous prompts.")
+    st.stop()
+try:
+    sep = ss.separation()
+except ValueError as e:
+    st.info(str(e))
+    st.stop()
+st.caption(f"Success = {meaning}: {int(success.sum())} of {len(success)} runs. "
+           f"{int(sep.judged.sum())} runs judged (their prompt's neighbours had both outcomes).")
+_ui.show_figure(separation_figure(sep), "gen_sep", "outcome-separation",
+                data=pd.DataFrame({"layer": range(ss.n_layers), "accuracy": sep.accuracy,
+                                   "auroc": sep.auroc}))
+sl = _ui.qp_int("Misjudged runs at layer", "sep_layer",
+                sep.best_layer if sep.best_layer is not None else ss.n_layers - 1,
+                0, ss.n_layers - 1)
+wrong = sep.misjudged(sl)
+runs_df = ss.runs()
+if len(wrong):
+    bad = runs_df.iloc[wrong].assign(
+        predicted=np.where(sep.predicted(sl)[wrong], "success", "failure"),
+        margin=np.round(sep.score[sl, wrong], 3),
+        open=[_ui.prompt_url(r) for r in runs_df["run_id"].iloc[wrong]])
+    st.markdown(f"**{len(wrong)} runs the signature gets wrong at layer {sl}** "
+                f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {fmt(sep.auroc[sl])}):")
+    st.dataframe(bad.drop(columns=["run_id"]), hide_index=True, column_config={
+        "open": st.column_config.LinkColumn("prompt page", display_text="open")})
+else:
+    st.success(f"At layer {sl} the signature judges every judged run correctly.")

@@ -16,6 +16,7 @@ NAMES = {
     "prompt": "prompt × prompt: cosine",
     "token": "token × token: cosine",
     "model-cka": "model × model: CKA",
+    "run": "run × run: sampled generations",
 }
 HELP = {
     "layer-cka": "Each cell compares two layers on the same units with linear CKA (1 = the same "
@@ -32,7 +33,59 @@ HELP = {
     "rotations, so it can see that. A second seed keeps a bright diagonal; an untrained "
     "twin falls off after the embedding.",
 }
+HELP["run"] = (
+    "The sampled runs of one prompt (Generation page) against each other: cosine between "
+    "their hidden states at one layer and one generation step, after subtracting the mean "
+    "state of every run sampled with the same settings. Runs that settled on the same "
+    "continuation form a bright block.")
 UNIT_NAMES = {"tokens": "tokens", "last": "prompts (last token)", "mean": "prompts (mean)"}
+
+def _run_by_run(s, model_id: str) -> None:
+    """Run x run cosine of one sampled prompt at (layer, step); the data lives on the
+    Generation page, this is its similarity view."""
+    import json
+
+    from backend import generation_views as G
+    from backend.analysis.similarity import SimilarityMatrix
+    from backend.generate import Sampling
+
+    req = s.sampled_requests(model_id)
+    if req.empty:
+        st.info("No sampled generations for this model yet: sample a prompt on the "
+                "**Generation** page first.")
+        st.page_link("pages/generation.py", label="Open the Generation page")
+        return
+    req = req.assign(settings=req["settings"].map(json.loads))
+    names = [f"{r.text}  ({r.samples} runs, T={r.settings['temperature']}, "
+             f"seed {r.settings['seed']}, {r.settings['max_new_tokens']} new tokens)"
+             for r in req.itertuples()]
+    i = _ui.qp_select("Sampled prompt", list(range(len(req))), "request",
+                      format_func=lambda k: names[k])
+    opts = req["settings"].iloc[i]
+    samp = Sampling.from_options({**opts, "samples": int(req["samples"].iloc[i])})
+    same = [t for t, o in zip(req["text"], req["settings"]) if o == opts]
+    ss = G.load(s, model_id, same, samp, opts["dtype"], max_steps=samp.max_new_tokens + 1)
+    k = next((j for j, p in enumerate(ss.prompts) if p.text == req["text"].iloc[i]), None) \
+        if ss else None
+    if k is None:
+        st.info("This prompt has fewer than two sampled runs.")
+        return
+    n_l, n_s = ss.prompts[k].commitment.similarity.shape
+    a, b = st.columns(2)
+    with a:
+        layer = _ui.qp_int("Layer", "layer", n_l - 1, 0, n_l - 1)
+    with b:
+        step = _ui.qp_int("Generation step (0 = last prompt token)", "step", min(1, n_s - 1),
+                          0, n_s - 1)
+    m = G.run_matrix(s, ss, k, layer, step)
+    p = ss.prompts[k]
+    labels = tuple(f"run {j}: {G.join_tokens(g)[:24]}" for j, g in enumerate(p.continuations))
+    _ui.show_figure(similarity_figure(SimilarityMatrix(m, labels, labels, "run", -1, 1)),
+                    "sim_run", "similarity-run",
+                    data=pd.DataFrame(m, index=labels, columns=labels).reset_index())
+    st.caption(f"Layer {layer}, step {step}; centred on the mean of {len(ss.prompts)} sampled "
+               "prompts' runs. Blank rows: runs that ended before this step.")
+
 
 st.title("Similarity")
 present = _ui.presenting()
@@ -48,7 +101,7 @@ if legacy in V.ALIASES:  # old permalinks: kind=layer-cka-debiased
 
 c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
 with c1:
-    kind = _ui.qp_select("Heatmap", list(V.KINDS), "kind", format_func=NAMES.get)
+    kind = _ui.qp_select("Heatmap", [*V.KINDS, "run"], "kind", format_func=NAMES.get)
 with st.expander("What am I looking at?", expanded=present):
     st.markdown(
         HELP[kind] + " Colour scales are fixed (0…1 for CKA, −1…1 for cosine), so two "
@@ -56,6 +109,9 @@ with st.expander("What am I looking at?", expanded=present):
         "direction (anisotropy), which makes every cosine look high; **Centre** removes "
         "it."
     )
+if kind == "run":
+    _run_by_run(s, sel.model_id)
+    st.stop()
 req = {"kind": kind, "model_id": sel.model_id, "set_name": sel.set_name}
 with c2:
     if kind in ("layer-cka", "layer-cosine", "model-cka"):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from backend import catalog, generation_views, models, prompts
-from backend.analysis.commitment import correlate
+from backend.analysis.commitment import correlate, correlation_grid
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
 from backend.generate import Sampling
@@ -25,7 +27,12 @@ def register(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--answer-regex", help="outcome = first match (group 1 if any)")
     p.add_argument("--layer", type=int, help="layer for commitment (default last)")
-    p.add_argument("--step", type=int, default=1, help="generation step (0 = last prompt token, identical across runs)")
+    p.add_argument("--step", type=int, default=1,
+                   help="generation step (0 = last prompt token, identical across runs)")
+    p.add_argument("--versus-label", action="store_true",
+                   help="outcome = correct / wrong against the set's label column")
+    p.add_argument("--raw", action="store_true",
+                   help="raw cosines (default: states centred on the set's mean per layer)")
 
 
 def run(args, store) -> dict:
@@ -43,21 +50,46 @@ def run(args, store) -> dict:
                    device=args.device, options=s.key() | {"samples": s.samples})
     p = run_job(store, spec, quiet=args.json)
     dtype = str(models.pick_dtype(args.dtype, args.device)).removeprefix("torch.")
-    texts = list(store.get_set(set_name)["text"])
-    items = generation_views.prompt_samples(store, p.result["model_id"], s.key() | {"dtype": dtype},
-                                            texts, args.answer_regex)
-    layer = -1 if args.layer is None else args.layer
-    table = generation_views.summary_table(items, dict(zip(texts, store.get_set(set_name)["label"])),
-                                           layer, args.step)
-    corr = correlate(table["commitment"], table["consistency"]) if len(table) > 2 else None
-    return {"set": set_name, "runs": p.result["runs"], "cached_runs": p.result["cached_runs"],
-            "tokens": p.result["tokens"], "seconds": round(p.seconds, 3),
-            "prompts": [{"prompt": it.text, "samples": [" ".join(g) for g in it.generated],
-                         "outcomes": it.outcomes, "consistency": it.consistency,
-                         "divergence_step": it.commitment.divergence_step,
-                         "commitment": it.commitment.similarity.round(4).tolist()}
-                        for it in items],
-            "correlation": None if corr is None else corr.__dict__}
+    df = store.get_set(set_name)
+    texts = list(dict.fromkeys(df["text"]))
+    labels = dict(zip(df["text"], df["label"]))
+    groups = dict(zip(df["text"], df["group"])) if "group" in df else {}
+    ss = generation_views.load(store, p.result["model_id"], texts, s, dtype, labels, groups,
+                               args.answer_regex, args.versus_label,
+                               max_steps=s.max_new_tokens + 1, centre=not args.raw)
+    out = {"set": set_name, "model_id": p.result["model_id"], "runs": p.result["runs"],
+           "cached_runs": p.result["cached_runs"], "tokens": p.result["tokens"],
+           "seconds": round(p.seconds, 3), "prompts": [], "correlation": None,
+           "best": None, "separation": None}
+    if ss is None:
+        return out
+    layer = ss.n_layers - 1 if args.layer is None else args.layer
+    if not 0 <= layer < ss.n_layers:
+        raise LayerScopeError(f"--layer must be between 0 and {ss.n_layers - 1}.")
+    table = ss.table(layer, args.step)
+    out["prompts"] = [
+        {"prompt": q.text, "label": q.label, "samples": [generation_views.join_tokens(g)
+                                                          for g in q.continuations],
+         "answers": q.answers, "outcomes": q.outcomes, "consistency": q.consistency,
+         "divergence_step": q.commitment.divergence_step,
+         "commitment": np.round(q.commitment.similarity, 4).tolist()}
+        for q in ss.prompts]
+    out["layer"], out["step"] = layer, args.step
+    if len(table) > 2:
+        out["correlation"] = correlate(table["commitment"], table["consistency"]).__dict__
+        grid = correlation_grid(ss.sims(), np.array([q.consistency for q in ss.prompts]))
+        if grid.best is not None:
+            out["best"] = {"layer": grid.best[0], "step": grid.best[1],
+                           "pearson": float(grid.r[grid.best])}
+    success, meaning = ss.success()
+    if len(ss.prompts) > 1 and success.any() and not success.all():
+        sep = ss.separation()
+        out["separation"] = {"success": meaning, "runs": len(success),
+                             "successes": int(success.sum()), "judged": int(sep.judged.sum()),
+                             "accuracy": np.round(sep.accuracy, 4).tolist(),
+                             "auroc": np.round(sep.auroc, 4).tolist(),
+                             "best_layer": sep.best_layer}
+    return out
 
 
 def prose(r: dict) -> str:
@@ -68,7 +100,17 @@ def prose(r: dict) -> str:
         lines += [f"   {s}" for s in p["samples"][:8]]
     c = r["correlation"]
     if c:
-        lines.append(f"\ncommitment vs consistency across {c['n']} prompts: Pearson "
-                     f"{c['pearson']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}], Spearman "
-                     f"{c['spearman']:.2f}")
+        lines.append(f"\ncommitment (layer {r['layer']}, step {r['step']}) vs consistency "
+                     f"across {c['n']} prompts: Pearson {c['pearson']:.2f} "
+                     f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}], Spearman {c['spearman']:.2f}")
+    if r.get("best"):
+        b = r["best"]
+        lines.append(f"best predictor: layer {b['layer']}, step {b['step']} (r = "
+                     f"{b['pearson']:.2f})")
+    sep = r.get("separation")
+    if sep:
+        lines.append(f"outcome separation ({sep['success']}; {sep['successes']}/{sep['runs']} "
+                     f"runs succeed, {sep['judged']} judged): AUROC by layer "
+                     + " ".join(f"{a:.2f}" for a in sep["auroc"])
+                     + f"; best layer {sep['best_layer']}")
     return "\n".join(lines)

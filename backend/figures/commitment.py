@@ -34,10 +34,34 @@ def scatter_figure(table, title: str) -> go.Figure:
 
 
 def correlation_heatmap(grid: np.ndarray) -> go.Figure:
+    """Pearson r of commitment with consistency per (layer, step); blank = too few prompts."""
     fig = go.Figure(go.Heatmap(z=grid, zmin=-1, zmax=1, colorscale="RdBu_r",
                                colorbar=dict(title="Pearson r"),
                                hovertemplate="layer %{y}, step %{x}<br>r = %{z:.2f}<extra></extra>"))
     fig.update_layout(title="Which (layer, step) predicts consistency?",
                       xaxis_title="generation step", yaxis_title="layer", height=320,
                       margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def separation_figure(sep) -> go.Figure:
+    """Per layer: nearest-centroid accuracy and AUROC of the outcome signature (0.5 = chance)."""
+    layers = list(range(len(sep.accuracy)))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=layers, y=sep.auroc, mode="lines+markers", name="AUROC",
+                             hovertemplate="layer %{x}<br>AUROC %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=layers, y=sep.accuracy, mode="lines+markers",
+                             name="nearest-centroid accuracy", line=dict(dash="dot"),
+                             hovertemplate="layer %{x}<br>accuracy %{y:.2f}<extra></extra>"))
+    base = max(sep.success[sep.judged].mean(), 1 - sep.success[sep.judged].mean()) \
+        if sep.judged.any() else 0.5
+    fig.add_hline(y=0.5, line=dict(color="grey", dash="dash"), annotation_text="chance (AUROC)")
+    fig.add_hline(y=base, line=dict(color="grey", dash="dot"),
+                  annotation_text="majority outcome", annotation_position="bottom right")
+    if sep.best_layer is not None:
+        fig.add_vline(x=sep.best_layer, line=dict(color="black", width=1))
+    fig.update_layout(title="How well a run's hidden-state change predicts its outcome "
+                            "(leave one prompt out)",
+                      xaxis=dict(title="layer", dtick=1), yaxis=dict(title="score", range=[0, 1.02]),
+                      height=360, margin=dict(l=10, r=10, t=50, b=10))
     return fig

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from scipy.stats import pearsonr, spearmanr
 
 from backend import models
-from backend.analysis.commitment import commitment, consistency, correlate, pairwise_cosine_mean
+from backend import generation_views
 from backend.generate import Sampling, generate
 from backend.worker import JobSpec, Worker
 
@@ -53,19 +52,32 @@ def test_generation_job_caches_by_settings_and_seed(store, lm, tiny_model_dir):
     assert w.run(spec).result["runs"] == 6
 
 
-def test_commitment_numbers_by_hand_and_against_scipy():
-    v = np.array([[1.0, 0], [0, 1], [1, 1]])
-    assert pairwise_cosine_mean(v) == pytest.approx((0 + 2 * np.sqrt(0.5)) / 3)
-    st = np.zeros((2, 1, 3, 2))
-    st[:, 0, :, 0] = 1
-    st[1, 0, 2] = [0, 1]
-    c = commitment(st, [["a", "b", "c"], ["a", "b", "d"]])
-    assert c.similarity[0].tolist() == [1, 1, 0] and c.divergence_step == 2
-    assert consistency(["x", "x", "y"]) == pytest.approx(1 / 3)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=30)
-    y = x + rng.normal(size=30)
-    r = correlate(x, y, n_boot=200)
-    assert r.pearson == pytest.approx(pearsonr(x, y)[0])
-    assert r.spearman == pytest.approx(spearmanr(x, y)[0])
-    assert r.ci_low < r.pearson < r.ci_high
+def test_views_load_the_sampled_set_from_the_store(store, tiny_model_dir):
+    """The store round trip gives the same states as the generator: commitment of a prompt's
+    runs equals the mean pairwise cosine of the captured states (centred on the set mean)."""
+    import pandas as pd
+
+    from backend.analysis.commitment import mean_pairwise_cosine
+
+    path = str(tiny_model_dir("gpt2"))
+    texts = ["the cat", "a dog", "the dogs near"]
+    store.save_prompt_set("g", pd.DataFrame({"text": texts, "label": ["x", "y", "x"]}))
+    s = Sampling(samples=3, max_new_tokens=4, seed=5)
+    spec = JobSpec(model=path, set_name="g", kind="generate", dtype="float32",
+                   options=s.key() | {"samples": 3})
+    p = Worker(store).run(spec)
+    assert p.status == "done", p.message
+    ss = generation_views.load(store, p.result["model_id"], texts, s, "float32", centre=False)
+    assert [q.text for q in ss.prompts] == texts
+    lm = models.load_model(path, dtype="float32")
+    runs = generate(lm, "a dog", s)
+    assert ss.prompts[1].run_ids == [r.run_id for r in runs]
+    n_p = runs[0].n_prompt_tokens
+    n_steps = ss.prompts[1].commitment.similarity.shape[1]
+    st = np.stack([r.hidden[:, n_p - 1 : n_p - 1 + n_steps].float().numpy() for r in runs])
+    np.testing.assert_allclose(ss.prompts[1].commitment.similarity, mean_pairwise_cosine(st),
+                               atol=2e-3)  # fp16 storage
+    table = ss.table(layer=2, step=1)
+    assert len(table) == 3 and table["consistency"].between(0, 1).all()
+    assert ss.deltas.shape == (9, lm.info.n_layers + 1, lm.info.d_model)
+    assert len(ss.runs()) == 9

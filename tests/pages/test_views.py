@@ -38,7 +38,8 @@ def views_env(demo_db, monkeypatch):
 @pytest.mark.parametrize("page,query", [
     ("trajectories", {"method": "pca"}), ("trajectories", {"method": "aligned", "unit": "token"}),
     ("similarity", {"kind": "layer-cka"}), ("similarity", {"kind": "prompt", "layer": "3"}),
-    ("similarity", {"kind": "token"}), ("probes", {}), ("lens", {}), ("stats", {}),
+    ("similarity", {"kind": "token"}), ("similarity", {"kind": "run", "step": "2"}),
+    ("probes", {}), ("lens", {}), ("stats", {}),
     ("prompt", {}), ("library", {}),
 ])
 def test_view_renders(views_env, page, query):
@@ -57,8 +58,12 @@ def test_generation_page_shows_samples(views_env):
     assert not at.exception
     at.number_input(key="gen_n").set_value(4).run()
     at.number_input(key="gen_new").set_value(4).run()
-    assert not at.exception
+    assert not at.exception, [e.message for e in at.exception]
     assert any("Consistency" in c.value for c in at.caption)
+    heads = [h.value for h in at.subheader]
+    assert any(h.startswith("Across the set: 80 of 80") for h in heads), heads
+    assert any(h.startswith("Outcome separation") for h in heads), heads
+    assert not at.error, [e.value for e in at.error]
 
 
 @pytest.mark.parametrize("story", STORIES, ids=lambda s: s.key)

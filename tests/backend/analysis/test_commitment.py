@@ -1,0 +1,174 @@
+"""Commitment analysis against hand-computed cases, scipy and scikit-learn."""
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics.pairwise import cosine_similarity
+from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+from sklearn.neighbors import NearestCentroid
+
+from backend.analysis.commitment import (
+    auroc,
+    commitment,
+    consistency,
+    correlate,
+    correlation_grid,
+    divergence_step,
+    mean_pairwise_cosine,
+    outcome_separation,
+    run_similarity,
+)
+
+
+def test_mean_pairwise_cosine_by_hand_and_against_sklearn():
+    v = np.array([[1.0, 0], [0, 1], [1, 1]])
+    assert mean_pairwise_cosine(v) == pytest.approx((0 + 2 * np.sqrt(0.5)) / 3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3, 4, 16))  # runs, layers, steps, d
+    got = mean_pairwise_cosine(x)
+    assert got.shape == (3, 4)
+    for li in range(3):
+        for k in range(4):
+            c = cosine_similarity(x[:, li, k])
+            assert got[li, k] == pytest.approx(c[np.triu_indices(6, 1)].mean())
+
+
+def test_mean_pairwise_cosine_skips_runs_that_ended():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 3, 8))  # runs, steps, d
+    valid = np.ones((4, 3), bool)
+    valid[3, 1:] = False  # run 3 stopped after step 0
+    valid[1:, 2] = False  # only run 0 reaches step 2
+    got = mean_pairwise_cosine(x, valid)
+    c = cosine_similarity(x[:3, 1])
+    assert got[1] == pytest.approx(c[np.triu_indices(3, 1)].mean())
+    assert np.isnan(got[2])
+
+
+def test_commitment_divergence_and_consistency_by_hand():
+    st = np.zeros((2, 1, 3, 2))
+    st[:, 0, :, 0] = 1
+    st[1, 0, 2] = [0, 1]
+    c = commitment(st, [["a", "b", "c"], ["a", "b", "d"]])
+    assert c.similarity[0].tolist() == [1, 1, 0] and c.divergence_step == 2
+    assert c.runs_at_step.tolist() == [2, 2, 2] and c.n_runs == 2
+    assert divergence_step([["a", "b"], ["a", "b"]]) is None
+    assert divergence_step([["a", "<eos>"], ["a", "b", "<eos>"]]) == 1
+    assert divergence_step([["a"], ["a", "b"]]) is None  # a run that ended takes no part
+    assert consistency(["x", "x", "y"]) == pytest.approx(1 / 3)
+    outs = list("aabbbc")
+    pairs = list(combinations(outs, 2))
+    assert consistency(outs) == pytest.approx(np.mean([a == b for a, b in pairs]))
+    assert np.isnan(consistency(["x"]))
+
+
+def test_run_similarity_equals_sklearn():
+    x = np.random.default_rng(2).normal(size=(5, 7))
+    np.testing.assert_allclose(run_similarity(x), cosine_similarity(x), atol=1e-12)
+
+
+def test_correlations_match_scipy_including_ties_and_nans():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    y = x + rng.normal(size=40)
+    y[::5] = np.round(y[::5])  # some ties
+    x_t = np.round(x, 1)
+    x_t[3] = np.nan  # dropped pairwise
+    for a in (x, x_t):
+        r = correlate(a, y, n_boot=0)
+        ok = np.isfinite(a)
+        assert r.pearson == pytest.approx(stats.pearsonr(a[ok], y[ok])[0], abs=1e-12)
+        assert r.spearman == pytest.approx(stats.spearmanr(a[ok], y[ok])[0], abs=1e-12)
+        assert r.n == ok.sum()
+    assert np.isnan(correlate([1, 1, 1, 1], [1, 2, 3, 4]).pearson)
+    assert np.isnan(correlate([1, 2], [1, 2]).pearson)
+
+
+def test_bootstrap_interval_agrees_with_scipy_bootstrap():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=30)
+    y = 0.6 * x + rng.normal(size=30)
+    ours = correlate(x, y, n_boot=4000, seed=1)
+    ref = stats.bootstrap(
+        (x, y),
+        lambda a, b: stats.pearsonr(a, b)[0],
+        paired=True,
+        vectorized=False,
+        n_resamples=4000,
+        method="percentile",
+        rng=np.random.default_rng(2),
+    ).confidence_interval
+    assert ours.ci_low == pytest.approx(ref.low, abs=0.04)
+    assert ours.ci_high == pytest.approx(ref.high, abs=0.04)
+    assert ours.ci_low < ours.pearson < ours.ci_high
+
+
+def test_correlation_grid_matches_scipy_per_cell():
+    rng = np.random.default_rng(4)
+    sims = rng.uniform(size=(12, 3, 4))
+    cons = rng.uniform(size=12)
+    sims[:, 1, 2] = cons * 2 + 0.01 * rng.normal(size=12)  # a strongly predictive cell
+    sims[:4, 0, 3] = np.nan  # some prompts lack the step
+    sims[:, 2, 0] = 1.0  # step 0: identical runs, constant
+    g = correlation_grid(sims, cons)
+    for li in range(3):
+        for k in range(4):
+            ok = np.isfinite(sims[:, li, k])
+            if np.ptp(sims[ok, li, k]) == 0:
+                assert np.isnan(g.r[li, k])
+                continue
+            assert g.r[li, k] == pytest.approx(stats.pearsonr(sims[ok, li, k], cons[ok])[0])
+            assert g.n[li, k] == ok.sum()
+    assert g.best == (1, 2)
+    with pytest.raises(ValueError, match="one consistency per prompt"):
+        correlation_grid(sims, cons[:5])
+
+
+def _clusters(rng, n_prompts=6, runs=5, n_layers=3, d=8):
+    """Runs of several prompts whose deltas separate by outcome at layer 2 only."""
+    groups = np.repeat(np.arange(n_prompts), runs)
+    y = rng.uniform(size=len(groups)) < 0.5
+    y[:2], y[2:4] = True, False
+    x = rng.normal(size=(len(groups), n_layers, d))
+    x[:, 2, 0] += np.where(y, 3.0, -3.0)
+    return x, y, groups
+
+
+def test_outcome_separation_matches_sklearn_nearest_centroid_leave_one_prompt_out():
+    rng = np.random.default_rng(5)
+    x, y, groups = _clusters(rng)
+    sep = outcome_separation(x, y, groups)
+    assert sep.judged.all() and sep.best_layer == 2
+    for li in range(3):
+        pred = cross_val_predict(
+            NearestCentroid(), x[:, li], y, groups=groups, cv=LeaveOneGroupOut()
+        )
+        assert sep.predicted(li).tolist() == pred.tolist()
+        assert sep.accuracy[li] == pytest.approx((pred == y).mean())
+        assert sep.auroc[li] == pytest.approx(roc_auc_score(y, sep.score[li]))
+        assert set(sep.misjudged(li)) == set(np.flatnonzero(pred != y))
+    assert sep.accuracy[2] > 0.9 and sep.auroc[2] > 0.95
+
+
+def test_outcome_separation_skips_prompts_whose_rest_lacks_a_class():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(6, 2, 4))
+    y = np.array([True, False, True, True, True, True])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    sep = outcome_separation(x, y, groups)
+    # holding out prompt 0 removes the only failure: its runs cannot be judged
+    assert sep.judged.tolist() == [False, False, True, True, True, True]
+    assert np.isnan(sep.auroc).all()  # judged runs are all successes
+    with pytest.raises(ValueError, match="both successful and failed"):
+        outcome_separation(x, np.ones(6, bool), groups)
+    with pytest.raises(ValueError, match="at least two prompts"):
+        outcome_separation(x, y, np.zeros(6))
+
+
+def test_auroc_with_ties_equals_sklearn():
+    s = np.array([0.1, 0.4, 0.4, 0.8, 0.2, 0.4])
+    p = np.array([0, 1, 0, 1, 0, 1], bool)
+    assert auroc(s, p) == pytest.approx(roc_auc_score(p, s))
