@@ -111,7 +111,8 @@ def logit_lens(hidden, final_norm, unembed, k: int = 5, layers=None,
         del logp_f
         target = final.argmax(-1)
         rows = [None] * n_l
-        rows[-1] = _readout(final, pf, neg_ent_f, target, k)
+        rows[-1] = _readout(final.clone(), pf, neg_ent_f, target, k)
+        rows[-1]["kl"] = torch.zeros_like(rows[-1]["kl"])  # KL(p || p) = 0 (not float noise)
         # several layers per unembedding call (the matmul wants many rows), within a budget
         per = max(1, int(chunk_bytes // (4 * final.numel())))
         for a in range(0, n_l - 1, per):

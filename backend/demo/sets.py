@@ -1,39 +1,74 @@
 """Bundled demo prompt sets (CSV in backend/demo/sets/), held out from the training corpus.
 
-Regenerate with `python -m backend.demo.sets` (seeded; deduplicated against training text).
+Regenerate with `python -m backend.demo.sets` (seeded; every prompt except the ambiguity set's
+is one the training corpus never contains, see ``corpus.heldout``).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from backend.demo import corpus
 
+log = logging.getLogger(__name__)
 SETS_DIR = Path(__file__).parent / "sets"
 DEMO_SETS: dict[str, tuple[Path, str]] = {
-    "agreement": (SETS_DIR / "agreement.csv",
-                  "Subject number (singular/plural) that decides the verb, often across a "
-                  "distractor noun of the other number. Prompts end right before the verb: "
-                  "watch number become decodable layer by layer."),
-    "sentiment": (SETS_DIR / "sentiment.csv",
-                  "Reviews whose two adjectives decide the verdict word (positive/negative)."),
-    "topic": (SETS_DIR / "topic.csv",
-              "News sentences about animals, food, weather or sports: clusters by topic."),
-    "depth": (SETS_DIR / "depth.csv",
-              "Bracket strings with the nesting depth of every token as a per-token label."),
-    "ambiguity": (SETS_DIR / "ambiguity.csv",
-                  "Prompts whose continuation is determined (counting, copying) or free "
-                  "(random colour lists): sampled generations settle or diverge. These prompts "
-                  "may occur in training; the other sets are held out."),
+    "agreement": (
+        SETS_DIR / "agreement.csv",
+        (
+            "Subject number (singular/plural) decides the verb, often across a noun of the other "
+            "number (group 'with distractor'). Prompts end right before the verb, so the next word "
+            "is the verb: watch number become readable layer by layer, and the distractor lose."
+        ),
+    ),
+    "sentiment": (
+        SETS_DIR / "sentiment.csv",
+        (
+            "Short reviews ending in 'verdict :' (next word good/bad). 'not' flips an adjective and "
+            "after 'but' the second clause decides (groups plain / negated / contrast), so the "
+            "label needs composition, not just the words: compare with the untrained twin."
+        ),
+    ),
+    "topic": (
+        SETS_DIR / "topic.csv",
+        (
+            "News sentences about animals, food, weather or sports, cut before a content noun; "
+            "the label is the topic of the word to come. In 'topic shift' prompts a second "
+            "sentence changes the topic: does the model follow the new one?"
+        ),
+    ),
+    "depth": (
+        SETS_DIR / "depth.csv",
+        (
+            "Bracket strings; every token is labelled with its nesting depth (per-token label), "
+            "which the model must count to know when a string may end."
+        ),
+    ),
+    "ambiguity": (
+        SETS_DIR / "ambiguity.csv",
+        (
+            "Prompts with one right continuation (fixed facts like 'ana says my favourite colour "
+            "is', counting, repeating) or several equally likely ones ('someone says my favourite "
+            "colour is', random colour lists): sampled generations agree or diverge. For the "
+            "generation view; these prompts also occur in training."
+        ),
+    ),
 }
-SIZES = {"agreement": 400, "sentiment": 300, "topic": 300, "depth": 300, "ambiguity": 80}
 SET_SEED = 777
+GROUPS = {  # (n, groups cycled so that each set is balanced)
+    "agreement": (400, ["with distractor", "without distractor"]),
+    "sentiment": (300, ["plain", "negated", "contrast"]),
+    "topic": (300, ["one topic", "topic shift"]),
+    "depth": (300, None),
+}
+AMBIGUITY = {"fact": 36, "free": 12, "count": 21, "repeat": 43, "list": 88}  # all of the first 3
 
 
 def load_demo_set(name: str) -> pd.DataFrame:
-    """Columns text, label, group, token_labels (list of str or None)."""
+    """Columns text, label, group (str or None), token_labels (list of str or None)."""
     path, _ = DEMO_SETS[name]
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     df["group"] = df["group"].replace("", None)
@@ -41,23 +76,28 @@ def load_demo_set(name: str) -> pd.DataFrame:
     return df[["text", "label", "group", "token_labels"]]
 
 
+def build_set(name: str) -> list[corpus.Example]:
+    seed = SET_SEED + list(DEMO_SETS).index(name)
+    if name == "ambiguity":
+        return [e for i, (kind, n) in enumerate(AMBIGUITY.items())
+                for e in corpus.demo_set(name, n, seed + 100 * i, [kind])]  # fmt: skip
+    n, groups = GROUPS[name]
+    return corpus.demo_set(name, n, seed, groups)
+
+
 def write_sets() -> dict[str, int]:
     SETS_DIR.mkdir(exist_ok=True)
     counts = {}
-    for i, (name, n) in enumerate(SIZES.items()):
-        if name == "ambiguity":  # about sampling behaviour, not generalisation: balance kinds
-            pool = corpus.demo_set(name, 1000, SET_SEED + i, heldout_only=False)
-            rows = [e for e in pool if e.label == "deterministic"][: n // 2]
-            rows += [e for e in pool if e.label == "ambiguous"][: n - len(rows)]
-        else:
-            rows = corpus.demo_set(name, n, SET_SEED + i)
+    for name, (path, _) in DEMO_SETS.items():
+        rows = build_set(name)
         df = pd.DataFrame({
             "text": [e.prompt for e in rows], "label": [e.label for e in rows],
             "group": [e.group for e in rows],
             "token_labels": [" ".join(e.token_labels) if e.token_labels else "" for e in rows],
-        })
-        df.to_csv(DEMO_SETS[name][0], index=False)
+        })  # fmt: skip
+        df.to_csv(path, index=False)
         counts[name] = len(df)
+        log.info("%s: %d prompts -> %s", name, len(df), path)
     return counts
 
 

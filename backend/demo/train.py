@@ -5,7 +5,7 @@ Saves three GPT-2 models with the same word-level tokenizer, loadable with
   demo            seed 0, trained
   demo-seed1      seed 1, trained on the same data (for cross-model similarity)
   demo-untrained  the seed-0 initialisation, before any step (the random-init control)
-Seeded and deterministic on CPU (torch.use_deterministic_algorithms).
+Seeded and deterministic on CPU (torch.use_deterministic_algorithms, fixed thread count).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import random
 import time
 from pathlib import Path
 
@@ -23,31 +24,38 @@ from backend.demo import corpus
 
 log = logging.getLogger(__name__)
 OUT = Path(__file__).parent / "models"
-CONFIG = dict(n_layer=4, n_embd=128, n_head=4, n_positions=48, n_inner=512)
-N_TRAIN = 60_000  # training sentences (the same for both seeds)
+CONFIG = {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 64, "n_inner": 512}
+N_TRAIN = 120_000  # training sentences (the same for both seeds)
 DATA_SEED = 1234
+STEPS, BATCH, LR = 3000, 64, 3e-3
 
 
 def build_tokenizer():
+    """Word-level tokenizer over ``corpus.vocabulary()``; prepends <bos> (an attention sink)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(corpus.vocabulary())}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # words = whitespace-separated words
     tk.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>",
-                                   bos_token="<bos>", eos_token="<eos>")
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>",
+        eos_token="<eos>", model_max_length=CONFIG["n_positions"],
+    )  # fmt: skip
 
 
 def build_model(tok, seed: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **CONFIG)
+    cfg = GPT2Config(
+        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        **CONFIG,
+    )  # fmt: skip
     return GPT2LMHeadModel(cfg)
 
 
@@ -57,22 +65,31 @@ def encode(tok, texts: list[str]) -> list[list[int]]:
 
 
 def batches(data: list[list[int]], batch: int, seed: int, pad: int):
-    g = torch.Generator().manual_seed(seed)
+    """Endless padded batches (batch, width); similar lengths share a batch (less padding)."""
+    rng = random.Random(seed)
+    order = list(range(len(data)))
     while True:
-        for idx in torch.randperm(len(data), generator=g).split(batch):
-            rows = [data[i] for i in idx.tolist()]
-            width = max(map(len, rows))
-            x = torch.full((len(rows), width), pad)
+        rng.shuffle(order)
+        chunks = []
+        for c in range(0, len(order), batch * 32):  # sort within windows of 32 batches
+            window = sorted(order[c : c + batch * 32], key=lambda i: len(data[i]))
+            chunks += [window[b : b + batch] for b in range(0, len(window), batch)]
+        rng.shuffle(chunks)
+        for idx in chunks:
+            rows = [data[i] for i in idx]
+            x = torch.full((len(rows), max(map(len, rows))), pad)
             for r, ids in enumerate(rows):
-                x[r, :len(ids)] = torch.tensor(ids)
+                x[r, : len(ids)] = torch.tensor(ids)
             yield x
 
 
-def train(model, data, steps: int, seed: int, pad: int, batch: int = 64, lr: float = 3e-3):
+def train(model, data, steps: int, seed: int, pad: int, batch: int = BATCH, lr: float = LR):
+    """AdamW with warm-up and cosine decay; returns wall seconds."""
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     model.train()
     t0 = time.time()
     for step, x in zip(range(steps), batches(data, batch, seed, pad)):
@@ -93,35 +110,40 @@ def save(model, tok, path: Path, description: str, meta: dict) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
-    (path / "layerscope.json").write_text(json.dumps({"description": description, **meta},
-                                                     indent=2))
+    info = {"description": description, **meta}
+    (path / "layerscope.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=3000)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", choices=["demo", "demo-seed1", "demo-untrained"], action="append",
+                   help="build only these models (repeatable); default: all three")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    only = set(args.only or ["demo", "demo-seed1", "demo-untrained"])
     tok = build_tokenizer()
-    texts = [e.text for e in corpus.sentences(N_TRAIN, DATA_SEED)]
-    data = encode(tok, texts)
-    meta = {"config": CONFIG, "train_sentences": N_TRAIN, "data_seed": DATA_SEED,
-            "steps": args.steps}
-    untrained = build_model(tok, seed=0)
-    save(untrained, tok, args.out / "demo-untrained",
-         "The seed-0 initialisation of the demo model, never trained (random-init control).",
-         {**meta, "seed": 0, "steps": 0})
+    data = encode(tok, [e.text for e in corpus.sentences(N_TRAIN, DATA_SEED)])
+    meta = {"config": CONFIG, "vocab_size": len(tok), "train_sentences": N_TRAIN,
+            "data_seed": DATA_SEED, "steps": args.steps, "batch": BATCH, "lr": LR}  # fmt: skip
+    arch = f"GPT-2, {CONFIG['n_layer']} layers, d_model {CONFIG['n_embd']}"
+    if "demo-untrained" in only:
+        save(build_model(tok, seed=0), tok, args.out / "demo-untrained",
+             f"The demo model's seed-0 initialisation ({arch}), never trained: the "
+             "random-init control.", {**meta, "seed": 0, "steps": 0})  # fmt: skip
     for name, seed in (("demo", 0), ("demo-seed1", 1)):
+        if name not in only:
+            continue
         model = build_model(tok, seed)
         secs = train(model, data, args.steps, seed, tok.pad_token_id)
         log.info("%s trained in %.0f s", name, secs)
         save(model, tok, args.out / name,
-             f"Demo GPT-2 (4 layers, d=128) trained on LayerScope's synthetic language, "
-             f"seed {seed}.", {**meta, "seed": seed, "train_seconds": round(secs)})
+             f"Demo model ({arch}) trained on LayerScope's synthetic language, seed {seed}.",
+             {**meta, "seed": seed, "train_seconds": round(secs)})  # fmt: skip
 
 
 if __name__ == "__main__":

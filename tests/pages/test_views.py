@@ -61,7 +61,7 @@ def test_generation_page_shows_samples(views_env):
     assert not at.exception, [e.message for e in at.exception]
     assert any("Consistency" in c.value for c in at.caption)
     heads = [h.value for h in at.subheader]
-    assert any(h.startswith("Across the set: 80 of 80") for h in heads), heads
+    assert any(h.startswith("Across the set: 200 of 200") for h in heads), heads
     assert any(h.startswith("Outcome separation") for h in heads), heads
     assert not at.error, [e.value for e in at.error]
 

@@ -16,7 +16,8 @@ def test_corpus_is_deterministic_and_skips_heldout_prompts():
     a = [e.text for e in corpus.sentences(300, 5)]
     assert a == [e.text for e in corpus.sentences(300, 5)]
     assert a != [e.text for e in corpus.sentences(300, 6)]
-    assert not any(corpus.heldout(e.prompt) for e in corpus.sentences(300, 5))
+    assert not any(corpus.heldout(e.prompt) for e in corpus.sentences(300, 5)
+                   if e.task not in corpus.NO_HOLDOUT)
 
 
 def test_agreement_sentences_agree_with_their_subject():
@@ -25,7 +26,8 @@ def test_agreement_sentences_agree_with_their_subject():
         words = e.text.split()
         verb = words[len(e.prompt.split())]
         assert verb in (sg_verbs if e.label == "singular" else pl_verbs)
-        subject = words[1]
+        nouns = set(corpus.NOUNS) | set(corpus.NOUNS.values())
+        subject = next(w for w in words if w in nouns)  # "the (adjective) subject ..."
         assert (subject in corpus.NOUNS) == (e.label == "singular")
 
 
@@ -77,7 +79,7 @@ def test_agreement_accuracy_trained_vs_untrained():
     trained = agreement_accuracy(models.load_model("demo", dtype="float32"), *args)
     untrained = agreement_accuracy(models.load_model("demo-untrained", dtype="float32"), *args)
     assert trained["all"] >= 0.95
-    assert trained["distractor, other number"] >= 0.9
+    assert trained["with distractor"] >= 0.9
     assert 0.3 < untrained["all"] < 0.7
 
 
@@ -90,6 +92,18 @@ def test_number_probe_beats_untrained_twin_and_shuffled_control():
     trained, untrained = probe_curve(x, y, g, folds=4), probe_curve(xu, y, g, folds=4)
     shuffled = probe_curve(x, np.random.default_rng(0).permutation(y), g, folds=4)
     assert trained.max() >= 0.95
-    assert trained.max() - untrained.max() >= 0.05  # measured +0.09 on all 400 prompts
+    assert trained.max() - untrained.max() >= 0.15  # measured +0.35 on all 400 prompts
     assert trained.max() - shuffled.max() >= 0.3
     assert trained[0] < 0.7  # layer 0 (the last word alone) does not know the subject
+
+
+@needs_models
+def test_sentiment_needs_training_not_just_the_words():
+    """Negation and 'but' make the verdict a composition: an untrained network mixing the
+    words cannot read it (measured on all 300 prompts: 0.82 trained vs 0.44 untrained)."""
+    from backend.demo.evidence import probe_curve, probe_data
+
+    x, y, g = probe_data(models.load_model("demo", dtype="float32"), "sentiment", 150)
+    xu, _, _ = probe_data(models.load_model("demo-untrained", dtype="float32"), "sentiment", 150)
+    trained, untrained = probe_curve(x, y, g, folds=4), probe_curve(xu, y, g, folds=4)
+    assert trained.max() - untrained.max() >= 0.15, (trained, untrained)
