@@ -4,9 +4,16 @@ Shared by the Generation page and the ``generate`` command. Reads the store one 
 time (every run of the set in one query per layer), so memory stays at one layer's states.
 
 Centring: raw residual streams share a large common direction (anisotropy, massive
-activations) that makes every cosine look close to 1. With ``centre=True`` each layer is
-centred on the mean state over every step of every sampled run loaded (the whole set), the
-same reference for every prompt, so prompts stay comparable.
+activations) that makes every cosine look close to 1. ``centre`` picks the reference that is
+subtracted before cosines are taken:
+
+- ``"start"`` (default): each run's state at step 0 (the prompt end, identical in every run of
+  a prompt). Commitment then compares what the runs' generations *added*; step 0 is undefined
+  (NaN). It does not depend on which other prompts were loaded.
+- ``"set"``: the mean state over every step of every sampled run loaded, per layer. Prompts far
+  from that mean get high cosines whatever their runs do, so comparisons across prompts are
+  confounded (on the demo: ambiguous colour lists 0.98 vs counting 0.94 at layer 1, step 1).
+- ``"none"``: raw states.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from backend.generate import Sampling, request_id
 from backend.store import Store
 
 NONE = "(none)"
+CENTRES = ("start", "set", "none")
 
 
 @dataclass
@@ -59,10 +67,11 @@ class SampledSet:
     sampling: Sampling
     dtype: str
     prompts: list[PromptSamples]
-    centre: np.ndarray | None  #: (n_layers, d) subtracted before cosines; None = raw
+    centre: np.ndarray | None  #: (n_layers, d) subtracted before cosines (mode "set")
     deltas: np.ndarray  #: (n_runs, n_layers, d) last generated step minus prompt end
     run_prompt: np.ndarray  #: (n_runs,) index of each run's prompt in ``prompts``
     versus_label: bool  #: outcomes are correct / wrong against the set's label
+    mode: str = "start"  #: what was subtracted before cosines: "start" | "set" | "none"
 
     @property
     def n_layers(self) -> int:
@@ -176,7 +185,7 @@ def load(
     regex: str | None = None,
     versus_label: bool = False,
     max_steps: int = 16,
-    centre: bool = True,
+    centre: str = "start",
 ) -> SampledSet | None:
     """The sampled runs (samples 0..N-1 of ``s``) of those ``texts`` that have >= 2 of them.
     None when no prompt has. ``max_steps`` caps the steps compared (step 0 = prompt end)."""
@@ -206,13 +215,19 @@ def load(
     for layer in range(n_layers):
         x, _ = store.layer(ids, layer)  # (total tokens, d)
         st = x[rows]  # (n_runs, n_steps, d)
-        c = st[valid].mean(0) if centre else np.zeros(x.shape[1], np.float32)
+        if centre not in CENTRES:
+            raise LayerScopeError(f"centre must be one of {', '.join(CENTRES)}.")
+        c = st[valid].mean(0) if centre == "set" else np.zeros(x.shape[1], np.float32)
         centres.append(c)
         if deltas is None:
             deltas = np.empty((len(ids), n_layers, x.shape[1]), np.float32)
         deltas[:, layer] = x[offsets + n_tok - 1] - x[offsets + n_p - 1]
         for b, sl in enumerate(blocks):
-            sims[b][layer] = mean_pairwise_cosine(st[sl] - c, valid[sl])
+            if centre == "start":  # what each run added since the prompt end (step 0)
+                sims[b][layer] = mean_pairwise_cosine(st[sl] - st[sl][:, :1], valid[sl])
+                sims[b][layer, 0] = np.nan  # nothing added yet: undefined
+            else:
+                sims[b][layer] = mean_pairwise_cosine(st[sl] - c, valid[sl])
     prompts, run_prompt = [], np.empty(len(ids), int)
     for b, sl in enumerate(blocks):
         text = runs["text"].iloc[sl[0]]
@@ -251,10 +266,11 @@ def load(
         s,
         dtype,
         prompts,
-        np.stack(centres) if centre else None,
+        np.stack(centres) if centre == "set" else None,
         deltas,
         run_prompt,
         versus_label,
+        centre,
     )
 
 
@@ -268,7 +284,9 @@ def run_matrix(store: Store, ss: SampledSet, prompt: int, layer: int, step: int)
     pos = p.n_prompt_tokens - 1 + step
     ok = pos < n
     v = x[starts + np.minimum(pos, n - 1)].astype(np.float64)
-    if ss.centre is not None:
+    if ss.mode == "start":
+        v = v - x[starts + p.n_prompt_tokens - 1]
+    elif ss.centre is not None:
         v = v - ss.centre[layer]
     m = run_similarity(v)
     m[~ok] = np.nan

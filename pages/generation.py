@@ -30,10 +30,10 @@ with st.expander("What am I looking at?", expanded=present):
     st.markdown(
         "The same prompt is sampled several times. For each **layer** and **generation step** "
         "the heatmap shows how similar the runs' hidden states are (mean cosine over pairs of "
-        "runs, after subtracting the set's mean state so the shared direction every residual "
-        "stream carries does not make everything look alike): red = the runs are in the same "
+        "runs, of what each run added to its hidden state since the prompt's last token, so the "
+        "large direction every residual stream shares does not make everything look alike): red = the runs are in the same "
         "state (the model has *settled*), blue/white = they went different ways. Step 0 is the "
-        "last prompt token, identical in every run. The dashed line marks where their tokens "
+        "last prompt token, identical in every run (blank). The dashed line marks where their tokens "
         "first differ.\n\n"
         "Across a set, commitment is compared with **consistency** (how often two runs reach "
         "the same answer). Published work finds that early commitment predicts consistent "
@@ -42,8 +42,12 @@ with st.expander("What am I looking at?", expanded=present):
         "(last generated step minus prompt end) and asks whether that change lies nearer to the "
         "runs that succeeded or to those that failed *on other prompts* (leave one prompt "
         "out). Pitfall: with few prompts or one-sided outcomes these numbers are noisy; read "
-        "the run counts. On the demo model: counting and copying prompts stay near 1; "
-        "random colour lists and 'someone says…' fall apart.")
+        "the run counts.\n\n"
+        "On the demo model (ambiguity set, 8 samples, 8 new tokens, layer 1, step 1): fact and "
+        "counting prompts 0.99, random colour lists 0.70, 'repeat' prompts 0.57 — the small "
+        "model never learnt to copy, so its runs diverge although the language determines "
+        "them; commitment tracks behaviour, not the label. Commitment vs consistency over the "
+        "200 prompts: Pearson 0.61 [0.56, 0.66], Spearman 0.83.")
 
 
 def _qp_number(label, key, default, lo, hi, step=None, col=st):
@@ -90,10 +94,15 @@ with st.expander("Answers and outcomes", expanded=False):
         key="gen_versus", help="Outcome = correct / wrong (answer equals the label). Off: the "
         "answer itself is the outcome; success = agreeing with the prompt's majority answer.")
     st.query_params["versus"] = "1" if versus else "0"
-    centre = o[2].toggle("Centre states on the set mean", st.query_params.get("centre") != "0",
-                         key="gen_centre", help="Off: raw cosines (every residual stream "
-                         "shares a large common direction, so raw cosines sit near 1).")
-    st.query_params["centre"] = "1" if centre else "0"
+    centres = {"start": "what each run added since the prompt end",
+               "set": "centred on the set's mean state", "none": "raw states"}
+    with o[2]:
+        centre = _ui.qp_radio("Compare", list(centres), "centre", format_func=centres.get,
+                              horizontal=False, help="Raw residual streams share one large "
+                              "direction, so raw cosines sit near 1. The default subtracts each "
+                              "run's prompt-end state (identical across runs), so commitment "
+                              "compares what the generations added. The set mean favours "
+                              "prompts far from it.")
 
 mrow = s.find_model(sel.model)
 try:

@@ -35,8 +35,8 @@ HELP = {
 }
 HELP["run"] = (
     "The sampled runs of one prompt (Generation page) against each other: cosine between "
-    "their hidden states at one layer and one generation step, after subtracting the mean "
-    "state of every run sampled with the same settings. Runs that settled on the same "
+    "their hidden states at one layer and one generation step, after subtracting the "
+    "prompt-end state they all share. Runs that settled on the same "
     "continuation form a bright block.")
 UNIT_NAMES = {"tokens": "tokens", "last": "prompts (last token)", "mean": "prompts (mean)"}
 
@@ -83,8 +83,8 @@ def _run_by_run(s, model_id: str) -> None:
     _ui.show_figure(similarity_figure(SimilarityMatrix(m, labels, labels, "run", -1, 1)),
                     "sim_run", "similarity-run",
                     data=pd.DataFrame(m, index=labels, columns=labels).reset_index())
-    st.caption(f"Layer {layer}, step {step}; centred on the mean of {len(ss.prompts)} sampled "
-               "prompts' runs. Blank rows: runs that ended before this step.")
+    st.caption(f"Layer {layer}, step {step}: cosine of what each run added to its hidden state "
+               "since the prompt's last token. Blank rows: runs that ended before this step.")
 
 
 st.title("Similarity")

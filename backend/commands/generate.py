@@ -31,8 +31,9 @@ def register(p) -> None:
                    help="generation step (0 = last prompt token, identical across runs)")
     p.add_argument("--versus-label", action="store_true",
                    help="outcome = correct / wrong against the set's label column")
-    p.add_argument("--raw", action="store_true",
-                   help="raw cosines (default: states centred on the set's mean per layer)")
+    p.add_argument("--centre", choices=generation_views.CENTRES, default="start",
+                   help="reference subtracted before cosines: each run's prompt-end state "
+                        "(start, default), the set's mean state (set), or none")
 
 
 def run(args, store) -> dict:
@@ -56,7 +57,7 @@ def run(args, store) -> dict:
     groups = dict(zip(df["text"], df["group"])) if "group" in df else {}
     ss = generation_views.load(store, p.result["model_id"], texts, s, dtype, labels, groups,
                                args.answer_regex, args.versus_label,
-                               max_steps=s.max_new_tokens + 1, centre=not args.raw)
+                               max_steps=s.max_new_tokens + 1, centre=args.centre)
     out = {"set": set_name, "model_id": p.result["model_id"], "runs": p.result["runs"],
            "cached_runs": p.result["cached_runs"], "tokens": p.result["tokens"],
            "seconds": round(p.seconds, 3), "prompts": [], "correlation": None,
