@@ -45,8 +45,9 @@ STORIES: tuple[Story, ...] = (
             "there. A probe can also find patterns in noise, so the chart shows two controls: "
             "the same probe on shuffled labels, and on the untrained twin of the model."
         ),
-        notice="The trained model's accuracy climbs far above both controls; the untrained "
-               "twin stays near chance on the hard (distractor) prompts.",
+        notice="The trained model reaches 1.00 from layer 2 on; the shuffled-label control stays "
+               "at chance (0.5) and the untrained twin well below (about 0.65): the words "
+               "alone do not give the number away.",
         page="probes",
         params={"model": "demo", "set": "agreement", "label": "label", "unit": "prompt"},
         needs=(("demo", "agreement"), ("demo-untrained", "agreement")),
@@ -84,16 +85,18 @@ STORIES: tuple[Story, ...] = (
         key="errors",
         title="Which prompts does the model get wrong, and why?",
         narration=(
-            "Error analysis starts with the examples behind the numbers. The probe page lists "
-            "the prompts a layer's probe misclassifies; each one opens on the Prompt page "
-            "with its tokens and the norm of every token at every layer."
+            "Error analysis starts with the examples behind the numbers. Here a probe reads "
+            "the verdict of short reviews ('the film was not dull . verdict :'). 'not' flips "
+            "an adjective and after 'but' the second clause decides, so the words alone do not "
+            "give the answer. The page lists the reviews the best layer's probe gets wrong; "
+            "each opens on the Prompt page with its tokens and every layer's norms."
         ),
-        notice="Misclassified prompts usually carry a distractor noun of the other number "
-               "right before the verb.",
+        notice="Accuracy by group under the chart: plain and negated reviews 0.95, 'contrast' "
+               "reviews ('… but …') 0.52 — chance. 48 of the 58 misclassified are contrasts: "
+               "negation is learnt, letting the second clause override the first is not (yet).",
         page="probes",
-        params={"model": "demo", "set": "agreement", "label": "label", "unit": "prompt",
-                "show": "errors"},
-        needs=(("demo", "agreement"),),
+        params={"model": "demo", "set": "sentiment", "label": "label", "unit": "prompt"},
+        needs=(("demo", "sentiment"),),
     ),
 )
 

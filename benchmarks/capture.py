@@ -25,6 +25,7 @@ peer's capture of the first prompt is compared with what ours stored (cosine per
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -187,7 +188,7 @@ def setup_peers(model_dir: Path, dtype: torch.dtype, want: list[str]) -> tuple[d
                 str(model_dir), hf_model=hf(), tokenizer=AutoTokenizer.from_pretrained(model_dir),
                 device="cpu", dtype=dtype)
             fns["tlens"] = lambda p: tlens(bridge, p)
-            notes["tlens"] = f"transformer-lens {transformer_lens.__version__}"
+            notes["tlens"] = f"transformer-lens {importlib.metadata.version('transformer-lens')}"
         except Exception as e:  # reported, never faked
             notes["tlens"] = f"not run: {type(e).__name__}: {str(e)[:120]}"
     if "nnsight" in want:

@@ -16,7 +16,7 @@ def demo_db(tmp_path_factory):
 
     db = tmp_path_factory.mktemp("views") / "v.duckdb"
     for model, set_name in (("demo", "agreement"), ("demo-untrained", "agreement"),
-                            ("demo", "topic"), ("demo-seed1", "topic")):
+                            ("demo", "topic"), ("demo-seed1", "topic"), ("demo", "sentiment")):
         assert main(["extract", "--db", str(db), "--model", model, "--set", set_name,
                      "--json"]) == 0
     assert main(["generate", "--db", str(db), "--set", "ambiguity", "--samples", "4",
