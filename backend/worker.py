@@ -222,7 +222,7 @@ def run_extract(ctx: JobContext) -> dict:
 def pipelined_ingest(store: Store, model_id: str, batches, on_written) -> None:
     """Write batch k to DuckDB on a helper thread while the model computes batch k+1
     (DuckDB and torch both release the GIL). Each batch is still one transaction; an error on
-    either side stops both and is raised here."""
+    either side stops both and is raised here. A checkpoint at the end packs the file."""
     q: queue.Queue = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
     cur = store.cursor()
@@ -249,6 +249,7 @@ def pipelined_ingest(store: Store, model_id: str, batches, on_written) -> None:
         t.join()
     if failure:
         raise failure[0]
+    cur.checkpoint()
 
 
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {"extract": run_extract}
