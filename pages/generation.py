@@ -172,7 +172,8 @@ if ss is None or len(ss.prompts) < 3:
 st.subheader(f"Across the set: {len(ss.prompts)} of {len(texts)} prompts sampled")
 sims = ss.sims()
 cons = np.array([p.consistency for p in ss.prompts])
-grid = correlation_grid(sims, cons)
+min_prompts = max(3, len(ss.prompts) // 2)  # cells most runs reach: no 13-prompt "best"
+grid = correlation_grid(sims, cons, min_prompts)
 best = grid.best or (ss.n_layers - 1, min(1, sims.shape[2] - 1))
 c1, c2 = st.columns(2)
 with c1:
@@ -192,8 +193,9 @@ summary = G.label_summary(table)
 st.dataframe(summary.round(3), hide_index=True)
 if grid.best is not None:
     st.caption(f"Best predictor of consistency: layer {grid.best[0]}, step {grid.best[1]} "
-               f"(r = {grid.r[grid.best]:.2f}, {int(grid.n[grid.best])} prompts). Cells with "
-               "fewer than 3 prompts are blank.")
+               f"(r = {grid.r[grid.best]:.2f}, {int(grid.n[grid.best])} prompts). Cells that fewer "
+               f"than {min_prompts} prompts reach (runs stop at <eos>) are blank. Layer 0 is "
+               "the embedding of the token just read: there, commitment is token agreement.")
 _ui.show_figure(correlation_heatmap(grid.r), "gen_grid", "commitment-correlation-grid",
                 data=pd.DataFrame(grid.r).rename_axis("layer").reset_index())
 
@@ -225,8 +227,10 @@ if len(wrong):
         predicted=np.where(sep.predicted(sl)[wrong], "success", "failure"),
         margin=np.round(sep.score[sl, wrong], 3),
         open=[_ui.prompt_url(r) for r in runs_df["run_id"].iloc[wrong]])
+    bad = bad.iloc[np.argsort(-np.abs(bad["margin"].to_numpy()), kind="stable")]
     st.markdown(f"**{len(wrong)} runs the signature gets wrong at layer {sl}** "
-                f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {fmt(sep.auroc[sl])}):")
+                f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {fmt(sep.auroc[sl])}), the most "
+                f"confident mistakes first:")
     st.dataframe(bad.drop(columns=["run_id"]), hide_index=True, column_config={
         "open": st.column_config.LinkColumn("prompt page", display_text="open")})
 else:

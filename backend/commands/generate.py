@@ -78,7 +78,8 @@ def run(args, store) -> dict:
     out["layer"], out["step"] = layer, args.step
     if len(table) > 2:
         out["correlation"] = correlate(table["commitment"], table["consistency"]).__dict__
-        grid = correlation_grid(ss.sims(), np.array([q.consistency for q in ss.prompts]))
+        grid = correlation_grid(ss.sims(), np.array([q.consistency for q in ss.prompts]),
+                                max(3, len(ss.prompts) // 2))
         if grid.best is not None:
             out["best"] = {"layer": grid.best[0], "step": grid.best[1],
                            "pearson": float(grid.r[grid.best])}

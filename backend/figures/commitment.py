@@ -21,12 +21,16 @@ def commitment_heatmap(sim: np.ndarray, divergence: int | None, title: str = "")
 
 
 def scatter_figure(table, title: str) -> go.Figure:
+    import plotly.express as px
+
     fig = go.Figure()
-    for lab in sorted(table["label"].fillna("(none)").unique()):
+    colours = px.colors.qualitative.Set1
+    for i, lab in enumerate(sorted(table["label"].fillna("(none)").unique())):
         t = table[table["label"].fillna("(none)") == lab]
         fig.add_trace(go.Scatter(x=t["commitment"], y=t["consistency"], mode="markers",
                                  name=str(lab), hovertext=t["prompt"], hoverinfo="text+x+y",
-                                 marker=dict(size=9, opacity=0.75)))
+                                 marker=dict(size=9, opacity=0.75,
+                                             color=colours[i % len(colours)])))
     fig.update_layout(title=title, xaxis_title="commitment (cross-run cosine)",
                       yaxis_title="consistency (agreeing pairs of outcomes)",
                       yaxis_range=[-0.05, 1.05], height=420, margin=dict(l=10, r=10, t=50, b=10))
