@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from backend import units
-from backend.analysis.projection import METHODS
+from backend.analysis.projection import METHODS, silhouette_per_layer
 from backend.commands._common import add_model_args, ensure_runs
-from backend.trajectory_views import Request, compute
+from backend.trajectory_views import Request, compute, load_units
 
 HELP = "project units across layers (pca | umap | aligned | aligned-umap); print coordinates"
 
@@ -57,6 +57,11 @@ def run(args, store) -> dict:
         for u in range(proj.n_units)
     ]
     ev = proj.explained_variance
+    lab = meta["label"].fillna("").astype(str).to_numpy()
+    sil = None
+    if len(set(lab)) > 1:  # separation of the labels in the model's own space, per layer
+        x, xmeta, _ = load_units(store, request(args, store, model_id))
+        sil = silhouette_per_layer(x, xmeta["label"].fillna("").astype(str).to_numpy())
     units_table = meta.assign(unit=ids)[
         ["unit", "run_id", "pos", "token", "label", "group", "text"]
     ]
@@ -68,6 +73,7 @@ def run(args, store) -> dict:
         "n_units": proj.n_units,
         "n_points": proj.n_points,
         "explained_variance": None if ev is None else np.round(ev, 6).tolist(),
+        "silhouette": None if sil is None else np.round(sil, 4).tolist(),
         "points": points,
         "units": units_table.astype(object).where(units_table.notna(), None).to_dict("records"),
     }
@@ -87,6 +93,9 @@ def prose(r: dict) -> str:
             ev if not isinstance(ev[0], list) else [f"L{li}: {v}" for li, v in zip(r["layers"], ev)]
         )
         lines.append(f"explained variance ratio: {per}")
+    if r.get("silhouette") is not None:
+        lines.append("silhouette of the labels per layer (model space): "
+                     + " ".join(f"L{li}: {v:.2f}" for li, v in zip(r["layers"], r["silhouette"])))
     axes = [a for a in "xyz" if a in r["points"][0]]
     lines.append("\t".join(["unit", "layer", *axes]))
     for p in r["points"][:20]:

@@ -58,6 +58,11 @@ def test_pca_prompt_coordinates_equal_the_analysis(model, db, capsys):
     want = project(x, [1, 2], "pca").coords
     got = np.array([[p["x"], p["y"]] for p in r["points"]]).reshape(2, 12, 2)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    from sklearn.metrics import silhouette_score
+
+    labels = [u["label"] for u in r["units"]]
+    ref = [silhouette_score(x[i], labels, metric="cosine") for i in range(2)]  # model space
+    np.testing.assert_allclose(r["silhouette"], ref, atol=1e-3)
     assert [p["unit"] for p in r["points"][:12]] == runs["run_id"].tolist()
 
 
