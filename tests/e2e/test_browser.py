@@ -41,4 +41,5 @@ def test_try_the_demo_then_every_page(server, page):
         assert_no_exception(page, name)
     page.goto(f"{server}/library")
     wait_idle(page)
-    assert page.get_by_text("400", exact=True).count() > 0  # the Runs metric
+    # the Runs metric; wait for it: "idle" can come before the script's last elements paint
+    page.get_by_text("400", exact=True).first.wait_for(timeout=60_000)
