@@ -95,7 +95,9 @@ def tokenize(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> 
         truncated = max_tokens is not None and n_full > max_tokens
         if truncated:
             ids, offs = ids[:max_tokens], offs[:max_tokens]
-        special = [t in special_ids for t in ids]
+        # special = added by the tokenizer (bos, eos, ...), not read from the text: an unknown
+        # word becomes <unk>, a special id, but it stands for text and keeps its offsets
+        special = [t in special_ids and not (fast and o[1] > o[0]) for t, o in zip(ids, offs)]
         offs = [(-1, -1) if s else o for o, s in zip(offs, special)]
         out.append(Tokenized(text, ids, offs, special, truncated, n_full))
     return out

@@ -83,3 +83,15 @@ def test_run_id_depends_on_model_text_and_settings():
     assert a != extract.make_run_id("m1", "hello!", {"max_tokens": None})
     assert a != extract.make_run_id("m1", "hello", {"max_tokens": 3})
     assert np.unique([a]).size == 1
+
+
+def test_an_unknown_word_is_text_not_a_special_token():
+    """<unk> has a special id, but it stands for a word of the prompt: it keeps its offsets and
+    per-token labels line up with the words (the bundled word-level tokenizer)."""
+    from backend import models
+
+    tok = models.load_tokenizer(models.BUNDLED_DIR / "demo")
+    t = extract.tokenize(tok, ["the zebra runs"])[0]
+    assert tok.convert_ids_to_tokens(t.ids) == ["<bos>", "the", "<unk>", "runs"]
+    assert t.special == [True, False, False, False]
+    assert t.offsets[2] == (4, 9)

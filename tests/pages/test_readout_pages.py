@@ -20,7 +20,7 @@ def _brackets(path, n=60, seed=0):
     for _ in range(n):
         toks, depth, labels = [], 0, []
         for _ in range(rng.randint(4, 10)):
-            t = rng.choice(["[", "]", "x", "y"] if depth else ["[", "x", "y"])
+            t = rng.choice(["[", "]", "x", "c"] if depth else ["[", "x", "c"])  # "c": <unk>
             depth += {"[": 1, "]": -1}.get(t, 0)
             toks.append(t)
             labels.append(str(min(depth, 2)))
