@@ -123,6 +123,18 @@ def selection(need_set: bool = True) -> Selection:
     return Selection(model or models.DEFAULT_MODEL, set_name, model_id)
 
 
+def open_view(title: str) -> tuple[bool, Selection, pd.DataFrame]:
+    """The head of every view page: title, presenter toggle, selection, and the set's runs.
+    Stops the script (after saying why) when the set has no runs for the model yet."""
+    st.title(title)
+    present = presenting()
+    sel = selection()
+    runs = require_runs(sel)
+    if runs is None or runs.empty:
+        st.stop()
+    return present, sel, runs
+
+
 def require_runs(sel: Selection) -> pd.DataFrame | None:
     """The set's runs for the model, or a message and a button to compute them."""
     s = store()

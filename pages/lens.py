@@ -9,12 +9,7 @@ from backend.errors import LayerScopeError
 from backend.figures.lens import lens_curves, lens_figure, summary_figure
 from pages import _ui
 
-st.title("Logit lens")
-present = _ui.presenting()
-sel = _ui.selection()
-runs = _ui.require_runs(sel)
-if runs is None or runs.empty:
-    st.stop()
+present, sel, runs = _ui.open_view("Logit lens")
 s = _ui.store()
 
 with st.expander("What am I looking at?", expanded=present):

@@ -15,12 +15,7 @@ from pages import _ui
 
 MAX_TOKEN_UNITS = 20_000  # token probes: keep the first prompts up to this many tokens
 
-st.title("Probes")
-present = _ui.presenting()
-sel = _ui.selection()
-runs = _ui.require_runs(sel)
-if runs is None or runs.empty:
-    st.stop()
+present, sel, runs = _ui.open_view("Probes")
 s = _ui.store()
 n_layers = int(s.get_model(sel.model_id)["n_layers"])
 

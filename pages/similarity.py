@@ -87,12 +87,7 @@ def _run_by_run(s, model_id: str) -> None:
                "since the prompt's last token. Blank rows: runs that ended before this step.")
 
 
-st.title("Similarity")
-present = _ui.presenting()
-sel = _ui.selection()
-runs = _ui.require_runs(sel)
-if runs is None or runs.empty:
-    st.stop()
+present, sel, runs = _ui.open_view("Similarity")
 s = _ui.store()
 n_layers = s.get_model(sel.model_id)["n_layers"]
 legacy = st.query_params.get("kind")

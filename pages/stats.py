@@ -9,12 +9,7 @@ from pages import _ui
 
 MAX_RUNS = 200
 
-st.title("Layer statistics")
-present = _ui.presenting()
-sel = _ui.selection()
-runs = _ui.require_runs(sel)
-if runs is None or runs.empty:
-    st.stop()
+present, sel, runs = _ui.open_view("Layer statistics")
 
 with st.expander("What am I looking at?", expanded=present):
     st.markdown(

@@ -17,12 +17,7 @@ from backend.figures.trajectory import COLOURINGS, silhouette_figure, trajectory
 from backend.worker import JobSpec
 from pages import _ui
 
-st.title("Trajectories")
-present = _ui.presenting()
-sel = _ui.selection()
-runs = _ui.require_runs(sel)
-if runs is None or runs.empty:
-    st.stop()
+present, sel, runs = _ui.open_view("Trajectories")
 s = _ui.store()
 n_layers = s.get_model(sel.model_id)["n_layers"]
 

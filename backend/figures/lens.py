@@ -9,8 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from backend.analysis.lens import LensResult, LensSummary
-
-BLUE, RED = "#2563eb", "#dc2626"
+from backend.figures._parts import BLUE, GREEN, RED, band
 
 
 def _short(s: str, n: int = 10) -> str:
@@ -148,20 +147,7 @@ def summary_figure(s: LensSummary, set_name: str = "") -> go.Figure:
         ),
     )
     q = s.kl_quantiles
-    fig.add_trace(
-        go.Scatter(
-            x=x + x[::-1],
-            y=list(q[:, 2]) + list(q[::-1, 0]),
-            fill="toself",
-            mode="lines",
-            fillcolor="rgba(37,99,235,0.15)",
-            line={"width": 0},
-            hoverinfo="skip",
-            showlegend=False,
-        ),
-        1,
-        1,
-    )
+    fig.add_trace(band(x, q[:, 0], q[:, 2], "rgba(37,99,235,0.15)"), 1, 1)
     fig.add_trace(
         go.Scatter(x=x, y=q[:, 1], mode="lines+markers", showlegend=False, line={"color": BLUE}),
         1,
@@ -173,7 +159,7 @@ def summary_figure(s: LensSummary, set_name: str = "") -> go.Figure:
             y=s.agreement,
             mode="lines+markers",
             showlegend=False,
-            line={"color": "#16a34a"},
+            line={"color": GREEN},
             hovertemplate="layer %{x}: %{y:.0%}<extra></extra>",
         ),
         1,

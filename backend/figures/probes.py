@@ -7,22 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from backend.analysis.probes import ProbeResult, confusion
-
-BLUE, RED, GREY = "#2563eb", "#dc2626", "#6b7280"
-
-
-def _band(x, lo, hi, color: str, name: str) -> go.Scatter:
-    return go.Scatter(
-        x=x + x[::-1],
-        y=list(hi) + list(lo[::-1]),
-        fill="toself",
-        mode="lines",
-        fillcolor=color,
-        line={"width": 0},
-        hoverinfo="skip",
-        name=name,
-        showlegend=False,
-    )
+from backend.figures._parts import BLUE, GREY, RED, band
 
 
 def _hover(res: ProbeResult) -> list[str]:
@@ -42,7 +27,7 @@ def probe_figure(
     the same probe on a baseline model (the untrained twin) — one glance."""
     x = list(res.layers)
     fig = go.Figure()
-    fig.add_trace(_band(x, res.ci_low, res.ci_high, "rgba(37,99,235,0.18)", "95% interval"))
+    fig.add_trace(band(x, res.ci_low, res.ci_high, "rgba(37,99,235,0.18)", "95% interval"))
     fig.add_trace(
         go.Scatter(
             x=x,
@@ -56,7 +41,7 @@ def probe_figure(
     )
     if twin is not None:
         tx = list(twin.layers)
-        fig.add_trace(_band(tx, twin.ci_low, twin.ci_high, "rgba(220,38,38,0.12)", ""))
+        fig.add_trace(band(tx, twin.ci_low, twin.ci_high, "rgba(220,38,38,0.12)", ""))
         fig.add_trace(
             go.Scatter(
                 x=tx,

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from backend.analysis.stats import LayerStats
+from backend.figures._parts import BLUE, GREEN, PURPLE, RED, band
 
 
 def _massive_hover(st: LayerStats, unit_names: Sequence[str]) -> list[str]:
@@ -40,20 +41,7 @@ def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
         ),
     )
     q = st.norm_quantiles
-    fig.add_trace(
-        go.Scatter(
-            x=x + x[::-1],
-            y=list(q[:, 4]) + list(q[::-1, 0]),
-            fill="toself",
-            mode="lines",
-            fillcolor="rgba(37,99,235,0.15)",
-            line={"width": 0},
-            hoverinfo="skip",
-            showlegend=False,
-        ),
-        1,
-        1,
-    )
+    fig.add_trace(band(x, q[:, 0], q[:, 4], "rgba(37,99,235,0.15)"), 1, 1)
     norm_hover = [
         f"layer {L}: median {m:.2f} (5–95%: {lo:.2f}–{hi:.2f})<br>longest: {unit_names[u]}"
         for L, m, lo, hi, u in zip(x, q[:, 2], q[:, 0], q[:, 4], st.max_norm_unit)
@@ -66,7 +54,7 @@ def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
             showlegend=False,
             hovertext=norm_hover,
             hoverinfo="text",
-            line={"color": "#2563eb"},
+            line={"color": BLUE},
         ),
         1,
         1,
@@ -79,7 +67,7 @@ def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
             showlegend=False,
             hovertext=_massive_hover(st, unit_names),
             hoverinfo="text",
-            line={"color": "#dc2626"},
+            line={"color": RED},
         ),
         1,
         2,
@@ -91,7 +79,7 @@ def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
             y=st.effective_rank,
             mode="lines+markers",
             showlegend=False,
-            line={"color": "#16a34a"},
+            line={"color": GREEN},
             hovertemplate="layer %{x}: %{y:.1f}<extra></extra>",
         ),
         2,
@@ -103,7 +91,7 @@ def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
             y=st.anisotropy,
             mode="lines+markers",
             showlegend=False,
-            line={"color": "#9333ea"},
+            line={"color": PURPLE},
             hovertemplate="layer %{x}: %{y:.3f}<extra></extra>",
         ),
         2,
