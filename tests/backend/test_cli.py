@@ -8,13 +8,6 @@ import pytest
 from backend.cli import main
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "cli.duckdb"
-    monkeypatch.setenv("LAYERSCOPE_DB", str(path))
-    return path
-
-
 def run_json(capsys, *argv):
     code = main([*argv, "--json"])
     out = capsys.readouterr()

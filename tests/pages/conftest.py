@@ -7,16 +7,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def app_db(tmp_path, monkeypatch):
+def using_db(db, monkeypatch):
+    """Point the app at ``db`` with fresh Streamlit caches; a fixture body (``yield from``)."""
     import streamlit as st
 
-    db = tmp_path / "app.duckdb"
     monkeypatch.setenv("LAYERSCOPE_DB", str(db))
     st.cache_resource.clear()
     st.cache_data.clear()
     yield db
     st.cache_resource.clear()  # closes nothing by itself; drop our singletons between tests
+
+
+@pytest.fixture
+def app_db(tmp_path, monkeypatch):
+    yield from using_db(tmp_path / "app.duckdb", monkeypatch)
 
 
 def open_page(name: str, query: dict | None = None, timeout: float = 120):

@@ -3,7 +3,7 @@
 import pytest
 
 from backend import models
-from tests.pages.conftest import open_page
+from tests.pages.conftest import open_page, using_db
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,13 +61,7 @@ def demo_db(tmp_path_factory):
 
 @pytest.fixture
 def env(demo_db, monkeypatch):
-    import streamlit as st
-
-    monkeypatch.setenv("LAYERSCOPE_DB", str(demo_db))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield demo_db
-    st.cache_resource.clear()
+    yield from using_db(demo_db, monkeypatch)
 
 
 def _table(at, column: str):

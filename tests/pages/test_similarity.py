@@ -5,7 +5,7 @@ import pytest
 
 from backend import models
 from backend.demo.sets import load_demo_set
-from tests.pages.conftest import open_page, wait_jobs
+from tests.pages.conftest import open_page, using_db, wait_jobs
 
 pytestmark = [
     pytest.mark.slow,
@@ -50,13 +50,7 @@ def sim_db(tmp_path_factory):
 
 @pytest.fixture
 def env(sim_db, monkeypatch):
-    import streamlit as st
-
-    monkeypatch.setenv("LAYERSCOPE_DB", str(sim_db))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
+    yield from using_db(sim_db, monkeypatch)
 
 
 def page(**query):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backend import models
-from tests.pages.conftest import open_page, wait_jobs
+from tests.pages.conftest import open_page, using_db, wait_jobs
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,13 +25,7 @@ def traj_db(tmp_path_factory):
 
 @pytest.fixture
 def env(traj_db, monkeypatch):
-    import streamlit as st
-
-    monkeypatch.setenv("LAYERSCOPE_DB", str(traj_db))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield traj_db
-    st.cache_resource.clear()
+    yield from using_db(traj_db, monkeypatch)
 
 
 def ok(at):

@@ -4,7 +4,7 @@ import pytest
 
 from backend import models
 from backend.tour import STORIES
-from tests.pages.conftest import open_page, wait_jobs
+from tests.pages.conftest import open_page, using_db
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model")]
@@ -26,13 +26,7 @@ def demo_db(tmp_path_factory):
 
 @pytest.fixture
 def views_env(demo_db, monkeypatch):
-    import streamlit as st
-
-    monkeypatch.setenv("LAYERSCOPE_DB", str(demo_db))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
+    yield from using_db(demo_db, monkeypatch)
 
 
 @pytest.mark.parametrize("page,query", [

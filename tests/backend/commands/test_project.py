@@ -10,13 +10,6 @@ from backend.cli import main
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "cli.duckdb"
-    monkeypatch.setenv("LAYERSCOPE_DB", str(path))
-    return path
-
-
-@pytest.fixture
 def model(tmp_path, tiny_model_dir, db):
     """12 labelled prompts extracted on a tiny GPT-2 (set 'p')."""
     rows = [

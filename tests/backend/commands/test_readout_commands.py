@@ -9,13 +9,6 @@ from backend.cli import main
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "cli.duckdb"
-    monkeypatch.setenv("LAYERSCOPE_DB", str(path))
-    return path
-
-
-@pytest.fixture
 def labelled(tmp_path):
     """24 distinct prompts; the label is the verb (runs -> a, sits -> b)."""
     nouns = ["cat", "dog", "mat", "cats", "dogs"]
