@@ -184,11 +184,11 @@ def load(
     groups: dict | None = None,
     regex: str | None = None,
     versus_label: bool = False,
-    max_steps: int = 16,
+    max_steps: int | None = None,
     centre: str = "start",
 ) -> SampledSet | None:
     """The sampled runs (samples 0..N-1 of ``s``) of those ``texts`` that have >= 2 of them.
-    None when no prompt has. ``max_steps`` caps the steps compared (step 0 = prompt end)."""
+    None when no prompt has. ``max_steps`` caps the steps compared (step 0 = prompt end; default: every step)."""
     labels, groups = labels or {}, groups or {}
     parents = {request_id(model_id, t, s, dtype): t for t in dict.fromkeys(texts)}
     runs = store.request_runs(list(parents), s.samples)
@@ -202,7 +202,9 @@ def load(
     gen = [g if isinstance(g, list) else [] for g in gen]
     n_tok = runs["n_tokens"].to_numpy()
     n_p = runs["n_prompt_tokens"].to_numpy()
-    n_steps = int(min(max_steps, (n_tok - n_p).max() + 1))
+    n_steps = int((n_tok - n_p).max() + 1)
+    if max_steps is not None:
+        n_steps = min(n_steps, max_steps)
     offsets = np.r_[0, np.cumsum(n_tok)[:-1]]
     k = np.arange(n_steps)
     valid = k[None] <= (n_tok - n_p)[:, None]  # (n_runs, n_steps)

@@ -257,6 +257,21 @@ def qp_int(label: str, key: str, default: int, min_value: int, max_value: int,
     return got
 
 
+def qp_number(label: str, key: str, default: float, min_value: float, max_value: float,
+              step: float | None = None, where=st, widget_key: str | None = None):
+    """A number input bound to ?key=value (int or float, as the default is)."""
+    cast = float if isinstance(default, float) else int
+    try:
+        value = cast(_qp_get(key)) if _qp_get(key) is not None else default
+    except ValueError:
+        value = default
+    value = min(max(value, min_value), max_value)
+    got = where.number_input(label, min_value, max_value, value, step,
+                             key=widget_key or f"qp_{key}")
+    st.query_params[key] = str(got)
+    return got
+
+
 def qp_slider(label: str, key: str, default: tuple[int, int], min_value: int, max_value: int,
               help: str | None = None) -> tuple[int, int]:
     """A range slider bound to ?key=a:b."""

@@ -50,27 +50,14 @@ with st.expander("What am I looking at?", expanded=present):
         "200 prompts: Pearson 0.61 [0.56, 0.66], Spearman 0.83.")
 
 
-def _qp_number(label, key, default, lo, hi, step=None, col=st):
-    """A number input bound to ?key=value."""
-    cast = float if isinstance(default, float) else int
-    try:
-        value = cast(st.query_params.get(key, default))
-    except ValueError:
-        value = default
-    value = min(max(value, lo), hi)
-    got = col.number_input(label, lo, hi, value, step, key=f"gen_{key}")
-    st.query_params[key] = str(got)
-    return got
-
-
 c = st.columns(5)
-sampling = Sampling(
-    int(_qp_number("Samples", "n", 8, 2, 32, col=c[0])),
-    int(_qp_number("New tokens", "new", 8, 1, 64, col=c[1])),
-    float(_qp_number("Temperature", "temp", 1.0, 0.05, 3.0, 0.05, col=c[2])),
-    float(_qp_number("Top-p", "top_p", 1.0, 0.05, 1.0, 0.05, col=c[3])),
-    int(_qp_number("Seed", "seed", 0, 0, 10**6, col=c[4])),
-)
+fields = [("Samples", "n", 8, 2, 32, None), ("New tokens", "new", 8, 1, 64, None),
+          ("Temperature", "temp", 1.0, 0.05, 3.0, 0.05), ("Top-p", "top_p", 1.0, 0.05, 1.0, 0.05),
+          ("Seed", "seed", 0, 0, 10**6, None)]
+sampling = Sampling(*(
+    _ui.qp_number(label, key, default, lo, hi, step, where=col, widget_key=f"gen_{key}")
+    for col, (label, key, default, lo, hi, step) in zip(c, fields)
+))
 dtype = str(models.pick_dtype("auto")).removeprefix("torch.")
 settings = sampling.key() | {"dtype": dtype}
 
@@ -107,7 +94,7 @@ with st.expander("Answers and outcomes", expanded=False):
 mrow = s.find_model(sel.model)
 try:
     ss = (G.load(s, mrow["model_id"], texts, sampling, dtype, labels, groups, regex, versus,
-                 max_steps=sampling.max_new_tokens + 1, centre=centre) if mrow else None)
+                 centre=centre) if mrow else None)
 except LayerScopeError as e:
     _ui.error_box(e)
     st.stop()

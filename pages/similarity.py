@@ -64,7 +64,7 @@ def _run_by_run(s, model_id: str) -> None:
     opts = req["settings"].iloc[i]
     samp = Sampling.from_options({**opts, "samples": int(req["samples"].iloc[i])})
     same = [t for t, o in zip(req["text"], req["settings"]) if o == opts]
-    ss = G.load(s, model_id, same, samp, opts["dtype"], max_steps=samp.max_new_tokens + 1)
+    ss = G.load(s, model_id, same, samp, opts["dtype"])
     k = next((j for j, p in enumerate(ss.prompts) if p.text == req["text"].iloc[i]), None) \
         if ss else None
     if k is None:

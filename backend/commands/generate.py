@@ -56,8 +56,7 @@ def run(args, store) -> dict:
     labels = dict(zip(df["text"], df["label"]))
     groups = dict(zip(df["text"], df["group"])) if "group" in df else {}
     ss = generation_views.load(store, p.result["model_id"], texts, s, dtype, labels, groups,
-                               args.answer_regex, args.versus_label,
-                               max_steps=s.max_new_tokens + 1, centre=args.centre)
+                               args.answer_regex, args.versus_label, centre=args.centre)
     out = {"set": set_name, "model_id": p.result["model_id"], "runs": p.result["runs"],
            "cached_runs": p.result["cached_runs"], "tokens": p.result["tokens"],
            "seconds": round(p.seconds, 3), "prompts": [], "correlation": None,
