@@ -16,8 +16,21 @@ import sys
 
 from backend.errors import LayerScopeError
 
-COMMANDS = ("extract", "ls", "export", "delete", "jobs", "project", "similarity", "probe",
-            "lens", "stats", "generate")
+COMMANDS = (
+    "extract",
+    "ls",
+    "export",
+    "delete",
+    "jobs",
+    "trajectories",
+    "similarity",
+    "probes",
+    "lens",
+    "stats",
+    "generation",
+)
+#: the verbs users already know, kept as aliases of the feature's one name
+ALIASES = {"trajectories": ["project"], "probes": ["probe"], "generation": ["generate"]}
 
 
 def _modules():
@@ -28,18 +41,32 @@ def _modules():
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=argparse.SUPPRESS,
-                        help="DuckDB file (default: $LAYERSCOPE_DB or cache/layerscope.duckdb)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print a machine-readable JSON summary on stdout")
-    parser = argparse.ArgumentParser(prog="python -m backend", parents=[common],
-                                     description="LayerScope: capture and analyse hidden states.")
+    common.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="DuckDB file (default: $LAYERSCOPE_DB or cache/layerscope.duckdb)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print a machine-readable JSON summary on stdout",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m backend",
+        parents=[common],
+        description="LayerScope: capture and analyse hidden states.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     mods = {}
     for name, mod in _modules():
-        p = sub.add_parser(name, parents=[common], help=mod.HELP, description=mod.HELP)
+        aliases = ALIASES.get(name, [])
+        p = sub.add_parser(
+            name, parents=[common], help=mod.HELP, description=mod.HELP, aliases=aliases
+        )
         mod.register(p)
-        mods[name] = mod
+        for verb in [name, *aliases]:
+            mods[verb] = mod
     return parser, mods
 
 

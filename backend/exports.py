@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import json
@@ -40,36 +41,55 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "duckdb", "plotly", "scikit-learn", "umap-learn",
-                "streamlit", "numpy"):
-        try:
+    for pkg in (
+        "torch",
+        "transformers",
+        "duckdb",
+        "plotly",
+        "scikit-learn",
+        "umap-learn",
+        "streamlit",
+        "numpy",
+    ):
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
-def report_html(title: str, sections: list[tuple[str, object]], settings: dict,
-                model: dict | None = None) -> bytes:
+def report_html(
+    title: str, sections: list[tuple[str, object]], settings: dict, model: dict | None = None
+) -> bytes:
     """One self-contained HTML file: settings, model fingerprint, versions, then each figure
     (interactive, plotly.js embedded once) with its caption."""
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by LayerScope.</p>",
-             "<h2>Settings</h2><pre>" + html.escape(json.dumps(settings, indent=2, default=str))
-             + "</pre>"]
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by LayerScope.</p>",
+        "<h2>Settings</h2><pre>"
+        + html.escape(json.dumps(settings, indent=2, default=str))
+        + "</pre>",
+    ]
     if model:
-        keep = {k: model.get(k) for k in ("ref", "model_id", "architecture", "n_layers",
-                                          "d_model", "revision", "dtype") if k in model}
-        parts.append("<h2>Model</h2><pre>" + html.escape(json.dumps(keep, indent=2, default=str))
-                     + "</pre>")
-    parts.append("<h2>Library versions</h2><pre>"
-                 + html.escape(json.dumps(library_versions(), indent=2)) + "</pre>")
+        keep = {
+            k: model.get(k)
+            for k in ("ref", "model_id", "architecture", "n_layers", "d_model", "revision", "dtype")
+            if k in model
+        }
+        parts.append(
+            "<h2>Model</h2><pre>" + html.escape(json.dumps(keep, indent=2, default=str)) + "</pre>"
+        )
+    parts.append(
+        "<h2>Library versions</h2><pre>"
+        + html.escape(json.dumps(library_versions(), indent=2))
+        + "</pre>"
+    )
     first = True
     for caption, fig in sections:
         parts.append(f"<h2>{html.escape(caption)}</h2>")
         parts.append(fig.to_html(include_plotlyjs=first, full_html=False))
         first = False
     body = "\n".join(parts)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}"
-            f"</style></head><body>{body}</body></html>").encode()
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}"
+        f"</style></head><body>{body}</body></html>"
+    ).encode()

@@ -149,7 +149,9 @@ def _hub_snapshot(repo: str, revision: str | None) -> Path:
     try:
         return Path(snapshot_download(repo, revision=revision, allow_patterns=_WEIGHT_PATTERNS))
     except HFValidationError:
-        raise LayerScopeError(f"'{repo}' is neither a local model directory nor a hub id.") from None
+        raise LayerScopeError(
+            f"'{repo}' is neither a local model directory nor a hub id."
+        ) from None
     except Exception as e:  # offline, unknown repo, gated, ...
         try:
             return Path(
@@ -224,7 +226,6 @@ def preload_libraries() -> None:
 
 
 def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> LoadedModel:
-    import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     mref = resolve(ref)
@@ -244,7 +245,7 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
         raise LayerScopeError(f"Could not load model '{ref}': {first}") from None
     model.eval().to(device)
     base = model.base_model
-    blocks_name, blocks = _find_blocks(base, model.config)
+    _blocks_name, blocks = _find_blocks(base, model.config)
     norm_name, final_norm = _find_final_norm(base)
     unembed = model.get_output_embeddings() if causal else None
     prefix = model.base_model_prefix if base is not model else ""
@@ -264,8 +265,14 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
         revision=mref.revision,
         n_params=sum(p.numel() for p in model.parameters()),
     )
-    log.info("loaded %s (%s, %d layers, d=%d) from %s", ref, info.architecture, info.n_layers,
-             info.d_model, mref.path)
+    log.info(
+        "loaded %s (%s, %d layers, d=%d) from %s",
+        ref,
+        info.architecture,
+        info.n_layers,
+        info.d_model,
+        mref.path,
+    )
     return LoadedModel(model, tokenizer, info, blocks, base, final_norm, unembed, device, tdtype)
 
 
@@ -275,9 +282,13 @@ def _find_blocks(base, config):
     n = getattr(config, "num_hidden_layers", None)
     best = None
     for name, mod in base.named_modules():
-        if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0 and (n is None or len(mod) == n):
-            if best is None or name.count(".") < best[0].count("."):
-                best = (name, mod)
+        if (
+            isinstance(mod, torch.nn.ModuleList)
+            and len(mod) > 0
+            and (n is None or len(mod) == n)
+            and (best is None or name.count(".") < best[0].count("."))
+        ):
+            best = (name, mod)
     if best is None:
         raise LayerScopeError("Could not find the transformer blocks of this model architecture.")
     return best

@@ -78,8 +78,12 @@ def select_columns(
 ) -> pd.DataFrame:
     """Normalise to columns text, label, group, token_labels; drop empty texts."""
     text_column = text_column or guess_text_column(df)
-    for role, col in (("text", text_column), ("label", label_column), ("group", group_column),
-                      ("token labels", token_labels_column)):
+    for role, col in (
+        ("text", text_column),
+        ("label", label_column),
+        ("group", group_column),
+        ("token labels", token_labels_column),
+    ):
         if col is not None and col not in df.columns:
             raise LayerScopeError(
                 f"No {role} column '{col}'; the file has: {', '.join(map(str, df.columns))}."

@@ -30,10 +30,15 @@ STORIES: tuple[Story, ...] = (
             "go by, the model carries the subject's number forward to where the verb will go."
         ),
         notice="The two colours (singular, plural) separate in later layers — and the "
-               "silhouette line under the plot rises with depth.",
+        "silhouette line under the plot rises with depth.",
         page="trajectories",
-        params={"model": "demo", "set": "agreement", "method": "pca", "unit": "prompt",
-                "color": "label"},
+        params={
+            "model": "demo",
+            "set": "agreement",
+            "method": "pca",
+            "unit": "prompt",
+            "color": "label",
+        },
         needs=(("demo", "agreement"),),
     ),
     Story(
@@ -46,8 +51,8 @@ STORIES: tuple[Story, ...] = (
             "the same probe on shuffled labels, and on the untrained twin of the model."
         ),
         notice="The trained model reaches 1.00 from layer 2 on; the shuffled-label control stays "
-               "at chance (0.5) and the untrained twin well below (about 0.65): the words "
-               "alone do not give the number away.",
+        "at chance (0.5) and the untrained twin well below (about 0.65): the words "
+        "alone do not give the number away.",
         page="probes",
         params={"model": "demo", "set": "agreement", "label": "label", "unit": "prompt"},
         needs=(("demo", "agreement"), ("demo-untrained", "agreement")),
@@ -62,7 +67,7 @@ STORIES: tuple[Story, ...] = (
             "layer of the other on the same prompts."
         ),
         notice="A bright diagonal: layer k of one seed resembles layer k of the other. "
-               "Against the untrained model the similarity falls off with depth.",
+        "Against the untrained model the similarity falls off with depth.",
         page="similarity",
         params={"model": "demo", "set": "topic", "kind": "model-cka", "other": "demo-seed1"},
         needs=(("demo", "topic"), ("demo-seed1", "topic"), ("demo-untrained", "topic")),
@@ -76,7 +81,7 @@ STORIES: tuple[Story, ...] = (
             "Early layers guess badly; at some depth the final answer takes over."
         ),
         notice="Read a column upwards: the verb form the model finally predicts appears at a "
-               "middle layer and stays (the commitment depth).",
+        "middle layer and stays (the commitment depth).",
         page="lens",
         params={"model": "demo", "set": "agreement"},
         needs=(("demo", "agreement"),),
@@ -92,8 +97,8 @@ STORIES: tuple[Story, ...] = (
             "each opens on the Prompt page with its tokens and every layer's norms."
         ),
         notice="Accuracy by group under the chart: plain and negated reviews 0.95, 'contrast' "
-               "reviews ('… but …') 0.52 — chance. 48 of the 58 misclassified are contrasts: "
-               "negation is learnt, letting the second clause override the first is not (yet).",
+        "reviews ('… but …') 0.52 — chance. 48 of the 58 misclassified are contrasts: "
+        "negation is learnt, letting the second clause override the first is not (yet).",
         page="probes",
         params={"model": "demo", "set": "sentiment", "label": "label", "unit": "prompt"},
         needs=(("demo", "sentiment"),),

@@ -46,18 +46,24 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 warnings.filterwarnings("ignore")
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from backend import extract, models  # noqa: E402
-from backend.store import Store  # noqa: E402
-from backend.worker import JobSpec, Worker  # noqa: E402
+from backend import models
+from backend.capture import extract
+from backend.jobs.base import JobSpec
+from backend.jobs.worker import Worker
+from backend.store import Store
 
 N_LAYERS, D, HEADS, VOCAB = 12, 768, 12, 50257
 PEER_BATCH = 16
 METHODS = ("ours", "bare", "naive", "tlens", "nnsight")
-LABELS = {"ours": "ours end-to-end (job: capture + DuckDB)", "bare": "our bare forward",
-          "naive": "naive HF (padded, hidden_states)", "tlens": "TransformerLens 4 run_with_cache",
-          "nnsight": "nnsight trace + save"}
+LABELS = {
+    "ours": "ours end-to-end (job: capture + DuckDB)",
+    "bare": "our bare forward",
+    "naive": "naive HF (padded, hidden_states)",
+    "tlens": "TransformerLens 4 run_with_cache",
+    "nnsight": "nnsight trace + save",
+}
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -71,8 +77,9 @@ def make_model(path: Path) -> None:
     GPT2LMHeadModel(cfg).save_pretrained(path)
     tk = Tokenizer(tkm.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="w0", pad_token="w0",
-                            bos_token="w50256", eos_token="w50256").save_pretrained(path)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="w0", pad_token="w0", bos_token="w50256", eos_token="w50256"
+    ).save_pretrained(path)
 
 
 def make_prompts(n: int, lo: int, hi: int, seed: int = 0) -> list[list[int]]:
@@ -92,7 +99,7 @@ def padded(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def in_order(prompts: list[list[int]]):
     for s in range(0, len(prompts), PEER_BATCH):
-        yield prompts[s:s + PEER_BATCH]
+        yield prompts[s : s + PEER_BATCH]
 
 
 # -- the methods: each takes the prompts, returns (seconds, layers of prompt 0 or None) -----
@@ -143,8 +150,9 @@ def tlens(bridge, prompts):
     with torch.inference_mode():
         for batch in in_order(prompts):
             ids, mask = padded(batch)
-            _, cache = bridge.run_with_cache(ids, attention_mask=mask, names_filter=names,
-                                             return_type=None)
+            _, cache = bridge.run_with_cache(
+                ids, attention_mask=mask, names_filter=names, return_type=None
+            )
             hs = [cache[n].float().numpy() for n in names]
             if first is None:
                 first = np.stack(hs)[:, 0, : len(batch[0])]
@@ -181,12 +189,15 @@ def setup_peers(model_dir: Path, dtype: torch.dtype, want: list[str]) -> tuple[d
         fns["naive"] = lambda p: naive(m, p)
     if "tlens" in want:
         try:
-            import transformer_lens
             from transformer_lens.model_bridge import TransformerBridge
 
             bridge = TransformerBridge.boot_transformers(
-                str(model_dir), hf_model=hf(), tokenizer=AutoTokenizer.from_pretrained(model_dir),
-                device="cpu", dtype=dtype)
+                str(model_dir),
+                hf_model=hf(),
+                tokenizer=AutoTokenizer.from_pretrained(model_dir),
+                device="cpu",
+                dtype=dtype,
+            )
             fns["tlens"] = lambda p: tlens(bridge, p)
             notes["tlens"] = f"transformer-lens {importlib.metadata.version('transformer-lens')}"
         except Exception as e:  # reported, never faked
@@ -224,8 +235,12 @@ def read_benchmarks(db: Path, n_values: int, n_read_tokens: int, work: Path) -> 
         s.run_layers(longest)
         t_run = timed(lambda: s.run_layers(longest), 21)
         blob = s.summary()["activation_bytes"]
-    out = {"file_bpv": db.stat().st_size / n_values, "blob_bpv": blob / n_values,
-           "run_ms": t_run * 1e3, "run_tokens": int(runs["n_tokens"].iloc[0])}
+    out = {
+        "file_bpv": db.stat().st_size / n_values,
+        "blob_bpv": blob / n_values,
+        "run_ms": t_run * 1e3,
+        "run_tokens": int(runs["n_tokens"].iloc[0]),
+    }
     big = work / "reads.duckdb"
     rng = np.random.default_rng(1)
     pool = torch.randn(N_LAYERS + 1, 256, D, dtype=torch.float32)
@@ -236,8 +251,11 @@ def read_benchmarks(db: Path, n_values: int, n_read_tokens: int, work: Path) -> 
             for _ in range(64):
                 n = min(int(rng.integers(8, 257)), n_read_tokens - total) or 1
                 rid, k, total = f"r{k}", k + 1, total + n
-                batch.append(extract.CapturedRun(
-                    rid, rid, [0] * n, ["w0"] * n, [(-1, -1)] * n, [False] * n, pool[:, :n]))
+                batch.append(
+                    extract.CapturedRun(
+                        rid, rid, [0] * n, ["w0"] * n, [(-1, -1)] * n, [False] * n, pool[:, :n]
+                    )
+                )
                 ids.append(rid)
                 if total >= n_read_tokens:
                     break
@@ -255,17 +273,29 @@ def read_benchmarks(db: Path, n_values: int, n_read_tokens: int, work: Path) -> 
 def cosine_check(ref: np.ndarray, got: np.ndarray) -> float:
     """Smallest per-layer cosine between two (layers, n, d) captures of prompt 0."""
     a, b = ref.reshape(len(ref), -1).astype(np.float64), got.reshape(len(got), -1)
-    return float(min((x @ y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-30)
-                     for x, y in zip(a, b.astype(np.float64))))
+    return float(
+        min(
+            (x @ y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-30)
+            for x, y in zip(a, b.astype(np.float64))
+        )
+    )
 
 
 # -- main -----------------------------------------------------------------------------------
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, bf16 kernels: {models.cpu_has_bf16()}, "
-            f"load average {os.getloadavg()[0]:.2f}")
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")  # noqa: SIM115
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, bf16 kernels: {models.cpu_has_bf16()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -292,14 +322,18 @@ def main(argv: list[str] | None = None) -> dict:
     fns = {"ours": lambda p: ours(model_dir, p, work), "bare": lambda p: bare(lm, p), **fns}
     fns = {m: fns[m] for m in METHODS if m in fns and m in want}
     print(f"machine: {machine()}")
-    print(f"model: GPT-2-small shape, random weights; ours dtype {lm.dtype}, peers "
-          f"{args.peer_dtype}; {len(prompts)} prompts, {n_tok} tokens "
-          f"({args.min_len}..{args.max_len}); {args.repeat} repeats, medians")
+    print(
+        f"model: GPT-2-small shape, random weights; ours dtype {lm.dtype}, peers "
+        f"{args.peer_dtype}; {len(prompts)} prompts, {n_tok} tokens "
+        f"({args.min_len}..{args.max_len}); {args.repeat} repeats, medians"
+    )
     # correctness first: each peer's layers of prompt 0 against what ours stored
     _, ref = fns["ours"](prompts[:1]) if "ours" in fns else (0, None)
     for m, f in fns.items():
         if m not in ("ours", "bare") and ref is not None:
-            notes[m] = f"{notes.get(m, '')} min cos vs ours {cosine_check(ref, f(prompts[:1])[1]):.4f}"
+            notes[m] = (
+                f"{notes.get(m, '')} min cos vs ours {cosine_check(ref, f(prompts[:1])[1]):.4f}"
+            )
     times = {m: [] for m in fns}
     for _ in range(args.repeat):  # interleaved
         for m, f in fns.items():
@@ -324,14 +358,20 @@ def main(argv: list[str] | None = None) -> dict:
         n_values = n_tok * (N_LAYERS + 1) * D
         rd = read_benchmarks(ours.last_db, n_values, args.read_tokens, work)
         result.update(rd)
-        print(f"\nbytes per stored value (whole DuckDB file after CHECKPOINT): "
-              f"{rd['file_bpv']:.3f}  (target <= 2.05 {'met' if rd['file_bpv'] <= 2.05 else 'MISSED'});"
-              f" activation blobs alone {rd['blob_bpv']:.3f}")
-        print(f"all {N_LAYERS + 1} layers of one run ({rd['run_tokens']} tokens): "
-              f"{rd['run_ms']:.1f} ms, in a {rd['layer_tokens']}-token store "
-              f"{rd['run_ms_big']:.1f} ms  (target < 20 ms)")
-        print(f"one layer of {rd['layer_tokens']} tokens: {rd['layer_s']:.3f} s "
-              f"(target < 0.5 s for 100k tokens)")
+        print(
+            f"\nbytes per stored value (whole DuckDB file after CHECKPOINT): "
+            f"{rd['file_bpv']:.3f}  (target <= 2.05 {'met' if rd['file_bpv'] <= 2.05 else 'MISSED'});"
+            f" activation blobs alone {rd['blob_bpv']:.3f}"
+        )
+        print(
+            f"all {N_LAYERS + 1} layers of one run ({rd['run_tokens']} tokens): "
+            f"{rd['run_ms']:.1f} ms, in a {rd['layer_tokens']}-token store "
+            f"{rd['run_ms_big']:.1f} ms  (target < 20 ms)"
+        )
+        print(
+            f"one layer of {rd['layer_tokens']} tokens: {rd['layer_s']:.3f} s "
+            f"(target < 0.5 s for 100k tokens)"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return result
 

@@ -12,7 +12,7 @@ batch (temperature 1, top-p 1, exactly ``--new`` tokens: random weights almost n
 - plain: ``model.generate(do_sample=True, use_cache=True)``, nothing captured (the limit);
 - HF hidden states: the same with ``output_hidden_states=True, return_dict_in_generate=True``
   (transformers' own way to get every layer while generating), copied to CPU tensors;
-- ours: ``backend.generate.generate`` (KV cache, residual hooks writing into a preallocated
+- ours: ``backend.capture.generate.generate`` (KV cache, residual hooks writing into a preallocated
   buffer, one generator per sample), i.e. what the 'generate' job computes before storing;
 - ours + store: the same plus ``Store.ingest`` of the runs into a DuckDB file.
 Methods run interleaved; medians; ratios against plain (target from issue 8: ours <= 1.5x).
@@ -38,9 +38,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore")
 
-from backend import models  # noqa: E402
-from backend.generate import Sampling, generate  # noqa: E402
-from backend.store import Store  # noqa: E402
+from backend import models
+from backend.capture.generate import Sampling, generate
+from backend.store import Store
 
 VOCAB = 50257
 
@@ -51,12 +51,14 @@ def make_model(path: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=VOCAB)
-                    ).save_pretrained(path)
+    GPT2LMHeadModel(
+        GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=VOCAB)
+    ).save_pretrained(path)
     tk = Tokenizer(tkm.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="w0", pad_token="w0",
-                            bos_token="w50256", eos_token="w50256").save_pretrained(path)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="w0", pad_token="w0", bos_token="w50256", eos_token="w50256"
+    ).save_pretrained(path)
 
 
 def main() -> None:
@@ -71,8 +73,10 @@ def main() -> None:
         args.prompts, args.new, args.repeat = 2, 8, 1
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
-    texts = [" ".join(f"w{i}" for i in rng.integers(10, 50000, rng.integers(16, 65)))
-             for _ in range(args.prompts)]
+    texts = [
+        " ".join(f"w{i}" for i in rng.integers(10, 50000, rng.integers(16, 65)))
+        for _ in range(args.prompts)
+    ]
     tmp = Path(tempfile.mkdtemp())
     make_model(tmp / "m")
     lm = models.load_model(str(tmp / "m"), dtype="auto")
@@ -83,13 +87,24 @@ def main() -> None:
         ids = torch.tensor([tok(text)["input_ids"]] * args.samples)
         with torch.inference_mode():
             out = lm.model.generate(
-                ids, attention_mask=torch.ones_like(ids), do_sample=True, top_p=1.0,
-                temperature=1.0, top_k=0, max_new_tokens=args.new, min_new_tokens=args.new,
-                use_cache=True, pad_token_id=tok.pad_token_id,
-                output_hidden_states=hidden, return_dict_in_generate=hidden)
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                top_p=1.0,
+                temperature=1.0,
+                top_k=0,
+                max_new_tokens=args.new,
+                min_new_tokens=args.new,
+                use_cache=True,
+                pad_token_id=tok.pad_token_id,
+                output_hidden_states=hidden,
+                return_dict_in_generate=hidden,
+            )
         if hidden:  # tuple over steps of tuples over layers: copy out like a capture would
-            return [torch.cat([h[layer] for h in out.hidden_states], 1).float().clone()
-                    for layer in range(len(out.hidden_states[0]))]
+            return [
+                torch.cat([h[layer] for h in out.hidden_states], 1).float().clone()
+                for layer in range(len(out.hidden_states[0]))
+            ]
         return out
 
     n_new_seen = []
@@ -107,12 +122,18 @@ def main() -> None:
             st.upsert_model(lm.info)
             st.ingest(lm.info.model_id, runs)
 
-    methods = {"plain": lambda t: plain(t), "hf_hidden": lambda t: plain(t, True),
-               "ours": ours, "ours_store": ours_store}
-    labels = {"plain": "plain model.generate (nothing captured)",
-              "hf_hidden": "HF generate, output_hidden_states=True",
-              "ours": "ours: generate() with every layer captured",
-              "ours_store": "ours + Store.ingest (DuckDB)"}
+    methods = {
+        "plain": lambda t: plain(t),
+        "hf_hidden": lambda t: plain(t, True),
+        "ours": ours,
+        "ours_store": ours_store,
+    }
+    labels = {
+        "plain": "plain model.generate (nothing captured)",
+        "hf_hidden": "HF generate, output_hidden_states=True",
+        "ours": "ours: generate() with every layer captured",
+        "ours_store": "ours + Store.ingest (DuckDB)",
+    }
     for f in methods.values():  # warm-up
         f(texts[0])
     times = {k: [] for k in methods}
@@ -125,10 +146,14 @@ def main() -> None:
     assert min(n_new_seen) == args.new, "a sample stopped early: the comparison is unfair"
     tokens = args.prompts * args.samples * args.new
     base = statistics.median(times["plain"])
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {lm.dtype}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"# GPT-2-small shape, {args.prompts} prompts x {args.samples} samples x {args.new} "
-          f"new tokens = {tokens:,} generated tokens; {args.repeat} repeats, medians")
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {lm.dtype}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"# GPT-2-small shape, {args.prompts} prompts x {args.samples} samples x {args.new} "
+        f"new tokens = {tokens:,} generated tokens; {args.repeat} repeats, medians"
+    )
     print("| method | median | generated tok/s | vs plain |")
     print("| --- | --- | --- | --- |")
     for k in methods:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import timed  # noqa: E402  (benchmarks/ is the script directory)
+from _common import timed
 
 from backend.analysis.lens import logit_lens
 from backend.analysis.probes import grouped_folds, run_probes

@@ -39,10 +39,10 @@ warnings.filterwarnings("ignore")
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from backend import trajectory_views as TV
 from backend.analysis.projection import pca_fit, project, warm_umap
-from backend.figures.trajectory import trajectory_figure
+from backend.figures.trajectories import trajectory_figure
 from backend.store import Store
+from backend.views import trajectories as TV
 
 
 def synthetic(n_layers: int, n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

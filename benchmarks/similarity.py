@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import timed  # noqa: E402  (benchmarks/ is the script directory)
+from _common import timed
 
 from backend.analysis import similarity as S
 

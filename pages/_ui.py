@@ -11,6 +11,7 @@ offline HTML, PNG, and the numbers behind them as CSV / Parquet).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -19,8 +20,9 @@ import streamlit as st
 
 from backend import catalog, models
 from backend.errors import LayerScopeError
+from backend.jobs.base import JobSpec
+from backend.jobs.worker import Worker
 from backend.store import Store, default_db_path
-from backend.worker import JobSpec, Worker
 
 PAGE_URLS = {"run": "run", "library": "library", "prompt": "prompt"}
 
@@ -113,8 +115,12 @@ def _bound_select(label: str, options: list[str], key: str, help: str | None = N
 def selection(need_set: bool = True) -> Selection:
     """Sidebar pickers for model and prompt set; the choice follows the user across pages."""
     s = store()
-    model = _bound_select("Model", model_choices(s), "model",
-                          help="Bundled demo models first, then every model in the cache.")
+    model = _bound_select(
+        "Model",
+        model_choices(s),
+        "model",
+        help="Bundled demo models first, then every model in the cache.",
+    )
     set_name = _bound_select("Prompt set", set_choices(s), "set") if need_set else None
     model_id = None
     if model:
@@ -150,7 +156,7 @@ def require_runs(sel: Selection) -> pd.DataFrame | None:
         st.info("A job is computing activations; this view fills in when it finishes.")
         job_panel(active[0].job_id)
         return runs if len(runs) else None
-    msg = (f"{len(runs)} of {n_set} prompts" if n_set else "None of the prompts")
+    msg = f"{len(runs)} of {n_set} prompts" if n_set else "None of the prompts"
     st.info(f"{msg} of **{sel.set_name}** have activations for **{sel.model}** yet.")
     if st.button(f"Compute {sel.set_name} on {sel.model}", type="primary", key="_compute_runs"):
         submit(JobSpec(model=sel.model, set_name=sel.set_name))
@@ -179,14 +185,19 @@ def job_panel(job_id: str) -> None:
     if p.active:
         frac = p.tokens_done / p.tokens_total if p.tokens_total else 0.0
         eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
-        st.progress(frac, text=f"{p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
-                    f"{p.tokens_per_s:,.0f} tok/s{eta}")
+        st.progress(
+            frac,
+            text=f"{p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
+            f"{p.tokens_per_s:,.0f} tok/s{eta}",
+        )
         if st.button("Cancel", key=f"_cancel_{job_id}"):
             worker().cancel(job_id)
     elif p.status == "done":
         r = p.result
-        st.success(f"Done: {r.get('runs', 0)} runs computed, {r.get('cached_runs', 0)} from the "
-                   f"cache, {r.get('tokens', 0):,} tokens in {p.seconds:.1f} s.")
+        st.success(
+            f"Done: {r.get('runs', 0)} runs computed, {r.get('cached_runs', 0)} from the "
+            f"cache, {r.get('tokens', 0):,} tokens in {p.seconds:.1f} s."
+        )
         if st.session_state.get("_ls_done_seen") != job_id:
             st.session_state["_ls_done_seen"] = job_id
             st.rerun(scope="app")
@@ -197,7 +208,7 @@ def job_panel(job_id: str) -> None:
 # -- links ----------------------------------------------------------------------------------
 def prompt_link(run_id: str, label: str = "open prompt") -> None:
     """A link to the Prompt page for one run."""
-    st.page_link(f"pages/prompt.py", label=label, query_params={"run": run_id})
+    st.page_link("pages/prompt.py", label=label, query_params={"run": run_id})
 
 
 def prompt_url(run_id: str) -> str:
@@ -213,8 +224,15 @@ def _qp_get(key: str):
     return st.query_params.get(key)
 
 
-def qp_select(label: str, options: list, key: str, default=None, sidebar: bool = False,
-              format_func=str, help: str | None = None):
+def qp_select(
+    label: str,
+    options: list,
+    key: str,
+    default=None,
+    sidebar: bool = False,
+    format_func=str,
+    help: str | None = None,
+):
     """A selectbox bound to ?key=...; unknown URL values fall back to the default."""
     options = list(options)
     if not options:
@@ -223,26 +241,47 @@ def qp_select(label: str, options: list, key: str, default=None, sidebar: bool =
     by_str = {str(o): o for o in options}
     value = by_str.get(url, default if default in options else options[0])
     where = st.sidebar if sidebar else st
-    got = where.selectbox(label, options, index=options.index(value), key=f"qp_{key}",
-                          format_func=format_func, help=help)
+    got = where.selectbox(
+        label,
+        options,
+        index=options.index(value),
+        key=f"qp_{key}",
+        format_func=format_func,
+        help=help,
+    )
     st.query_params[key] = str(got)
     return got
 
 
-def qp_radio(label: str, options: list, key: str, default=None, horizontal: bool = True,
-             help: str | None = None, format_func=str):
+def qp_radio(
+    label: str,
+    options: list,
+    key: str,
+    default=None,
+    horizontal: bool = True,
+    help: str | None = None,
+    format_func=str,
+):
     options = list(options)
     url = _qp_get(key)
     by_str = {str(o): o for o in options}
     value = by_str.get(url, default if default in options else options[0])
-    got = st.radio(label, options, index=options.index(value), key=f"qp_{key}",
-                   horizontal=horizontal, help=help, format_func=format_func)
+    got = st.radio(
+        label,
+        options,
+        index=options.index(value),
+        key=f"qp_{key}",
+        horizontal=horizontal,
+        help=help,
+        format_func=format_func,
+    )
     st.query_params[key] = str(got)
     return got
 
 
-def qp_int(label: str, key: str, default: int, min_value: int, max_value: int,
-           help: str | None = None) -> int:
+def qp_int(
+    label: str, key: str, default: int, min_value: int, max_value: int, help: str | None = None
+) -> int:
     """An integer slider bound to ?key=N."""
     try:
         value = int(_qp_get(key)) if _qp_get(key) is not None else default
@@ -257,8 +296,16 @@ def qp_int(label: str, key: str, default: int, min_value: int, max_value: int,
     return got
 
 
-def qp_number(label: str, key: str, default: float, min_value: float, max_value: float,
-              step: float | None = None, where=st, widget_key: str | None = None):
+def qp_number(
+    label: str,
+    key: str,
+    default: float,
+    min_value: float,
+    max_value: float,
+    step: float | None = None,
+    where=st,
+    widget_key: str | None = None,
+):
     """A number input bound to ?key=value (int or float, as the default is)."""
     cast = float if isinstance(default, float) else int
     try:
@@ -266,14 +313,21 @@ def qp_number(label: str, key: str, default: float, min_value: float, max_value:
     except ValueError:
         value = default
     value = min(max(value, min_value), max_value)
-    got = where.number_input(label, min_value, max_value, value, step,
-                             key=widget_key or f"qp_{key}")
+    got = where.number_input(
+        label, min_value, max_value, value, step, key=widget_key or f"qp_{key}"
+    )
     st.query_params[key] = str(got)
     return got
 
 
-def qp_slider(label: str, key: str, default: tuple[int, int], min_value: int, max_value: int,
-              help: str | None = None) -> tuple[int, int]:
+def qp_slider(
+    label: str,
+    key: str,
+    default: tuple[int, int],
+    min_value: int,
+    max_value: int,
+    help: str | None = None,
+) -> tuple[int, int]:
     """A range slider bound to ?key=a:b."""
     try:
         a, b = (int(x) for x in _qp_get(key).split(":")) if _qp_get(key) else default
@@ -282,8 +336,7 @@ def qp_slider(label: str, key: str, default: tuple[int, int], min_value: int, ma
     a, b = max(min_value, min(a, max_value)), max(min_value, min(b, max_value))
     if min_value == max_value:
         return min_value, max_value
-    got = st.slider(label, min_value, max_value, (min(a, b), max(a, b)), key=f"qp_{key}",
-                    help=help)
+    got = st.slider(label, min_value, max_value, (min(a, b), max(a, b)), key=f"qp_{key}", help=help)
     st.query_params[key] = f"{got[0]}:{got[1]}"
     return got
 
@@ -300,13 +353,18 @@ def qp_toggle(label: str, key: str, default: bool = False, help: str | None = No
 def presenting() -> bool:
     """?present=1 (or the sidebar toggle): big fonts, fewer controls, high contrast."""
     url = st.query_params.get("present") in ("1", "true")
-    on = st.sidebar.toggle("Presenter mode", value=url, key="_ls_present",
-                           help="Larger fonts and markers and high-contrast colours for a "
-                                "projector; fewer controls.")
+    on = st.sidebar.toggle(
+        "Presenter mode",
+        value=url,
+        key="_ls_present",
+        help="Larger fonts and markers and high-contrast colours for a projector; fewer controls.",
+    )
     if on:
         st.query_params["present"] = "1"
-        st.markdown("<style>html, body, [class*='st-'] {font-size: 1.15rem;}</style>",
-                    unsafe_allow_html=True)
+        st.markdown(
+            "<style>html, body, [class*='st-'] {font-size: 1.15rem;}</style>",
+            unsafe_allow_html=True,
+        )
     elif "present" in st.query_params:
         del st.query_params["present"]
     return on
@@ -314,15 +372,20 @@ def presenting() -> bool:
 
 def present_figure(fig):
     """Presenter styling: larger fonts and markers; figures keep their fixed colour scales."""
-    fig.update_layout(font=dict(size=20), title_font=dict(size=26),
-                      legend=dict(font=dict(size=18)), hoverlabel=dict(font_size=18))
+    fig.update_layout(
+        font=dict(size=20),
+        title_font=dict(size=26),
+        legend=dict(font=dict(size=18)),
+        hoverlabel=dict(font_size=18),
+    )
     for tr in fig.data:
         if getattr(tr, "marker", None) is not None and hasattr(tr.marker, "size"):
-            try:
-                tr.marker.size = max(tr.marker.size or 6, 10) if not isinstance(
-                    tr.marker.size, (list, tuple)) else tr.marker.size
-            except (ValueError, TypeError):
-                pass
+            with contextlib.suppress(ValueError, TypeError):
+                tr.marker.size = (
+                    max(tr.marker.size or 6, 10)
+                    if not isinstance(tr.marker.size, (list, tuple))
+                    else tr.marker.size
+                )
     return fig
 
 
@@ -338,8 +401,9 @@ def copy_link_box() -> None:
     st.code(f"{base}?{qs}" if base else f"?{qs}", language=None)
 
 
-def show_figure(fig, key: str, name: str, data: "pd.DataFrame | None" = None,
-                on_select: str = "ignore", **kwargs):
+def show_figure(
+    fig, key: str, name: str, data: pd.DataFrame | None = None, on_select: str = "ignore", **kwargs
+):
     """Draw a figure (presenter-styled when on) with export buttons underneath.
 
     ``data`` = the numbers behind the figure, offered as CSV and Parquet. Returns the plotly
@@ -352,26 +416,42 @@ def show_figure(fig, key: str, name: str, data: "pd.DataFrame | None" = None,
     event = st.plotly_chart(fig, key=key, on_select=on_select, **kwargs)
     with st.expander("Export / share", expanded=False):
         c = st.columns(5)
-        c[0].download_button("HTML (offline)", exports.figure_html(fig), f"{name}.html",
-                             mime="text/html", key=f"{key}_html")
+        c[0].download_button(
+            "HTML (offline)",
+            exports.figure_html(fig),
+            f"{name}.html",
+            mime="text/html",
+            key=f"{key}_html",
+        )
         if c[1].button("PNG", key=f"{key}_png_make"):
             try:
                 st.session_state[f"{key}_png"] = exports.figure_png(fig)
             except Exception as e:  # kaleido/Chromium missing
                 st.warning(f"PNG export needs Chromium: {e}")
         if f"{key}_png" in st.session_state:
-            c[1].download_button("Save PNG", st.session_state[f"{key}_png"], f"{name}.png",
-                                 mime="image/png", key=f"{key}_png_dl")
+            c[1].download_button(
+                "Save PNG",
+                st.session_state[f"{key}_png"],
+                f"{name}.png",
+                mime="image/png",
+                key=f"{key}_png_dl",
+            )
         if data is not None:
-            c[2].download_button("CSV", exports.table_csv(data), f"{name}.csv", mime="text/csv",
-                                 key=f"{key}_csv")
-            c[3].download_button("Parquet", exports.table_parquet(data), f"{name}.parquet",
-                                 key=f"{key}_pq")
+            c[2].download_button(
+                "CSV", exports.table_csv(data), f"{name}.csv", mime="text/csv", key=f"{key}_csv"
+            )
+            c[3].download_button(
+                "Parquet", exports.table_parquet(data), f"{name}.parquet", key=f"{key}_pq"
+            )
         settings = {k: st.query_params[k] for k in st.query_params}
         model = store().find_model(settings["model"]) if "model" in settings else None
-        c[4].download_button("Report (HTML)", exports.report_html(
-            name, [(name, fig)], settings, model), f"{name}-report.html", mime="text/html",
-            key=f"{key}_report")
+        c[4].download_button(
+            "Report (HTML)",
+            exports.report_html(name, [(name, fig)], settings, model),
+            f"{name}-report.html",
+            mime="text/html",
+            key=f"{key}_report",
+        )
         st.caption("Link to this view:")
         copy_link_box()
     return event

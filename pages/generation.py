@@ -4,20 +4,20 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend import generation_views as G
 from backend import models
 from backend.analysis.commitment import correlate, correlation_grid
 from backend.analysis.similarity import SimilarityMatrix
+from backend.capture.generate import Sampling
 from backend.errors import LayerScopeError
-from backend.figures.commitment import (
+from backend.figures.generation import (
     commitment_heatmap,
     correlation_heatmap,
     scatter_figure,
     separation_figure,
 )
 from backend.figures.similarity import similarity_figure
-from backend.generate import Sampling
-from backend.worker import JobSpec
+from backend.jobs.base import JobSpec
+from backend.views import generation as G
 from pages import _ui
 
 st.title("Generation")
@@ -47,17 +47,24 @@ with st.expander("What am I looking at?", expanded=present):
         "counting prompts 0.99, random colour lists 0.70, 'repeat' prompts 0.57 — the small "
         "model never learnt to copy, so its runs diverge although the language determines "
         "them; commitment tracks behaviour, not the label. Commitment vs consistency over the "
-        "200 prompts: Pearson 0.61 [0.56, 0.66], Spearman 0.83.")
+        "200 prompts: Pearson 0.61 [0.56, 0.66], Spearman 0.83."
+    )
 
 
 c = st.columns(5)
-fields = [("Samples", "n", 8, 2, 32, None), ("New tokens", "new", 8, 1, 64, None),
-          ("Temperature", "temp", 1.0, 0.05, 3.0, 0.05), ("Top-p", "top_p", 1.0, 0.05, 1.0, 0.05),
-          ("Seed", "seed", 0, 0, 10**6, None)]
-sampling = Sampling(*(
-    _ui.qp_number(label, key, default, lo, hi, step, where=col, widget_key=f"gen_{key}")
-    for col, (label, key, default, lo, hi, step) in zip(c, fields)
-))
+fields = [
+    ("Samples", "n", 8, 2, 32, None),
+    ("New tokens", "new", 8, 1, 64, None),
+    ("Temperature", "temp", 1.0, 0.05, 3.0, 0.05),
+    ("Top-p", "top_p", 1.0, 0.05, 1.0, 0.05),
+    ("Seed", "seed", 0, 0, 10**6, None),
+]
+sampling = Sampling(
+    *(
+        _ui.qp_number(label, key, default, lo, hi, step, where=col, widget_key=f"gen_{key}")
+        for col, (label, key, default, lo, hi, step) in zip(c, fields)
+    )
+)
 dtype = str(models.pick_dtype("auto")).removeprefix("torch.")
 settings = sampling.key() | {"dtype": dtype}
 
@@ -72,52 +79,102 @@ has_labels = prompts_df["label"].notna().any()
 
 with st.expander("Answers and outcomes", expanded=False):
     o = st.columns(3)
-    regex = o[0].text_input(
-        "Answer pattern (regex; group 1 if any)", st.query_params.get("regex", ""),
-        key="gen_regex", help="Default: the whole continuation is the answer (runs agree when they generate the same text). E.g. `^(\\S+)` = the first word.") or None
+    regex = (
+        o[0].text_input(
+            "Answer pattern (regex; group 1 if any)",
+            st.query_params.get("regex", ""),
+            key="gen_regex",
+            help="Default: the whole continuation is the answer (runs agree when they generate the same text). E.g. `^(\\S+)` = the first word.",
+        )
+        or None
+    )
     st.query_params["regex"] = regex or ""
     versus = has_labels and o[1].toggle(
-        "Judge answers against the set's label", st.query_params.get("versus") == "1",
-        key="gen_versus", help="Outcome = correct / wrong (answer equals the label). Off: the "
-        "answer itself is the outcome; success = agreeing with the prompt's majority answer.")
+        "Judge answers against the set's label",
+        st.query_params.get("versus") == "1",
+        key="gen_versus",
+        help="Outcome = correct / wrong (answer equals the label). Off: the "
+        "answer itself is the outcome; success = agreeing with the prompt's majority answer.",
+    )
     st.query_params["versus"] = "1" if versus else "0"
-    centres = {"start": "what each run added since the prompt end",
-               "set": "centred on the set's mean state", "none": "raw states"}
+    centres = {
+        "start": "what each run added since the prompt end",
+        "set": "centred on the set's mean state",
+        "none": "raw states",
+    }
     with o[2]:
-        centre = _ui.qp_radio("Compare", list(centres), "centre", format_func=centres.get,
-                              horizontal=False, help="Raw residual streams share one large "
-                              "direction, so raw cosines sit near 1. The default subtracts each "
-                              "run's prompt-end state (identical across runs), so commitment "
-                              "compares what the generations added. The set mean favours "
-                              "prompts far from it.")
+        centre = _ui.qp_radio(
+            "Compare",
+            list(centres),
+            "centre",
+            format_func=centres.get,
+            horizontal=False,
+            help="Raw residual streams share one large "
+            "direction, so raw cosines sit near 1. The default subtracts each "
+            "run's prompt-end state (identical across runs), so commitment "
+            "compares what the generations added. The set mean favours "
+            "prompts far from it.",
+        )
 
 mrow = s.find_model(sel.model)
 try:
-    ss = (G.load(s, mrow["model_id"], texts, sampling, dtype, labels, groups, regex, versus,
-                 centre=centre) if mrow else None)
+    ss = (
+        G.load(
+            s,
+            mrow["model_id"],
+            texts,
+            sampling,
+            dtype,
+            labels,
+            groups,
+            regex,
+            versus,
+            centre=centre,
+        )
+        if mrow
+        else None
+    )
 except LayerScopeError as e:
     _ui.error_box(e)
     st.stop()
 sampled = {p.text: i for i, p in enumerate(ss.prompts)} if ss else {}
 
 b1, b2 = st.columns([3, 2])
-one = _ui.qp_select("Prompt", texts, "prompt",
-                    format_func=lambda t: ("● " if t in sampled else "○ ") + t)
+one = _ui.qp_select(
+    "Prompt", texts, "prompt", format_func=lambda t: ("● " if t in sampled else "○ ") + t
+)
 if b1.button("Sample this prompt", type="primary", key="gen_one"):
-    _ui.submit(JobSpec(model=sel.model, set_name=sel.set_name, kind="generate",
-                       options=settings | {"samples": sampling.samples, "prompts": [one]}))
+    _ui.submit(
+        JobSpec(
+            model=sel.model,
+            set_name=sel.set_name,
+            kind="generate",
+            options=settings | {"samples": sampling.samples, "prompts": [one]},
+        )
+    )
 missing = len(texts) - len(sampled)
-if b2.button(f"Sample the whole set ({len(texts)} prompts, {missing} not sampled yet)",
-             key="gen_all", disabled=missing == 0):
-    _ui.submit(JobSpec(model=sel.model, set_name=sel.set_name, kind="generate",
-                       options=settings | {"samples": sampling.samples}))
+if b2.button(
+    f"Sample the whole set ({len(texts)} prompts, {missing} not sampled yet)",
+    key="gen_all",
+    disabled=missing == 0,
+):
+    _ui.submit(
+        JobSpec(
+            model=sel.model,
+            set_name=sel.set_name,
+            kind="generate",
+            options=settings | {"samples": sampling.samples},
+        )
+    )
 for p in _ui.worker().active_jobs():
     _ui.job_panel(p.job_id)
 
 # -- one prompt -------------------------------------------------------------------------------
 if one not in sampled:
-    st.info("No samples for this prompt with these settings yet: press **Sample this prompt** "
-            "(● marks prompts already sampled with these settings).")
+    st.info(
+        "No samples for this prompt with these settings yet: press **Sample this prompt** "
+        "(● marks prompts already sampled with these settings)."
+    )
 else:
     it = ss.prompts[sampled[one]]
     com = it.commitment
@@ -125,20 +182,36 @@ else:
     div = com.divergence_step
     st.caption(
         f"Consistency {it.consistency:.2f} (share of pairs of runs with the same outcome); "
-        + ("the runs never diverge." if div is None else
-           f"tokens diverge at generated token {div} (step {div + 1} is the first state that "
-           "has read different tokens).")
-        + (" Some runs hit the token limit." if it.truncated else ""))
+        + (
+            "the runs never diverge."
+            if div is None
+            else f"tokens diverge at generated token {div} (step {div + 1} is the first state that "
+            "has read different tokens)."
+        )
+        + (" Some runs hit the token limit." if it.truncated else "")
+    )
     heat = pd.DataFrame(com.similarity, index=pd.Index(range(len(com.similarity)), name="layer"))
-    _ui.show_figure(commitment_heatmap(com.similarity, None if div is None else div + 1),
-                    "gen_heat", "commitment", data=heat.reset_index())
-    runs = pd.DataFrame({
-        "run": range(len(it.run_ids)), "seed": it.seeds,
-        "continuation": [G.join_tokens(g) for g in it.continuations],
-        "answer": it.answers, "outcome": it.outcomes,
-        "open": [_ui.prompt_url(r) for r in it.run_ids]})
-    st.dataframe(runs, hide_index=True, column_config={
-        "open": st.column_config.LinkColumn("prompt page", display_text="open")})
+    _ui.show_figure(
+        commitment_heatmap(com.similarity, None if div is None else div + 1),
+        "gen_heat",
+        "commitment",
+        data=heat.reset_index(),
+    )
+    runs = pd.DataFrame(
+        {
+            "run": range(len(it.run_ids)),
+            "seed": it.seeds,
+            "continuation": [G.join_tokens(g) for g in it.continuations],
+            "answer": it.answers,
+            "outcome": it.outcomes,
+            "open": [_ui.prompt_url(r) for r in it.run_ids],
+        }
+    )
+    st.dataframe(
+        runs,
+        hide_index=True,
+        column_config={"open": st.column_config.LinkColumn("prompt page", display_text="open")},
+    )
     n_l, n_s = com.similarity.shape
     cl, cs = st.columns(2)
     with cl:
@@ -148,13 +221,19 @@ else:
     m = G.run_matrix(s, ss, sampled[one], layer, step)
     names = tuple(f"run {i}: {G.join_tokens(g)[:24]}" for i, g in enumerate(it.continuations))
     rr = SimilarityMatrix(m, names, names, "run", -1, 1)
-    _ui.show_figure(similarity_figure(rr), "gen_rr", "run-similarity",
-                    data=pd.DataFrame(m, index=names, columns=names).reset_index())
+    _ui.show_figure(
+        similarity_figure(rr),
+        "gen_rr",
+        "run-similarity",
+        data=pd.DataFrame(m, index=names, columns=names).reset_index(),
+    )
 
 # -- across the set ---------------------------------------------------------------------------
 if ss is None or len(ss.prompts) < 3:
-    st.info(f"{len(sampled)} of {len(texts)} prompts sampled with these settings: sample at "
-            "least 3 to compare commitment with consistency across the set.")
+    st.info(
+        f"{len(sampled)} of {len(texts)} prompts sampled with these settings: sample at "
+        "least 3 to compare commitment with consistency across the set."
+    )
     st.stop()
 st.subheader(f"Across the set: {len(ss.prompts)} of {len(texts)} prompts sampled")
 sims = ss.sims()
@@ -166,59 +245,99 @@ c1, c2 = st.columns(2)
 with c1:
     cl = _ui.qp_int("Layer", "set_layer", best[0], 0, ss.n_layers - 1)
 with c2:
-    cs = _ui.qp_int("Step", "set_step", best[1], 0, sims.shape[2] - 1,
-                    help="Step 0 is the last prompt token, identical in every run: pick ≥ 1.")
+    cs = _ui.qp_int(
+        "Step",
+        "set_step",
+        best[1],
+        0,
+        sims.shape[2] - 1,
+        help="Step 0 is the last prompt token, identical in every run: pick ≥ 1.",
+    )
 table = ss.table(cl, cs)
 corr = correlate(table["commitment"], table["consistency"])
-fmt = (lambda v: "n/a" if not np.isfinite(v) else f"{v:.2f}")
-title = (f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts): "
-         f"r = {fmt(corr.pearson)} [{fmt(corr.ci_low)}, {fmt(corr.ci_high)}], "
-         f"ρ = {fmt(corr.spearman)}")
-_ui.show_figure(scatter_figure(table, title), "gen_scatter", "commitment-vs-consistency",
-                data=table.drop(columns=["run_id"]))
+
+
+def fmt(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:.2f}"
+
+
+title = (
+    f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts): "
+    f"r = {fmt(corr.pearson)} [{fmt(corr.ci_low)}, {fmt(corr.ci_high)}], "
+    f"ρ = {fmt(corr.spearman)}"
+)
+_ui.show_figure(
+    scatter_figure(table, title),
+    "gen_scatter",
+    "commitment-vs-consistency",
+    data=table.drop(columns=["run_id"]),
+)
 summary = G.label_summary(table)
 st.dataframe(summary.round(3), hide_index=True)
 if grid.best is not None:
-    st.caption(f"Best predictor of consistency: layer {grid.best[0]}, step {grid.best[1]} "
-               f"(r = {grid.r[grid.best]:.2f}, {int(grid.n[grid.best])} prompts). Cells that fewer "
-               f"than {min_prompts} prompts reach (runs stop at <eos>) are blank. Layer 0 is "
-               "the embedding of the token just read: there, commitment is token agreement.")
-_ui.show_figure(correlation_heatmap(grid.r), "gen_grid", "commitment-correlation-grid",
-                data=pd.DataFrame(grid.r).rename_axis("layer").reset_index())
+    st.caption(
+        f"Best predictor of consistency: layer {grid.best[0]}, step {grid.best[1]} "
+        f"(r = {grid.r[grid.best]:.2f}, {int(grid.n[grid.best])} prompts). Cells that fewer "
+        f"than {min_prompts} prompts reach (runs stop at <eos>) are blank. Layer 0 is "
+        "the embedding of the token just read: there, commitment is token agreement."
+    )
+_ui.show_figure(
+    correlation_heatmap(grid.r),
+    "gen_grid",
+    "commitment-correlation-grid",
+    data=pd.DataFrame(grid.r).rename_axis("layer").reset_index(),
+)
 
 # -- outcome separation -----------------------------------------------------------------------
 st.subheader("Outcome separation: does a run's hidden-state change give its outcome away?")
 success, meaning = ss.success()
 if success.all() or not success.any():
-    st.info(f"Every run has the same outcome ({meaning}: {bool(success[0])}); separation needs "
-            "runs that succeed and runs that fail. Try judging against the label, an answer "
-            "pattern, a higher temperature, or a set with ambiguous prompts.")
+    st.info(
+        f"Every run has the same outcome ({meaning}: {bool(success[0])}); separation needs "
+        "runs that succeed and runs that fail. Try judging against the label, an answer "
+        "pattern, a higher temperature, or a set with ambiguous prompts."
+    )
     st.stop()
 try:
     sep = ss.separation()
 except ValueError as e:
     st.info(str(e))
     st.stop()
-st.caption(f"Success = {meaning}: {int(success.sum())} of {len(success)} runs. "
-           f"{int(sep.judged.sum())} runs judged (their prompt's neighbours had both outcomes).")
-_ui.show_figure(separation_figure(sep), "gen_sep", "outcome-separation",
-                data=pd.DataFrame({"layer": range(ss.n_layers), "accuracy": sep.accuracy,
-                                   "auroc": sep.auroc}))
-sl = _ui.qp_int("Misjudged runs at layer", "sep_layer",
-                sep.best_layer if sep.best_layer is not None else ss.n_layers - 1,
-                0, ss.n_layers - 1)
+st.caption(
+    f"Success = {meaning}: {int(success.sum())} of {len(success)} runs. "
+    f"{int(sep.judged.sum())} runs judged (their prompt's neighbours had both outcomes)."
+)
+_ui.show_figure(
+    separation_figure(sep),
+    "gen_sep",
+    "outcome-separation",
+    data=pd.DataFrame({"layer": range(ss.n_layers), "accuracy": sep.accuracy, "auroc": sep.auroc}),
+)
+sl = _ui.qp_int(
+    "Misjudged runs at layer",
+    "sep_layer",
+    sep.best_layer if sep.best_layer is not None else ss.n_layers - 1,
+    0,
+    ss.n_layers - 1,
+)
 wrong = sep.misjudged(sl)
 runs_df = ss.runs()
 if len(wrong):
     bad = runs_df.iloc[wrong].assign(
         predicted=np.where(sep.predicted(sl)[wrong], "success", "failure"),
         margin=np.round(sep.score[sl, wrong], 3),
-        open=[_ui.prompt_url(r) for r in runs_df["run_id"].iloc[wrong]])
+        open=[_ui.prompt_url(r) for r in runs_df["run_id"].iloc[wrong]],
+    )
     bad = bad.iloc[np.argsort(-np.abs(bad["margin"].to_numpy()), kind="stable")]
-    st.markdown(f"**{len(wrong)} runs the signature gets wrong at layer {sl}** "
-                f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {fmt(sep.auroc[sl])}), the most "
-                f"confident mistakes first:")
-    st.dataframe(bad.drop(columns=["run_id"]), hide_index=True, column_config={
-        "open": st.column_config.LinkColumn("prompt page", display_text="open")})
+    st.markdown(
+        f"**{len(wrong)} runs the signature gets wrong at layer {sl}** "
+        f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {fmt(sep.auroc[sl])}), the most "
+        f"confident mistakes first:"
+    )
+    st.dataframe(
+        bad.drop(columns=["run_id"]),
+        hide_index=True,
+        column_config={"open": st.column_config.LinkColumn("prompt page", display_text="open")},
+    )
 else:
     st.success(f"At layer {sl} the signature judges every judged run correctly.")

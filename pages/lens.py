@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend import readouts
 from backend.errors import LayerScopeError
 from backend.figures.lens import lens_curves, lens_figure, summary_figure
+from backend.views import readouts
 from pages import _ui
 
 present, sel, runs = _ui.open_view("Logit lens")

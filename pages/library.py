@@ -24,7 +24,8 @@ if mdf.empty:
     st.info("No models in the cache yet: start on the Run page.")
 else:
     show = mdf.assign(size=mdf["bytes"].map(human_bytes))[
-        ["ref", "architecture", "n_layers", "d_model", "n_runs", "size", "model_id"]]
+        ["ref", "architecture", "n_layers", "d_model", "n_runs", "size", "model_id"]
+    ]
     st.dataframe(show, hide_index=True)
 
 st.subheader("Prompt sets")
@@ -33,8 +34,10 @@ cov = s.set_coverage()
 if sets.empty:
     st.info("No prompt sets yet.")
 else:
-    st.dataframe(sets[["set_name", "n_prompts", "has_labels", "has_token_labels", "description"]],
-                 hide_index=True)
+    st.dataframe(
+        sets[["set_name", "n_prompts", "has_labels", "has_token_labels", "description"]],
+        hide_index=True,
+    )
     if not cov.empty:
         st.caption("Runs per set and model")
         st.dataframe(cov, hide_index=True)
@@ -48,16 +51,27 @@ if not cov.empty:
     layer = st.selectbox("Layer", ["all"] + list(range(info["n_layers"] + 1)), key="lib_layer")
     if st.button("Prepare Parquet", key="lib_prepare"):
         out = Path(tempfile.mkdtemp()) / f"{row['set_name']}.parquet"
-        s.export_parquet(row["set_name"], row["model_id"], out,
-                         layer=None if layer == "all" else int(layer))
+        s.export_parquet(
+            row["set_name"], row["model_id"], out, layer=None if layer == "all" else int(layer)
+        )
         st.session_state["lib_parquet"] = (out.name, out.read_bytes())
     if "lib_parquet" in st.session_state:
         name, data = st.session_state["lib_parquet"]
-        st.download_button(f"Download {name} ({human_bytes(len(data))})", data, name,
-                           mime="application/octet-stream", key="lib_dl_parquet")
+        st.download_button(
+            f"Download {name} ({human_bytes(len(data))})",
+            data,
+            name,
+            mime="application/octet-stream",
+            key="lib_dl_parquet",
+        )
     meta = s.set_runs(row["set_name"], row["model_id"])
-    st.download_button("Download metadata (CSV)", meta.to_csv(index=False).encode(),
-                       f"{row['set_name']}-runs.csv", mime="text/csv", key="lib_dl_csv")
+    st.download_button(
+        "Download metadata (CSV)",
+        meta.to_csv(index=False).encode(),
+        f"{row['set_name']}-runs.csv",
+        mime="text/csv",
+        key="lib_dl_csv",
+    )
 
 st.subheader("Delete")
 st.caption("Deleting frees the rows; runs of other sets that share prompts are kept.")

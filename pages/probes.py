@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend import readouts
 from backend.analysis.probes import misclassified
 from backend.errors import LayerScopeError
 from backend.figures.probes import confusion_figure, probe_figure, score_figure
-from backend.worker import JobSpec
+from backend.jobs.base import JobSpec
+from backend.views import readouts
 from pages import _ui
 
 MAX_TOKEN_UNITS = 20_000  # token probes: keep the first prompts up to this many tokens

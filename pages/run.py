@@ -5,20 +5,25 @@ import streamlit as st
 from backend import catalog, models, prompts
 from backend.commands._common import human_bytes
 from backend.errors import LayerScopeError
-from backend.worker import JobSpec, estimate
+from backend.jobs.base import JobSpec
+from backend.jobs.extract import estimate
 from pages import _ui
 
 st.title("LayerScope")
-st.caption("Run a model on prompts; every layer's hidden state of every token is cached, "
-           "so each view opens instantly afterwards.")
+st.caption(
+    "Run a model on prompts; every layer's hidden state of every token is cached, "
+    "so each view opens instantly afterwards."
+)
 s = _ui.store()
 
 if s.summary()["runs"] == 0 and not _ui.worker().active_jobs():
     with st.container(border=True):
         st.subheader("New here? Try the demo")
-        st.write("Runs the bundled **demo** model (a small GPT-2 trained by LayerScope on a "
-                 "synthetic language with known grammar) on the **agreement** prompt set. "
-                 "Takes a few seconds on a laptop.")
+        st.write(
+            "Runs the bundled **demo** model (a small GPT-2 trained by LayerScope on a "
+            "synthetic language with known grammar) on the **agreement** prompt set. "
+            "Takes a few seconds on a laptop."
+        )
         if st.button("Try the demo", type="primary", key="try_demo"):
             st.session_state["sel_model"], st.session_state["sel_set"] = "demo", "agreement"
             _ui.submit(JobSpec(model="demo", set_name="agreement"))
@@ -29,16 +34,21 @@ with left:
     st.subheader("1 · Model")
     choices = _ui.model_choices(s)
     pick = st.selectbox("Bundled or cached model", choices, key="run_model_pick")
-    typed = st.text_input("…or a hub id (e.g. gpt2, EleutherAI/pythia-70m@main) or a local "
-                          "directory", key="run_model_typed").strip()
+    typed = st.text_input(
+        "…or a hub id (e.g. gpt2, EleutherAI/pythia-70m@main) or a local directory",
+        key="run_model_typed",
+    ).strip()
     model = typed or pick
     try:
         models.resolve(model)
     except LayerScopeError as e:
         st.error(str(e))
     with st.expander("Advanced"):
-        dtype = st.selectbox("dtype", ["auto", "float32", "bfloat16", "float16"],
-                             help="auto = bfloat16 where the CPU has AMX/AVX512-bf16, else float32")
+        dtype = st.selectbox(
+            "dtype",
+            ["auto", "float32", "bfloat16", "float16"],
+            help="auto = bfloat16 where the CPU has AMX/AVX512-bf16, else float32",
+        )
         device = st.selectbox("device", models.available_devices())
         max_tokens = st.number_input("max tokens per prompt (0 = no limit)", 0, 100_000, 0)
 
@@ -49,14 +59,18 @@ with right:
     try:
         if mode == "Demo set":
             demos = catalog.demo_sets()
-            set_name = st.selectbox("Demo set", list(demos), format_func=lambda n: n,
-                                    key="run_demo_set")
+            set_name = st.selectbox(
+                "Demo set", list(demos), format_func=lambda n: n, key="run_demo_set"
+            )
             if set_name:
                 st.caption(demos[set_name])
         elif mode == "Type":
             set_name = st.text_input("Set name", "my-prompts", key="run_typed_name")
-            text = st.text_area("One prompt per line", key="run_typed_text",
-                                placeholder="the dogs near the cat\nthe cat near the dogs")
+            text = st.text_area(
+                "One prompt per line",
+                key="run_typed_text",
+                placeholder="the dogs near the cat\nthe cat near the dogs",
+            )
             if text.strip():
                 table = prompts.from_lines(text)
         else:
@@ -77,8 +91,13 @@ with right:
         st.error(str(e))
 
 st.subheader("3 · Cost and submit")
-spec = JobSpec(model=model, set_name=set_name or "", dtype=dtype, device=device,
-               max_tokens=int(max_tokens) or None)
+spec = JobSpec(
+    model=model,
+    set_name=set_name or "",
+    dtype=dtype,
+    device=device,
+    max_tokens=int(max_tokens) or None,
+)
 try:
     if not set_name:
         raise LayerScopeError("Choose or name a prompt set.")
@@ -92,13 +111,23 @@ try:
     c[1].metric("Already cached", est.cached_runs)
     c[2].metric("Tokens to compute", f"{est.tokens:,}")
     c[3].metric("On disk", human_bytes(est.bytes))
-    c[4].metric("Estimated time", "0 s" if est.tokens == 0 else
-                (f"{est.seconds:.0f} s" if est.seconds else "unknown (first run)"))
+    c[4].metric(
+        "Estimated time",
+        "0 s"
+        if est.tokens == 0
+        else (f"{est.seconds:.0f} s" if est.seconds else "unknown (first run)"),
+    )
     if est.truncated:
-        st.warning(f"{est.truncated} prompts are longer than {spec.max_tokens} tokens and will "
-                   "be truncated (each run is flagged).")
-    if st.button("Compute activations", type="primary", disabled=est.tokens == 0 and
-                 est.cached_runs == est.runs and est.runs > 0, key="run_submit"):
+        st.warning(
+            f"{est.truncated} prompts are longer than {spec.max_tokens} tokens and will "
+            "be truncated (each run is flagged)."
+        )
+    if st.button(
+        "Compute activations",
+        type="primary",
+        disabled=est.tokens == 0 and est.cached_runs == est.runs and est.runs > 0,
+        key="run_submit",
+    ):
         st.session_state["sel_model"], st.session_state["sel_set"] = model, set_name
         _ui.submit(spec)
     if est.runs and est.cached_runs == est.runs:

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend import similarity_views as V
 from backend.errors import LayerScopeError
 from backend.figures.similarity import CLICKABLE_CELLS, cell_of, display_order, similarity_figure
-from backend.worker import JobSpec
+from backend.jobs.base import JobSpec
+from backend.views import similarity as V
 from pages import _ui
 
 NAMES = {
@@ -37,36 +37,46 @@ HELP["run"] = (
     "The sampled runs of one prompt (Generation page) against each other: cosine between "
     "their hidden states at one layer and one generation step, after subtracting the "
     "prompt-end state they all share. Runs that settled on the same "
-    "continuation form a bright block.")
+    "continuation form a bright block."
+)
 UNIT_NAMES = {"tokens": "tokens", "last": "prompts (last token)", "mean": "prompts (mean)"}
+
 
 def _run_by_run(s, model_id: str) -> None:
     """Run x run cosine of one sampled prompt at (layer, step); the data lives on the
     Generation page, this is its similarity view."""
     import json
 
-    from backend import generation_views as G
     from backend.analysis.similarity import SimilarityMatrix
-    from backend.generate import Sampling
+    from backend.capture.generate import Sampling
+    from backend.views import generation as G
 
     req = s.sampled_requests(model_id)
     if req.empty:
-        st.info("No sampled generations for this model yet: sample a prompt on the "
-                "**Generation** page first.")
+        st.info(
+            "No sampled generations for this model yet: sample a prompt on the "
+            "**Generation** page first."
+        )
         st.page_link("pages/generation.py", label="Open the Generation page")
         return
     req = req.assign(settings=req["settings"].map(json.loads))
-    names = [f"{r.text}  ({r.samples} runs, T={r.settings['temperature']}, "
-             f"seed {r.settings['seed']}, {r.settings['max_new_tokens']} new tokens)"
-             for r in req.itertuples()]
-    i = _ui.qp_select("Sampled prompt", list(range(len(req))), "request",
-                      format_func=lambda k: names[k])
+    names = [
+        f"{r.text}  ({r.samples} runs, T={r.settings['temperature']}, "
+        f"seed {r.settings['seed']}, {r.settings['max_new_tokens']} new tokens)"
+        for r in req.itertuples()
+    ]
+    i = _ui.qp_select(
+        "Sampled prompt", list(range(len(req))), "request", format_func=lambda k: names[k]
+    )
     opts = req["settings"].iloc[i]
     samp = Sampling.from_options({**opts, "samples": int(req["samples"].iloc[i])})
     same = [t for t, o in zip(req["text"], req["settings"]) if o == opts]
     ss = G.load(s, model_id, same, samp, opts["dtype"])
-    k = next((j for j, p in enumerate(ss.prompts) if p.text == req["text"].iloc[i]), None) \
-        if ss else None
+    k = (
+        next((j for j, p in enumerate(ss.prompts) if p.text == req["text"].iloc[i]), None)
+        if ss
+        else None
+    )
     if k is None:
         st.info("This prompt has fewer than two sampled runs.")
         return
@@ -75,16 +85,22 @@ def _run_by_run(s, model_id: str) -> None:
     with a:
         layer = _ui.qp_int("Layer", "layer", n_l - 1, 0, n_l - 1)
     with b:
-        step = _ui.qp_int("Generation step (0 = last prompt token)", "step", min(1, n_s - 1),
-                          0, n_s - 1)
+        step = _ui.qp_int(
+            "Generation step (0 = last prompt token)", "step", min(1, n_s - 1), 0, n_s - 1
+        )
     m = G.run_matrix(s, ss, k, layer, step)
     p = ss.prompts[k]
     labels = tuple(f"run {j}: {G.join_tokens(g)[:24]}" for j, g in enumerate(p.continuations))
-    _ui.show_figure(similarity_figure(SimilarityMatrix(m, labels, labels, "run", -1, 1)),
-                    "sim_run", "similarity-run",
-                    data=pd.DataFrame(m, index=labels, columns=labels).reset_index())
-    st.caption(f"Layer {layer}, step {step}: cosine of what each run added to its hidden state "
-               "since the prompt's last token. Blank rows: runs that ended before this step.")
+    _ui.show_figure(
+        similarity_figure(SimilarityMatrix(m, labels, labels, "run", -1, 1)),
+        "sim_run",
+        "similarity-run",
+        data=pd.DataFrame(m, index=labels, columns=labels).reset_index(),
+    )
+    st.caption(
+        f"Layer {layer}, step {step}: cosine of what each run added to its hidden state "
+        "since the prompt's last token. Blank rows: runs that ended before this step."
+    )
 
 
 present, sel, runs = _ui.open_view("Similarity")

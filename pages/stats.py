@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from backend import readouts
 from backend.figures.stats import stats_figure
+from backend.views import readouts
 from pages import _ui
 
 MAX_RUNS = 200

@@ -3,19 +3,22 @@
 import streamlit as st
 
 from backend import models
+from backend.jobs.base import JobSpec
 from backend.tour import STORIES
-from backend.worker import JobSpec
 from pages import _ui
 
 st.title("Tour")
-st.caption("Short guided stories for a class or a first look. Each button computes what the "
-           "cache lacks (a few seconds on the demo models), then opens the configured view.")
+st.caption(
+    "Short guided stories for a class or a first look. Each button computes what the "
+    "cache lacks (a few seconds on the demo models), then opens the configured view."
+)
 _ui.presenting()
 s = _ui.store()
 
 if "demo" not in models.bundled_models():
-    st.error("The bundled demo models are missing; rebuild them with "
-             "`python -m backend.demo.train`.")
+    st.error(
+        "The bundled demo models are missing; rebuild them with `python -m backend.demo.train`."
+    )
     st.stop()
 
 

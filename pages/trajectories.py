@@ -5,7 +5,6 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from backend import trajectory_views as TV
 from backend.analysis.projection import (
     DESCRIPTIONS,
     METHODS,
@@ -13,8 +12,9 @@ from backend.analysis.projection import (
     silhouette_per_layer,
 )
 from backend.errors import LayerScopeError
-from backend.figures.trajectory import COLOURINGS, silhouette_figure, trajectory_figure
-from backend.worker import JobSpec
+from backend.figures.trajectories import COLOURINGS, silhouette_figure, trajectory_figure
+from backend.jobs.base import JobSpec
+from backend.views import trajectories as TV
 from pages import _ui
 
 present, sel, runs = _ui.open_view("Trajectories")

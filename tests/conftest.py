@@ -15,8 +15,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-WORDS = ("the a cat cats dog dogs runs run sits sit on mat near big small red . , and "
-         "is are was were happy sad").split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "cats",
+    "dog",
+    "dogs",
+    "runs",
+    "run",
+    "sits",
+    "sit",
+    "on",
+    "mat",
+    "near",
+    "big",
+    "small",
+    "red",
+    ".",
+    ",",
+    "and",
+    "is",
+    "are",
+    "was",
+    "were",
+    "happy",
+    "sad",
+]
 TINY = dict(hidden=32, layers=3, heads=4, inter=64)
 
 
@@ -30,9 +55,15 @@ def make_tokenizer(bos: bool):
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     if bos:
         tk.post_processor = processors.TemplateProcessing(
-            single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>",
-                                   bos_token="<bos>", eos_token="<eos>")
+            single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+    )
 
 
 def make_config(family: str):
@@ -41,22 +72,49 @@ def make_config(family: str):
     v = len(WORDS) + 7
     h, n, a, i = TINY["hidden"], TINY["layers"], TINY["heads"], TINY["inter"]
     if family == "gpt2":
-        return tf.GPT2Config(vocab_size=v, n_embd=h, n_layer=n, n_head=a, n_positions=128,
-                             bos_token_id=2, eos_token_id=3)
+        return tf.GPT2Config(
+            vocab_size=v,
+            n_embd=h,
+            n_layer=n,
+            n_head=a,
+            n_positions=128,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
     if family == "gpt_neox":
-        return tf.GPTNeoXConfig(vocab_size=v, hidden_size=h, num_hidden_layers=n,
-                                num_attention_heads=a, intermediate_size=i,
-                                max_position_embeddings=128, bos_token_id=2, eos_token_id=3)
+        return tf.GPTNeoXConfig(
+            vocab_size=v,
+            hidden_size=h,
+            num_hidden_layers=n,
+            num_attention_heads=a,
+            intermediate_size=i,
+            max_position_embeddings=128,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
     if family in ("llama", "qwen2", "mistral"):
         cls = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig}
-        return cls[family](vocab_size=v, hidden_size=h, num_hidden_layers=n,
-                           num_attention_heads=a, num_key_value_heads=2, intermediate_size=i,
-                           max_position_embeddings=128, bos_token_id=2, eos_token_id=3,
-                           pad_token_id=0)
+        return cls[family](
+            vocab_size=v,
+            hidden_size=h,
+            num_hidden_layers=n,
+            num_attention_heads=a,
+            num_key_value_heads=2,
+            intermediate_size=i,
+            max_position_embeddings=128,
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=0,
+        )
     if family == "bert":
-        return tf.BertConfig(vocab_size=v, hidden_size=h, num_hidden_layers=n,
-                             num_attention_heads=a, intermediate_size=i,
-                             max_position_embeddings=128)
+        return tf.BertConfig(
+            vocab_size=v,
+            hidden_size=h,
+            num_hidden_layers=n,
+            num_attention_heads=a,
+            intermediate_size=i,
+            max_position_embeddings=128,
+        )
     raise ValueError(family)
 
 

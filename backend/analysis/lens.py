@@ -68,8 +68,9 @@ def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2))[:, 0, 0]
 
 
-def _readout(z: torch.Tensor, pf: torch.Tensor, neg_ent_f: torch.Tensor, target: torch.Tensor,
-             k: int) -> dict[str, torch.Tensor]:
+def _readout(
+    z: torch.Tensor, pf: torch.Tensor, neg_ent_f: torch.Tensor, target: torch.Tensor, k: int
+) -> dict[str, torch.Tensor]:
     """Statistics of logits z (R, V) (shifted in place) against the final distribution pf
     (R, V), with neg_ent_f = sum pf log pf and target = final top-1 id, both (R,).
 
@@ -82,13 +83,18 @@ def _readout(z: torch.Tensor, pf: torch.Tensor, neg_ent_f: torch.Tensor, target:
     log_total = total.log()
     top_e, top_i = e.topk(k, -1)
     rank = (z > z.gather(-1, target[:, None])).sum(-1)
-    return {"ids": top_i, "probs": top_e / total[:, None], "rank": rank,
-            "ent": log_total - _bdot(e, z) / total,
-            "kl": neg_ent_f - _bdot(pf, z) + log_total}
+    return {
+        "ids": top_i,
+        "probs": top_e / total[:, None],
+        "rank": rank,
+        "ent": log_total - _bdot(e, z) / total,
+        "kl": neg_ent_f - _bdot(pf, z) + log_total,
+    }
 
 
-def logit_lens(hidden, final_norm, unembed, k: int = 5, layers=None,
-               chunk_bytes: float = 256e6) -> LensResult:
+def logit_lens(
+    hidden, final_norm, unembed, k: int = 5, layers=None, chunk_bytes: float = 256e6
+) -> LensResult:
     """hidden: (n_layers + 1, n_pos, d) residual stream (numpy or torch); the last row is the
     model's last layer, whose lens equals the model's own output distribution.
 
@@ -121,9 +127,15 @@ def logit_lens(hidden, final_norm, unembed, k: int = 5, layers=None,
                 rows[a + j] = _readout(z[j], pf, neg_ent_f, target, k)
             del z
     cat = {n: torch.stack([r[n] for r in rows]).numpy() for n in rows[0]}
-    return LensResult(layers, cat["ids"], cat["probs"], np.clip(cat["kl"], 0, None),
-                      np.clip(cat["ent"], 0, None), cat["rank"],
-                      np.asarray(layers)[commitment_depth(cat["rank"] == 0)])
+    return LensResult(
+        layers,
+        cat["ids"],
+        cat["probs"],
+        np.clip(cat["kl"], 0, None),
+        np.clip(cat["ent"], 0, None),
+        cat["rank"],
+        np.asarray(layers)[commitment_depth(cat["rank"] == 0)],
+    )
 
 
 def summarize(results: list[LensResult], positions: str = "all") -> LensSummary:

@@ -349,7 +349,10 @@ def require_same_units(
         return
     common = len(set(a) & set(b))
     first = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))
-    show = lambda s, i: str(s[i]) if i < len(s) else "nothing"
+
+    def show(s, i) -> str:
+        return str(s[i]) if i < len(s) else "nothing"
+
     raise ValueError(
         f"The two selections do not share their units: {sides[0]} has {len(a)} and "
         f"{sides[1]} has {len(b)} ({common} in common); unit {first} is {show(a, first)} on "

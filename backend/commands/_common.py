@@ -7,8 +7,8 @@ from pathlib import Path
 
 from backend import catalog
 from backend.errors import LayerScopeError
+from backend.jobs.base import JobSpec, Progress
 from backend.store import Store
-from backend.worker import JobSpec, Progress, Worker
 
 
 def human_bytes(n: float) -> str:
@@ -26,8 +26,10 @@ def progress_bar(p: Progress, stream=None) -> None:
     frac = p.tokens_done / p.tokens_total
     bar = "#" * int(frac * 30)
     eta = f"{p.eta_s:5.0f}s" if p.eta_s is not None else "    ?"
-    stream.write(f"\r[{bar:<30}] {p.tokens_done}/{p.tokens_total} tok  "
-                 f"{p.tokens_per_s:7.0f} tok/s  ETA {eta}")
+    stream.write(
+        f"\r[{bar:<30}] {p.tokens_done}/{p.tokens_total} tok  "
+        f"{p.tokens_per_s:7.0f} tok/s  ETA {eta}"
+    )
     if not p.active or p.tokens_done >= p.tokens_total:
         stream.write("\n")
     stream.flush()
@@ -44,6 +46,8 @@ def add_model_args(p, need_set: bool = True) -> None:
 
 def run_job(store: Store, spec: JobSpec, quiet: bool = False) -> Progress:
     """Run a job in the foreground with a progress bar; raise its failure as an error."""
+    from backend.jobs.worker import Worker  # loads the capture stack (torch): only when computing
+
     worker = Worker(store)
     p = worker.run(spec, on_progress=None if quiet else progress_bar)
     if p.status == "failed":
@@ -55,9 +59,13 @@ def ensure_runs(store: Store, args, quiet: bool = False):
     """Make sure the set's runs exist for the model (computing what is missing).
     Returns (model_id, runs DataFrame)."""
     catalog.ensure_set(store, args.set_name)
-    spec = JobSpec(model=args.model, set_name=args.set_name, dtype=getattr(args, "dtype", "auto"),
-                   device=getattr(args, "device", "cpu"),
-                   trust_remote_code=getattr(args, "trust_remote_code", False))
+    spec = JobSpec(
+        model=args.model,
+        set_name=args.set_name,
+        dtype=getattr(args, "dtype", "auto"),
+        device=getattr(args, "device", "cpu"),
+        trust_remote_code=getattr(args, "trust_remote_code", False),
+    )
     p = run_job(store, spec, quiet=quiet or getattr(args, "json", False))
     model_id = p.result["model_id"]
     return model_id, store.set_runs(args.set_name, model_id)

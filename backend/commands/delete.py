@@ -24,5 +24,7 @@ def run(args, store) -> dict:
     else:
         store.delete_model_runs(catalog.model_id_for(store, args.model))
     after = store.summary()
-    return {"deleted_runs": before["runs"] - after["runs"],
-            "freed_activation_bytes": before["activation_bytes"] - after["activation_bytes"]}
+    return {
+        "deleted_runs": before["runs"] - after["runs"],
+        "freed_activation_bytes": before["activation_bytes"] - after["activation_bytes"],
+    }

@@ -20,8 +20,14 @@ def register(p) -> None:
 def run(args, store) -> dict:
     model_id = catalog.model_id_for(store, args.model)
     rows = store.export_parquet(args.set_name, model_id, args.out, layer=args.layer)
-    return {"out": args.out, "rows": rows, "bytes": Path(args.out).stat().st_size,
-            "set": args.set_name, "model_id": model_id, "layer": args.layer}
+    return {
+        "out": args.out,
+        "rows": rows,
+        "bytes": Path(args.out).stat().st_size,
+        "set": args.set_name,
+        "model_id": model_id,
+        "layer": args.layer,
+    }
 
 
 def prose(r: dict) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from backend import catalog, prompts
-from backend.commands._common import add_model_args, human_bytes, run_job, set_name_from
+from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
-from backend.worker import JobSpec
+from backend.jobs.base import JobSpec
 
 HELP = "run a model on prompts and cache every layer's hidden states"
 
@@ -28,24 +28,41 @@ def run(args, store) -> dict:
         raise LayerScopeError("--max-tokens must be at least 1.")
     set_name = args.set_name or set_name_from(args.prompts)
     if args.prompts:
-        df = prompts.load_prompts(args.prompts, args.text_column, args.label_column,
-                                  args.group_column)
+        df = prompts.load_prompts(
+            args.prompts, args.text_column, args.label_column, args.group_column
+        )
         store.save_prompt_set(set_name, df, source=str(args.prompts))
     else:
         catalog.ensure_set(store, set_name)
-    spec = JobSpec(model=args.model, set_name=set_name, dtype=args.dtype, device=args.device,
-                   max_tokens=args.max_tokens, batch_tokens=args.batch_tokens,
-                   trust_remote_code=args.trust_remote_code)
+    spec = JobSpec(
+        model=args.model,
+        set_name=set_name,
+        dtype=args.dtype,
+        device=args.device,
+        max_tokens=args.max_tokens,
+        batch_tokens=args.batch_tokens,
+        trust_remote_code=args.trust_remote_code,
+    )
     p = run_job(store, spec, quiet=args.json)
     r = p.result
-    return {"set": set_name, "model": args.model, "model_id": r["model_id"], "runs": r["runs"],
-            "cached_runs": r["cached_runs"], "tokens": r["tokens"], "truncated": r["truncated"],
-            "seconds": round(p.seconds, 3), "status": p.status}
+    return {
+        "set": set_name,
+        "model": args.model,
+        "model_id": r["model_id"],
+        "runs": r["runs"],
+        "cached_runs": r["cached_runs"],
+        "tokens": r["tokens"],
+        "truncated": r["truncated"],
+        "seconds": round(p.seconds, 3),
+        "status": p.status,
+    }
 
 
 def prose(r: dict) -> str:
-    s = (f"{r['set']} on {r['model']}: {r['runs']} runs computed, {r['cached_runs']} found in the "
-         f"cache, {r['tokens']} tokens in {r['seconds']:.1f} s")
+    s = (
+        f"{r['set']} on {r['model']}: {r['runs']} runs computed, {r['cached_runs']} found in the "
+        f"cache, {r['tokens']} tokens in {r['seconds']:.1f} s"
+    )
     if r["truncated"]:
         s += f"\nwarning: {r['truncated']} prompts were truncated (--max-tokens)"
     return s

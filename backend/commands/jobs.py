@@ -15,6 +15,11 @@ def run(args, store) -> dict:
 
 
 def prose(r: dict) -> str:
-    return "\n".join(
-        f"{j['job_id']}  {j['status']:<11} {j['spec'].get('model')} / {j['spec'].get('set_name')}"
-        f"  {j['runs_done']} runs  {j['message'] or ''}" for j in r["jobs"]) or "no jobs"
+    return (
+        "\n".join(
+            f"{j['job_id']}  {j['status']:<11} {j['spec'].get('model')} / {j['spec'].get('set_name')}"
+            f"  {j['runs_done']} runs  {j['message'] or ''}"
+            for j in r["jobs"]
+        )
+        or "no jobs"
+    )

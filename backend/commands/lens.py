@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from backend import extract, models, readouts
+from backend import models
+from backend.capture import extract
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
+from backend.views import readouts
 
 HELP = "logit lens: top tokens, KL to final, entropy, rank per layer (one prompt or a set)"
 

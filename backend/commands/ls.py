@@ -26,18 +26,27 @@ def run(args, store) -> dict:
 
 def prose(r: dict) -> str:
     s = r["summary"]
-    lines = [f"{r['db']}: {s['runs']} runs, {s['tokens']} tokens, "
-             f"{human_bytes(s['activation_bytes'])} of activations "
-             f"({human_bytes(s['file_bytes'])} on disk)", "", "models:"]
+    lines = [
+        f"{r['db']}: {s['runs']} runs, {s['tokens']} tokens, "
+        f"{human_bytes(s['activation_bytes'])} of activations "
+        f"({human_bytes(s['file_bytes'])} on disk)",
+        "",
+        "models:",
+    ]
     for m in r["models"]:
-        lines.append(f"  {m['ref']:<28} {m['architecture']:<22} {m['n_layers']:>3} layers "
-                     f"d={m['d_model']:<5} {m['n_runs']:>6} runs {human_bytes(m['bytes']):>9}"
-                     f"  [{m['model_id']}]")
+        lines.append(
+            f"  {m['ref']:<28} {m['architecture']:<22} {m['n_layers']:>3} layers "
+            f"d={m['d_model']:<5} {m['n_runs']:>6} runs {human_bytes(m['bytes']):>9}"
+            f"  [{m['model_id']}]"
+        )
     lines += ["", "prompt sets:"]
     for st in r["sets"]:
-        covered = [f"{c['ref']} ({c['n_runs']})" for c in r["coverage"]
-                   if c["set_name"] == st["set_name"]]
-        lines.append(f"  {st['set_name']:<20} {st['n_prompts']:>6} prompts"
-                     f"{'  labelled' if st['has_labels'] else ''}"
-                     f"  runs: {', '.join(covered) or 'none'}")
+        covered = [
+            f"{c['ref']} ({c['n_runs']})" for c in r["coverage"] if c["set_name"] == st["set_name"]
+        ]
+        lines.append(
+            f"  {st['set_name']:<20} {st['n_prompts']:>6} prompts"
+            f"{'  labelled' if st['has_labels'] else ''}"
+            f"  runs: {', '.join(covered) or 'none'}"
+        )
     return "\n".join(lines)

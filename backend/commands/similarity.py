@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from backend import similarity_views as V
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
+from backend.views import similarity as V
 
 HELP = "similarity matrices: layer-cka | layer-cosine | prompt | token | model-cka"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend import readouts
 from backend.commands._common import add_model_args, ensure_runs
+from backend.views import readouts
 
 HELP = "layer statistics: norms, massive activations, effective rank, anisotropy"
 

@@ -16,13 +16,14 @@ from collections import Counter
 import numpy as np
 import torch
 
-from backend import extract, models
+from backend import models
+from backend.capture import extract
 from backend.demo import corpus
 from backend.demo.sets import load_demo_set
 
 
 def hidden_states(lm, texts: list[str]) -> list[torch.Tensor]:
-    """(n_layers + 1, n_tokens, d) float32 per text, through backend.extract.capture."""
+    """(n_layers + 1, n_tokens, d) float32 per text, through backend.capture.extract.capture."""
     settings = extract.CaptureSettings(dtype="float32")
     items = [(str(i), t) for i, t in enumerate(extract.tokenize(lm.tokenizer, texts))]
     out: dict[str, torch.Tensor] = {}
@@ -59,8 +60,10 @@ def heldout_loss(lm, n: int = 400) -> tuple[float, float]:
 def agreement_accuracy(lm, prompts: list[str], labels: list[str], groups: list[str]) -> dict:
     """Share of (prompt, verb) pairs where the verb form matching the subject is more likely."""
     tok = lm.tokenizer
-    pairs = [(tok.convert_tokens_to_ids(s), tok.convert_tokens_to_ids(p))
-             for s, p in corpus.VERBS.items()]
+    pairs = [
+        (tok.convert_tokens_to_ids(s), tok.convert_tokens_to_ids(p))
+        for s, p in corpus.VERBS.items()
+    ]
     hits: dict[str, list[bool]] = {}
     with torch.inference_mode():
         for text, label, group in zip(prompts, labels, groups):
@@ -72,8 +75,9 @@ def agreement_accuracy(lm, prompts: list[str], labels: list[str], groups: list[s
     return {g: float(np.mean(v)) for g, v in hits.items()}
 
 
-def probe_curve(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5,
-                seed: int = 0) -> np.ndarray:
+def probe_curve(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0
+) -> np.ndarray:
     """Cross-validated accuracy per layer; folds split by prompt (``groups``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, cross_val_score
@@ -82,8 +86,12 @@ def probe_curve(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5
 
     cv = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1))
-    return np.array([cross_val_score(clf, x[layer], y, groups=groups, cv=cv).mean()
-                     for layer in range(x.shape[0])])
+    return np.array(
+        [
+            cross_val_score(clf, x[layer], y, groups=groups, cv=cv).mean()
+            for layer in range(x.shape[0])
+        ]
+    )
 
 
 def probe_data(lm, name: str, limit: int | None = None):
@@ -118,7 +126,7 @@ def measure(quick: bool = False) -> dict:
         x, y, g = probe_data(trained, name, limit)
         xu, _, _ = probe_data(untrained, name, limit)
         y_shuf = y.copy()
-        for grp in [None]:  # shuffle labels across prompts, keeping each prompt's tokens together
+        for _ in [None]:  # shuffle labels across prompts, keeping each prompt's tokens together
             perm = rng.permutation(len(y_shuf))
             y_shuf = y_shuf[perm]
         res["probes"][name] = {

@@ -18,8 +18,20 @@ def test_extract_ls_export_delete(db, tmp_path, tiny_model_dir, capsys):
     f = tmp_path / "p.csv"
     f.write_text("sentence,label\nthe cat runs,a\nthe dogs run,b\nthe cat sits on the mat,a\n")
     model = str(tiny_model_dir("llama"))
-    code, r, _ = run_json(capsys, "extract", "--model", model, "--prompts", str(f),
-                          "--text-column", "sentence", "--label-column", "label", "--set", "sent")
+    code, r, _ = run_json(
+        capsys,
+        "extract",
+        "--model",
+        model,
+        "--prompts",
+        str(f),
+        "--text-column",
+        "sentence",
+        "--label-column",
+        "label",
+        "--set",
+        "sent",
+    )
     assert code == 0
     assert {"runs", "cached_runs", "tokens", "seconds", "set"} <= set(r)
     assert (r["runs"], r["cached_runs"], r["set"]) == (3, 0, "sent")
@@ -33,8 +45,9 @@ def test_extract_ls_export_delete(db, tmp_path, tiny_model_dir, capsys):
     assert main(["ls"]) == 0 and "sent" in capsys.readouterr().out
 
     out = tmp_path / "acts.parquet"
-    code, ex, _ = run_json(capsys, "export", "--model", model, "--set", "sent", "--layer", "2",
-                           "--out", str(out))
+    code, ex, _ = run_json(
+        capsys, "export", "--model", model, "--set", "sent", "--layer", "2", "--out", str(out)
+    )
     t = pq.read_table(out)
     assert ex["rows"] == t.num_rows == 15 and set(t["layer"].to_pylist()) == {2}
     assert sorted(set(t["label"].to_pylist())) == ["a", "b"]
@@ -46,21 +59,36 @@ def test_extract_ls_export_delete(db, tmp_path, tiny_model_dir, capsys):
 def test_truncation_is_flagged_and_warned(db, tmp_path, tiny_model_dir, capsys):
     f = tmp_path / "lines.txt"
     f.write_text("the cat sits on the mat near the dog\nthe cat\n")
-    assert main(["extract", "--model", str(tiny_model_dir("gpt2")), "--prompts", str(f),
-                 "--max-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(tiny_model_dir("gpt2")),
+                "--prompts",
+                str(f),
+                "--max-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "1 prompts were truncated" in out
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["extract", "--model", "demo-nope/x", "--set", "s"], "No prompt set 's'"),
-    (["extract", "--prompts", "/no/file.txt"], "No prompt file"),
-    (["extract", "--model", "./missing", "--prompts", "{txt}"], "No model directory"),
-    (["extract"], "Give --prompts FILE or --set NAME"),
-    (["extract", "--prompts", "{txt}", "--max-tokens", "0"], "at least 1"),
-    (["export", "--model", "{model}", "--set", "x", "--out", "o.parquet"], "no runs"),
-    (["delete"], "exactly one"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["extract", "--model", "demo-nope/x", "--set", "s"], "No prompt set 's'"),
+        (["extract", "--prompts", "/no/file.txt"], "No prompt file"),
+        (["extract", "--model", "./missing", "--prompts", "{txt}"], "No model directory"),
+        (["extract"], "Give --prompts FILE or --set NAME"),
+        (["extract", "--prompts", "{txt}", "--max-tokens", "0"], "at least 1"),
+        (["export", "--model", "{model}", "--set", "x", "--out", "o.parquet"], "no runs"),
+        (["delete"], "exactly one"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(db, tmp_path, tiny_model_dir, capsys, argv, needle):
     txt = tmp_path / "p.txt"
     txt.write_text("hello\n")

@@ -23,8 +23,12 @@ def test_html_is_self_contained_and_parses():
 
 
 def test_report_has_settings_model_versions_and_figures():
-    html = exports.report_html("t", [("a", fig()), ("b", fig())], {"model": "demo"},
-                               {"ref": "demo", "model_id": "abc", "n_layers": 4}).decode()
+    html = exports.report_html(
+        "t",
+        [("a", fig()), ("b", fig())],
+        {"model": "demo"},
+        {"ref": "demo", "model_id": "abc", "n_layers": 4},
+    ).decode()
     HTMLParser().feed(html)
     assert "abc" in html and "torch" in html and html.count("Plotly.newPlot") == 2
 

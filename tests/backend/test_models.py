@@ -55,7 +55,7 @@ def test_bad_refs(ref, match):
 
 
 def test_directory_without_config_is_refused(tmp_path):
-    with pytest.raises(LayerScopeError, match="config.json"):
+    with pytest.raises(LayerScopeError, match=r"config\.json"):
         models.resolve(str(tmp_path))
 
 

@@ -17,14 +17,17 @@ def test_txt_csv_jsonl(tmp_path):
     assert list(df["label"]) == ["1", "0"]
 
 
-@pytest.mark.parametrize("name,content,match", [
-    ("a.pdf", b"x", "Unsupported"),
-    ("a.csv", b"", "malformed|no rows"),
-    ("a.jsonl", b'{"text": "x"}\n{broken', "malformed"),
-    ("a.jsonl", b'[1, 2]\n', "object"),
-    ("a.txt", b"\n\n", "No prompts"),
-    ("a.csv", b"\xff\xfe\x00bad", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("a.pdf", b"x", "Unsupported"),
+        ("a.csv", b"", "malformed|no rows"),
+        ("a.jsonl", b'{"text": "x"}\n{broken', "malformed"),
+        ("a.jsonl", b"[1, 2]\n", "object"),
+        ("a.txt", b"\n\n", "No prompts"),
+        ("a.csv", b"\xff\xfe\x00bad", "UTF-8"),
+    ],
+)
 def test_bad_files(tmp_path, name, content, match):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(LayerScopeError, match=match):
@@ -33,7 +36,7 @@ def test_bad_files(tmp_path, name, content, match):
 
 def test_missing_column_lists_available(tmp_path):
     (tmp_path / "b.csv").write_text("text,label\nhi,1\n")
-    with pytest.raises(LayerScopeError, match="No label column 'lbl'.*text, label"):
+    with pytest.raises(LayerScopeError, match=r"No label column 'lbl'.*text, label"):
         prompts.load_prompts(tmp_path / "b.csv", label_column="lbl")
 
 

@@ -16,8 +16,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
-BROWSER_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -30,12 +37,28 @@ def start_server(db: Path, port: int | None = None) -> tuple[subprocess.Popen, s
     port = port or free_port()
     env = {**os.environ, "LAYERSCOPE_DB": str(db), "PYTHONPATH": str(ROOT)}
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / f"server-{port}.log", "wb")  # a pipe nobody reads would block it
+    log = open(ARTIFACTS / f"server-{port}.log", "wb")  # a pipe nobody reads would block it  # noqa: SIM115 (closed at teardown)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -45,8 +68,9 @@ def start_server(db: Path, port: int | None = None) -> tuple[subprocess.Popen, s
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError("streamlit did not start: " + (ARTIFACTS / f"server-{port}.log")
-                       .read_text()[-2000:])
+    raise RuntimeError(
+        "streamlit did not start: " + (ARTIFACTS / f"server-{port}.log").read_text()[-2000:]
+    )
 
 
 @pytest.fixture(scope="module")

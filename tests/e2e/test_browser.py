@@ -10,8 +10,17 @@ from tests.e2e.conftest import assert_no_exception, shot, wait_idle
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 VIEWS_WITH_PLOTS = {"trajectories", "similarity", "probes", "lens", "stats", "prompt"}
-PAGES = ["library", "prompt", "tour", "trajectories", "similarity", "probes", "lens", "stats",
-         "generation"]
+PAGES = [
+    "library",
+    "prompt",
+    "tour",
+    "trajectories",
+    "similarity",
+    "probes",
+    "lens",
+    "stats",
+    "generation",
+]
 
 
 @pytest.mark.skipif("demo" not in models.bundled_models(), reason="bundled demo model missing")
@@ -29,8 +38,7 @@ def test_try_the_demo_then_every_page(server, page):
     shot(page, "02-run-demo-done")
     assert_no_exception(page, "run (after demo)")
     nav = page.locator("[data-testid='stSidebarNav'] a")
-    available = {(a.get_attribute("href") or "").rstrip("/").rsplit("/", 1)[-1]
-                 for a in nav.all()}
+    available = {(a.get_attribute("href") or "").rstrip("/").rsplit("/", 1)[-1] for a in nav.all()}
     for i, name in enumerate([p for p in PAGES if p in available], start=3):
         page.goto(f"{server}/{name}?model=demo&set=agreement")
         wait_idle(page, timeout=180)

@@ -39,7 +39,7 @@ def test_submit_typed_prompts_on_a_local_model_then_library_and_prompt(app_db, t
 
     from backend.store import Store
 
-    with Store(app_db) as s:  # the app process is this process; read through a new instance
+    with Store(app_db):  # the app process is this process; read through a new instance
         pass
 
 

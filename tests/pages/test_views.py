@@ -6,8 +6,10 @@ from backend import models
 from backend.tour import STORIES
 from tests.pages.conftest import open_page, using_db
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -15,12 +17,33 @@ def demo_db(tmp_path_factory):
     from backend.cli import main
 
     db = tmp_path_factory.mktemp("views") / "v.duckdb"
-    for model, set_name in (("demo", "agreement"), ("demo-untrained", "agreement"),
-                            ("demo", "topic"), ("demo-seed1", "topic"), ("demo", "sentiment")):
-        assert main(["extract", "--db", str(db), "--model", model, "--set", set_name,
-                     "--json"]) == 0
-    assert main(["generate", "--db", str(db), "--set", "ambiguity", "--samples", "4",
-                 "--max-new-tokens", "4", "--json"]) == 0
+    for model, set_name in (
+        ("demo", "agreement"),
+        ("demo-untrained", "agreement"),
+        ("demo", "topic"),
+        ("demo-seed1", "topic"),
+        ("demo", "sentiment"),
+    ):
+        assert (
+            main(["extract", "--db", str(db), "--model", model, "--set", set_name, "--json"]) == 0
+        )
+    assert (
+        main(
+            [
+                "generate",
+                "--db",
+                str(db),
+                "--set",
+                "ambiguity",
+                "--samples",
+                "4",
+                "--max-new-tokens",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     return db
 
 
@@ -29,13 +52,22 @@ def views_env(demo_db, monkeypatch):
     yield from using_db(demo_db, monkeypatch)
 
 
-@pytest.mark.parametrize("page,query", [
-    ("trajectories", {"method": "pca"}), ("trajectories", {"method": "aligned", "unit": "token"}),
-    ("similarity", {"kind": "layer-cka"}), ("similarity", {"kind": "prompt", "layer": "3"}),
-    ("similarity", {"kind": "token"}), ("similarity", {"kind": "run", "step": "2"}),
-    ("probes", {}), ("lens", {}), ("stats", {}),
-    ("prompt", {}), ("library", {}),
-])
+@pytest.mark.parametrize(
+    "page,query",
+    [
+        ("trajectories", {"method": "pca"}),
+        ("trajectories", {"method": "aligned", "unit": "token"}),
+        ("similarity", {"kind": "layer-cka"}),
+        ("similarity", {"kind": "prompt", "layer": "3"}),
+        ("similarity", {"kind": "token"}),
+        ("similarity", {"kind": "run", "step": "2"}),
+        ("probes", {}),
+        ("lens", {}),
+        ("stats", {}),
+        ("prompt", {}),
+        ("library", {}),
+    ],
+)
 def test_view_renders(views_env, page, query):
     at = open_page(page, {"model": "demo", "set": "agreement", **query})
     assert not at.exception, [e.message for e in at.exception]
@@ -68,8 +100,15 @@ def test_tour_story_reaches_its_view(views_env, story):
 
 
 def test_permalink_round_trips_to_the_same_figure(views_env):
-    q = {"model": "demo", "set": "agreement", "method": "aligned", "dims": "3",
-         "color": "group", "layers": "1:4", "unit": "prompt"}
+    q = {
+        "model": "demo",
+        "set": "agreement",
+        "method": "aligned",
+        "dims": "3",
+        "color": "group",
+        "layers": "1:4",
+        "unit": "prompt",
+    }
     a = open_page("trajectories", q)
     assert not a.exception
     assert a.selectbox(key="qp_method").value == "aligned"

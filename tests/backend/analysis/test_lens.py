@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from backend import extract, models
+from backend import models
 from backend.analysis import lens as LE
+from backend.capture import extract
 
 
 def _hooked_gpt2(seed=0):
     """A tiny GPT-2 built from its config, with its residual stream read by forward hooks on
-    transformer.h[i] (independent of backend.extract): layer 0 = input of block 0."""
+    transformer.h[i] (independent of backend.capture.extract): layer 0 = input of block 0."""
     import transformers as tf
 
     torch.manual_seed(seed)

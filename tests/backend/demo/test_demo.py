@@ -16,8 +16,11 @@ def test_corpus_is_deterministic_and_skips_heldout_prompts():
     a = [e.text for e in corpus.sentences(300, 5)]
     assert a == [e.text for e in corpus.sentences(300, 5)]
     assert a != [e.text for e in corpus.sentences(300, 6)]
-    assert not any(corpus.heldout(e.prompt) for e in corpus.sentences(300, 5)
-                   if e.task not in corpus.NO_HOLDOUT)
+    assert not any(
+        corpus.heldout(e.prompt)
+        for e in corpus.sentences(300, 5)
+        if e.task not in corpus.NO_HOLDOUT
+    )
 
 
 def test_agreement_sentences_agree_with_their_subject():

@@ -176,9 +176,7 @@ def capture(
                 n = lengths[i]
                 ids[row, :n] = torch.tensor(items[i][1].ids)
                 mask[row, :n] = 1
-            lm.base(
-                input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False
-            )
+            lm.base(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
             runs = []
             for row, i in enumerate(batch):
                 run_id, t = items[i]

@@ -4,15 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from backend import extract, models
+from backend import models
+from backend.capture import extract
 
 TEXTS = ["the cat sits on the mat .", "a dog runs", "the big red dogs near the cat run ."]
 
 
 def _capture(lm, texts, max_tokens=None, batch_tokens=8192):
     settings = extract.CaptureSettings(max_tokens=max_tokens, dtype="float32")
-    items = [(extract.make_run_id(lm.info.model_id, t, settings.key()), tk)
-             for t, tk in zip(texts, extract.tokenize(lm.tokenizer, texts, max_tokens))]
+    items = [
+        (extract.make_run_id(lm.info.model_id, t, settings.key()), tk)
+        for t, tk in zip(texts, extract.tokenize(lm.tokenizer, texts, max_tokens))
+    ]
     runs = [r for b in extract.capture(lm, items, settings, batch_tokens) for r in b]
     return {r.text: r for r in runs}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend import units
 from backend.analysis.projection import METHODS, silhouette_per_layer
 from backend.commands._common import add_model_args, ensure_runs
-from backend.trajectory_views import Request, compute, load_units
+from backend.views import units
+from backend.views.trajectories import Request, compute, load_units
 
 HELP = "project units across layers (pca | umap | aligned | aligned-umap); print coordinates"
 
@@ -94,8 +94,10 @@ def prose(r: dict) -> str:
         )
         lines.append(f"explained variance ratio: {per}")
     if r.get("silhouette") is not None:
-        lines.append("silhouette of the labels per layer (model space): "
-                     + " ".join(f"L{li}: {v:.2f}" for li, v in zip(r["layers"], r["silhouette"])))
+        lines.append(
+            "silhouette of the labels per layer (model space): "
+            + " ".join(f"L{li}: {v:.2f}" for li, v in zip(r["layers"], r["silhouette"]))
+        )
     axes = [a for a in "xyz" if a in r["points"][0]]
     lines.append("\t".join(["unit", "layer", *axes]))
     for p in r["points"][:20]:

@@ -6,10 +6,10 @@ import argparse
 
 import numpy as np
 
-from backend import readouts, units
 from backend.analysis.probes import misclassified
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
+from backend.views import readouts, units
 
 HELP = "per-layer linear probe: accuracy, 95% interval, shuffled control, selectivity"
 

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backend import trajectory_views as TV
 from backend.analysis.projection import Projection
 from backend.errors import LayerScopeError
-from backend.worker import JOB_KINDS
+from backend.jobs.kinds import JOB_KINDS
+from backend.views import trajectories as TV
 
 META = pd.DataFrame({"run_id": ["a", "b", "c"], "pos": [-1, -1, -1]})
 

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from backend import units
 from backend.analysis.projection import DESCRIPTIONS, METHODS, Projection, project
 from backend.errors import LayerScopeError
+from backend.jobs.base import JobContext
 from backend.store import Store
-from backend.worker import JOB_KINDS, JobContext
+from backend.views import units
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,3 @@ def run_project_job(ctx: JobContext) -> dict:
 
 def job_spec_options(req: Request) -> dict:
     return {**asdict(req), "layers": list(req.layers)}
-
-
-JOB_KINDS["project"] = run_project_job

@@ -1,8 +1,8 @@
 """Jobs: cache hits do no forward pass, budgets refuse, cancel keeps runs, kill -9 is safe."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,11 +11,13 @@ import time
 import pandas as pd
 import pytest
 
-from backend import extract
+from backend.capture import extract
+from backend.jobs.base import Budget, JobSpec
+from backend.jobs.extract import estimate
+from backend.jobs.worker import Worker
 from backend.store import Store
-from backend.worker import Budget, JobSpec, Worker, estimate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TEXTS = [" ".join(["the cat sits on the mat ."] * (1 + i % 3)) for i in range(12)]
 TEXTS = [f"{t} {'dog ' * i}".strip() for i, t in enumerate(TEXTS)]
 
@@ -71,8 +73,9 @@ def test_bad_inputs_fail_cleanly(store, tiny_model_dir):
 def test_background_thread_cancel_keeps_completed_runs(store, tiny_model_dir):
     _set(store)
     w = Worker(store)
-    spec = JobSpec(model=str(tiny_model_dir("gpt2")), set_name="s", batch_tokens=16,
-                   dtype="float32")
+    spec = JobSpec(
+        model=str(tiny_model_dir("gpt2")), set_name="s", batch_tokens=16, dtype="float32"
+    )
     job = w.submit(spec)
     w.cancel(job)
     p = w.wait(job, timeout=60)
@@ -86,14 +89,28 @@ def test_background_thread_cancel_keeps_completed_runs(store, tiny_model_dir):
     assert {"cancelled", "done"} <= set(jobs["status"])
 
 
+@pytest.mark.slow
 def test_kill_9_mid_job_leaves_only_whole_runs(tmp_path, tiny_model_dir):
     db = tmp_path / "k.duckdb"
     texts = [f"the cat sits {'on the mat ' * (i % 7)}. {i}" for i in range(3000)]
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(texts))
-    cmd = [sys.executable, "-m", "backend", "extract", "--db", str(db), "--model",
-           str(tiny_model_dir("gpt2")), "--prompts", str(prompts), "--batch-tokens", "64",
-           "--dtype", "float32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "backend",
+        "extract",
+        "--db",
+        str(db),
+        "--model",
+        str(tiny_model_dir("gpt2")),
+        "--prompts",
+        str(prompts),
+        "--batch-tokens",
+        "64",
+        "--dtype",
+        "float32",
+    ]
     env = {**os.environ, "PYTHONPATH": ROOT}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     buf = ""
@@ -111,28 +128,42 @@ def test_kill_9_mid_job_leaves_only_whole_runs(tmp_path, tiny_model_dir):
         bad = s.con.execute(
             """SELECT r.run_id FROM runs r LEFT JOIN activations a USING (run_id)
                GROUP BY r.run_id, r.n_tokens HAVING count(a.layer) <> 4
-                  OR count(a.layer) > 0 AND min(a.n_tokens) <> r.n_tokens""").fetchall()
-        orphans = s.con.execute("SELECT count(*) FROM activations WHERE run_id NOT IN "
-                                "(SELECT run_id FROM runs)").fetchall()[0][0]
+                  OR count(a.layer) > 0 AND min(a.n_tokens) <> r.n_tokens"""
+        ).fetchall()
+        orphans = s.con.execute(
+            "SELECT count(*) FROM activations WHERE run_id NOT IN (SELECT run_id FROM runs)"
+        ).fetchall()[0][0]
         assert bad == [] and orphans == 0
         assert 0 < n_done < len(texts), "the kill should land mid-job"
         assert set(s.jobs()["status"]) == {"interrupted"}
-    out = subprocess.run(cmd + ["--json"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        cmd + ["--json"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     r = json.loads(out.stdout)
     assert r["cached_runs"] == n_done and r["runs"] == len(texts) - n_done
 
 
 def test_locked_db_gives_one_line(tmp_path):
     db = tmp_path / "l.duckdb"
-    holder = subprocess.Popen([sys.executable, "-c",
-                               f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
-                               "print('ok', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
+            "print('ok', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ok"
-        out = subprocess.run([sys.executable, "-m", "backend", "ls", "--db", str(db)], cwd=ROOT,
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+        out = subprocess.run(
+            [sys.executable, "-m", "backend", "ls", "--db", str(db)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
         assert out.returncode == 2
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "in use by another process" in lines[0] and "--db" in lines[0]

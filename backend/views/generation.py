@@ -34,8 +34,8 @@ from backend.analysis.commitment import (
     outcome_separation,
     run_similarity,
 )
+from backend.capture.generate import Sampling, request_id
 from backend.errors import LayerScopeError
-from backend.generate import Sampling, request_id
 from backend.store import Store
 
 NONE = "(none)"

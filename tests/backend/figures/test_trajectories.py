@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import pytest
 
 from backend.analysis.projection import Projection
-from backend.figures.trajectory import categories, silhouette_figure, trajectory_figure
+from backend.figures.trajectories import categories, silhouette_figure, trajectory_figure
 
 RNG = np.random.default_rng(0)
 

@@ -39,8 +39,9 @@ def set_runs_or_error(store: Store, set_name: str, model_id: str) -> pd.DataFram
     return runs
 
 
-def prompt_units(store: Store, runs: pd.DataFrame, layers: list[int], pool: str = "last"
-                 ) -> tuple[np.ndarray, pd.DataFrame]:
+def prompt_units(
+    store: Store, runs: pd.DataFrame, layers: list[int], pool: str = "last"
+) -> tuple[np.ndarray, pd.DataFrame]:
     """One unit per run (prompt), pooled per layer."""
     x = store.pooled(runs["run_id"].tolist(), pool, layers)
     meta = runs[["run_id", "idx", "text", "label", "group"]].reset_index(drop=True).copy()
@@ -49,8 +50,9 @@ def prompt_units(store: Store, runs: pd.DataFrame, layers: list[int], pool: str 
     return x, meta
 
 
-def token_units(store: Store, runs: pd.DataFrame, layers: list[int], skip_special: bool = True
-                ) -> tuple[np.ndarray, pd.DataFrame]:
+def token_units(
+    store: Store, runs: pd.DataFrame, layers: list[int], skip_special: bool = True
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Every token of the given runs; per-token labels when the set has them."""
     xs, metas = [], []
     for r in runs.itertuples():

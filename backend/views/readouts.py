@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from backend import models, units
+from backend import models
 from backend.analysis.lens import LensResult, LensSummary, logit_lens, summarize
 from backend.analysis.probes import ProbeResult, run_probes
 from backend.analysis.stats import LayerStats, layer_stats
 from backend.errors import LayerScopeError
 from backend.store import Store
+from backend.views import units
 
 TWINS = {"demo": "demo-untrained", "demo-seed1": "demo-untrained"}
 

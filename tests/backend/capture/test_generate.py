@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from backend import models
-from backend import generation_views
-from backend.generate import Sampling, generate
-from backend.worker import JobSpec, Worker
+from backend.capture.generate import Sampling, generate
+from backend.jobs.base import JobSpec
+from backend.jobs.worker import Worker
+from backend.views import generation as generation_views
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_captured_states_equal_a_fresh_forward_pass(lm):
     runs = generate(lm, "the dogs near the cat", Sampling(samples=3, max_new_tokens=6, seed=1))
     for r in runs:
         with torch.inference_mode():
-            from backend.extract import CaptureSettings, Tokenized, capture
+            from backend.capture.extract import CaptureSettings, Tokenized, capture
 
             t = Tokenized(r.text, r.token_ids, r.offsets, r.special, False, r.n_tokens)
             fresh = next(iter(capture(lm, [("x", t)], CaptureSettings())))[0].hidden
@@ -42,8 +43,13 @@ def test_generation_job_caches_by_settings_and_seed(store, lm, tiny_model_dir):
     store.save_prompt_set("g", pd.DataFrame({"text": ["the cat", "a dog"]}))
     w = Worker(store)
     opts = Sampling(samples=3, max_new_tokens=4).key() | {"samples": 3}
-    spec = JobSpec(model=str(tiny_model_dir("gpt2")), set_name="g", kind="generate",
-                   dtype="float32", options=opts)
+    spec = JobSpec(
+        model=str(tiny_model_dir("gpt2")),
+        set_name="g",
+        kind="generate",
+        dtype="float32",
+        options=opts,
+    )
     p1 = w.run(spec)
     assert p1.status == "done" and p1.result["runs"] == 6
     p2 = w.run(spec)
@@ -63,8 +69,9 @@ def test_views_load_the_sampled_set_from_the_store(store, tiny_model_dir):
     texts = ["the cat", "a dog", "the dogs near"]
     store.save_prompt_set("g", pd.DataFrame({"text": texts, "label": ["x", "y", "x"]}))
     s = Sampling(samples=3, max_new_tokens=4, seed=5)
-    spec = JobSpec(model=path, set_name="g", kind="generate", dtype="float32",
-                   options=s.key() | {"samples": 3})
+    spec = JobSpec(
+        model=path, set_name="g", kind="generate", dtype="float32", options=s.key() | {"samples": 3}
+    )
     p = Worker(store).run(spec)
     assert p.status == "done", p.message
     ss = generation_views.load(store, p.result["model_id"], texts, s, "float32", centre="none")
@@ -75,13 +82,15 @@ def test_views_load_the_sampled_set_from_the_store(store, tiny_model_dir):
     n_p = runs[0].n_prompt_tokens
     n_steps = ss.prompts[1].commitment.similarity.shape[1]
     st = np.stack([r.hidden[:, n_p - 1 : n_p - 1 + n_steps].float().numpy() for r in runs])
-    np.testing.assert_allclose(ss.prompts[1].commitment.similarity, mean_pairwise_cosine(st),
-                               atol=2e-3)  # fp16 storage
+    np.testing.assert_allclose(
+        ss.prompts[1].commitment.similarity, mean_pairwise_cosine(st), atol=2e-3
+    )  # fp16 storage
     start = generation_views.load(store, p.result["model_id"], texts, s, "float32")
     got = start.prompts[1].commitment.similarity
     assert np.isnan(got[:, 0]).all()  # step 0: nothing added yet
-    np.testing.assert_allclose(got[:, 1:], mean_pairwise_cosine(st - st[:, :, :1])[:, 1:],
-                               atol=2e-3)
+    np.testing.assert_allclose(
+        got[:, 1:], mean_pairwise_cosine(st - st[:, :, :1])[:, 1:], atol=2e-3
+    )
     m = generation_views.run_matrix(store, start, 1, layer=2, step=1)
     ref = st[:, 2, 1] - st[:, 2, 0]
     ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)

@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from backend import codec
+from backend.capture.extract import CapturedRun, make_run_id
 from backend.errors import LayerScopeError
-from backend.extract import CapturedRun, make_run_id
-from backend.store import Store
-from backend.store_schema import SCHEMA_VERSION
+from backend.store import Store, codec
+from backend.store.schema import SCHEMA_VERSION
 
 RNG = np.random.default_rng(0)
 
@@ -17,9 +16,15 @@ RNG = np.random.default_rng(0)
 def fake_run(text, n_layers=3, d=16, scale=1.0, model_id="m"):
     n = len(text.split())
     h = torch.tensor(RNG.normal(size=(n_layers + 1, n, d)) * scale, dtype=torch.float32)
-    return CapturedRun(run_id=make_run_id(model_id, text, {}), text=text,
-                       token_ids=list(range(n)), tokens=text.split(),
-                       offsets=[(0, 1)] * n, special=[i == 0 for i in range(n)], hidden=h)
+    return CapturedRun(
+        run_id=make_run_id(model_id, text, {}),
+        text=text,
+        token_ids=list(range(n)),
+        tokens=text.split(),
+        offsets=[(0, 1)] * n,
+        special=[i == 0 for i in range(n)],
+        hidden=h,
+    )
 
 
 class Info:  # the fields upsert_model reads, without loading a model
@@ -34,7 +39,9 @@ def stocked(store, texts=("a b c", "d e", "f g h i")):
     store.upsert_model(Info())
     runs = [fake_run(t) for t in texts]
     store.ingest("m", runs)
-    store.save_prompt_set("s", pd.DataFrame({"text": list(texts), "label": ["x", "y", "x"][:len(texts)]}))
+    store.save_prompt_set(
+        "s", pd.DataFrame({"text": list(texts), "label": ["x", "y", "x"][: len(texts)]})
+    )
     return runs
 
 
@@ -55,7 +62,11 @@ def test_roundtrip_all_read_shapes(store):
     expect = runs[0].hidden[3, 1:].mean(0).numpy()  # special first token excluded
     np.testing.assert_allclose(mean[0, 0], expect, rtol=1e-3, atol=1e-3)
     toks = store.tokens(runs[0].run_id)
-    assert list(toks["token"]) == ["a", "b", "c"] and toks["is_special"].tolist() == [True, False, False]
+    assert list(toks["token"]) == ["a", "b", "c"] and toks["is_special"].tolist() == [
+        True,
+        False,
+        False,
+    ]
 
 
 def test_fp16_storage_is_two_bytes_per_value(store):
@@ -96,7 +107,9 @@ def test_delete_set_frees_rows_but_keeps_shared_prompts(store):
 def test_prompt_set_validation_and_replacement(store):
     with pytest.raises(LayerScopeError, match="empty"):
         store.save_prompt_set("e", pd.DataFrame({"text": []}))
-    store.save_prompt_set("s", pd.DataFrame({"text": ["one", "two"], "token_labels": [["0"], None]}))
+    store.save_prompt_set(
+        "s", pd.DataFrame({"text": ["one", "two"], "token_labels": [["0"], None]})
+    )
     store.save_prompt_set("s", pd.DataFrame({"text": ["three"]}))
     got = store.get_set("s")
     assert list(got["text"]) == ["three"] and got["token_labels"].tolist() == [None]
@@ -138,8 +151,9 @@ def test_many_small_transactions_pack_densely(tmp_path):
         s.upsert_model(Info())
         n_values = 0
         for b in range(60):  # 60 transactions of 10 runs, 4 layers x 40 tokens x 256 dims
-            runs = [fake_run(" ".join(f"w{b}_{i}_{k}" for k in range(40)), d=256)
-                    for i in range(10)]
+            runs = [
+                fake_run(" ".join(f"w{b}_{i}_{k}" for k in range(40)), d=256) for i in range(10)
+            ]
             s.ingest("m", runs)
             n_values += sum(r.hidden.numel() for r in runs)
         s.checkpoint()

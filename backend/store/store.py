@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from backend import codec
+from backend.capture.extract import CapturedRun, prompt_id
 from backend.errors import LayerScopeError
-from backend.extract import CapturedRun, prompt_id
-from backend.store_schema import SCHEMA, SCHEMA_VERSION
+from backend.store import codec
+from backend.store.schema import SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 DEFAULT_DB = Path("cache") / "layerscope.duckdb"
@@ -46,6 +46,7 @@ def _lock_message(path: Path, err: Exception) -> str:
 
 
 WAL_CHECKPOINT = "256MB"  #: automatic checkpoint threshold (see Store.__init__)
+
 
 class Store:
     """DuckDB-backed cache of models, prompt sets, runs, tokens and activations."""
@@ -126,8 +127,19 @@ class Store:
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
                ON CONFLICT (model_id) DO UPDATE SET ref = excluded.ref, name = excluded.name,
                    info_json = excluded.info_json, last_used = now()""",
-            [info.model_id, info.ref, info.name, info.architecture, info.n_layers, info.d_model,
-             info.vocab_size, info.has_lm_head, info.is_causal, info.revision, info.to_json()],
+            [
+                info.model_id,
+                info.ref,
+                info.name,
+                info.architecture,
+                info.n_layers,
+                info.d_model,
+                info.vocab_size,
+                info.has_lm_head,
+                info.is_causal,
+                info.revision,
+                info.to_json(),
+            ],
         )
 
     def list_models(self) -> pd.DataFrame:
@@ -160,8 +172,9 @@ class Store:
         return self.get_model(row[0]) if row else None
 
     # -- prompt sets ----------------------------------------------------------------------
-    def save_prompt_set(self, name: str, prompts: pd.DataFrame, description: str = "",
-                        source: str = "") -> int:
+    def save_prompt_set(
+        self, name: str, prompts: pd.DataFrame, description: str = "", source: str = ""
+    ) -> int:
         """Store a named set (columns text, optional label, group, token_labels). Replaces the
         set's membership if the name exists; runs are never touched. Returns the prompt count."""
         if not name or not name.strip():
@@ -170,9 +183,11 @@ class Store:
             raise LayerScopeError(f"The prompt set '{name}' is empty.")
         df = pd.DataFrame({"text": prompts["text"].astype(str).tolist()})
         for col in ("label", "group"):
-            vals = prompts[col] if col in prompts else None
-            df[col] = [None if _missing(v) else str(v)
-                       for v in (vals if vals is not None else [None] * len(df))]
+            vals = prompts.get(col)
+            df[col] = [
+                None if _missing(v) else str(v)
+                for v in (vals if vals is not None else [None] * len(df))
+            ]
         tl = prompts["token_labels"] if "token_labels" in prompts else [None] * len(df)
         df["token_labels"] = [None if _missing(v) else [str(x) for x in v] for v in tl]
         df["prompt_id"] = [prompt_id(t) for t in df["text"]]
@@ -184,15 +199,19 @@ class Store:
                 self.con.register("new_prompts", df)
                 self.con.execute(
                     """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM new_prompts
-                       ON CONFLICT DO NOTHING""")
+                       ON CONFLICT DO NOTHING"""
+                )
                 self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
                 self.con.execute(
                     """INSERT INTO set_prompts SELECT set_name, idx, prompt_id, label, "group",
-                       token_labels FROM new_prompts""")
+                       token_labels FROM new_prompts"""
+                )
                 self.con.execute(
                     """INSERT INTO prompt_sets VALUES (?, ?, ?, now())
                        ON CONFLICT (set_name) DO UPDATE SET description = excluded.description,
-                       source = excluded.source""", [name, description, source])
+                       source = excluded.source""",
+                    [name, description, source],
+                )
                 self.con.execute("COMMIT")
             except Exception:
                 self.con.execute("ROLLBACK")
@@ -207,13 +226,16 @@ class Store:
                       count(sp.label) > 0 AS has_labels,
                       count(sp.token_labels) > 0 AS has_token_labels
                FROM prompt_sets s LEFT JOIN set_prompts sp USING (set_name)
-               GROUP BY ALL ORDER BY s.set_name""")
+               GROUP BY ALL ORDER BY s.set_name"""
+        )
 
     def get_set(self, name: str) -> pd.DataFrame:
         df = self._df(
             """SELECT sp.idx, sp.prompt_id, p.text, sp.label, sp.grp AS "group", sp.token_labels
                FROM set_prompts sp JOIN prompts p USING (prompt_id)
-               WHERE sp.set_name = ? ORDER BY sp.idx""", [name])
+               WHERE sp.set_name = ? ORDER BY sp.idx""",
+            [name],
+        )
         df["token_labels"] = [None if _missing(v) else list(v) for v in df["token_labels"]]
         return df
 
@@ -226,7 +248,9 @@ class Store:
                     """CREATE OR REPLACE TEMP TABLE doomed AS
                        SELECT r.run_id FROM runs r JOIN set_prompts sp USING (prompt_id)
                        WHERE sp.set_name = ? AND r.kind = 'prompt' AND r.prompt_id NOT IN
-                         (SELECT prompt_id FROM set_prompts WHERE set_name <> ?)""", [name, name])
+                         (SELECT prompt_id FROM set_prompts WHERE set_name <> ?)""",
+                    [name, name],
+                )
                 self._delete_runs_in_doomed()
                 self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
                 self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
@@ -249,15 +273,29 @@ class Store:
         """Write runs with their tokens and every layer in one transaction."""
         if not runs:
             return
-        run_rows, tok_cols, act = [], {k: [] for k in
-                                      ("run_id", "pos", "token_id", "token", "s", "e", "sp")}, \
-            {k: [] for k in ("run_id", "layer", "n_tokens", "d_model", "codec", "data")}
+        run_rows, tok_cols, act = (
+            [],
+            {k: [] for k in ("run_id", "pos", "token_id", "token", "s", "e", "sp")},
+            {k: [] for k in ("run_id", "layer", "n_tokens", "d_model", "codec", "data")},
+        )
         for r in runs:
             n_layers1, n, d = r.hidden.shape
-            run_rows.append((r.run_id, model_id, r.prompt_id, r.text, r.kind,
-                             json.dumps(r.settings, sort_keys=True), n,
-                             r.n_prompt_tokens if r.n_prompt_tokens is not None else n,
-                             r.truncated, r.parent, r.sample, r.seed))
+            run_rows.append(
+                (
+                    r.run_id,
+                    model_id,
+                    r.prompt_id,
+                    r.text,
+                    r.kind,
+                    json.dumps(r.settings, sort_keys=True),
+                    n,
+                    r.n_prompt_tokens if r.n_prompt_tokens is not None else n,
+                    r.truncated,
+                    r.parent,
+                    r.sample,
+                    r.seed,
+                )
+            )
             tok_cols["run_id"] += [r.run_id] * n
             tok_cols["pos"] += list(range(n))
             tok_cols["token_id"] += list(r.token_ids)
@@ -269,12 +307,30 @@ class Store:
                 c, blob = codec.encode(r.hidden[layer])
                 for k, v in zip(act, (r.run_id, layer, n, d, c, blob)):
                     act[k].append(v)
-        runs_tbl = pa.table(list(zip(*run_rows)), names=[
-            "run_id", "model_id", "prompt_id", "text", "kind", "settings", "n_tokens",
-            "n_prompt_tokens", "truncated", "parent", "sample", "seed"])
+        runs_tbl = pa.table(
+            list(zip(*run_rows)),
+            names=[
+                "run_id",
+                "model_id",
+                "prompt_id",
+                "text",
+                "kind",
+                "settings",
+                "n_tokens",
+                "n_prompt_tokens",
+                "truncated",
+                "parent",
+                "sample",
+                "seed",
+            ],
+        )
         tok_tbl = pa.table(tok_cols)
-        act_tbl = pa.table({**{k: act[k] for k in act if k != "data"},
-                            "data": pa.array(act["data"], type=pa.binary())})
+        act_tbl = pa.table(
+            {
+                **{k: act[k] for k in act if k != "data"},
+                "data": pa.array(act["data"], type=pa.binary()),
+            }
+        )
         with self._lock:
             for name, tbl in (("runs_tbl", runs_tbl), ("tok_tbl", tok_tbl), ("act_tbl", act_tbl)):
                 self.con.register(name, tbl)
@@ -282,11 +338,13 @@ class Store:
             try:
                 self.con.execute(
                     """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM runs_tbl
-                       ON CONFLICT DO NOTHING""")
+                       ON CONFLICT DO NOTHING"""
+                )
                 self.con.execute(
                     """INSERT INTO runs SELECT run_id, model_id, prompt_id, kind, settings,
                        n_tokens, n_prompt_tokens, truncated, parent, sample, seed,
-                       now() FROM runs_tbl ON CONFLICT DO NOTHING""")
+                       now() FROM runs_tbl ON CONFLICT DO NOTHING"""
+                )
                 self.con.execute("INSERT INTO tokens SELECT * FROM tok_tbl")
                 self.con.execute("INSERT INTO activations SELECT * FROM act_tbl")
                 self.con.execute("COMMIT")
@@ -306,13 +364,16 @@ class Store:
                JOIN runs r ON r.prompt_id = sp.prompt_id AND r.model_id = ? AND r.kind = 'prompt'
                WHERE sp.set_name = ?
                QUALIFY row_number() OVER (PARTITION BY sp.idx ORDER BY r.created_at DESC) = 1
-               ORDER BY sp.idx""", [model_id, set_name])
+               ORDER BY sp.idx""",
+            [model_id, set_name],
+        )
 
     def runs_for_model(self, model_id: str, kind: str | None = None) -> pd.DataFrame:
         return self._df(
             """SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)
                WHERE r.model_id = ? AND (? IS NULL OR r.kind = ?) ORDER BY r.created_at""",
-            [model_id, kind, kind])
+            [model_id, kind, kind],
+        )
 
     def request_runs(self, parents: list[str], max_samples: int | None = None) -> pd.DataFrame:
         """The sampled runs of the given requests (``parent`` ids), in the order of ``parents``
@@ -326,7 +387,8 @@ class Store:
                JOIN runs r USING (parent) JOIN prompts p USING (prompt_id)
                WHERE r.kind = 'generation' AND (? IS NULL OR r.sample < ?)
                ORDER BY q.k, r.sample""",
-            [parents, parents, max_samples, max_samples])
+            [parents, parents, max_samples, max_samples],
+        )
 
     def generated_tokens(self, run_ids: list[str]) -> pd.DataFrame:
         """Tokens after the prompt of each run. Columns: run_id, pos, token_id, token,
@@ -338,7 +400,8 @@ class Store:
                JOIN runs r USING (run_id) JOIN tokens t USING (run_id)
                WHERE t.pos >= r.n_prompt_tokens
                ORDER BY q.k, t.pos""",
-            [run_ids, run_ids])
+            [run_ids, run_ids],
+        )
 
     def sampled_requests(self, model_id: str) -> pd.DataFrame:
         """What has been sampled for a model: one row per request (prompt x settings).
@@ -351,7 +414,8 @@ class Store:
                FROM runs r JOIN prompts p USING (prompt_id)
                WHERE r.model_id = ? AND r.kind = 'generation'
                GROUP BY r.parent ORDER BY min(r.created_at)""",
-            [model_id])
+            [model_id],
+        )
 
     def n_layers_of(self, run_id: str) -> int:
         """How many layers (embeddings included) a run has stored; 0 if none."""
@@ -359,8 +423,11 @@ class Store:
         return int(row[0]) if row and row[0] is not None else 0
 
     def get_run(self, run_id: str) -> dict | None:
-        df = self._df("""SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)
-                         WHERE r.run_id = ?""", [run_id])
+        df = self._df(
+            """SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)
+                         WHERE r.run_id = ?""",
+            [run_id],
+        )
         if df.empty:
             return None
         row = df.iloc[0].to_dict()
@@ -370,14 +437,19 @@ class Store:
     def tokens(self, run_id: str) -> pd.DataFrame:
         return self._df(
             """SELECT pos, token_id, token, char_start AS start, char_end AS "end", is_special
-               FROM tokens WHERE run_id = ? ORDER BY pos""", [run_id])
+               FROM tokens WHERE run_id = ? ORDER BY pos""",
+            [run_id],
+        )
 
     def delete_model_runs(self, model_id: str) -> None:
         with self._lock:
             self.con.execute("BEGIN TRANSACTION")
             try:
-                self.con.execute("CREATE OR REPLACE TEMP TABLE doomed AS "
-                                 "SELECT run_id FROM runs WHERE model_id = ?", [model_id])
+                self.con.execute(
+                    "CREATE OR REPLACE TEMP TABLE doomed AS "
+                    "SELECT run_id FROM runs WHERE model_id = ?",
+                    [model_id],
+                )
                 self._delete_runs_in_doomed()
                 self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
                 self.con.execute("COMMIT")
@@ -392,7 +464,7 @@ class Store:
 
     def _delete_runs_in_doomed(self) -> None:
         for table in ("activations", "tokens", "runs"):
-            self.con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")  # noqa: S608 table names are constants
+            self.con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")
         self.con.execute("DROP TABLE doomed")
 
     # -- activations ----------------------------------------------------------------------
@@ -401,8 +473,11 @@ class Store:
 
     def run_layers(self, run_id: str) -> np.ndarray:
         """All layers of one run: float32 (n_layers + 1, n_tokens, d_model)."""
-        t = self._blobs("""SELECT layer, n_tokens, d_model, codec, data FROM activations
-                           WHERE run_id = ? ORDER BY layer""", [run_id])
+        t = self._blobs(
+            """SELECT layer, n_tokens, d_model, codec, data FROM activations
+                           WHERE run_id = ? ORDER BY layer""",
+            [run_id],
+        )
         if t.num_rows == 0:
             raise LayerScopeError(f"No activations stored for run {run_id}.")
         n, d = t["n_tokens"][0].as_py(), t["d_model"][0].as_py()
@@ -417,7 +492,8 @@ class Store:
             """SELECT a.run_id, a.n_tokens, a.d_model, a.codec, a.data
                FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
                JOIN activations a USING (run_id) WHERE a.layer = ? ORDER BY q.k""",
-            [list(run_ids), list(run_ids), layer])
+            [list(run_ids), list(run_ids), layer],
+        )
         found = t["run_id"].to_pylist()
         if len(found) != len(run_ids):
             missing = len(set(run_ids) - set(found))
@@ -427,14 +503,19 @@ class Store:
         out = np.empty((sum(ns), d), dtype=np.float32)
         start = 0
         for n, c, blob in zip(ns, t["codec"].to_pylist(), t["data"].to_pylist()):
-            codec.decode_into(out[start:start + n], c, blob)
+            codec.decode_into(out[start : start + n], c, blob)
             start += n
-        index = pd.DataFrame({"run_id": np.repeat(found, ns),
-                              "pos": np.concatenate([np.arange(n) for n in ns]) if ns else []})
+        index = pd.DataFrame(
+            {
+                "run_id": np.repeat(found, ns),
+                "pos": np.concatenate([np.arange(n) for n in ns]) if ns else [],
+            }
+        )
         return out, index
 
-    def pooled(self, run_ids: list[str], how: str = "last", layers: list[int] | None = None
-               ) -> np.ndarray:
+    def pooled(
+        self, run_ids: list[str], how: str = "last", layers: list[int] | None = None
+    ) -> np.ndarray:
         """Pooled vector per run and layer: float32 (n_layers_sel, n_runs, d_model).
         ``how``: 'last' (last token) or 'mean' (mean over tokens, special tokens excluded)."""
         if how not in ("last", "mean"):
@@ -465,13 +546,16 @@ class Store:
         rows = self.con.execute(
             """SELECT NOT t.is_special FROM (SELECT unnest(?) AS run_id,
                    generate_subscripts(?, 1) AS k) q JOIN tokens t USING (run_id)
-               ORDER BY q.k, t.pos""", [list(run_ids), list(run_ids)]).fetchall()
+               ORDER BY q.k, t.pos""",
+            [list(run_ids), list(run_ids)],
+        ).fetchall()
         mask = np.array([r[0] for r in rows], dtype=bool)
         assert len(mask) == total
         return mask
 
-    def export_parquet(self, set_name: str, model_id: str, path: str | Path,
-                       layer: int | None = None) -> int:
+    def export_parquet(
+        self, set_name: str, model_id: str, path: str | Path, layer: int | None = None
+    ) -> int:
         """Write one row per (run, layer, pos) with the vector as float32 list. Returns rows."""
         runs = self.set_runs(set_name, model_id)
         if runs.empty:
@@ -487,16 +571,22 @@ class Store:
                 x, idx = self.layer(runs["run_id"].tolist(), li)
                 toks = self._df(
                     """SELECT t.run_id, t.pos, t.token FROM (SELECT unnest(?) AS run_id) q
-                       JOIN tokens t USING (run_id)""", [runs["run_id"].tolist()])
+                       JOIN tokens t USING (run_id)""",
+                    [runs["run_id"].tolist()],
+                )
                 idx = idx.merge(toks, on=["run_id", "pos"], how="left")
                 d = x.shape[1]
-                tbl = pa.table({
-                    "run_id": idx["run_id"], "prompt_idx": meta.loc[idx["run_id"], "idx"].to_numpy(),
-                    "label": meta.loc[idx["run_id"], "label"].to_numpy(),
-                    "layer": np.full(len(x), li, dtype=np.int16),
-                    "pos": idx["pos"].to_numpy(np.int32), "token": idx["token"],
-                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), d),
-                })
+                tbl = pa.table(
+                    {
+                        "run_id": idx["run_id"],
+                        "prompt_idx": meta.loc[idx["run_id"], "idx"].to_numpy(),
+                        "label": meta.loc[idx["run_id"], "label"].to_numpy(),
+                        "layer": np.full(len(x), li, dtype=np.int16),
+                        "pos": idx["pos"].to_numpy(np.int32),
+                        "token": idx["token"],
+                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), d),
+                    }
+                )
                 if writer is None:
                     writer = pq.ParquetWriter(str(path), tbl.schema)
                 writer.write_table(tbl)
@@ -511,10 +601,17 @@ class Store:
         q = self._one(
             """SELECT (SELECT count(*) FROM models), (SELECT count(*) FROM prompt_sets),
                       (SELECT count(*) FROM runs), (SELECT coalesce(sum(n_tokens), 0) FROM runs),
-                      (SELECT coalesce(sum(octet_length(data)), 0) FROM activations)""")
+                      (SELECT coalesce(sum(octet_length(data)), 0) FROM activations)"""
+        )
         size = self.path.stat().st_size if isinstance(self.path, Path) and self.path.exists() else 0
-        return {"models": q[0], "sets": q[1], "runs": q[2], "tokens": int(q[3]),
-                "activation_bytes": int(q[4]), "file_bytes": size}
+        return {
+            "models": q[0],
+            "sets": q[1],
+            "runs": q[2],
+            "tokens": int(q[3]),
+            "activation_bytes": int(q[4]),
+            "file_bytes": size,
+        }
 
     def set_coverage(self) -> pd.DataFrame:
         """Per (set, model): prompts, runs present, bytes of activations."""
@@ -522,19 +619,20 @@ class Store:
             """SELECT sp.set_name, m.model_id, m.ref, count(DISTINCT sp.idx) AS n_runs,
                       coalesce(sum(r.n_tokens), 0)::BIGINT AS tokens
                FROM set_prompts sp JOIN runs r ON r.prompt_id = sp.prompt_id AND r.kind='prompt'
-               JOIN models m USING (model_id) GROUP BY ALL ORDER BY sp.set_name, m.ref""")
+               JOIN models m USING (model_id) GROUP BY ALL ORDER BY sp.set_name, m.ref"""
+        )
 
     # -- derived results cache ------------------------------------------------------------
     def cache_get(self, kind: str, key: str) -> bytes | None:
-        row = self._one("SELECT payload FROM derived WHERE kind = ? AND key = ?",
-                               [kind, key])
+        row = self._one("SELECT payload FROM derived WHERE kind = ? AND key = ?", [kind, key])
         return row[0] if row else None
 
     def cache_put(self, kind: str, key: str, payload: bytes) -> None:
         self.con.execute(
             """INSERT INTO derived VALUES (?, ?, ?, now())
                ON CONFLICT (kind, key) DO UPDATE SET payload = excluded.payload""",
-            [kind, key, payload])
+            [kind, key, payload],
+        )
 
     def record_throughput(self, model_id: str, dtype: str, tokens_per_s: float) -> None:
         self.cache_put("throughput", f"{model_id}:{dtype}", json.dumps(tokens_per_s).encode())
@@ -554,10 +652,20 @@ class Store:
                    runs_total = excluded.runs_total, runs_done = excluded.runs_done,
                    runs_cached = excluded.runs_cached, message = excluded.message,
                    updated_at = now(), pid = excluded.pid""",
-            [job["job_id"], job["kind"], json.dumps(job["spec"]), job["status"],
-             job.get("tokens_total", 0), job.get("tokens_done", 0), job.get("runs_total", 0),
-             job.get("runs_done", 0), job.get("runs_cached", 0), job.get("message", ""),
-             job.get("pid", os.getpid())])
+            [
+                job["job_id"],
+                job["kind"],
+                json.dumps(job["spec"]),
+                job["status"],
+                job.get("tokens_total", 0),
+                job.get("tokens_done", 0),
+                job.get("runs_total", 0),
+                job.get("runs_done", 0),
+                job.get("runs_cached", 0),
+                job.get("message", ""),
+                job.get("pid", os.getpid()),
+            ],
+        )
 
     def jobs(self, limit: int = 50) -> pd.DataFrame:
         df = self._df("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", [limit])
@@ -570,5 +678,6 @@ class Store:
             """UPDATE jobs SET status = 'interrupted', message = 'the process running this job '
                  || 'stopped before it finished; completed runs are kept, submit it again '
                  || 'to compute the rest' WHERE status IN ('running', 'queued')
-               RETURNING job_id""").fetchall()
+               RETURNING job_id"""
+        ).fetchall()
         return len(n)

@@ -1,0 +1,177 @@
+"""`generate`: sampled continuations with every layer captured, and their commitment."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend import catalog, models, prompts
+from backend.analysis.commitment import correlate, correlation_grid
+from backend.capture.generate import Sampling
+from backend.commands._common import add_model_args, run_job, set_name_from
+from backend.errors import LayerScopeError
+from backend.jobs.base import JobSpec
+from backend.views import generation as generation_views
+
+HELP = "sample N continuations per prompt, capture every layer, report commitment"
+
+
+def register(p) -> None:
+    add_model_args(p, need_set=False)
+    p.add_argument("--prompts", help="TXT / CSV / JSONL file")
+    p.add_argument("--set", dest="set_name")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--answer-regex", help="outcome = first match (group 1 if any)")
+    p.add_argument("--layer", type=int, help="layer for commitment (default last)")
+    p.add_argument(
+        "--step",
+        type=int,
+        default=1,
+        help="generation step (0 = last prompt token, identical across runs)",
+    )
+    p.add_argument(
+        "--versus-label",
+        action="store_true",
+        help="outcome = correct / wrong against the set's label column",
+    )
+    p.add_argument(
+        "--centre",
+        choices=generation_views.CENTRES,
+        default="start",
+        help="reference subtracted before cosines: each run's prompt-end state "
+        "(start, default), the set's mean state (set), or none",
+    )
+
+
+def run(args, store) -> dict:
+    if not args.prompts and not args.set_name:
+        raise LayerScopeError("Give --prompts FILE or --set NAME.")
+    set_name = args.set_name or set_name_from(args.prompts)
+    if args.prompts:
+        store.save_prompt_set(
+            set_name,
+            prompts.load_prompts(args.prompts, args.text_column, args.label_column),
+            source=args.prompts,
+        )
+    else:
+        catalog.ensure_set(store, set_name)
+    s = Sampling(args.samples, args.max_new_tokens, args.temperature, args.top_p, args.seed)
+    s.validate()
+    spec = JobSpec(
+        model=args.model,
+        set_name=set_name,
+        kind="generate",
+        dtype=args.dtype,
+        device=args.device,
+        options=s.key() | {"samples": s.samples},
+    )
+    p = run_job(store, spec, quiet=args.json)
+    dtype = str(models.pick_dtype(args.dtype, args.device)).removeprefix("torch.")
+    df = store.get_set(set_name)
+    texts = list(dict.fromkeys(df["text"]))
+    labels = dict(zip(df["text"], df["label"]))
+    groups = dict(zip(df["text"], df["group"])) if "group" in df else {}
+    ss = generation_views.load(
+        store,
+        p.result["model_id"],
+        texts,
+        s,
+        dtype,
+        labels,
+        groups,
+        args.answer_regex,
+        args.versus_label,
+        centre=args.centre,
+    )
+    out = {
+        "set": set_name,
+        "model_id": p.result["model_id"],
+        "runs": p.result["runs"],
+        "cached_runs": p.result["cached_runs"],
+        "tokens": p.result["tokens"],
+        "seconds": round(p.seconds, 3),
+        "prompts": [],
+        "correlation": None,
+        "best": None,
+        "separation": None,
+    }
+    if ss is None:
+        return out
+    layer = ss.n_layers - 1 if args.layer is None else args.layer
+    if not 0 <= layer < ss.n_layers:
+        raise LayerScopeError(f"--layer must be between 0 and {ss.n_layers - 1}.")
+    table = ss.table(layer, args.step)
+    out["prompts"] = [
+        {
+            "prompt": q.text,
+            "label": q.label,
+            "samples": [generation_views.join_tokens(g) for g in q.continuations],
+            "answers": q.answers,
+            "outcomes": q.outcomes,
+            "consistency": q.consistency,
+            "divergence_step": q.commitment.divergence_step,
+            "commitment": np.round(q.commitment.similarity, 4).tolist(),
+        }
+        for q in ss.prompts
+    ]
+    out["layer"], out["step"] = layer, args.step
+    if len(table) > 2:
+        out["correlation"] = correlate(table["commitment"], table["consistency"]).__dict__
+        grid = correlation_grid(
+            ss.sims(), np.array([q.consistency for q in ss.prompts]), max(3, len(ss.prompts) // 2)
+        )
+        if grid.best is not None:
+            out["best"] = {
+                "layer": grid.best[0],
+                "step": grid.best[1],
+                "pearson": float(grid.r[grid.best]),
+            }
+    success, meaning = ss.success()
+    if len(ss.prompts) > 1 and success.any() and not success.all():
+        sep = ss.separation()
+        out["separation"] = {
+            "success": meaning,
+            "runs": len(success),
+            "successes": int(success.sum()),
+            "judged": int(sep.judged.sum()),
+            "accuracy": np.round(sep.accuracy, 4).tolist(),
+            "auroc": np.round(sep.auroc, 4).tolist(),
+            "best_layer": sep.best_layer,
+        }
+    return out
+
+
+def prose(r: dict) -> str:
+    lines = [f"{r['set']}: {r['runs']} samples generated, {r['cached_runs']} cached"]
+    for p in r["prompts"][:10]:
+        lines.append(
+            f"\n{p['prompt']}  (consistency {p['consistency']:.2f}, diverge at step "
+            f"{p['divergence_step']})"
+        )
+        lines += [f"   {s}" for s in p["samples"][:8]]
+    c = r["correlation"]
+    if c:
+        lines.append(
+            f"\ncommitment (layer {r['layer']}, step {r['step']}) vs consistency "
+            f"across {c['n']} prompts: Pearson {c['pearson']:.2f} "
+            f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}], Spearman {c['spearman']:.2f}"
+        )
+    if r.get("best"):
+        b = r["best"]
+        lines.append(
+            f"best predictor: layer {b['layer']}, step {b['step']} (r = {b['pearson']:.2f})"
+        )
+    sep = r.get("separation")
+    if sep:
+        lines.append(
+            f"outcome separation ({sep['success']}; {sep['successes']}/{sep['runs']} "
+            f"runs succeed, {sep['judged']} judged): AUROC by layer "
+            + " ".join(f"{a:.2f}" for a in sep["auroc"])
+            + f"; best layer {sep['best_layer']}"
+        )
+    return "\n".join(lines)

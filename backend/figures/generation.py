@@ -1,0 +1,133 @@
+"""Commitment figures: layer x step similarity, commitment vs consistency."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+
+def commitment_heatmap(sim: np.ndarray, divergence: int | None, title: str = "") -> go.Figure:
+    fig = go.Figure(
+        go.Heatmap(
+            z=sim,
+            x=list(range(sim.shape[1])),
+            y=list(range(sim.shape[0])),
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu_r",
+            colorbar=dict(title="mean cosine"),
+            hovertemplate="layer %{y}, step %{x}<br>%{z:.3f}<extra></extra>",
+        )
+    )
+    if divergence is not None:
+        fig.add_vline(
+            x=divergence - 0.5,
+            line=dict(color="black", dash="dash"),
+            annotation_text="tokens diverge",
+        )
+    fig.update_layout(
+        title=title or "How similar the sampled runs are (mean pairwise cosine)",
+        xaxis_title="generation step (0 = last prompt token)",
+        yaxis_title="layer",
+        height=360,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def scatter_figure(table, title: str) -> go.Figure:
+    import plotly.express as px
+
+    fig = go.Figure()
+    colours = px.colors.qualitative.Set1
+    for i, lab in enumerate(sorted(table["label"].fillna("(none)").unique())):
+        t = table[table["label"].fillna("(none)") == lab]
+        fig.add_trace(
+            go.Scatter(
+                x=t["commitment"],
+                y=t["consistency"],
+                mode="markers",
+                name=str(lab),
+                hovertext=t["prompt"],
+                hoverinfo="text+x+y",
+                marker=dict(size=9, opacity=0.75, color=colours[i % len(colours)]),
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="commitment (cross-run cosine)",
+        yaxis_title="consistency (agreeing pairs of outcomes)",
+        yaxis_range=[-0.05, 1.05],
+        height=420,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def correlation_heatmap(grid: np.ndarray) -> go.Figure:
+    """Pearson r of commitment with consistency per (layer, step); blank = too few prompts."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu_r",
+            colorbar=dict(title="Pearson r"),
+            hovertemplate="layer %{y}, step %{x}<br>r = %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Which (layer, step) predicts consistency?",
+        xaxis_title="generation step",
+        yaxis_title="layer",
+        height=320,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def separation_figure(sep) -> go.Figure:
+    """Per layer: nearest-centroid accuracy and AUROC of the outcome signature (0.5 = chance)."""
+    layers = list(range(len(sep.accuracy)))
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=sep.auroc,
+            mode="lines+markers",
+            name="AUROC",
+            hovertemplate="layer %{x}<br>AUROC %{y:.2f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=sep.accuracy,
+            mode="lines+markers",
+            name="nearest-centroid accuracy",
+            line=dict(dash="dot"),
+            hovertemplate="layer %{x}<br>accuracy %{y:.2f}<extra></extra>",
+        )
+    )
+    base = (
+        max(sep.success[sep.judged].mean(), 1 - sep.success[sep.judged].mean())
+        if sep.judged.any()
+        else 0.5
+    )
+    fig.add_hline(y=0.5, line=dict(color="grey", dash="dash"), annotation_text="chance (AUROC)")
+    fig.add_hline(
+        y=base,
+        line=dict(color="grey", dash="dot"),
+        annotation_text="majority outcome",
+        annotation_position="bottom right",
+    )
+    if sep.best_layer is not None:
+        fig.add_vline(x=sep.best_layer, line=dict(color="black", width=1))
+    fig.update_layout(
+        title="How well a run's hidden-state change predicts its outcome (leave one prompt out)",
+        xaxis=dict(title="layer", dtick=1),
+        yaxis=dict(title="score", range=[0, 1.02]),
+        height=360,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig

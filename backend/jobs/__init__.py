@@ -1,0 +1,1 @@
+"""What runs a capture: job specs and budgets, the job-kind registry, the local worker thread."""

@@ -1,0 +1,167 @@
+"""Job specs, progress, cost estimates and budgets: the vocabulary every job kind shares."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from backend.errors import LayerScopeError
+from backend.store import Store
+
+GB = 1 << 30
+
+
+def _env_gb(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise LayerScopeError(f"{name}={raw!r} is not a number of GB.") from None
+
+
+@dataclass
+class JobSpec:
+    """What to compute. ``kind`` selects the handler in ``JOB_KINDS``."""
+
+    model: str
+    set_name: str
+    kind: str = "extract"
+    dtype: str = "auto"
+    device: str = "cpu"
+    max_tokens: int | None = None
+    batch_tokens: int = 8192
+    trust_remote_code: bool = False
+    options: dict = field(default_factory=dict)  #: kind-specific (e.g. sampling settings)
+
+
+@dataclass
+class Budget:
+    """Limits checked before a job starts (env LAYERSCOPE_MAX_JOB_GB, LAYERSCOPE_MAX_MODEL_GB)."""
+
+    max_write_bytes: int | None = (
+        None  #: None: read LAYERSCOPE_MAX_JOB_GB (default 20) at check time
+    )
+    max_model_bytes: int | None = None  #: None: LAYERSCOPE_MAX_MODEL_GB, else available memory
+
+    def write_limit(self) -> int:
+        if self.max_write_bytes is not None:
+            return self.max_write_bytes
+        return int(_env_gb("LAYERSCOPE_MAX_JOB_GB", 20.0) * GB)
+
+    def model_limit(self) -> int | None:
+        if self.max_model_bytes is not None:
+            return self.max_model_bytes
+        gb = _env_gb("LAYERSCOPE_MAX_MODEL_GB", None)
+        return int(gb * GB) if gb is not None else _available_memory()
+
+
+@dataclass
+class Progress:
+    job_id: str
+    status: str = "queued"  #: queued | running | done | failed | cancelled | interrupted
+    tokens_total: int = 0
+    tokens_done: int = 0
+    runs_total: int = 0
+    runs_done: int = 0
+    runs_cached: int = 0
+    message: str = ""
+    started: float | None = None
+    finished: float | None = None
+    result: dict = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.tokens_per_s
+        return (self.tokens_total - self.tokens_done) / rate if rate > 0 else None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a job will cost, computed without loading the model."""
+
+    runs: int
+    cached_runs: int
+    tokens: int  #: tokens still to compute
+    bytes: int  #: activation bytes to write
+    model_bytes: int  #: weights in memory at the chosen dtype
+    seconds: float | None  #: from measured throughput of this model, when known
+    truncated: int  #: prompts longer than max_tokens
+
+
+class JobContext:
+    """Handed to a job handler: the store, the spec, progress and cancel."""
+
+    def __init__(
+        self,
+        store: Store,
+        spec: JobSpec,
+        progress: Progress,
+        on_progress: Callable[[Progress], None],
+        stop: threading.Event,
+        budget: Budget | None = None,
+    ):
+        self.store, self.spec, self.progress = store, spec, progress
+        self.budget = budget or Budget()
+        self._on_progress, self._stop = on_progress, stop
+        self._last = 0.0
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last > 0.5:
+            self._last = now
+            self._on_progress(self.progress)
+
+
+def check_budget(store: Store, est: Estimate, budget: Budget) -> None:
+    if est.bytes > budget.write_limit():
+        raise LayerScopeError(
+            f"This job would write {est.bytes / GB:.1f} GB of activations, over the "
+            f"{budget.write_limit() / GB:.1f} GB budget (LAYERSCOPE_MAX_JOB_GB); "
+            "use fewer prompts or --max-tokens."
+        )
+    where = store.path.parent if isinstance(store.path, os.PathLike) else "."
+    free = shutil.disk_usage(where).free
+    if est.bytes > 0.9 * free:
+        raise LayerScopeError(
+            f"This job would write {est.bytes / GB:.1f} GB but only {free / GB:.1f} GB are free."
+        )
+    limit = budget.model_limit()
+    if limit and est.model_bytes > limit:
+        raise LayerScopeError(
+            f"The model needs about {est.model_bytes / GB:.1f} GB of memory; only "
+            f"{limit / GB:.1f} GB are available. Try a smaller model or dtype bfloat16."
+        )
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

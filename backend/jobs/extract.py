@@ -1,0 +1,133 @@
+"""The ``extract`` job: capture the set's missing prompt runs and stream them into the store."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from backend import models
+from backend.capture import extract
+from backend.errors import LayerScopeError
+from backend.jobs.base import Estimate, JobContext, JobSpec
+from backend.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _extract_plan(store: Store, spec: JobSpec):
+    mref = models.resolve(spec.model)
+    dtype = str(models.pick_dtype(spec.dtype, spec.device)).removeprefix("torch.")
+    settings = extract.CaptureSettings(max_tokens=spec.max_tokens, dtype=dtype)
+    prompts = store.get_set(spec.set_name)
+    if prompts.empty:
+        raise LayerScopeError(f"The prompt set '{spec.set_name}' is empty or does not exist.")
+    texts = list(dict.fromkeys(prompts["text"]))
+    ids = [extract.make_run_id(mref.model_id, t, settings.key()) for t in texts]
+    have = store.existing_runs(ids)
+    missing = [(i, t) for i, t in zip(ids, texts) if i not in have]
+    return mref, settings, texts, missing
+
+
+def estimate(store: Store, spec: JobSpec) -> Estimate:
+    """Cost of a job before it runs: tokens, bytes on disk, model memory, time."""
+    mref, settings, texts, missing = _extract_plan(store, spec)
+    cfg = models.read_config(mref)
+    n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0
+    d = cfg.get("hidden_size") or cfg.get("n_embd") or 0
+    toks = []
+    if missing:
+        tok = models.load_tokenizer(mref.path, spec.trust_remote_code)
+        toks = extract.tokenize(tok, [t for _, t in missing], spec.max_tokens)
+    n_tokens = sum(len(t.ids) for t in toks)
+    elem = 2 if settings.dtype in ("bfloat16", "float16") else 4
+    file_elem = 4 if cfg.get("torch_dtype", cfg.get("dtype")) in (None, "float32") else 2
+    rate = store.throughput(mref.model_id, settings.dtype)
+    return Estimate(
+        runs=len(texts),
+        cached_runs=len(texts) - len(missing),
+        tokens=n_tokens,
+        bytes=n_tokens * (n_layers + 1) * d * 2,
+        model_bytes=models.weights_bytes(mref) * elem // file_elem,
+        seconds=n_tokens / rate if rate else None,
+        truncated=sum(t.truncated for t in toks),
+    )
+
+
+def run_extract(ctx: JobContext) -> dict:
+    store, spec, p = ctx.store, ctx.spec, ctx.progress
+    mref, settings, texts, missing = _extract_plan(store, spec)
+    p.runs_total, p.runs_cached = len(texts), len(texts) - len(missing)
+    result = {
+        "set": spec.set_name,
+        "model": spec.model,
+        "model_id": mref.model_id,
+        "runs": 0,
+        "cached_runs": p.runs_cached,
+        "tokens": 0,
+        "truncated": 0,
+    }
+    if not missing:
+        return result
+    lm = models.get_model(spec.model, spec.dtype, spec.device, spec.trust_remote_code)
+    store.upsert_model(lm.info)
+    toks = extract.tokenize(lm.tokenizer, [t for _, t in missing], spec.max_tokens)
+    items = [(rid, t) for (rid, _), t in zip(missing, toks)]
+    p.tokens_total = sum(len(t.ids) for t in toks)
+    result["truncated"] = sum(t.truncated for t in toks)
+    if result["truncated"]:
+        log.warning("%d prompts truncated to %s tokens", result["truncated"], spec.max_tokens)
+    ctx.report(force=True)
+    t0 = time.monotonic()
+
+    def written(batch) -> None:
+        p.runs_done += len(batch)
+        p.tokens_done += sum(r.n_tokens for r in batch)
+        ctx.report()
+
+    pipelined_ingest(
+        store,
+        lm.info.model_id,
+        extract.capture(lm, items, settings, spec.batch_tokens, ctx.should_stop),
+        written,
+    )
+    if p.tokens_done:
+        store.record_throughput(
+            mref.model_id, settings.dtype, p.tokens_done / max(time.monotonic() - t0, 1e-6)
+        )
+    result.update(runs=p.runs_done, tokens=p.tokens_done)
+    return result
+
+
+def pipelined_ingest(store: Store, model_id: str, batches, on_written) -> None:
+    """Write batch k to DuckDB on a helper thread while the model computes batch k+1
+    (DuckDB and torch both release the GIL). Each batch is still one transaction; an error on
+    either side stops both and is raised here. A checkpoint at the end packs the file."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+    cur = store.cursor()
+
+    def writer() -> None:
+        while (batch := q.get()) is not None:
+            if failure:
+                continue
+            try:
+                cur.ingest(model_id, batch)
+                on_written(batch)
+            except BaseException as e:  # surfaced to the producer
+                failure.append(e)
+
+    t = threading.Thread(target=writer, name="layerscope-ingest", daemon=True)
+    t.start()
+    try:
+        for batch in batches:
+            if failure:
+                break
+            q.put(batch)
+    finally:
+        q.put(None)
+        t.join()
+    if failure:
+        raise failure[0]
+    cur.checkpoint()
