@@ -74,6 +74,33 @@ def loaded_model(ref: str, dtype: str = "auto", device: str = "cpu"):
     return models.get_model(ref, dtype, device)
 
 
+# -- view results (each backend.views.<name>.compute, cached per request) --------------------
+@st.cache_data(show_spinner="Computing…", max_entries=64)
+def _compute(view: str, request, version) -> object:
+    import importlib
+
+    return importlib.import_module(f"backend.views.{view}").compute(store(), request)
+
+
+def compute(view: str, request, version=None):
+    """``backend.views.<view>.compute(store, request)``, cached on (request, version); pass as
+    ``version`` what changes when the inputs in the store change (e.g. the number of runs). A
+    user-caused problem becomes one message and stops the page."""
+    try:
+        return _compute(view, request, version)
+    except LayerScopeError as e:
+        st.info(str(e))
+        st.stop()
+
+
+@st.cache_data(show_spinner="Reading out every prompt…", max_entries=16)
+def lens_set(model_ref: str, request, version) -> object:
+    """The lens summary over a set (needs the loaded model, cached as a resource)."""
+    from backend.views import lens
+
+    return lens.compute_set(store(), loaded_model(model_ref), request)
+
+
 # -- selection (model + prompt set), shared across pages and kept in the URL ----------------
 @dataclass(frozen=True)
 class Selection:

@@ -1,12 +1,10 @@
 """Logit lens: what each layer would predict if the model stopped there."""
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
 from backend.errors import LayerScopeError
 from backend.figures.lens import lens_curves, lens_figure, summary_figure
-from backend.views import readouts
+from backend.views import lens
 from pages import _ui
 
 present, sel, runs = _ui.open_view("Logit lens")
@@ -50,28 +48,12 @@ run_id = ids[pick]
 st.query_params["run"] = run_id
 
 try:
-    res, toks = readouts.lens_run(s, lm, run_id)
+    one = lens.compute_run(s, lm, run_id)
 except LayerScopeError as e:
     st.info(str(e))
     st.stop()
-names = readouts.decode(lm, res.top_ids)
-grid = pd.DataFrame(
-    [
-        {
-            "layer": L,
-            "pos": p,
-            "token": toks[p],
-            "top1": names[res.top_ids[li, p, 0]],
-            "p_top1": res.top_probs[li, p, 0],
-            "kl_to_final": res.kl_to_final[li, p],
-            "entropy": res.entropy[li, p],
-            "final_rank": res.final_rank[li, p],
-        }
-        for li, L in enumerate(res.layers)
-        for p in range(len(toks))
-    ]
-)
-_ui.show_figure(lens_figure(res, toks, names), "lens_fig", "logit-lens", data=grid)
+res, toks, names = one.lens, one.tokens, one.names
+_ui.show_figure(lens_figure(res, toks, names), "lens_fig", "logit-lens", data=one.to_frame())
 last = len(toks) - 1
 answer = names[res.top_ids[-1, last, 0]]
 st.markdown(
@@ -97,33 +79,15 @@ where = _ui.qp_radio(
 )
 
 
-@st.cache_data(show_spinner="Reading out every prompt…", max_entries=16)
-def _summary(model_ref, model_id, set_name, positions, n_runs):
-    return readouts.lens_summary(
-        _ui.store(),
-        _ui.loaded_model(model_ref),
-        _ui.store().set_runs(set_name, model_id)["run_id"].tolist(),
-        positions,
-    )
-
-
-summ = _summary(sel.model, sel.model_id, sel.set_name, where, len(runs))
-table = pd.DataFrame(
-    {
-        "layer": summ.layers,
-        "kl_mean": summ.kl_mean,
-        "kl_median": summ.kl_quantiles[:, 1],
-        "entropy_mean": summ.entropy_mean,
-        "rank_median": summ.rank_median,
-        "top1_is_final": summ.agreement,
-        "commit_here": summ.commitment_counts,
-    }
-)
+summ_result = _ui.lens_set(sel.model, lens.Request(sel.model_id, sel.set_name, where), len(runs))
+summ = summ_result.summary
 _ui.show_figure(
-    summary_figure(summ, sel.set_name), "lens_summary", f"lens-{sel.set_name}", data=table
+    summary_figure(summ, sel.set_name),
+    "lens_summary",
+    f"lens-{sel.set_name}",
+    data=summ_result.to_frame(),
 )
-med = summ.layers[int(np.searchsorted(summ.commitment_counts.cumsum(), summ.n_positions / 2))]
 st.caption(
     f"Half of the {summ.n_positions:,} positions have committed to their final answer "
-    f"by layer {med}."
+    f"by layer {summ_result.half_committed_layer()}."
 )

@@ -1,16 +1,14 @@
 """Probes: at which layer is a label linearly decodable, against proper controls."""
 
 import io
+from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from backend.analysis.probes import misclassified
-from backend.errors import LayerScopeError
 from backend.figures.probes import confusion_figure, probe_figure, score_figure
 from backend.jobs.base import JobSpec
-from backend.views import readouts
+from backend.views import probes
 from pages import _ui
 
 MAX_TOKEN_UNITS = 20_000  # token probes: keep the first prompts up to this many tokens
@@ -54,7 +52,7 @@ with c4:
 lo, hi = _ui.qp_slider("Layers", "layers", (0, n_layers), 0, n_layers)
 layers = list(range(lo, hi + 1))
 others = [m for m in _ui.model_choices(s) if m != sel.model]
-twin_default = readouts.TWINS.get(sel.model)
+twin_default = probes.TWINS.get(sel.model)
 baseline = _ui.qp_select(
     "Random-init baseline model",
     ["(none)", *others],
@@ -65,60 +63,34 @@ baseline = _ui.qp_select(
 )
 
 
-@st.cache_data(show_spinner="Training probes…", max_entries=32)
-def _probe(model_id, set_name, unit, pool, folds, method, layers, n_runs, max_runs):
-    return readouts.probe(
-        _ui.store(),
-        set_name,
-        model_id,
-        unit,
-        pool,
-        folds,
-        method,
-        max_runs=max_runs,
-        layers=list(layers),
-    )
-
-
 max_runs = None
 if unit == "token":
     max_runs = int(np.searchsorted(runs["n_tokens"].cumsum().to_numpy(), MAX_TOKEN_UNITS) + 1)
-args = (sel.set_name, unit, pool, folds, method, tuple(layers), len(runs), max_runs)
-try:
-    res, meta = _probe(sel.model_id, *args)
-except LayerScopeError as e:
-    st.info(str(e))
-    st.stop()
-
-twin = None
-if baseline != "(none)":
-    row = s.find_model(baseline)
-    if row is None or len(s.set_runs(sel.set_name, row["model_id"])) < len(runs):
-        st.info(f"The baseline **{baseline}** has no activations for **{sel.set_name}** yet.")
-        if st.button(f"Compute {sel.set_name} on {baseline}", key="probe_twin"):
-            _ui.submit(JobSpec(model=baseline, set_name=sel.set_name))
-        for p in _ui.worker().active_jobs():
-            _ui.job_panel(p.job_id)
-    else:
-        try:
-            twin, _ = _probe(row["model_id"], *args)
-        except LayerScopeError as e:
-            st.warning(f"Baseline {baseline}: {e}")
-
-table = pd.DataFrame(
-    {
-        "layer": res.layers,
-        "accuracy": res.accuracy,
-        "ci_low": res.ci_low,
-        "ci_high": res.ci_high,
-        "macro_f1": res.macro_f1,
-        "control": res.control,
-        "selectivity": res.selectivity,
-        "majority": res.majority,
-    }
+req = probes.Request(
+    model_id=sel.model_id,
+    set_name=sel.set_name,
+    unit=unit,
+    pool=pool,
+    folds=folds,
+    method=method,
+    layers=tuple(layers),
+    max_runs=max_runs,
 )
-if twin is not None:
-    table[f"{baseline}_accuracy"] = twin.accuracy
+base_row = s.find_model(baseline) if baseline != "(none)" else None
+if baseline != "(none)" and (
+    base_row is None or len(s.set_runs(sel.set_name, base_row["model_id"])) < len(runs)
+):
+    st.info(f"The baseline **{baseline}** has no activations for **{sel.set_name}** yet.")
+    if st.button(f"Compute {sel.set_name} on {baseline}", key="probe_twin"):
+        _ui.submit(JobSpec(model=baseline, set_name=sel.set_name))
+    for p in _ui.worker().active_jobs():
+        _ui.job_panel(p.job_id)
+    base_row = None
+if base_row is not None:
+    req = replace(req, baseline_model_id=base_row["model_id"], baseline_name=baseline)
+result = _ui.compute("probes", req, len(runs))
+res, twin, meta = result.probe, result.baseline, result.meta
+table = result.to_frame()
 _ui.show_figure(
     probe_figure(res, twin, baseline), "probe_fig", f"probe-{sel.model}-{sel.set_name}", data=table
 )
@@ -142,7 +114,7 @@ st.markdown(
     f"[{res.ci_low[bi]:.2f}, {res.ci_high[bi]:.2f}], macro-F1 {res.macro_f1[bi]:.2f}, "
     f"shuffled control {res.control[bi]:.2f}, majority {res.majority:.2f}.{gap}"
 )
-n_used, n_asked = meta["run_id"].nunique(), min(len(runs), max_runs or len(runs))
+n_used, n_asked = result.n_prompts, result.n_prompts_asked
 left_out = (
     f" ({n_asked - n_used} left out: their per-token labels do not match their tokens)"
     if unit == "token" and n_used < n_asked
@@ -162,16 +134,13 @@ with a:
 with b:
     st.plotly_chart(score_figure(res, layer), key="probe_scores")
 
-if meta["group"].notna().any():
-    right = pd.Series(res.pred[li] == res.y).groupby(meta["group"].fillna("(none)").to_numpy())
+groups = result.group_accuracy(layer)
+if len(groups):
     st.caption(
         f"Accuracy by group at layer {layer}: "
-        + " · ".join(
-            f"{g} {m:.2f} (n={n})"
-            for g, m, n in zip(right.mean().index, right.mean(), right.size())
-        )
+        + " · ".join(f"{g.group} {g.accuracy:.2f} (n={g.n})" for g in groups.itertuples())
     )
-wrong = misclassified(res, layer)
+wrong = result.misclassified(layer)
 st.markdown(
     f"**Misclassified at layer {layer}: {len(wrong)} of {len(res.y):,}** "
     "(most confident mistakes first; open one on the Prompt page)"
@@ -179,23 +148,8 @@ st.markdown(
 if len(wrong) == 0:
     st.success("The probe gets every unit right at this layer.")
 else:
-    rows = meta.iloc[wrong]
     st.dataframe(
-        pd.DataFrame(
-            {
-                "true": [res.classes[res.y[i]] for i in wrong],
-                "predicted": [res.classes[res.pred[li, i]] for i in wrong],
-                "score": res.scores[li, wrong, res.pred[li, wrong]],
-                "prompt": rows["text"].to_numpy(),
-                **({"group": rows["group"].to_numpy()} if rows["group"].notna().any() else {}),
-                **(
-                    {"token": [f"{p}:{t}" for p, t in zip(rows["pos"], rows["token"])]}
-                    if unit == "token"
-                    else {}
-                ),
-                "open": [_ui.prompt_url(r) for r in rows["run_id"]],
-            }
-        ),
+        wrong.assign(open=[_ui.prompt_url(r) for r in wrong["run_id"]]).drop(columns="run_id"),
         hide_index=True,
         column_config={
             "open": st.column_config.LinkColumn("open", display_text="prompt ↗"),
@@ -206,30 +160,17 @@ else:
         key="probe_wrong",
         height=min(38 + 35 * len(wrong), 400),
     )
-    _ui.prompt_link(rows["run_id"].iloc[0], "open the most confident mistake")
+    _ui.prompt_link(wrong["run_id"].iloc[0], "open the most confident mistake")
 
 with st.expander("Probe weights (fitted on all units, raw-space: score = h · w + b)"):
     buf = io.BytesIO()
     np.save(buf, res.weights)
-    names = (
-        list(res.classes) if res.weights.shape[1] > 1 else [f"{res.classes[1]} vs {res.classes[0]}"]
-    )
+    names = result.weight_rows()
     st.caption(
         f"Shape {res.weights.shape} = layers {res.layers[0]}–{res.layers[-1]} × "
         f"{', '.join(names)} × d_model. The CSV has the layer, class and bias per row."
     )
-    w = pd.DataFrame(
-        [
-            {
-                "layer": L,
-                "class": names[c],
-                "bias": res.bias[i, c],
-                **{f"w{j}": v for j, v in enumerate(res.weights[i, c])},
-            }
-            for i, L in enumerate(res.layers)
-            for c in range(res.weights.shape[1])
-        ]
-    )
+    w = result.weights_frame()
     d1, d2 = st.columns(2)
     d1.download_button(
         "weights .npy",

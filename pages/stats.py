@@ -1,10 +1,9 @@
 """Layer statistics: norms, massive activations, effective rank, anisotropy."""
 
-import pandas as pd
 import streamlit as st
 
 from backend.figures.stats import stats_figure
-from backend.views import readouts
+from backend.views import stats
 from pages import _ui
 
 MAX_RUNS = 200
@@ -24,49 +23,20 @@ with st.expander("What am I looking at?", expanded=present):
     )
 
 
-@st.cache_data(show_spinner="Computing statistics…", max_entries=16)
-def _stats(model_id, set_name, n_runs):
-    return readouts.stats(_ui.store(), set_name, model_id, MAX_RUNS)
-
-
-st_, meta = _stats(sel.model_id, sel.set_name, len(runs))
-names = meta["name"].tolist()
-table = pd.DataFrame(
-    {
-        "layer": st_.layers,
-        "norm_median": st_.norm_quantiles[:, 2],
-        "norm_p95": st_.norm_quantiles[:, 4],
-        "max_abs": st_.max_abs,
-        "median_abs": st_.median_abs,
-        "massive_ratio": st_.massive_ratio,
-        "massive_dim": st_.massive_dim,
-        "massive_token": [names[u] for u in st_.massive_unit],
-        "effective_rank": st_.effective_rank,
-        "anisotropy": st_.anisotropy,
-    }
+result = _ui.compute("stats", stats.Request(sel.model_id, sel.set_name, MAX_RUNS), len(runs))
+st_, table = result.stats, result.to_frame()
+_ui.show_figure(
+    stats_figure(st_, result.names), "stats_fig", f"layer-stats-{sel.set_name}", data=table
 )
-_ui.show_figure(stats_figure(st_, names), "stats_fig", f"layer-stats-{sel.set_name}", data=table)
 st.caption(
-    f"Over {len(names):,} tokens (special tokens included) of {min(len(runs), MAX_RUNS)} prompts."
+    f"Over {len(result.names):,} tokens (special tokens included) of {result.n_prompts} prompts."
 )
 
 st.subheader("Largest activations per layer")
 layer = _ui.qp_int("Layer", "layer", st_.layers[-1], st_.layers[0], st_.layers[-1])
-li = st_.layers.index(layer)
-units = st_.top_units[li]
+top = result.top(layer)
 st.dataframe(
-    pd.DataFrame(
-        {
-            "value": st_.top_values[li],
-            "× median": abs(st_.top_values[li]) / st_.median_abs[li],
-            "dim": st_.top_dims[li],
-            "token": [
-                f"{p}:{t}" for p, t in zip(meta["pos"].iloc[units], meta["token"].iloc[units])
-            ],
-            "prompt": meta["text"].iloc[units].to_numpy(),
-            "open": [_ui.prompt_url(r) for r in meta["run_id"].iloc[units]],
-        }
-    ).round(2),
+    top.assign(open=[_ui.prompt_url(r) for r in top["run_id"]]).drop(columns="run_id").round(2),
     hide_index=True,
     key="stats_top",
     column_config={"open": st.column_config.LinkColumn("open", display_text="prompt ↗")},

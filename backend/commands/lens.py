@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from backend import models
 from backend.capture import extract
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
-from backend.views import readouts
+from backend.views import lens
 
 HELP = "logit lens: top tokens, KL to final, entropy, rank per layer (one prompt or a set)"
 
@@ -28,49 +30,22 @@ def _prompt(args, lm) -> dict:
     tk = extract.tokenize(lm.tokenizer, [args.prompt])[0]
     settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
     run = next(iter(extract.capture(lm, [("lens", tk)], settings)))[0]
-    res = readouts.lens_for_hidden(lm, run.hidden.float().numpy(), args.top)
-    names = readouts.decode(lm, res.top_ids)
-    return {
-        "model": args.model,
-        "prompt": args.prompt,
-        "tokens": run.tokens,
-        "layers": list(res.layers),
-        "top_tokens": [[[names[int(i)] for i in cell] for cell in row] for row in res.top_ids],
-        "top_probs": res.top_probs.round(4).tolist(),
-        "kl_to_final": res.kl_to_final.round(4).tolist(),
-        "entropy": res.entropy.round(4).tolist(),
-        "final_rank": res.final_rank.tolist(),
-        "commitment_depth": res.commitment.tolist(),
-    }
+    hidden = np.asarray(run.hidden.float() if hasattr(run.hidden, "float") else run.hidden)
+    res = lens.lens_of(lm, hidden.astype(np.float32), run.tokens, args.top)
+    return {"model": args.model, "prompt": args.prompt, **res.to_dict()}
 
 
 def _set(args, store, lm) -> dict:
-    _model_id, runs = ensure_runs(store, args)
-    s = readouts.lens_summary(store, lm, runs["run_id"].tolist(), args.positions)
-    return {
-        "model": args.model,
-        "set": args.set_name,
-        "positions": args.positions,
-        "n_positions": s.n_positions,
-        "layers": list(s.layers),
-        "kl_mean": s.kl_mean.round(4).tolist(),
-        "kl_median": s.kl_quantiles[:, 1].round(4).tolist(),
-        "entropy_mean": s.entropy_mean.round(4).tolist(),
-        "rank_median": s.rank_median.tolist(),
-        "top1_is_final": s.agreement.round(4).tolist(),
-        "commitment_counts": s.commitment_counts.tolist(),
-    }
+    model_id, _ = ensure_runs(store, args)
+    res = lens.compute_set(store, lm, lens.Request(model_id, args.set_name, args.positions))
+    return {"model": args.model, "set": args.set_name, **res.to_dict()}
 
 
 def run(args, store) -> dict:
     if (args.prompt is None) == (args.set_name is None):
         raise LayerScopeError("Give either --prompt TEXT or --set NAME.")
     lm = models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
-    if not lm.info.has_lm_head or lm.unembed is None:
-        raise LayerScopeError(
-            f"The logit lens does not apply to {args.model}: it has no "
-            "language-model head (an encoder such as BERT)."
-        )
+    lens.check_lens(lm)
     return _prompt(args, lm) if args.prompt is not None else _set(args, store, lm)
 
 

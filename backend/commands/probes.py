@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
-from backend.analysis.probes import misclassified
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
-from backend.views import readouts, units
+from backend.views import probes, units
 
 HELP = "per-layer linear probe: accuracy, 95% interval, shuffled control, selectivity"
 
@@ -46,19 +46,19 @@ def register(p) -> None:
     )
 
 
-def _result(res) -> dict:
-    return {
-        "layers": list(res.layers),
-        "accuracy": res.accuracy.round(4).tolist(),
-        "ci_low": res.ci_low.round(4).tolist(),
-        "ci_high": res.ci_high.round(4).tolist(),
-        "macro_f1": res.macro_f1.round(4).tolist(),
-        "control": res.control.round(4).tolist(),
-        "selectivity": res.selectivity.round(4).tolist(),
-        "majority": round(res.majority, 4),
-        "best_layer": res.best_layer(),
-        "first_decodable": res.first_decodable(),
-    }
+def request_from(args, store, model_id: str, baseline_id: str | None) -> probes.Request:
+    layers = units.parse_layers(args.layers, store.get_model(model_id)["n_layers"])
+    return probes.Request(
+        model_id=model_id,
+        set_name=args.set_name,
+        unit=args.unit,
+        pool=args.pool,
+        folds=args.folds,
+        method=args.method,
+        layers=tuple(layers),
+        baseline_model_id=baseline_id,
+        baseline_name=args.baseline_model,
+    )
 
 
 def run(args, store) -> dict:
@@ -67,50 +67,43 @@ def run(args, store) -> dict:
             "Only the set's 'label' column can be probed (per-token labels: --unit token)."
         )
     model_id, _ = ensure_runs(store, args)
-    layers = units.parse_layers(args.layers, store.get_model(model_id)["n_layers"])
-    res, meta = readouts.probe(
-        store, args.set_name, model_id, args.unit, args.pool, args.folds, args.method, layers=layers
-    )
-    out = {
-        "model": args.model,
-        "set": args.set_name,
-        "unit": args.unit,
-        "method": args.method,
-        "classes": list(res.classes),
-        "folds": res.folds,
-        "n_units": len(res.y),
-        "n_prompts": int(meta["run_id"].nunique()),
-        **_result(res),
-    }
-    best = res.best_layer()
-    wrong = misclassified(res, best)
-    out["misclassified_at_best"] = [
-        {
-            "run_id": meta.at[i, "run_id"],
-            "text": meta.at[i, "text"],
-            "true": res.classes[res.y[i]],
-            "predicted": res.classes[res.pred[res.layers.index(best), i]],
-        }
-        for i in wrong[:10]
-    ]
-    baseline = readouts.TWINS.get(args.model) if args.baseline == "auto" else args.baseline
-    if baseline and baseline != "none":
-        b_args = argparse.Namespace(**{**vars(args), "model": baseline})
-        b_id, _ = ensure_runs(store, b_args)
-        twin, _ = readouts.probe(
-            store, args.set_name, b_id, args.unit, args.pool, args.folds, args.method, layers=layers
+    baseline = probes.TWINS.get(args.model) if args.baseline == "auto" else args.baseline
+    args.baseline_model = baseline if baseline and baseline != "none" else None
+    baseline_id = None
+    if args.baseline_model:
+        baseline_id, _ = ensure_runs(
+            store, argparse.Namespace(**{**vars(args), "model": args.baseline_model})
         )
-        out["baseline"] = {"model": baseline, **_result(twin)}
+    res = probes.compute(store, request_from(args, store, model_id, baseline_id))
+    out = {"model": args.model, "set": args.set_name, **res.to_dict()}
     if args.weights:
-        np.savez(
-            args.weights,
-            weights=res.weights,
-            bias=res.bias,
-            layers=np.array(res.layers),
-            classes=np.array(res.classes),
-        )
-        out["weights_file"] = args.weights
+        out["weights_file"] = save_weights(args.weights, res)
     return out
+
+
+def save_weights(path: str, res: probes.Result) -> str:
+    """Write the probe weights (.npz: weights, bias, layers, classes); returns the file written."""
+    r = res.probe
+    target = Path(path)
+    if target.suffix != ".npz":  # np.savez would append .npz: say which file is written
+        target = target.with_suffix(".npz")
+    if target.is_dir() or not target.parent.is_dir():
+        raise LayerScopeError(
+            f"Cannot save the weights to {target}: "
+            + (
+                "it is a folder."
+                if target.is_dir()
+                else f"the folder {target.parent} does not exist."
+            )
+        )
+    np.savez(
+        target,
+        weights=r.weights,
+        bias=r.bias,
+        layers=np.array(r.layers),
+        classes=np.array(r.classes),
+    )
+    return str(target)
 
 
 def prose(r: dict) -> str:

@@ -1,0 +1,218 @@
+"""The Probes view: per-layer linear probes with controls, shared by the page and `probes` CLI.
+
+``compute(store, Request) -> Result``; the page draws ``Result`` with ``figures.probes``, the
+CLI prints ``Result.to_dict()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from backend.analysis.probes import ProbeResult, misclassified, run_probes
+from backend.errors import LayerScopeError
+from backend.store import Store
+from backend.views import units
+
+#: bundled models' random-init twins: the default baseline of a probe
+TWINS = {"demo": "demo-untrained", "demo-seed1": "demo-untrained"}
+Unit = Literal["prompt", "token"]
+Pool = Literal["last", "mean"]
+Method = Literal["logistic", "ridge"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that decides a probe's numbers."""
+
+    model_id: str
+    set_name: str
+    unit: Unit = "prompt"
+    pool: Pool = "last"
+    folds: int = 5
+    method: Method = "logistic"
+    layers: tuple[int, ...] | None = None  #: None: every layer
+    max_runs: int | None = None  #: token units: only the first N prompts
+    baseline_model_id: str | None = None  #: the same probe on this model (a control)
+    baseline_name: str | None = None  #: how to call the baseline in tables
+
+    def __post_init__(self):
+        if self.unit not in ("prompt", "token"):
+            raise LayerScopeError(f"Unknown unit '{self.unit}' (prompt or token).")
+        if self.pool not in ("last", "mean"):
+            raise LayerScopeError(f"Unknown pooling '{self.pool}' (last or mean).")
+        if self.method not in ("logistic", "ridge"):
+            raise LayerScopeError(f"Unknown probe '{self.method}' (logistic or ridge).")
+        if not 2 <= self.folds <= 20:
+            raise LayerScopeError("Use between 2 and 20 folds.")
+
+
+@dataclass(frozen=True)
+class Result:
+    request: Request
+    probe: ProbeResult
+    meta: pd.DataFrame  #: one row per unit: run_id, text, label, group (, pos, token)
+    n_prompts_asked: int  #: prompts the request covered (some may be left out)
+    baseline: ProbeResult | None = None
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.meta["run_id"].nunique())
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer: accuracy, interval, controls (and the baseline's accuracy)."""
+        r = self.probe
+        df = pd.DataFrame(
+            {
+                "layer": r.layers,
+                "accuracy": r.accuracy,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "macro_f1": r.macro_f1,
+                "control": r.control,
+                "selectivity": r.selectivity,
+                "majority": r.majority,
+            }
+        )
+        if self.baseline is not None:
+            df[f"{self.request.baseline_name or 'baseline'}_accuracy"] = self.baseline.accuracy
+        return df
+
+    def misclassified(self, layer: int) -> pd.DataFrame:
+        """Units the probe gets wrong at ``layer``, most confident mistake first."""
+        r = self.probe
+        li = r.layers.index(layer)
+        wrong = misclassified(r, layer)
+        rows = self.meta.iloc[wrong]
+        df = pd.DataFrame(
+            {
+                "true": [r.classes[r.y[i]] for i in wrong],
+                "predicted": [r.classes[r.pred[li, i]] for i in wrong],
+                "score": r.scores[li, wrong, r.pred[li, wrong]] if len(wrong) else [],
+                "prompt": rows["text"].to_numpy(),
+                "run_id": rows["run_id"].to_numpy(),
+            }
+        )
+        if rows["group"].notna().any():
+            df.insert(4, "group", rows["group"].to_numpy())
+        if self.request.unit == "token":
+            df.insert(4, "token", [f"{p}:{t}" for p, t in zip(rows["pos"], rows["token"])])
+        return df
+
+    def group_accuracy(self, layer: int) -> pd.DataFrame:
+        """Accuracy per group at ``layer`` (empty when the set has no groups)."""
+        if not self.meta["group"].notna().any():
+            return pd.DataFrame(columns=["group", "accuracy", "n"])
+        li = self.probe.layers.index(layer)
+        right = pd.Series(self.probe.pred[li] == self.probe.y)
+        g = right.groupby(self.meta["group"].fillna("(none)").to_numpy())
+        return pd.DataFrame({"group": g.mean().index, "accuracy": g.mean().values, "n": g.size()})
+
+    def weights_frame(self) -> pd.DataFrame:
+        """The probe refitted on all units: one row per (layer, class) with bias and weights."""
+        r = self.probe
+        names = self.weight_rows()
+        return pd.DataFrame(
+            [
+                {
+                    "layer": L,
+                    "class": names[c],
+                    "bias": r.bias[i, c],
+                    **{f"w{j}": v for j, v in enumerate(r.weights[i, c])},
+                }
+                for i, L in enumerate(r.layers)
+                for c in range(r.weights.shape[1])
+            ]
+        )
+
+    def weight_rows(self) -> list[str]:
+        r = self.probe
+        return list(r.classes) if r.weights.shape[1] > 1 else [f"{r.classes[1]} vs {r.classes[0]}"]
+
+    def to_dict(self) -> dict:
+        r, req = self.probe, self.request
+        best = r.best_layer()
+        out = {
+            "unit": req.unit,
+            "method": req.method,
+            "classes": list(r.classes),
+            "folds": r.folds,
+            "n_units": len(r.y),
+            "n_prompts": self.n_prompts,
+            **_per_layer(r),
+        }
+        wrong = self.misclassified(best).head(10)
+        out["misclassified_at_best"] = [
+            {"run_id": w.run_id, "text": w.prompt, "true": w.true, "predicted": w.predicted}
+            for w in wrong.itertuples()
+        ]
+        if self.baseline is not None:
+            out["baseline"] = {"model": req.baseline_name, **_per_layer(self.baseline)}
+        return out
+
+
+def _per_layer(r: ProbeResult) -> dict:
+    return {
+        "layers": list(r.layers),
+        "accuracy": r.accuracy.round(4).tolist(),
+        "ci_low": r.ci_low.round(4).tolist(),
+        "ci_high": r.ci_high.round(4).tolist(),
+        "macro_f1": r.macro_f1.round(4).tolist(),
+        "control": r.control.round(4).tolist(),
+        "selectivity": r.selectivity.round(4).tolist(),
+        "majority": round(r.majority, 4),
+        "best_layer": r.best_layer(),
+        "first_decodable": r.first_decodable(),
+    }
+
+
+def probe_units(store: Store, req: Request, model_id: str | None = None):
+    """(x (n_layers_sel, n_units, d), labels, groups, meta) of ``req`` on ``model_id``."""
+    model_id = model_id or req.model_id
+    runs = units.set_runs_or_error(store, req.set_name, model_id)
+    layers = list(req.layers or range(store.get_model(model_id)["n_layers"] + 1))
+    if req.unit == "prompt":
+        if runs["label"].isna().all():
+            raise LayerScopeError(f"The set '{req.set_name}' has no labels to probe.")
+        x, meta = units.prompt_units(store, runs, layers, req.pool)
+    else:
+        runs = units.with_token_labels(store, req.set_name, runs.head(req.max_runs or len(runs)))
+        if runs["token_labels"].isna().all():
+            raise LayerScopeError(f"The set '{req.set_name}' has no per-token labels.")
+        # only real per-token labels: a prompt whose labels do not match its tokens is left
+        # out rather than falling back to its prompt-level label
+        x, meta = units.token_units(store, runs.assign(label=None), layers)
+        if meta["label"].isna().all():
+            raise LayerScopeError(
+                f"No prompt of '{req.set_name}' has one per-token label per "
+                "token for this model's tokenizer."
+            )
+    keep = meta["label"].notna().to_numpy()
+    return (
+        x[:, keep],
+        meta.loc[keep, "label"].astype(str).to_numpy(),
+        meta.loc[keep, "idx"].to_numpy(),
+        meta[keep].reset_index(drop=True),
+    )
+
+
+def _fit(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd.DataFrame]:
+    x, y, g, meta = probe_units(store, req, model_id)
+    layers = list(req.layers) if req.layers else None
+    try:
+        return run_probes(x, y, g, layers=layers, folds=req.folds, method=req.method), meta
+    except ValueError as e:
+        raise LayerScopeError(str(e)) from None
+
+
+def compute(store: Store, req: Request) -> Result:
+    """Probe every requested layer (and the baseline model, when asked)."""
+    res, meta = _fit(store, req, req.model_id)
+    n_runs = len(units.set_runs_or_error(store, req.set_name, req.model_id))
+    asked = min(n_runs, req.max_runs or n_runs) if req.unit == "token" else n_runs
+    baseline = None
+    if req.baseline_model_id is not None:
+        baseline, _ = _fit(store, req, req.baseline_model_id)
+    return Result(request=req, probe=res, meta=meta, n_prompts_asked=asked, baseline=baseline)
