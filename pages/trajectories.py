@@ -102,7 +102,7 @@ def _prepare(units_req: TV.Request, n_runs: int):
 
 @st.cache_data(show_spinner="Projecting…", max_entries=32)
 def _fast(request: TV.Request, n_runs: int):
-    return TV.compute(_ui.store(), request)[0]
+    return TV.project_units(_ui.store(), request)[0]
 
 
 try:

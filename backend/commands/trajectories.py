@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from backend.analysis.projection import METHODS, silhouette_per_layer
+from backend.analysis.projection import METHODS
 from backend.commands._common import add_model_args, ensure_runs
 from backend.views import units
-from backend.views.trajectories import Request, compute, load_units
+from backend.views.trajectories import Request, compute
 
 HELP = "project units across layers (pca | umap | aligned | aligned-umap); print coordinates"
 
@@ -42,41 +40,9 @@ def request(args, store, model_id: str) -> Request:
     )
 
 
-def unit_ids(meta) -> list[str]:
-    """run id for prompt units, run id:position for token units."""
-    return [r if p < 0 else f"{r}:{p}" for r, p in zip(meta["run_id"], meta["pos"])]
-
-
 def run(args, store) -> dict:
     model_id, _ = ensure_runs(store, args)
-    proj, meta = compute(store, request(args, store, model_id))
-    ids, axes = unit_ids(meta), "xyz"[: proj.dims]
-    points = [
-        {"unit": ids[u], "layer": layer, **{a: float(v) for a, v in zip(axes, proj.coords[li, u])}}
-        for li, layer in enumerate(proj.layers)
-        for u in range(proj.n_units)
-    ]
-    ev = proj.explained_variance
-    lab = meta["label"].fillna("").astype(str).to_numpy()
-    sil = None
-    if len(set(lab)) > 1:  # separation of the labels in the model's own space, per layer
-        x, xmeta, _ = load_units(store, request(args, store, model_id))
-        sil = silhouette_per_layer(x, xmeta["label"].fillna("").astype(str).to_numpy())
-    units_table = meta.assign(unit=ids)[
-        ["unit", "run_id", "pos", "token", "label", "group", "text"]
-    ]
-    return {
-        "method": proj.method,
-        "description": proj.description,
-        "unit": args.unit,
-        "layers": list(proj.layers),
-        "n_units": proj.n_units,
-        "n_points": proj.n_points,
-        "explained_variance": None if ev is None else np.round(ev, 6).tolist(),
-        "silhouette": None if sil is None else np.round(sil, 4).tolist(),
-        "points": points,
-        "units": units_table.astype(object).where(units_table.notna(), None).to_dict("records"),
-    }
+    return compute(store, request(args, store, model_id)).to_dict()
 
 
 def prose(r: dict) -> str:

@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from backend.analysis.projection import DESCRIPTIONS, METHODS, Projection, project
+from backend.analysis.projection import (
+    DESCRIPTIONS,
+    METHODS,
+    Projection,
+    project,
+    silhouette_per_layer,
+)
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobContext
 from backend.store import Store
@@ -118,7 +124,7 @@ def cached(store: Store, req: Request, meta: pd.DataFrame) -> Projection | None:
     return _load(raw) if raw is not None else None
 
 
-def compute(
+def project_units(
     store: Store,
     req: Request,
     x: np.ndarray | None = None,
@@ -144,6 +150,63 @@ def compute(
     return proj, meta
 
 
+def unit_ids(meta: pd.DataFrame) -> list[str]:
+    """run id for prompt units, run id:position for token units."""
+    return [r if p < 0 else f"{r}:{p}" for r, p in zip(meta["run_id"], meta["pos"])]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A projection with its units and the labels' separation in the model's own space."""
+
+    request: Request
+    projection: Projection
+    meta: pd.DataFrame  #: one row per unit: run_id, idx, text, label, group, pos, token
+    silhouette: np.ndarray | None  #: (n_layers_sel,) cosine silhouette of the labels, or None
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (unit, layer) point with its coordinates."""
+        p, axes = self.projection, "xyz"[: self.projection.dims]
+        ids = unit_ids(self.meta)
+        rows = {
+            "unit": np.tile(ids, len(p.layers)),
+            "layer": np.repeat(p.layers, p.n_units),
+        }
+        for a_i, a in enumerate(axes):
+            rows[a] = p.coords[:, :, a_i].ravel()
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        p, ev = self.projection, self.projection.explained_variance
+        table = self.meta.assign(unit=unit_ids(self.meta))[
+            ["unit", "run_id", "pos", "token", "label", "group", "text"]
+        ]
+        return {
+            "method": p.method,
+            "description": p.description,
+            "unit": self.request.unit,
+            "layers": list(p.layers),
+            "n_units": p.n_units,
+            "n_points": p.n_points,
+            "explained_variance": None if ev is None else np.round(ev, 6).tolist(),
+            "silhouette": None
+            if self.silhouette is None
+            else np.round(self.silhouette, 4).tolist(),
+            "points": self.to_frame().to_dict("records"),
+            "units": table.astype(object).where(table.notna(), None).to_dict("records"),
+        }
+
+
+def compute(store: Store, req: Request) -> Result:
+    """The projection of ``req`` and, when the units carry two or more labels, their
+    silhouette per layer in the model's space."""
+    x, meta, _ = load_units(store, req)
+    proj, meta = project_units(store, req, x, meta)
+    lab = meta["label"].fillna("").astype(str).to_numpy()
+    sil = silhouette_per_layer(x, lab) if len(set(lab)) > 1 else None
+    return Result(request=req, projection=proj, meta=meta, silhouette=sil)
+
+
 # -- worker job: ``JobSpec(kind="project", options=asdict(request))`` ----------------------
 class _Cancelled(Exception):
     pass
@@ -164,7 +227,7 @@ def run_project_job(ctx: JobContext) -> dict:
         ctx.report()
 
     try:
-        proj, _ = compute(ctx.store, req, progress=on_progress)
+        proj, _ = project_units(ctx.store, req, progress=on_progress)
     except _Cancelled:
         return {"cancelled": True}
     p.tokens_done = 100
