@@ -1,8 +1,9 @@
 """Exports open: offline HTML parses, PNG has the asked size, Parquet reads back equal."""
 
 import io
+import json
+import re
 import shutil
-from html.parser import HTMLParser
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -15,9 +16,21 @@ def fig():
     return go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]))
 
 
-def test_html_is_self_contained_and_parses():
+def plotted_figures(html: str) -> list[dict]:
+    """The data of every ``Plotly.newPlot(id, data, layout, config)`` call in the page."""
+    out, dec = [], json.JSONDecoder()
+    for m in re.finditer(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*", html):
+        data, end = dec.raw_decode(html, m.end())
+        layout, _ = dec.raw_decode(html, html.index("{", end))
+        out.append({"data": data, "layout": layout})
+    return out
+
+
+def test_html_is_self_contained_and_holds_the_figure():
     html = exports.figure_html(fig()).decode()
-    HTMLParser().feed(html)
+    figs = plotted_figures(html)
+    assert len(figs) == 1 and figs[0]["data"][0]["x"] == [1, 2, 3]
+    assert figs[0]["data"][0]["y"] == [3, 1, 2]
     assert len(html) > 1_000_000  # plotly.js embedded, not fetched
     assert '<script src="http' not in html.replace("'", '"')  # works offline
 
@@ -29,8 +42,9 @@ def test_report_has_settings_model_versions_and_figures():
         {"model": "demo"},
         {"ref": "demo", "model_id": "abc", "n_layers": 4},
     ).decode()
-    HTMLParser().feed(html)
-    assert "abc" in html and "torch" in html and html.count("Plotly.newPlot") == 2
+    assert "abc" in html and "torch" in html
+    figs = plotted_figures(html)
+    assert len(figs) == 2 and all(f["data"][0]["x"] == [1, 2, 3] for f in figs)
 
 
 def test_parquet_and_csv_round_trip():

@@ -115,6 +115,7 @@ def wait_idle(page, timeout: float = 90) -> None:
             if page.locator("[data-testid='stStatusWidget']").count() == 0:
                 return
         page.wait_for_timeout(250)
+    raise AssertionError(f"the app was still running its script after {timeout:.0f} s")
 
 
 def shot(page, name: str) -> Path:

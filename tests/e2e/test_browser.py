@@ -39,7 +39,9 @@ def test_try_the_demo_then_every_page(server, page):
     assert_no_exception(page, "run (after demo)")
     nav = page.locator("[data-testid='stSidebarNav'] a")
     available = {(a.get_attribute("href") or "").rstrip("/").rsplit("/", 1)[-1] for a in nav.all()}
-    for i, name in enumerate([p for p in PAGES if p in available], start=3):
+    missing = [p for p in PAGES if p not in available]
+    assert not missing, f"pages missing from the sidebar: {missing} (found {sorted(available)})"
+    for i, name in enumerate(PAGES, start=3):
         page.goto(f"{server}/{name}?model=demo&set=agreement")
         wait_idle(page, timeout=180)
         if name in VIEWS_WITH_PLOTS:  # the script may still be drawing: wait for the figure

@@ -44,3 +44,5 @@ def wait_jobs(timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while w.active_jobs() and time.monotonic() < end:
         time.sleep(0.1)
+    if w.active_jobs():
+        raise AssertionError(f"jobs still running after {timeout:.0f} s: {w.active_jobs()}")

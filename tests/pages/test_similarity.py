@@ -91,8 +91,24 @@ def test_legacy_debiased_permalink_maps_to_the_toggle(env):
 def test_label_order_groups_the_labels(env):
     at = page(kind="prompt", layer="4", order="label")
     assert not at.error
+
+    def strip(at) -> list[str]:
+        """The label of each row, in display order (the label strip's hover text)."""
+        import json
+
+        fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+        for tr in fig["data"]:
+            text = tr.get("text")
+            if text and str(text[0][0]).startswith("label "):
+                return [t.removeprefix("label ") for t in text[0]]
+        raise AssertionError("no label strip in the figure")
+
+    by_label = strip(at)
+    blocks = [lab for k, lab in enumerate(by_label) if k == 0 or by_label[k - 1] != lab]
+    assert len(blocks) == len(set(by_label)) >= 2, "each label is one contiguous block"
     at.radio(key="qp_order").set_value("cluster").run()
     assert not at.exception and not at.error
+    assert sorted(strip(at)) == sorted(by_label)  # the same units, reordered
 
 
 def test_models_without_shared_units_are_refused_with_a_sentence(env):

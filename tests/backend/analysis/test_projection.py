@@ -5,8 +5,6 @@ from sklearn.metrics import silhouette_score
 
 from backend.analysis import projection as P
 
-RNG = np.random.default_rng(0)
-
 
 def _match_up_to_sign(got, want, atol):
     for k in range(got.shape[1]):
@@ -15,6 +13,7 @@ def _match_up_to_sign(got, want, atol):
 
 
 def test_pca_matches_sklearn_up_to_sign():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = RNG.normal(size=(3, 50, 10)).astype(np.float32) * np.arange(1, 11)
     proj = P.project(x, [0, 1, 2], "pca", dims=3)
     ref = PCA(3).fit(x.reshape(-1, 10).astype(np.float64))
@@ -25,6 +24,7 @@ def test_pca_matches_sklearn_up_to_sign():
 
 def test_tall_pca_covariance_route_matches_sklearn():
     """> 4096 rows goes through the covariance matrix; offset data checks the centring."""
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = (RNG.normal(size=(3, 2000, 16)) * np.linspace(1, 4, 16) + 50).astype(np.float32)
     proj = P.project(x, [0, 1, 2], "pca", dims=2)
     ref = PCA(2, svd_solver="full").fit(x.reshape(-1, 16).astype(np.float64))
@@ -34,6 +34,7 @@ def test_tall_pca_covariance_route_matches_sklearn():
 
 def test_pca_is_one_shared_space_across_layers():
     """Shifting one layer moves its points, not the axes of the other layers' points."""
+    RNG = np.random.default_rng(0)  # per test: order-independent
     base = RNG.normal(size=(40, 6)) * np.arange(6, 0, -1)
     x = np.stack([base, base + 20 * np.eye(6)[0]]).astype(np.float32)
     c = P.project(x, [0, 1], "pca").coords
@@ -43,6 +44,7 @@ def test_pca_is_one_shared_space_across_layers():
 
 
 def test_standardize_equalises_layer_scales():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = np.stack([RNG.normal(size=(30, 5)), 100 * RNG.normal(size=(30, 5))]).astype(np.float32)
     c = P.project(x, [0, 1], "pca", standardize=True).coords
     ratio = np.abs(c[1]).mean() / np.abs(c[0]).mean()
@@ -50,12 +52,14 @@ def test_standardize_equalises_layer_scales():
 
 
 def test_procrustes_recovers_a_known_rotation():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     a = RNG.normal(size=(40, 3))
     q, _ = np.linalg.qr(RNG.normal(size=(3, 3)))
     np.testing.assert_allclose(P.procrustes(a @ q, a), q.T, atol=1e-8)
 
 
 def test_aligned_pca_undoes_a_rotation_between_layers():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     base = RNG.normal(size=(60, 2)) * [5, 2]
     theta = 0.7
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
@@ -67,6 +71,7 @@ def test_aligned_pca_undoes_a_rotation_between_layers():
 
 @pytest.mark.slow  # first UMAP fit in a process compiles numba code (~20 s)
 def test_umap_is_deterministic_with_a_seed():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = RNG.normal(size=(2, 40, 6)).astype(np.float32)
     a = P.project(x, [0, 1], "umap", seed=3)
     b = P.project(x, [0, 1], "umap", seed=3)
@@ -76,6 +81,7 @@ def test_umap_is_deterministic_with_a_seed():
 
 @pytest.mark.slow
 def test_umap_reports_progress_and_can_be_cancelled():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = RNG.normal(size=(1, 60, 6)).astype(np.float32)
     stages = []
     P.project(x, [0], "umap", progress=lambda s, f: stages.append(s))
@@ -91,6 +97,7 @@ def test_umap_reports_progress_and_can_be_cancelled():
 
 @pytest.mark.slow
 def test_aligned_umap_is_deterministic_and_shaped():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = RNG.normal(size=(3, 30, 6)).astype(np.float32)
     a = P.project(x, [0, 1, 2], "aligned-umap", dims=3, seed=1).coords
     b = P.project(x, [0, 1, 2], "aligned-umap", dims=3, seed=1).coords
@@ -99,6 +106,7 @@ def test_aligned_umap_is_deterministic_and_shaped():
 
 
 def test_silhouette_matches_sklearn_and_separates_clusters():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     lab = np.array([0] * 20 + [1] * 20)
     mixed = RNG.normal(size=(40, 5))
     split = mixed + np.where(lab[:, None] == 1, 5.0, -5.0) * np.eye(5)[0]
@@ -109,6 +117,7 @@ def test_silhouette_matches_sklearn_and_separates_clusters():
 
 
 def test_silhouette_samples_large_inputs_deterministically():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = RNG.normal(size=(2, 300, 4))
     lab = RNG.integers(0, 2, 300)
     a = P.silhouette_per_layer(x, lab, max_units=100)
@@ -116,6 +125,7 @@ def test_silhouette_samples_large_inputs_deterministically():
 
 
 def test_neighbour_agreement_matches_leave_one_out_knn():
+    RNG = np.random.default_rng(0)  # per test: order-independent
     from sklearn.neighbors import KNeighborsClassifier
 
     x = RNG.normal(size=(1, 60, 4))
@@ -153,6 +163,7 @@ def test_unknown_method():
 
 def test_wide_pca_gram_route_matches_sklearn():
     """Fewer units than dimensions goes through the Gram matrix."""
+    RNG = np.random.default_rng(0)  # per test: order-independent
     x = (RNG.normal(size=(2, 15, 64)) * np.linspace(3, 1, 64)).astype(np.float32)
     proj = P.project(x, [0, 1], "pca", dims=3)
     ref = PCA(3, svd_solver="full").fit(x.reshape(-1, 64).astype(np.float64))

@@ -5,8 +5,6 @@ import pytest
 
 from backend.analysis import stats as ST
 
-RNG = np.random.default_rng(2)
-
 
 def _entropy_rank(s):
     p = np.asarray(s, float) / np.sum(s)
@@ -22,6 +20,7 @@ def test_effective_rank_by_hand():
 
 
 def test_effective_rank_matches_the_svd_definition():
+    RNG = np.random.default_rng(2)  # per test: order-independent
     x = RNG.normal(size=(50, 8)) * [5, 4, 3, 2, 1, 0.5, 0.2, 0.1]
     s = np.linalg.svd(x, compute_uv=False)
     assert ST.effective_rank(x) == pytest.approx(_entropy_rank(s), rel=1e-9)
@@ -29,6 +28,7 @@ def test_effective_rank_matches_the_svd_definition():
 
 
 def test_anisotropy_by_hand_and_against_pairwise_cosines():
+    RNG = np.random.default_rng(2)  # per test: order-independent
     assert ST.anisotropy(np.eye(4)) == pytest.approx(0)
     assert ST.anisotropy(np.ones((3, 2)) * [[1], [2], [5]]) == pytest.approx(1)
     assert ST.anisotropy(np.array([[1.0, 0], [-1.0, 0]])) == pytest.approx(-1)
@@ -43,6 +43,7 @@ def test_anisotropy_by_hand_and_against_pairwise_cosines():
 
 
 def test_layer_stats_finds_the_massive_activations_and_their_tokens():
+    RNG = np.random.default_rng(2)  # per test: order-independent
     x = RNG.normal(size=(2, 10, 8)).astype(np.float32)
     x[1, 7, 3] = -500.0
     x[1, 2, 5] = 200.0
@@ -65,6 +66,7 @@ def test_layer_stats_input_errors():
 
 
 def test_identical_massive_entries_are_reported_once():
+    RNG = np.random.default_rng(2)  # per test: order-independent
     x = RNG.normal(size=(1, 6, 4)).astype(np.float32)
     x[0, [0, 2, 4], 1] = 90.0  # e.g. <bos> of three prompts
     x[0, 3, 2] = -40.0

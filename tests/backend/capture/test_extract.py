@@ -1,6 +1,5 @@
 """Capture semantics: layer 0 = embeddings, layer n = before the final norm, no padding."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -85,7 +84,12 @@ def test_run_id_depends_on_model_text_and_settings():
     assert a != extract.make_run_id("m2", "hello", {"max_tokens": None})
     assert a != extract.make_run_id("m1", "hello!", {"max_tokens": None})
     assert a != extract.make_run_id("m1", "hello", {"max_tokens": 3})
-    assert np.unique([a]).size == 1
+    assert a != extract.make_run_id("m1", "hello", {"max_tokens": None}, kind="generation")
+    # settings are compared as values, not as the order their keys were written in
+    assert extract.make_run_id("m", "t", {"a": 1, "b": 2}) == extract.make_run_id(
+        "m", "t", {"b": 2, "a": 1}
+    )
+    assert len(a) == 24 and int(a, 16) >= 0
 
 
 def test_an_unknown_word_is_text_not_a_special_token():

@@ -6,10 +6,9 @@ import pytest
 from backend.analysis.projection import Projection
 from backend.figures.trajectories import categories, silhouette_figure, trajectory_figure
 
-RNG = np.random.default_rng(0)
-
 
 def _proj(n_layers=3, n_units=10, k=2):
+    RNG = np.random.default_rng(0)  # per test: order-independent
     return Projection(
         RNG.normal(size=(n_layers, n_units, k)).astype(np.float32),
         tuple(range(n_layers)),

@@ -10,10 +10,9 @@ from backend.errors import LayerScopeError
 from backend.store import Store, codec
 from backend.store.schema import SCHEMA_VERSION
 
-RNG = np.random.default_rng(0)
-
 
 def fake_run(text, n_layers=3, d=16, scale=1.0, model_id="m"):
+    RNG = np.random.default_rng(0)  # per test: order-independent
     n = len(text.split())
     h = torch.tensor(RNG.normal(size=(n_layers + 1, n, d)) * scale, dtype=torch.float32)
     return CapturedRun(
