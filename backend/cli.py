@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with Store(args.db) as store:
+            if getattr(args, "model", "") is None and args.command not in ("delete", "ls", "jobs"):
+                from backend.commands._common import model_for_set
+
+                args.model = model_for_set(store, args)
             result = mod.run(args, store)
     except LayerScopeError as e:
         if args.json:

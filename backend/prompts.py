@@ -14,7 +14,37 @@ import pandas as pd
 from backend.errors import LayerScopeError
 
 FORMATS = (".txt", ".csv", ".jsonl", ".json")
+MAX_SET_NAME = 64
+_NAME_PUNCT = set(" _-.+()")
 TEXT_GUESSES = ("text", "prompt", "sentence", "input", "question")
+
+
+def validate_set_name(name: str) -> str:
+    """A prompt set's name as stored: 1-64 letters, digits, spaces or ``_-.+()``, not starting
+    with a dot. Names reach file names (exports) and URLs, so nothing else is accepted."""
+    name = (name or "").strip()
+    if not name:
+        raise LayerScopeError("A prompt set needs a name.")
+    if len(name) > MAX_SET_NAME:
+        raise LayerScopeError(
+            f"The set name is {len(name)} characters long; use at most {MAX_SET_NAME}."
+        )
+    bad = sorted({c for c in name if not (c.isalnum() or c in _NAME_PUNCT)})
+    if bad or name.startswith("."):
+        shown = " ".join(repr(c) for c in bad[:5]) if bad else "a leading '.'"
+        raise LayerScopeError(
+            f"The set name '{slug(name)}…' has characters a set name cannot have ({shown}); "
+            "use letters, digits, spaces and _-.+()"
+        )
+    return name
+
+
+def slug(name: str, default: str = "set") -> str:
+    """A file-name-safe version of ``name`` (for exports and set names from file names)."""
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(name)).strip("-.")
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out[:MAX_SET_NAME] or default
 
 
 def from_lines(text: str) -> pd.DataFrame:

@@ -27,6 +27,32 @@ from backend.store import Store, default_db_path
 PAGE_URLS = {"run": "run", "library": "library", "prompt": "prompt"}
 
 
+# -- user strings in markdown ---------------------------------------------------------------
+_MD_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$&=\"'")
+
+
+def md(s) -> str:
+    """A user-controlled string (prompt, token, label, model or set name, a URL value, an error
+    that quotes one) made inert for Streamlit markdown: no link, no formatting, no autolink."""
+    text = " ".join(str(s).split())  # no line breaks: no headings, lists or tables
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+def html_text(s) -> str:
+    """A user string inside our own HTML (``unsafe_allow_html``): HTML-escaped, and markdown
+    punctuation as entities, so neither tags nor markdown are interpreted."""
+    import html
+
+    escaped = html.escape(str(s), quote=True)  # entities start with & and end with ;
+    return "".join(f"&#{ord(c)};" if c in _MD_SPECIAL - {"&", ";"} else c for c in escaped)
+
+
+def message(e: Exception, kind: str = "info") -> None:
+    """A user-caused problem as one escaped sentence (st.info / st.warning / st.error)."""
+    text = str(e) if isinstance(e, LayerScopeError) else f"{type(e).__name__}: {e}"
+    getattr(st, kind)(md(text))
+
+
 # -- singletons ---------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _root_store(path: str) -> Store:
@@ -89,7 +115,7 @@ def compute(view: str, request, version=None):
     try:
         return _compute(view, request, version)
     except LayerScopeError as e:
-        st.info(str(e))
+        message(e)
         st.stop()
 
 
@@ -184,8 +210,10 @@ def require_runs(sel: Selection) -> pd.DataFrame | None:
         job_panel(active[0].job_id)
         return runs if len(runs) else None
     msg = f"{len(runs)} of {n_set} prompts" if n_set else "None of the prompts"
-    st.info(f"{msg} of **{sel.set_name}** have activations for **{sel.model}** yet.")
-    if st.button(f"Compute {sel.set_name} on {sel.model}", type="primary", key="_compute_runs"):
+    st.info(f"{msg} of **{md(sel.set_name)}** have activations for **{md(sel.model)}** yet.")
+    if st.button(
+        f"Compute {md(sel.set_name)} on {md(sel.model)}", type="primary", key="_compute_runs"
+    ):
         submit(JobSpec(model=sel.model, set_name=sel.set_name))
         st.rerun()
     return runs if len(runs) else None
@@ -197,7 +225,7 @@ def submit(spec: JobSpec) -> str | None:
         catalog.ensure_set(store(), spec.set_name)
         job_id = worker().submit(spec)
     except LayerScopeError as e:
-        st.error(str(e))
+        message(e, "error")
         return None
     st.session_state["_ls_last_job"] = job_id
     return job_id
@@ -229,7 +257,7 @@ def job_panel(job_id: str) -> None:
             st.session_state["_ls_done_seen"] = job_id
             st.rerun(scope="app")
     else:
-        st.error(f"Job {p.status}: {p.message}")
+        st.error(f"Job {p.status}: {md(p.message)}")
 
 
 # -- links ----------------------------------------------------------------------------------
@@ -243,7 +271,7 @@ def prompt_url(run_id: str) -> str:
 
 
 def error_box(e: Exception) -> None:
-    st.error(str(e) if isinstance(e, LayerScopeError) else f"{type(e).__name__}: {e}")
+    message(e, "error")
 
 
 # -- view state in the URL (permalinks) ----------------------------------------------------

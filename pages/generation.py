@@ -178,7 +178,7 @@ if one not in sampled:
 else:
     it = ss.prompts[sampled[one]]
     com = it.commitment
-    st.subheader(f"“{one}” — {len(it.run_ids)} runs")
+    st.subheader(f"“{_ui.md(one)}” — {len(it.run_ids)} runs")
     div = com.divergence_step
     st.caption(
         f"Consistency {it.consistency:.2f} (share of pairs of runs with the same outcome); "
@@ -301,7 +301,7 @@ if success.all() or not success.any():
 try:
     sep = ss.separation()
 except ValueError as e:
-    st.info(str(e))
+    _ui.message(e)
     st.stop()
 st.caption(
     f"Success = {meaning}: {int(success.sum())} of {len(success)} runs. "

@@ -24,14 +24,14 @@ with st.expander("What am I looking at?", expanded=present):
 info = s.get_model(sel.model_id) or {}
 if not info.get("has_lm_head", True):
     st.info(
-        f"The logit lens does not apply to **{sel.model}**: it has no language-model head "
+        f"The logit lens does not apply to **{_ui.md(sel.model)}**: it has no language-model head "
         "(an encoder such as BERT). The other views work on it."
     )
     st.stop()
 try:
     lm = _ui.loaded_model(sel.model)
 except LayerScopeError as e:
-    st.info(str(e))
+    _ui.message(e)
     st.stop()
 
 labels = [f"{r.idx}: {r.text[:70]}" for r in runs.itertuples()]
@@ -50,14 +50,15 @@ st.query_params["run"] = run_id
 try:
     one = lens.compute_run(s, lm, run_id)
 except LayerScopeError as e:
-    st.info(str(e))
+    _ui.message(e)
     st.stop()
 res, toks, names = one.lens, one.tokens, one.names
 _ui.show_figure(lens_figure(res, toks, names), "lens_fig", "logit-lens", data=one.to_frame())
 last = len(toks) - 1
 answer = names[res.top_ids[-1, last, 0]]
 st.markdown(
-    f"After the last token **{toks[last]!r}** the model's answer is **{answer!r}** "
+    f"After the last token **{_ui.md(repr(toks[last]))}** the model's answer is "
+    f"**{_ui.md(repr(answer))}** "
     f"(p = {res.top_probs[-1, last, 0]:.2f}); it is on top from **layer "
     f"{res.commitment[last]}** on. {len(res.layers)} layers × {len(toks)} positions."
 )
@@ -66,10 +67,10 @@ pos = _ui.qp_int("Position for the curves", "pos", last, 0, last)
 st.plotly_chart(lens_curves(res, pos), key="lens_curves")
 st.caption(
     "Blue: over this prompt's positions (mean KL and entropy, median rank). Red dashes: "
-    f"position {pos} ({toks[pos]!r})."
+    f"position {pos} ({_ui.md(repr(toks[pos]))})."
 )
 
-st.subheader(f"Across the set: {sel.set_name}")
+st.subheader(f"Across the set: {_ui.md(sel.set_name)}")
 where = _ui.qp_radio(
     "Positions",
     ["last", "all"],

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from backend.commands._common import human_bytes
+from backend.prompts import slug
 from pages import _ui
 
 st.title("Library")
@@ -50,7 +51,7 @@ if not cov.empty:
     info = s.get_model(row["model_id"])
     layer = st.selectbox("Layer", ["all"] + list(range(info["n_layers"] + 1)), key="lib_layer")
     if st.button("Prepare Parquet", key="lib_prepare"):
-        out = Path(tempfile.mkdtemp()) / f"{row['set_name']}.parquet"
+        out = Path(tempfile.mkdtemp()) / f"{slug(row['set_name'])}.parquet"  # never the raw name
         s.export_parquet(
             row["set_name"], row["model_id"], out, layer=None if layer == "all" else int(layer)
         )
@@ -82,7 +83,7 @@ with d1:
         sure = st.checkbox(f"Yes, delete set '{victim}' and its runs", key="lib_del_set_ok")
         if st.button("Delete set", disabled=not sure, key="lib_del_set_btn"):
             s.delete_set(victim)
-            st.success(f"Deleted {victim}.")
+            st.success(f"Deleted {_ui.md(victim)}.")
             st.rerun()
 with d2:
     if not mdf.empty:
@@ -90,5 +91,5 @@ with d2:
         sure_m = st.checkbox(f"Yes, delete every run of '{mv}'", key="lib_del_model_ok")
         if st.button("Delete model runs", disabled=not sure_m, key="lib_del_model_btn"):
             s.delete_model_runs(mdf.loc[mdf["ref"] == mv, "model_id"].iloc[0])
-            st.success(f"Deleted the runs of {mv}.")
+            st.success(f"Deleted the runs of {_ui.md(mv)}.")
             st.rerun()

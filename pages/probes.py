@@ -80,8 +80,10 @@ base_row = s.find_model(baseline) if baseline != "(none)" else None
 if baseline != "(none)" and (
     base_row is None or len(s.set_runs(sel.set_name, base_row["model_id"])) < len(runs)
 ):
-    st.info(f"The baseline **{baseline}** has no activations for **{sel.set_name}** yet.")
-    if st.button(f"Compute {sel.set_name} on {baseline}", key="probe_twin"):
+    st.info(
+        f"The baseline **{_ui.md(baseline)}** has no activations for **{_ui.md(sel.set_name)}** yet."
+    )
+    if st.button(f"Compute {_ui.md(sel.set_name)} on {_ui.md(baseline)}", key="probe_twin"):
         _ui.submit(JobSpec(model=baseline, set_name=sel.set_name))
     for p in _ui.worker().active_jobs():
         _ui.job_panel(p.job_id)
@@ -104,7 +106,7 @@ verdict = (
     else "**Not decodable** above both controls at any layer."
 )
 gap = (
-    f" The same probe on **{baseline}** peaks at {twin.accuracy.max():.2f}: the trained "
+    f" The same probe on **{_ui.md(baseline)}** peaks at {twin.accuracy.max():.2f}: the trained "
     f"model is **{res.accuracy.max() - twin.accuracy.max():+.2f}** above it."
     if twin
     else ""
@@ -168,7 +170,7 @@ with st.expander("Probe weights (fitted on all units, raw-space: score = h · w 
     names = result.weight_rows()
     st.caption(
         f"Shape {res.weights.shape} = layers {res.layers[0]}–{res.layers[-1]} × "
-        f"{', '.join(names)} × d_model. The CSV has the layer, class and bias per row."
+        f"{_ui.md(', '.join(names))} × d_model. The CSV has the layer, class and bias per row."
     )
     w = result.weights_frame()
     d1, d2 = st.columns(2)

@@ -4,6 +4,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from backend.figures._parts import plain
 from pages import _ui
 
 st.title("Prompt")
@@ -22,7 +23,9 @@ if run_id is None:
 
 run = s.get_run(run_id)
 if run is None:
-    st.error(f"No run '{run_id}' in the cache. It may have been deleted; pick another prompt.")
+    st.error(
+        f"No run '{_ui.md(run_id)}' in the cache. It may have been deleted; pick another prompt."
+    )
     st.stop()
 info = s.get_model(run["model_id"]) or {}
 toks = s.tokens(run_id)
@@ -30,18 +33,18 @@ h = s.run_layers(run_id)  # (n_layers + 1, n_tokens, d_model)
 norms = np.linalg.norm(h, axis=-1)
 
 st.caption(
-    f"model **{info.get('ref', '?')}** · {run['kind']} run `{run_id}` · "
+    f"model **{_ui.md(info.get('ref', '?'))}** · {run['kind']} run {_ui.md(run_id)} · "
     f"{run['n_tokens']} tokens · {h.shape[0]} layers (0 = embeddings)"
     + (" · **truncated**" if run["truncated"] else "")
 )
 chips = " ".join(
     f"<span style='padding:2px 4px;margin:1px;border-radius:4px;background:"
-    f"{'#eee' if sp else '#dbeafe'};font-family:monospace'>{t.replace('<', '&lt;')}</span>"
+    f"{'#eee' if sp else '#dbeafe'};font-family:monospace'>{_ui.html_text(t)}</span>"
     for t, sp in zip(toks["token"], toks["is_special"])
 )
 st.markdown(chips, unsafe_allow_html=True)
 
-xlabels = [f"{i}:{t}" for i, t in zip(toks["pos"], toks["token"])]
+xlabels = [plain(f"{i}:{t}") for i, t in zip(toks["pos"], toks["token"])]
 fig = go.Figure(
     go.Heatmap(
         z=norms,

@@ -42,7 +42,7 @@ with left:
     try:
         models.resolve(model)
     except LayerScopeError as e:
-        st.error(str(e))
+        _ui.message(e, "error")
     with st.expander("Advanced"):
         dtype = st.selectbox(
             "dtype",
@@ -88,7 +88,7 @@ with right:
             st.caption(f"{len(table)} prompts")
             st.dataframe(table.head(5), hide_index=True)
     except LayerScopeError as e:
-        st.error(str(e))
+        _ui.message(e, "error")
 
 st.subheader("3 · Cost and submit")
 spec = JobSpec(
@@ -133,7 +133,7 @@ try:
     if est.runs and est.cached_runs == est.runs:
         st.success("Everything is cached: open a view from the sidebar.")
 except LayerScopeError as e:
-    st.error(str(e))
+    _ui.message(e, "error")
 
 jobs = _ui.worker().recent()
 if jobs:

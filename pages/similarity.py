@@ -168,10 +168,12 @@ if kind == "model-cka":
     other_runs = s.set_runs(sel.set_name, row["model_id"]) if row else pd.DataFrame()
     if len(other_runs) < len(runs):
         st.info(
-            f"**{other}** has activations for {len(other_runs)} of the {len(runs)} prompts "
-            f"of **{sel.set_name}**; both models need the same prompts."
+            f"**{_ui.md(other)}** has activations for {len(other_runs)} of the {len(runs)} prompts "
+            f"of **{_ui.md(sel.set_name)}**; both models need the same prompts."
         )
-        if st.button(f"Compute {sel.set_name} on {other}", type="primary", key="sim_other"):
+        if st.button(
+            f"Compute {_ui.md(sel.set_name)} on {_ui.md(other)}", type="primary", key="sim_other"
+        ):
             _ui.submit(JobSpec(model=other, set_name=sel.set_name))
         for p in _ui.worker().active_jobs():
             _ui.job_panel(p.job_id)
@@ -188,7 +190,7 @@ request = V.Request(**req)
 try:
     view = _compute(request, len(runs))
 except LayerScopeError as e:
-    st.error(str(e))
+    _ui.message(e, "error")
     st.stop()
 m = view.matrix
 title = ""
@@ -232,7 +234,7 @@ else:  # too many cells for click targets: pick the pair by position in the heat
         st.stop()
     i, j = rows[int(pos_r)], cols[int(pos_c)]
 st.subheader("Selected pair")
-st.write(f"**{m.rows[i]}** × **{m.cols[j]}**: {m.measure} **{m.values[i, j]:.3f}**")
+st.write(f"**{_ui.md(m.rows[i])}** × **{_ui.md(m.cols[j])}**: {m.measure} **{m.values[i, j]:.3f}**")
 if kind == "prompt":
     for k in (i, j):
         u = view.units.iloc[k]
@@ -241,7 +243,7 @@ if kind == "prompt":
         with c2:
             _ui.prompt_link(u["run_id"], f"open prompt {u['idx']}")
 elif kind == "token":
-    st.write(f"Tokens at positions {i} and {j} of: {view.units['text'].iloc[0]}")
+    st.write(f"Tokens at positions {i} and {j} of: {_ui.md(view.units['text'].iloc[0])}")
     _ui.prompt_link(request.run_id)
 elif kind != "model-cka" and i != j:
     st.write(
@@ -251,6 +253,6 @@ elif kind != "model-cka" and i != j:
     for u in turning.itertuples():
         c1, c2 = st.columns([5, 1])
         tok = f" · position {u.pos}" if request.units == "tokens" else ""
-        c1.write(f"cosine {u.cosine:+.2f} · {u.idx}: {u.text}{tok}")
+        c1.write(f"cosine {u.cosine:+.2f} · {u.idx}: {_ui.md(u.text)}{_ui.md(tok)}")
         with c2:
             _ui.prompt_link(u.run_id, f"open prompt {u.idx}")

@@ -209,6 +209,6 @@ if picked:
         height=min(35 * (len(picked) + 1), 300),
     )
     for r in sel_units.drop_duplicates("run_id").head(10).itertuples():
-        _ui.prompt_link(r.run_id, label=f"open prompt: {r.text[:70]}")
+        _ui.prompt_link(r.run_id, label=f"open prompt: {_ui.md(r.text[:70])}")
 else:
     st.caption("Click or lasso points (2D) to list their prompts and tokens.")

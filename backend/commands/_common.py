@@ -8,6 +8,7 @@ from pathlib import Path
 from backend import catalog
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec, Progress
+from backend.prompts import slug
 from backend.store import Store
 
 
@@ -36,7 +37,12 @@ def progress_bar(p: Progress, stream=None) -> None:
 
 
 def add_model_args(p, need_set: bool = True) -> None:
-    p.add_argument("--model", default="demo", help="bundled name, hub id[@revision] or local dir")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="bundled name, hub id[@revision] or local dir (default: the one model with runs "
+        "for --set, else demo)",
+    )
     if need_set:
         p.add_argument("--set", dest="set_name", required=True, help="prompt set name")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -72,4 +78,22 @@ def ensure_runs(store: Store, args, quiet: bool = False):
 
 
 def set_name_from(path: str) -> str:
-    return Path(path).stem
+    """A set name from a prompt file's name (a safe slug of its stem)."""
+    return slug(Path(path).stem, default="prompts")
+
+
+def model_for_set(store: Store, args) -> str:
+    """``--model`` as given, else the one model that has runs for ``--set`` (bundled demo sets
+    fall back to the bundled demo model); several candidates -> ask, listing them."""
+    if getattr(args, "model", None):
+        return args.model
+    set_name = getattr(args, "set_name", None)
+    cov = store.set_coverage()
+    refs = sorted(set(cov.loc[cov["set_name"] == set_name, "ref"])) if set_name else []
+    if len(refs) == 1:
+        return refs[0]
+    if len(refs) > 1:
+        raise LayerScopeError(
+            f"Several models have runs for '{set_name}': {', '.join(refs)}; pick one with --model."
+        )
+    return "demo"

@@ -10,6 +10,7 @@ from backend.capture.generate import Sampling
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec
+from backend.patterns import Pattern
 from backend.views import generation as generation_views
 
 HELP = "sample N continuations per prompt, capture every layer, report commitment"
@@ -48,9 +49,25 @@ def register(p) -> None:
     )
 
 
-def run(args, store) -> dict:
+def _validate(args) -> None:
+    """Everything that can be checked before sampling (which may take minutes)."""
     if not args.prompts and not args.set_name:
         raise LayerScopeError("Give --prompts FILE or --set NAME.")
+    Sampling(args.samples, args.max_new_tokens, args.temperature, args.top_p, args.seed).validate()
+    if args.answer_regex:
+        Pattern(args.answer_regex)  # compiles, or one sentence
+    cfg = models.read_config(models.resolve(args.model))
+    n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    if args.layer is not None and n_layers and not 0 <= args.layer <= n_layers:
+        raise LayerScopeError(f"--layer must be between 0 and {n_layers} for {args.model}.")
+    if args.step < 0 or args.step > args.max_new_tokens:
+        raise LayerScopeError(
+            f"--step must be between 0 and --max-new-tokens ({args.max_new_tokens})."
+        )
+
+
+def run(args, store) -> dict:
+    _validate(args)
     set_name = args.set_name or set_name_from(args.prompts)
     if args.prompts:
         store.save_prompt_set(

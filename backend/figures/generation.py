@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from backend.figures._parts import plain
+
 
 def commitment_heatmap(sim: np.ndarray, divergence: int | None, title: str = "") -> go.Figure:
     fig = go.Figure(
@@ -47,14 +49,14 @@ def scatter_figure(table, title: str) -> go.Figure:
                 x=t["commitment"],
                 y=t["consistency"],
                 mode="markers",
-                name=str(lab),
-                hovertext=t["prompt"],
+                name=plain(lab),
+                hovertext=[plain(p) for p in t["prompt"]],
                 hoverinfo="text+x+y",
                 marker=dict(size=9, opacity=0.75, color=colours[i % len(colours)]),
             )
         )
     fig.update_layout(
-        title=title,
+        title=plain(title),
         xaxis_title="commitment (cross-run cosine)",
         yaxis_title="consistency (agreeing pairs of outcomes)",
         yaxis_range=[-0.05, 1.05],

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from backend.analysis.lens import LensResult, LensSummary
-from backend.figures._parts import BLUE, GREEN, RED, band
+from backend.figures._parts import BLUE, GREEN, RED, band, plain
 
 
 def _short(s: str, n: int = 10) -> str:
@@ -23,6 +23,10 @@ def lens_figure(
     """Layers x positions: the top next-token guess in each cell, coloured by its probability;
     hover = top-k with probabilities, KL to the final layer and the final top-1's rank.
     ``names[id]`` gives a token's text."""
+    tokens = [plain(t) for t in tokens]
+    names = {
+        i: plain(n) for i, n in (names.items() if isinstance(names, Mapping) else enumerate(names))
+    }
     top = res.top_ids[..., 0]
     text = [[_short(names[i]) for i in row] for row in top]
     hover = []
@@ -136,6 +140,7 @@ def lens_curves(res: LensResult, position: int | None = None) -> go.Figure:
 def summary_figure(s: LensSummary, set_name: str = "") -> go.Figure:
     """A set's lens per layer: KL (median and quartiles), entropy, share of positions whose
     top-1 already is the final answer, and where positions commit."""
+    set_name = plain(set_name)
     x = list(s.layers)
     fig = make_subplots(
         rows=1,

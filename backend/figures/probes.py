@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from backend.analysis.probes import ProbeResult, confusion
-from backend.figures._parts import BLUE, GREY, RED, band
+from backend.figures._parts import BLUE, GREY, RED, band, plain
 
 
 def _hover(res: ProbeResult) -> list[str]:
@@ -25,6 +25,7 @@ def probe_figure(
 ) -> go.Figure:
     """Accuracy with its 95% band, shuffled-label control, majority baseline and (optional)
     the same probe on a baseline model (the untrained twin) — one glance."""
+    twin_name, title = plain(twin_name), plain(title)
     x = list(res.layers)
     fig = go.Figure()
     fig.add_trace(band(x, res.ci_low, res.ci_high, "rgba(37,99,235,0.18)", "95% interval"))
@@ -97,7 +98,7 @@ def probe_figure(
 def confusion_figure(res: ProbeResult, layer: int) -> go.Figure:
     m = confusion(res, layer)
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
-    classes = list(res.classes)
+    classes = [plain(c) for c in res.classes]
     fig = go.Figure(
         go.Heatmap(
             z=share,
@@ -129,7 +130,7 @@ def score_figure(res: ProbeResult, layer: int) -> go.Figure:
     """Out-of-fold score of the true class, per class: mass near 1 = confidently right."""
     li = res.layers.index(layer)
     fig = go.Figure()
-    for c, name in enumerate(res.classes):
+    for c, name in enumerate(plain(c) for c in res.classes):
         s = res.scores[li, res.y == c, c]
         fig.add_trace(
             go.Violin(

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from backend.analysis.similarity import SimilarityMatrix
+from backend.figures._parts import plain
 
 TITLES = {
     "layer-cka": "Linear CKA between layers (same units)",
@@ -70,9 +71,11 @@ def similarity_figure(
     """Heatmap of ``m``; ``labels`` (one per row, data order) overrides ``m.row_labels``."""
     rows, cols = display_order(m)
     z = m.values[np.ix_(rows, cols)]
-    row_names = [str(m.rows[i]) for i in rows]
-    col_names = [str(m.cols[j]) for j in cols]
+    row_names = [plain(m.rows[i]) for i in rows]
+    col_names = [plain(m.cols[j]) for j in cols]
     labels = labels if labels is not None else m.row_labels
+    labels = None if labels is None else [plain(v) for v in labels]
+    title, row_title, col_title = plain(title), plain(row_title), plain(col_title)
     strip = labels is not None and len(rows) == len(cols) and len(set(map(str, labels))) > 1
     fig = make_subplots(
         rows=2 if strip else 1,

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from backend.analysis.stats import LayerStats
-from backend.figures._parts import BLUE, GREEN, PURPLE, RED, band
+from backend.figures._parts import BLUE, GREEN, PURPLE, RED, band, plain
 
 
 def _massive_hover(st: LayerStats, unit_names: Sequence[str]) -> list[str]:
@@ -26,6 +26,7 @@ def _massive_hover(st: LayerStats, unit_names: Sequence[str]) -> list[str]:
 
 
 def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
+    unit_names = [plain(n) for n in unit_names]
     """Norms (median and 5–95% band), massive-activation ratio (log), effective rank,
     anisotropy; ``unit_names[u]`` describes unit (token) u for the hover."""
     x = list(st.layers)

@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from backend.analysis.projection import Projection
+from backend.figures._parts import plain
 
 PALETTE = [
     "#2563eb",
@@ -41,9 +42,9 @@ def hover_texts(meta: pd.DataFrame) -> list[str]:
     """One hover text per unit (the layer is added per trace): token, prompt, label."""
     out = []
     for t, text, lab, pos in zip(meta["token"], meta["text"], meta["label"], meta["pos"]):
-        tok = f"token <b>{t}</b> (pos {pos})<br>" if pos >= 0 else ""
-        lab = "" if lab is None or (isinstance(lab, float) and np.isnan(lab)) else lab
-        out.append(f"{tok}{_snip(text)}" + (f"<br>label {lab}" if lab != "" else ""))
+        tok = f"token <b>{plain(t)}</b> (pos {pos})<br>" if pos >= 0 else ""
+        lab = "" if lab is None or (isinstance(lab, float) and np.isnan(lab)) else plain(lab)
+        out.append(f"{tok}{plain(_snip(text))}" + (f"<br>label {lab}" if lab != "" else ""))
     return out
 
 
@@ -70,7 +71,7 @@ def categories(values: pd.Series, max_named: int = len(PALETTE)) -> tuple[list[s
     )
     code = {c: i for i, c in enumerate(ordered)}
     codes = values.map(code).fillna(len(ordered)).astype(int).to_numpy()
-    names = list(ordered)
+    names = [plain(c) for c in ordered]
     if len(counts) > max_named:
         names.append(f"other ({len(counts) - max_named} values)")
     return names, codes

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from backend.capture.extract import CapturedRun, prompt_id
 from backend.errors import LayerScopeError
+from backend.prompts import validate_set_name
 from backend.store import codec
 from backend.store.schema import SCHEMA, SCHEMA_VERSION
 
@@ -177,8 +178,7 @@ class Store:
     ) -> int:
         """Store a named set (columns text, optional label, group, token_labels). Replaces the
         set's membership if the name exists; runs are never touched. Returns the prompt count."""
-        if not name or not name.strip():
-            raise LayerScopeError("A prompt set needs a name.")
+        name = validate_set_name(name)
         if prompts is None or len(prompts) == 0:
             raise LayerScopeError(f"The prompt set '{name}' is empty.")
         df = pd.DataFrame({"text": prompts["text"].astype(str).tolist()})

@@ -18,7 +18,6 @@ subtracted before cosines are taken:
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ from backend.analysis.commitment import (
 )
 from backend.capture.generate import Sampling, request_id
 from backend.errors import LayerScopeError
+from backend.patterns import Pattern
 from backend.store import Store
 
 NONE = "(none)"
@@ -151,19 +151,16 @@ def join_tokens(tokens: list[str], skip: tuple[str, ...] = ()) -> str:
     return glue.join(toks).strip()
 
 
-def answer_of(tokens: list[str], regex: str | None = None, special: tuple[str, ...] = ()) -> str:
+def answer_of(
+    tokens: list[str], regex: str | Pattern | None = None, special: tuple[str, ...] = ()
+) -> str:
     """The answer of one continuation: first match of ``regex`` (its group 1 if it has one),
     else the whole continuation (special tokens dropped), so that consistency asks whether
     the runs did the same thing, not only whether they started alike. ``(none)`` when nothing
     matches or nothing was generated."""
     text = join_tokens(tokens, special)
     if regex:
-        try:
-            m = re.search(regex, text)
-        except re.error as e:
-            raise LayerScopeError(
-                f"The answer pattern '{regex}' is not a valid regex: {e}."
-            ) from None
+        m = (regex if isinstance(regex, Pattern) else Pattern(regex)).search(text)
         if m is None:
             return NONE
         return (m.group(1) if m.groups() and m.group(1) is not None else m.group(0)).strip()
@@ -231,10 +228,11 @@ def load(
             else:
                 sims[b][layer] = mean_pairwise_cosine(st[sl] - c, valid[sl])
     prompts, run_prompt = [], np.empty(len(ids), int)
+    pattern = Pattern(regex) if regex else None  # one time budget for the whole set
     for b, sl in enumerate(blocks):
         text = runs["text"].iloc[sl[0]]
         cont = [gen[i] for i in sl]
-        answers = [answer_of(g, regex, specials) for g in cont]
+        answers = [answer_of(g, pattern, specials) for g in cont]
         label = labels.get(text)
         label = None if label is None or (isinstance(label, float) and np.isnan(label)) else label
         if versus_label and label is None:

@@ -1,0 +1,89 @@
+"""Hostile and careless inputs: each becomes one LayerScopeError sentence, fast, nothing lost."""
+
+import time
+
+import pandas as pd
+import pytest
+
+from backend.errors import LayerScopeError
+from backend.patterns import Pattern
+from backend.prompts import slug, validate_set_name
+from backend.views.generation import answer_of
+
+
+def test_a_catastrophic_pattern_is_stopped_in_seconds():
+    t0 = time.monotonic()
+    with pytest.raises(LayerScopeError, match="too long to match"):
+        answer_of(["x" * 5000], r"(x+x+)+y")
+    assert time.monotonic() - t0 < 5
+
+
+def test_the_time_budget_is_shared_by_all_searches():
+    p = Pattern(r"(x+x+)+y", total_s=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(LayerScopeError):
+        for _ in range(100):
+            p.search("x" * 2000)
+    assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("bad", ["(unclosed", "x" * 201, "[z-a]"])
+def test_bad_patterns_are_one_sentence(bad):
+    with pytest.raises(LayerScopeError, match="answer pattern"):
+        Pattern(bad)
+
+
+def test_a_good_pattern_still_answers():
+    assert answer_of(["the", "cat", "is"], r"cat (\w+)") == "is"
+
+
+@pytest.mark.parametrize(
+    "name", ["../../../../elsewhere/trav", "a/b", "..", ".hidden", "x" * 65, "", "a\x00b", "<b>"]
+)
+def test_set_names_that_could_reach_paths_or_markup_are_refused(name):
+    with pytest.raises(LayerScopeError):
+        validate_set_name(name)
+
+
+@pytest.mark.parametrize("name", ["agreement", "my prompts (v2)", "set_1.csv-like", "Größe"])
+def test_ordinary_set_names_pass(name):
+    assert validate_set_name(f"  {name} ") == name
+
+
+def test_slugs_stay_inside_the_folder():
+    for raw in ["../../../../elsewhere/trav", "..", "/etc/passwd", "a b/c"]:
+        s = slug(raw)
+        assert "/" not in s and not s.startswith(".") and s
+
+
+def test_the_store_refuses_a_traversing_set_name_and_keeps_what_it_has(tmp_path):
+    from backend.store import Store
+
+    with Store(tmp_path / "s.duckdb") as s:
+        s.save_prompt_set("good", pd.DataFrame({"text": ["a", "b"]}))
+        with pytest.raises(LayerScopeError):
+            s.save_prompt_set("../../evil", pd.DataFrame({"text": ["c"]}))
+        assert list(s.list_sets()["set_name"]) == ["good"]
+
+
+def test_cli_extract_with_a_traversing_set_name_is_one_line(tmp_path, capsys):
+    from backend.cli import main
+
+    f = tmp_path / "p.txt"
+    f.write_text("the cat runs\n")
+    db = str(tmp_path / "c.duckdb")
+    code = main(["extract", "--db", db, "--prompts", str(f), "--set", "../../../../elsewhere/trav"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: The set name") and len(err.splitlines()) == 1
+
+
+def test_export_refuses_a_missing_folder_and_a_folder(tmp_path, capsys):
+    from backend.cli import main
+
+    db = str(tmp_path / "c.duckdb")
+    assert (
+        main(["export", "--db", db, "--set", "x", "--out", str(tmp_path / "no" / "a.parquet")]) == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", "--db", db, "--set", "x", "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

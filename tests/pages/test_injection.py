@@ -1,0 +1,97 @@
+"""Every user-controlled string (prompt text, labels, URL values) reaches the page inert:
+no link, no markdown formatting, no HTML in Plotly text."""
+
+import json
+
+import pytest
+
+from backend import models
+from tests.pages.conftest import open_page, using_db
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model"),
+]
+LINK, BOLD, TAG = "[x](http://a)", "**b**", '<a href="http://evil.example/x">'
+PAYLOADS = (LINK, BOLD, TAG, "<b>b</b>")
+EVIL_MODEL = "[Model moved: click here](https://evil.example/login)"
+
+
+@pytest.fixture(scope="module")
+def inj_db(tmp_path_factory):
+    from backend.cli import main
+
+    tmp = tmp_path_factory.mktemp("inj")
+    rows = [
+        (f"the cat {LINK} runs", LINK),
+        (f"{BOLD} the dog sits", BOLD),
+        (f"{TAG}click</a> <b>b</b> the cats run", LINK),
+        ("the dogs sit near the mat", BOLD),
+    ] * 3
+    rows = [(f"{t} {i}", lab) for i, (t, lab) in enumerate(rows)]
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp / "inj.csv", index=False)
+    db = tmp / "inj.duckdb"
+    argv = ["extract", "--db", str(db), "--model", "demo", "--prompts", str(tmp / "inj.csv")]
+    assert main([*argv, "--set", "inj", "--label-column", "label", "--json"]) == 0
+    return db
+
+
+@pytest.fixture
+def env(inj_db, monkeypatch):
+    yield from using_db(inj_db, monkeypatch)
+
+
+def texts(at) -> list[str]:
+    out = []
+    for kind in (
+        "markdown",
+        "caption",
+        "info",
+        "warning",
+        "error",
+        "success",
+        "subheader",
+        "title",
+        "header",
+    ):
+        out += [str(e.value) for e in getattr(at, kind)]
+    out += [str(b.label) for b in at.button]
+    return out
+
+
+def charts(at) -> list[str]:
+    return [json.dumps(json.loads(c.proto.spec)) for c in at.get("plotly_chart")]
+
+
+@pytest.mark.parametrize(
+    "page,query",
+    [
+        ("trajectories", {}),
+        ("similarity", {"kind": "prompt"}),
+        ("probes", {"baseline": "(none)"}),
+        ("stats", {}),
+        ("lens", {}),
+        ("library", {}),
+        ("prompt", {}),
+    ],
+)
+def test_prompt_text_and_labels_are_inert(env, page, query):
+    at = open_page(page, {"model": "demo", "set": "inj", **query})
+    assert not at.exception, at.exception
+    shown = texts(at)
+    for s in shown:
+        for p in PAYLOADS:
+            assert p not in s, f"{page}: raw {p!r} in {s!r}"
+    for spec in charts(at):
+        for p in ("<a href", "<b>b</b>"):
+            assert p not in spec, f"{page}: {p!r} in a chart"
+
+
+@pytest.mark.parametrize("page", ["run", "trajectories", "lens"])
+def test_a_hostile_model_in_the_url_is_shown_as_text(env, page):
+    at = open_page(page, {"model": EVIL_MODEL, "set": "inj"})
+    assert not at.exception, at.exception
+    for s in texts(at):
+        assert "](https://evil" not in s, f"{page}: a link in {s!r}"
