@@ -141,16 +141,22 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
     jobs = st.session_state.setdefault("traj_jobs", {})
     key = TV.cache_key(req, meta)
     p = _ui.worker().progress(jobs[key]) if key in jobs else None
-    if p is None:
-        jobs[key] = _ui.submit(
-            JobSpec(
-                model=sel.model,
-                set_name=sel.set_name,
-                kind="project",
-                options=TV.job_spec_options(req),
-            )
+    if p is None:  # opening a link never starts work: a click does
+        st.info(
+            f"{method} is not cached for these {meta.shape[0]:,} units × {len(req.layers)} "
+            "layers yet. It runs in the background (the first UMAP of a server start also "
+            "compiles numba code, ~30 s); PCA is shown meanwhile."
         )
-        p = _ui.worker().progress(jobs[key]) if jobs[key] else None
+        if st.button(f"Compute {method}", type="primary", key="traj_start"):
+            jobs[key] = _ui.submit(
+                JobSpec(
+                    model=sel.model,
+                    set_name=sel.set_name,
+                    kind="project",
+                    options=TV.job_spec_options(req),
+                )
+            )
+            p = _ui.worker().progress(jobs[key]) if jobs[key] else None
     if p is not None and p.active:
         st.info(
             f"Computing {method} in the background (cached once done); showing PCA "

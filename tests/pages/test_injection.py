@@ -95,3 +95,26 @@ def test_a_hostile_model_in_the_url_is_shown_as_text(env, page):
     assert not at.exception, at.exception
     for s in texts(at):
         assert "](https://evil" not in s, f"{page}: a link in {s!r}"
+
+
+@pytest.mark.parametrize(
+    "page", ["run", "library", "prompt", "trajectories", "similarity", "probes", "lens", "stats",
+             "generation", "tour"]
+)
+@pytest.mark.parametrize("model", ["gpt2", "demo-seed1"])
+def test_opening_a_link_loads_no_model_and_starts_no_job(env, monkeypatch, page, model):
+    """A permalink only reads the cache: gpt2 is not cached (and would be a download),
+    demo-seed1 has no runs for the set; neither may load weights or queue a job."""
+    from backend import models as M
+
+    def refuse(*a, **k):
+        raise AssertionError("a page load tried to load a model")
+
+    monkeypatch.setattr(M, "_load_model", refuse)
+    monkeypatch.setattr(M, "_hub_snapshot", refuse)
+    at = open_page(page, {"model": model, "set": "inj", "method": "umap", "kind": "model-cka",
+                          "other": "gpt2", "baseline": "gpt2"})
+    assert not at.exception, at.exception
+    from pages import _ui
+
+    assert not _ui.worker().active_jobs() and not _ui.worker().recent()

@@ -93,6 +93,10 @@ def test_umap_runs_as_a_job_then_comes_from_the_store_cache(env):
     q = {"model": "demo", "set": "agreement", "method": "umap", "layers": "3:4"}
     at = open_page("trajectories", q)
     ok(at)
+    assert not _ui.worker().active_jobs(), "opening a link must not start work"
+    assert any("not cached" in i.value for i in at.info)
+    at.button(key="traj_start").click().run()
+    ok(at)
     assert any("Computing umap in the background" in i.value for i in at.info)
     assert "pca" in chart(at)["layout"]["title"]["text"]  # PCA meanwhile
     wait_jobs(300)
