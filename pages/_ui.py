@@ -82,12 +82,23 @@ def db_path() -> str:
     return str(default_db_path())
 
 
+_thread = threading.local()
+
+
 def store() -> Store:
-    """A cursor on the app's one database instance, for this session's script runs."""
-    key = "_ls_store_" + db_path()
-    if key not in st.session_state:
-        st.session_state[key] = _root_store(db_path()).cursor()
-    return st.session_state[key]
+    """A cursor on the app's one database instance, owned by the calling thread.
+
+    Streamlit runs each script run, and fragments in parallel, on their own threads; a DuckDB
+    cursor must not be shared between threads (results would mix), so each thread gets one."""
+    root = _root_store(db_path())
+    cursors = getattr(_thread, "cursors", None)
+    if cursors is None:
+        cursors = _thread.cursors = {}
+    cur = cursors.get(id(root))
+    if cur is None or cur.root is not root:
+        cur = cursors[id(root)] = root.cursor()
+        cur.root = root
+    return cur
 
 
 def worker() -> Worker:
@@ -231,33 +242,69 @@ def submit(spec: JobSpec) -> str | None:
     return job_id
 
 
-@st.fragment(run_every=1.0)
-def job_panel(job_id: str) -> None:
-    """Live progress of a job (tokens/s, ETA) with a cancel button; reruns itself."""
+VIEW_LINKS = {
+    "trajectories": "Trajectories",
+    "similarity": "Similarity",
+    "probes": "Probes",
+    "lens": "Logit lens",
+    "stats": "Layer stats",
+}
+
+
+def job_title(p) -> str:
+    what = {"extract": "Extract", "generate": "Sample", "project": "Project"}.get(p.kind, p.kind)
+    return f"{what} · {md(p.set_name)} on {md(p.model)}" if p.model else "Job"
+
+
+def job_panel(job_id: str, links: bool = False) -> None:
+    """One job: live progress with Cancel while it runs (a fragment that polls), then a static
+    line. A finished job reruns each session's page once, so views fill in."""
     p = worker().progress(job_id)
     if p is None:
         return
     if p.active:
-        frac = p.tokens_done / p.tokens_total if p.tokens_total else 0.0
-        eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
-        st.progress(
-            frac,
-            text=f"{p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
-            f"{p.tokens_per_s:,.0f} tok/s{eta}",
-        )
-        if st.button("Cancel", key=f"_cancel_{job_id}"):
-            worker().cancel(job_id)
-    elif p.status == "done":
-        r = p.result
+        _live_job(job_id)
+        return
+    r, title = p.result, job_title(p)
+    if p.status == "done":
         st.success(
-            f"Done: {r.get('runs', 0)} runs computed, {r.get('cached_runs', 0)} from the "
-            f"cache, {r.get('tokens', 0):,} tokens in {p.seconds:.1f} s."
+            f"{title}: done — {r.get('runs', 0)} runs computed, {r.get('cached_runs', 0)} from "
+            f"the cache, {r.get('tokens', 0):,} tokens in {p.seconds:.1f} s."
         )
-        if st.session_state.get("_ls_done_seen") != job_id:
-            st.session_state["_ls_done_seen"] = job_id
-            st.rerun(scope="app")
+        if links and p.kind == "extract":
+            cols = st.columns(len(VIEW_LINKS))
+            for c, (page, label) in zip(cols, VIEW_LINKS.items()):
+                c.page_link(
+                    f"pages/{page}.py",
+                    label=f"open in {label}",
+                    query_params={"model": p.model, "set": p.set_name},
+                )
+    elif p.status == "cancelled":
+        st.info(f"{title}: cancelled after {p.runs_done} runs ({md(p.message)}).")
     else:
-        st.error(f"Job {p.status}: {md(p.message)}")
+        st.error(f"{title}: {p.status} — {md(p.message)}")
+
+
+@st.fragment(run_every=1.0)
+def _live_job(job_id: str) -> None:
+    p = worker().progress(job_id)
+    if p is None:
+        return
+    if not p.active:
+        seen = st.session_state.setdefault("_ls_jobs_seen", set())
+        if job_id not in seen:  # at most one full rerun per finished job and session
+            seen.add(job_id)
+            st.rerun(scope="app")
+        return
+    frac = p.tokens_done / p.tokens_total if p.tokens_total else 0.0
+    eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
+    st.progress(
+        frac,
+        text=f"{job_title(p)} — {p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
+        f"{p.tokens_per_s:,.0f} tok/s{eta}",
+    )
+    if st.button("Cancel", key=f"_cancel_{job_id}"):
+        worker().cancel(job_id)
 
 
 # -- links ----------------------------------------------------------------------------------

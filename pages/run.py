@@ -139,4 +139,4 @@ jobs = _ui.worker().recent()
 if jobs:
     st.subheader("Jobs")
     for p in jobs[:5]:
-        _ui.job_panel(p.job_id)
+        _ui.job_panel(p.job_id, links=True)

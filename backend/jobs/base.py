@@ -74,6 +74,9 @@ class Progress:
     started: float | None = None
     finished: float | None = None
     result: dict = field(default_factory=dict)
+    kind: str = ""  #: the spec's kind, model and set, for job lists
+    model: str = ""
+    set_name: str = ""
 
     @property
     def seconds(self) -> float:

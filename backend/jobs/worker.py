@@ -45,7 +45,7 @@ class Worker:
             raise LayerScopeError(f"Unknown job kind '{spec.kind}'.")
         models.resolve(spec.model)
         job_id = uuid.uuid4().hex[:12]
-        p = Progress(job_id)
+        p = Progress(job_id, kind=spec.kind, model=spec.model, set_name=spec.set_name)
         with self._lock:
             self._progress[job_id] = p
             self._stops[job_id] = threading.Event()
@@ -87,7 +87,7 @@ class Worker:
     def run(self, spec: JobSpec, on_progress: Callable[[Progress], None] | None = None) -> Progress:
         """Run one job in this thread (CLI). Errors end up in the returned Progress."""
         job_id = uuid.uuid4().hex[:12]
-        p = Progress(job_id)
+        p = Progress(job_id, kind=spec.kind, model=spec.model, set_name=spec.set_name)
         self._progress[job_id] = p
         self._stops[job_id] = threading.Event()
         self._execute(job_id, spec, on_progress)

@@ -31,7 +31,7 @@ def test_try_the_demo_then_every_page(server, page):
     shot(page, "01-run-empty")
     page.get_by_role("button", name="Try the demo").click()
     try:
-        page.get_by_text(re.compile(r"Done: \d+ runs computed")).first.wait_for(timeout=180_000)
+        page.get_by_text(re.compile(r"done — \d+ runs computed")).first.wait_for(timeout=180_000)
     finally:
         shot(page, "02a-run-after-click")
     wait_idle(page)

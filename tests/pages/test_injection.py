@@ -98,8 +98,19 @@ def test_a_hostile_model_in_the_url_is_shown_as_text(env, page):
 
 
 @pytest.mark.parametrize(
-    "page", ["run", "library", "prompt", "trajectories", "similarity", "probes", "lens", "stats",
-             "generation", "tour"]
+    "page",
+    [
+        "run",
+        "library",
+        "prompt",
+        "trajectories",
+        "similarity",
+        "probes",
+        "lens",
+        "stats",
+        "generation",
+        "tour",
+    ],
 )
 @pytest.mark.parametrize("model", ["gpt2", "demo-seed1"])
 def test_opening_a_link_loads_no_model_and_starts_no_job(env, monkeypatch, page, model):
@@ -112,8 +123,17 @@ def test_opening_a_link_loads_no_model_and_starts_no_job(env, monkeypatch, page,
 
     monkeypatch.setattr(M, "_load_model", refuse)
     monkeypatch.setattr(M, "_hub_snapshot", refuse)
-    at = open_page(page, {"model": model, "set": "inj", "method": "umap", "kind": "model-cka",
-                          "other": "gpt2", "baseline": "gpt2"})
+    at = open_page(
+        page,
+        {
+            "model": model,
+            "set": "inj",
+            "method": "umap",
+            "kind": "model-cka",
+            "other": "gpt2",
+            "baseline": "gpt2",
+        },
+    )
     assert not at.exception, at.exception
     from pages import _ui
 

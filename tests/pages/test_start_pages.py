@@ -30,7 +30,7 @@ def test_submit_typed_prompts_on_a_local_model_then_library_and_prompt(app_db, t
     wait_jobs()
     at.run()
     no_exception(at)
-    assert any("Done: 2 runs computed" in s.value for s in at.success)
+    assert any("done — 2 runs computed" in s.value for s in at.success)
     assert {m.label: m.value for m in at.metric}["Already cached"] == "2"
 
     lib = open_page("library")
@@ -68,7 +68,30 @@ def test_try_the_demo_completes(app_db):
     wait_jobs(300)
     at.run()
     no_exception(at)
-    assert any("Done:" in s.value for s in at.success)
+    assert any("done — " in s.value for s in at.success)
     p = open_page("prompt", {"model": "demo", "set": "agreement"})
     no_exception(p)
     assert len(p.get("plotly_chart")) == 1
+
+
+def test_finished_jobs_are_static_rows_naming_kind_model_and_set(app_db):
+    """Three jobs, one cancelled: each row names what it did; no Cancel button and no
+    polling fragment once finished; a cancelled job is not an error."""
+    from backend.jobs.base import JobSpec
+    from pages import _ui
+
+    at = open_page("run")
+    w = _ui.worker()
+    a = w.submit(JobSpec(model="demo", set_name="agreement"))
+    b = w.submit(JobSpec(model="demo-untrained", set_name="agreement"))
+    c = w.submit(JobSpec(model="demo-seed1", set_name="agreement"))
+    w.cancel(c)
+    wait_jobs(300)
+    at.run()
+    no_exception(at)
+    rows = [s.value for s in at.success]
+    assert any("Extract · agreement on demo" in r for r in rows), rows
+    assert any("Extract · agreement on demo\\-untrained" in r for r in rows), rows
+    assert any("cancelled" in i.value for i in at.info) and not at.error
+    assert not [x for x in at.button if x.key and x.key.startswith("_cancel_")]
+    assert {w.progress(j).status for j in (a, b)} == {"done"}
