@@ -95,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed runs are kept", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not the user's fault: one line, the details on request
+        if os.environ.get("LAYERSCOPE_DEBUG"):
+            raise
+        msg = f"internal error ({type(e).__name__}: {e}); stored runs are unaffected. "
+        msg += "Rerun with LAYERSCOPE_DEBUG=1 for the traceback and please report it."
+        if args.json:
+            print(json.dumps({"error": msg}))
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result, default=_jsonable))
     else:

@@ -47,6 +47,13 @@ def slug(name: str, default: str = "set") -> str:
     return out[:MAX_SET_NAME] or default
 
 
+def dedupe(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the first row of each distinct text (a run is one model on one text, so a
+    repeated prompt would be one unit counted twice). Returns (rows kept, rows dropped)."""
+    keep = ~df["text"].astype(str).duplicated(keep="first")
+    return df[keep.to_numpy()].reset_index(drop=True), int((~keep).sum())
+
+
 def from_lines(text: str) -> pd.DataFrame:
     """One prompt per non-empty line."""
     lines = [ln.strip() for ln in (text or "").splitlines()]

@@ -90,7 +90,22 @@ def store() -> Store:
 
     Streamlit runs each script run, and fragments in parallel, on their own threads; a DuckDB
     cursor must not be shared between threads (results would mix), so each thread gets one."""
-    root = _root_store(db_path())
+    try:
+        root = _root_store(db_path())
+    except LayerScopeError as e:  # held by another process, damaged, unwritable: say what to do
+        text = str(e)
+        if "in use by another process" in text:
+            who = text[text.find("(process") : text.find(")") + 1] if "(process" in text else ""
+            text = (
+                f"The cache file {db_path()} is open in another process {who} — a "
+                "`python -m backend` command still running, or a second LayerScope app. "
+                "Wait for it to finish (then reload this page), or start this app on another "
+                "file: `LAYERSCOPE_DB=/path/other.duckdb streamlit run app.py`."
+            )
+            st.error(text)
+        else:
+            message(e, "error")
+        st.stop()
     cursors = getattr(_thread, "cursors", None)
     if cursors is None:
         cursors = _thread.cursors = {}

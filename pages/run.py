@@ -54,18 +54,16 @@ with left:
 
 with right:
     st.subheader("2 · Prompts")
-    mode = st.radio("Source", ["Demo set", "Type", "Upload"], horizontal=True, key="run_mode")
-    set_name, table = None, None
+    mode = _ui.qp_radio("Source", ["Demo set", "Type", "Upload"], "source")
+    set_name, table, dropped = None, None, 0
     try:
         if mode == "Demo set":
             demos = catalog.demo_sets()
-            set_name = st.selectbox(
-                "Demo set", list(demos), format_func=lambda n: n, key="run_demo_set"
-            )
+            set_name = _ui.qp_select("Demo set", list(demos), "demo_set", default="agreement")
             if set_name:
                 st.caption(demos[set_name])
         elif mode == "Type":
-            set_name = st.text_input("Set name", "my-prompts", key="run_typed_name")
+            set_name = st.text_input("Set name", "my-prompts", key="run_typed_name").strip()
             text = st.text_area(
                 "One prompt per line",
                 key="run_typed_text",
@@ -78,15 +76,39 @@ with right:
             if up is not None:
                 raw = prompts.read_table(up.getvalue(), up.name)
                 cols = list(raw.columns)
+                lower = {str(c).lower(): c for c in cols}
                 c1, c2, c3 = st.columns(3)
-                tcol = c1.selectbox("text", cols, index=cols.index(prompts.guess_text_column(raw)))
-                lcol = c2.selectbox("label", [None] + cols)
-                gcol = c3.selectbox("group", [None] + cols)
+                tcol = c1.selectbox(
+                    "text",
+                    cols,
+                    index=cols.index(prompts.guess_text_column(raw)),
+                    key=f"run_up_text_{up.name}",
+                )
+                opt = [None, *cols]
+                lcol = c2.selectbox(
+                    "label", opt, index=opt.index(lower.get("label")), key=f"run_up_label_{up.name}"
+                )
+                gcol = c3.selectbox(
+                    "group", opt, index=opt.index(lower.get("group")), key=f"run_up_group_{up.name}"
+                )
                 table = prompts.select_columns(raw, tcol, lcol, gcol)
-                set_name = st.text_input("Set name", up.name.rsplit(".", 1)[0], key="run_up_name")
+                dropped = len(raw) - len(table)
+                set_name = st.text_input(  # a new file starts from its own name
+                    "Set name",
+                    prompts.slug(up.name.rsplit(".", 1)[0], "uploaded"),
+                    key=f"run_up_name_{up.name}",
+                ).strip()
         if table is not None:
-            st.caption(f"{len(table)} prompts")
+            table, repeated = prompts.dedupe(table)
+            notes = [f"{len(table)} prompts"]
+            if dropped:
+                notes.append(f"{dropped} blank row(s) dropped")
+            if repeated:
+                notes.append(f"{repeated} repeated prompt(s) kept once")
+            st.caption(" · ".join(notes) + " — preview:")
             st.dataframe(table.head(5), hide_index=True)
+        elif mode == "Type":
+            st.caption("Type at least one prompt.")
     except LayerScopeError as e:
         _ui.message(e, "error")
 
@@ -101,11 +123,14 @@ spec = JobSpec(
 try:
     if not set_name:
         raise LayerScopeError("Choose or name a prompt set.")
+    if mode != "Demo set" and table is None:
+        raise LayerScopeError("No prompts yet: type some, or upload a file.")
     if table is not None:
-        s.save_prompt_set(set_name, table, source=mode.lower())
-    else:
+        prompts.validate_set_name(set_name)
+    texts = table["text"].tolist() if table is not None else None
+    if texts is None:
         catalog.ensure_set(s, set_name)
-    est = estimate(s, spec)
+    est = estimate(s, spec, texts)
     c = st.columns(5)
     c[0].metric("Prompts", est.runs)
     c[1].metric("Already cached", est.cached_runs)
@@ -122,12 +147,21 @@ try:
             f"{est.truncated} prompts are longer than {spec.max_tokens} tokens and will "
             "be truncated (each run is flagged)."
         )
+    existing = table is not None and set_name in set(s.list_sets()["set_name"])
+    replace_ok = True
+    if existing:
+        replace_ok = st.checkbox(
+            f"Replace the existing set **{_ui.md(set_name)}** (its runs stay cached)",
+            key="run_replace",
+        )
     if st.button(
         "Compute activations",
         type="primary",
-        disabled=est.tokens == 0 and est.cached_runs == est.runs and est.runs > 0,
+        disabled=not replace_ok,
         key="run_submit",
     ):
+        if table is not None:  # the set is written when the user submits, not while typing
+            s.save_prompt_set(set_name, table, source=mode.lower())
         st.session_state["sel_model"], st.session_state["sel_set"] = model, set_name
         _ui.submit(spec)
     if est.runs and est.cached_runs == est.runs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from backend import catalog, prompts
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
@@ -32,6 +34,11 @@ def run(args, store) -> dict:
             args.prompts, args.text_column, args.label_column, args.group_column
         )
         store.save_prompt_set(set_name, df, source=str(args.prompts))
+        if store.last_duplicates:
+            print(
+                f"note: {store.last_duplicates} repeated prompt(s) kept once (first row wins)",
+                file=sys.stderr,
+            )
     else:
         catalog.ensure_set(store, set_name)
     spec = JobSpec(

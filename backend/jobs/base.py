@@ -39,6 +39,18 @@ class JobSpec:
     trust_remote_code: bool = False
     options: dict = field(default_factory=dict)  #: kind-specific (e.g. sampling settings)
 
+    def validate(self) -> None:
+        """Settings that would waste time or fail later, refused before any work."""
+        if not 16 <= self.batch_tokens <= 10_000_000:
+            raise LayerScopeError(
+                f"--batch-tokens {self.batch_tokens} is out of range: use 16 to 10,000,000 "
+                "(the default 8192 suits most CPUs)."
+            )
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise LayerScopeError("--max-tokens must be at least 1 (or omitted for no limit).")
+        if not self.set_name:
+            raise LayerScopeError("A job needs a prompt set.")
+
 
 @dataclass
 class Budget:

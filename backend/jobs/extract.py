@@ -16,23 +16,26 @@ from backend.store import Store
 log = logging.getLogger(__name__)
 
 
-def _extract_plan(store: Store, spec: JobSpec):
+def _extract_plan(store: Store, spec: JobSpec, texts: list[str] | None = None):
     mref = models.resolve(spec.model)
     dtype = str(models.pick_dtype(spec.dtype, spec.device)).removeprefix("torch.")
     settings = extract.CaptureSettings(max_tokens=spec.max_tokens, dtype=dtype)
-    prompts = store.get_set(spec.set_name)
-    if prompts.empty:
-        raise LayerScopeError(f"The prompt set '{spec.set_name}' is empty or does not exist.")
-    texts = list(dict.fromkeys(prompts["text"]))
+    if texts is None:
+        prompts = store.get_set(spec.set_name)
+        if prompts.empty:
+            raise LayerScopeError(f"The prompt set '{spec.set_name}' is empty or does not exist.")
+        texts = prompts["text"].tolist()
+    texts = list(dict.fromkeys(texts))
     ids = [extract.make_run_id(mref.model_id, t, settings.key()) for t in texts]
     have = store.existing_runs(ids)
     missing = [(i, t) for i, t in zip(ids, texts) if i not in have]
     return mref, settings, texts, missing
 
 
-def estimate(store: Store, spec: JobSpec) -> Estimate:
-    """Cost of a job before it runs: tokens, bytes on disk, model memory, time."""
-    mref, settings, texts, missing = _extract_plan(store, spec)
+def estimate(store: Store, spec: JobSpec, texts: list[str] | None = None) -> Estimate:
+    """Cost of a job before it runs: tokens, bytes on disk, model memory, time. ``texts``:
+    prompts not saved as a set yet (the Run page estimates before anything is written)."""
+    mref, settings, texts, missing = _extract_plan(store, spec, texts)
     cfg = models.read_config(mref)
     n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0
     d = cfg.get("hidden_size") or cfg.get("n_embd") or 0

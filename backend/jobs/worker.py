@@ -43,6 +43,7 @@ class Worker:
         """Validate cheaply, persist as queued, enqueue. Raises LayerScopeError on bad input."""
         if spec.kind not in JOB_KINDS:
             raise LayerScopeError(f"Unknown job kind '{spec.kind}'.")
+        spec.validate()
         models.resolve(spec.model)
         job_id = uuid.uuid4().hex[:12]
         p = Progress(job_id, kind=spec.kind, model=spec.model, set_name=spec.set_name)
@@ -86,6 +87,7 @@ class Worker:
 
     def run(self, spec: JobSpec, on_progress: Callable[[Progress], None] | None = None) -> Progress:
         """Run one job in this thread (CLI). Errors end up in the returned Progress."""
+        spec.validate()
         job_id = uuid.uuid4().hex[:12]
         p = Progress(job_id, kind=spec.kind, model=spec.model, set_name=spec.set_name)
         self._progress[job_id] = p

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from backend.capture.extract import CapturedRun, prompt_id
 from backend.errors import LayerScopeError
-from backend.prompts import validate_set_name
+from backend.prompts import dedupe, validate_set_name
 from backend.store import codec
 from backend.store.schema import SCHEMA, SCHEMA_VERSION
 
@@ -35,6 +35,10 @@ def default_db_path() -> Path:
 
 def _missing(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _lock_message(path: Path, err: Exception) -> str:
@@ -55,6 +59,7 @@ class Store:
     def __init__(self, path: str | Path | None = None, read_only: bool = False, _con=None):
         self.path = Path(path) if path not in (None, ":memory:") else path or default_db_path()
         self._lock = threading.Lock()
+        self.last_duplicates = 0  #: repeated texts the last save_prompt_set kept once
         if _con is not None:
             self.con = _con
             self._root = False
@@ -62,13 +67,30 @@ class Store:
         self._root = True
         target = ":memory:" if self.path == ":memory:" else str(self.path)
         if target != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_dir():
+                raise LayerScopeError(f"The cache path {self.path} is a folder; give a file name.")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                file = next(p for p in self.path.parents if p.exists())
+                raise LayerScopeError(
+                    f"Cannot put the cache at {self.path}: {file} is a file, not a folder."
+                ) from None
+            except OSError as e:
+                raise LayerScopeError(
+                    f"Cannot create the folder for the cache {self.path}: {e.strerror or e}."
+                ) from None
         try:
             self.con = duckdb.connect(target, read_only=read_only)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise LayerScopeError(_lock_message(self.path, e)) from None
-            raise LayerScopeError(f"Cannot open the cache {self.path}: {e}") from None
+            raise LayerScopeError(f"Cannot open the cache {self.path}: {_first_line(e)}") from None
+        except duckdb.Error as e:  # not a DuckDB file, truncated, wrong version...
+            raise LayerScopeError(
+                f"The cache {self.path} cannot be read ({_first_line(e)}); it is not a DuckDB "
+                "file or is damaged. Move it aside (nothing else is touched) or use --db PATH."
+            ) from None
         # fp16 blobs barely compress (1.84 vs 2.0 bytes/value) but compressed blob segments
         # must be decoded whole: a run's 13 layers took 0.35 s to read instead of 0.01 s.
         self.con.execute("SET force_compression = 'uncompressed'")
@@ -181,6 +203,7 @@ class Store:
         name = validate_set_name(name)
         if prompts is None or len(prompts) == 0:
             raise LayerScopeError(f"The prompt set '{name}' is empty.")
+        prompts, self.last_duplicates = dedupe(pd.DataFrame(prompts))
         df = pd.DataFrame({"text": prompts["text"].astype(str).tolist()})
         for col in ("label", "group"):
             vals = prompts.get(col)
@@ -541,6 +564,10 @@ class Store:
                     m = keep[a:b]
                     out[li, j] = x[a:b][m].mean(0) if m.any() else x[a:b].mean(0)
         return out
+
+    def special_mask(self, run_ids: list[str], total: int) -> np.ndarray:
+        """(total,) bool: True at special tokens (<bos>, ...), in ``layer(run_ids, ...)`` order."""
+        return ~self._non_special_mask(run_ids, total)
 
     def _non_special_mask(self, run_ids: list[str], total: int) -> np.ndarray:
         rows = self.con.execute(

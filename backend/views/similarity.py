@@ -24,6 +24,7 @@ ALIASES = {"layer-cka-debiased": "layer-cka", "model-cka-debiased": "model-cka"}
 UNITS = ("tokens", "last", "mean")
 ORDERS = ("cluster", "label", "none")
 MAX_UNITS = 4000
+MAX_PROMPTS = 2000  #: prompt x prompt matrices beyond this many prompts show a seeded sample
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,9 @@ def gather(
     for layer in layers:
         x, idx = store.layer(ids, layer)
         xs.append(x)
-    keep = ~_special_mask(store, ids, len(idx))
+    keep = ~store.special_mask(ids, len(idx))
     meta = idx.loc[keep, ["run_id", "pos"]].merge(runs[cols], on="run_id", how="left")
     return np.stack(xs)[:, keep], meta.reset_index(drop=True)
-
-
-def _special_mask(store: Store, run_ids: list[str], total: int) -> np.ndarray:
-    """True at special tokens (<bos>, ...), in store.layer order."""
-    if hasattr(store, "_non_special_mask"):  # one query; a public bulk API is requested
-        return ~store._non_special_mask(run_ids, total)
-    return np.concatenate([store.tokens(r)["is_special"].to_numpy() for r in run_ids])
 
 
 def _sample(n: int, max_units: int) -> np.ndarray | None:
@@ -119,12 +113,13 @@ def compute(store: Store, req: Request) -> View:
         o_runs = _runs(store, req.set_name, req.other_model_id, other["ref"])
         o_layers = _layers(store, req.other_model_id)
         y, o_meta = gather(store, o_runs, o_layers, req.units)
+        names = (store.get_model(req.model_id)["ref"], other["ref"])
         try:
-            S.require_same_units(
-                _keys(meta), _keys(o_meta), (store.get_model(req.model_id)["ref"], other["ref"])
-            )
+            S.require_same_units(_keys(meta), _keys(o_meta), names)
         except ValueError as e:
             raise LayerScopeError(str(e)) from None
+        if req.units == "tokens":
+            _require_same_tokens(store, meta, o_meta, names)
     pick = _sample(len(meta), req.max_units)
     if pick is not None:
         x, meta = x[:, pick], meta.iloc[pick].reset_index(drop=True)
@@ -138,6 +133,29 @@ def compute(store: Store, req: Request) -> View:
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
     return View(m, meta, n_available, _caption(req.units, len(meta), n_available, runs))
+
+
+def _token_strings(store: Store, meta: pd.DataFrame) -> list[str]:
+    """The token text of each token unit (meta rows: run_id, pos)."""
+    text = {}
+    for run_id in meta["run_id"].unique():
+        t = store.tokens(run_id)
+        text.update({(run_id, int(p)): tok for p, tok in zip(t["pos"], t["token"])})
+    return [text[(r, int(p))] for r, p in zip(meta["run_id"], meta["pos"])]
+
+
+def _require_same_tokens(store: Store, a: pd.DataFrame, b: pd.DataFrame, names) -> None:
+    """Token units of two models pair up only if both cut the prompts into the same tokens:
+    position 3 of two tokenizers can be different words (``<unk>`` vs ``dog``)."""
+    ta, tb = _token_strings(store, a), _token_strings(store, b)
+    diff = next((i for i, (u, v) in enumerate(zip(ta, tb)) if u.strip() != v.strip()), None)
+    if diff is not None:
+        raise LayerScopeError(
+            f"{names[0]} and {names[1]} tokenize the prompts differently (prompt "
+            f"{a['idx'].iloc[diff]}, position {a['pos'].iloc[diff]}: {ta[diff]!r} vs "
+            f"{tb[diff]!r}), so their token units do not correspond; compare prompt units "
+            "(last or mean) instead."
+        )
 
 
 def _keys(meta: pd.DataFrame) -> list[tuple]:
@@ -157,6 +175,10 @@ def _caption(units: str, n: int, n_available: int, runs: pd.DataFrame) -> str:
 def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> View:
     layer = _check_layer(req.layer, layers)
     pool = req.units if req.units in ("last", "mean") else "last"
+    n_available = len(runs)
+    pick = _sample(n_available, MAX_PROMPTS)  # an n x n matrix: 10k prompts would be 0.4 GB
+    if pick is not None:
+        runs = runs.iloc[pick].reset_index(drop=True)
     x, meta = gather(store, runs, [layer], pool)
     labels = meta["label"].tolist()
     has_labels = any(isinstance(v, str) and v for v in labels)
@@ -166,7 +188,10 @@ def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Reque
     m = S.pairwise_cosine(
         x[0], names, "prompt", labels if has_labels else None, req.order, req.center
     )
-    return View(m, meta, len(meta), _caption(pool, len(meta), len(meta), runs) + f" Layer {layer}.")
+    caption = _caption(pool, len(meta), n_available, runs) + f" Layer {layer}."
+    return View(
+        m, meta, n_available, caption.replace(f"from {len(runs)} prompts", f"of {n_available:,}")
+    )
 
 
 def _token_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> View:

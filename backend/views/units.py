@@ -36,7 +36,8 @@ def set_runs_or_error(store: Store, set_name: str, model_id: str) -> pd.DataFram
     runs = store.set_runs(set_name, model_id)
     if runs.empty:
         raise LayerScopeError(f"No runs of set '{set_name}' for this model; extract it first.")
-    return runs
+    # a set saved before duplicates were folded at import may list one text twice: one unit
+    return runs.drop_duplicates("run_id", keep="first").reset_index(drop=True)
 
 
 def prompt_units(

@@ -87,3 +87,123 @@ def test_export_refuses_a_missing_folder_and_a_folder(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["export", "--db", db, "--set", "x", "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def _garbage(t):
+    (t / "c.duckdb").write_bytes(b"\x00garbage" * 500)
+    return t / "c.duckdb"
+
+
+def _under_a_file(t):
+    (t / "f").write_text("x")
+    return t / "f" / "c.duckdb"
+
+
+@pytest.mark.parametrize(
+    "make,expect",
+    [
+        (_garbage, "not a valid"),
+        (_under_a_file, "is a file, not a folder"),
+        (lambda t: t, "is a folder"),
+    ],
+)
+def test_bad_cache_files_are_one_line(tmp_path, capsys, make, expect):
+    from backend.cli import main
+
+    db = make(tmp_path)
+    before = db.read_bytes() if db.is_file() else None
+    assert main(["ls", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expect in err and len(err.strip().splitlines()) == 1
+    if before is not None:
+        assert db.read_bytes() == before  # a damaged file is never touched
+
+
+def test_batch_tokens_zero_is_refused_before_work(tmp_path, capsys):
+    from backend.cli import main
+
+    db = str(tmp_path / "c.duckdb")
+    assert main(["extract", "--db", db, "--set", "agreement", "--batch-tokens", "0"]) == 2
+    assert "--batch-tokens 0 is out of range" in capsys.readouterr().err
+
+
+def test_duplicate_prompts_are_kept_once_and_every_view_works(tmp_path, capsys, tiny_model_dir):
+    from backend.cli import main
+
+    f = tmp_path / "d.csv"
+    rows = [
+        "the cat runs,a",
+        "the cat runs,a",
+        "the dogs run,b",
+        "the dog runs,a",
+        "the cats run,b",
+    ]
+    f.write_text("text,label\n" + "\n".join(rows * 2) + "\n")
+    db = str(tmp_path / "c.duckdb")
+    model = str(tiny_model_dir("gpt2"))
+    base = ["--db", db, "--model", model, "--set", "d"]
+    assert (
+        main(["extract", *base[:4], "--prompts", str(f), "--set", "d", "--label-column", "label"])
+        == 0
+    )
+    assert "6 repeated prompt(s) kept once" in capsys.readouterr().err
+    for verb in (
+        ["project"],
+        ["similarity", "--kind", "prompt"],
+        ["probe", "--folds", "2", "--baseline", "none"],
+        ["stats"],
+    ):
+        assert main([*verb, *base]) == 0, verb
+    capsys.readouterr()
+
+
+def test_model_cka_refuses_token_units_of_different_tokenizers(tmp_path, capsys, tiny_model_dir):
+    """The tiny llama adds <bos>, gpt2 does not: position k is a different word."""
+    from backend.cli import main
+
+    f = tmp_path / "p.txt"
+    f.write_text("the cat runs\nthe dogs sit\nthe cat sits on the mat\n")
+    db = str(tmp_path / "c.duckdb")
+    a, b = str(tiny_model_dir("gpt2")), str(tiny_model_dir("llama"))
+    for m in (a, b):
+        assert main(["extract", "--db", db, "--model", m, "--prompts", str(f), "--set", "p"]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "similarity",
+            "--db",
+            db,
+            "--model",
+            a,
+            "--set",
+            "p",
+            "--kind",
+            "model-cka",
+            "--other",
+            b,
+            "--units",
+            "tokens",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and ("tokenize the prompts differently" in err or "do not share" in err), err
+    assert (
+        main(
+            [
+                "similarity",
+                "--db",
+                db,
+                "--model",
+                a,
+                "--set",
+                "p",
+                "--kind",
+                "model-cka",
+                "--other",
+                b,
+                "--units",
+                "last",
+            ]
+        )
+        == 0
+    )

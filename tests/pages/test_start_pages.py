@@ -19,7 +19,7 @@ def test_pages_render_on_an_empty_cache(app_db, page):
 def test_submit_typed_prompts_on_a_local_model_then_library_and_prompt(app_db, tiny_model_dir):
     at = open_page("run")
     at.text_input(key="run_model_typed").input(str(tiny_model_dir("gpt2"))).run()
-    at.radio(key="run_mode").set_value("Type").run()
+    at.radio(key="qp_source").set_value("Type").run()
     at.text_input(key="run_typed_name").input("mine").run()
     at.text_area(key="run_typed_text").input("the cat runs\nthe dogs near the cat run").run()
     no_exception(at)
@@ -49,7 +49,7 @@ def test_bad_model_and_bad_file_are_messages(app_db):
     no_exception(at)
     assert any("No model directory" in e.value for e in at.error)
     at.text_input(key="run_model_typed").input("").run()
-    at.radio(key="run_mode").set_value("Type").run()
+    at.radio(key="qp_source").set_value("Type").run()
     at.text_area(key="run_typed_text").input("   \n  ").run()
     no_exception(at)
 
@@ -90,8 +90,34 @@ def test_finished_jobs_are_static_rows_naming_kind_model_and_set(app_db):
     at.run()
     no_exception(at)
     rows = [s.value for s in at.success]
-    assert any("Extract · agreement on demo" in r for r in rows), rows
+    why = [(w.progress(j).status, w.progress(j).message) for j in (a, b, c)]
+    assert any("Extract · agreement on demo" in r for r in rows), (rows, why)
     assert any("Extract · agreement on demo\\-untrained" in r for r in rows), rows
     assert any("cancelled" in i.value for i in at.info) and not at.error
     assert not [x for x in at.button if x.key and x.key.startswith("_cancel_")]
     assert {w.progress(j).status for j in (a, b)} == {"done"}
+
+
+def test_typing_writes_no_set_until_submit_and_replacing_asks(app_db):
+    from pages import _ui
+
+    at = open_page("run")
+    at.radio(key="qp_source").set_value("Type").run()
+    at.text_input(key="run_typed_name").input("mine2").run()
+    at.text_area(key="run_typed_text").input("the cat runs\nthe cat runs\nthe dogs run").run()
+    no_exception(at)
+    assert {m.label: m.value for m in at.metric}["Prompts"] == "2"
+    assert any("1 repeated prompt(s) kept once" in c.value for c in at.caption)
+    assert "mine2" not in set(_ui.store().list_sets()["set_name"])  # nothing written yet
+    at.text_area(key="run_typed_text").input("").run()
+    assert not at.metric and any("No prompts yet" in e.value for e in at.error)
+    # a set of that name exists: submitting must ask before replacing it
+    _ui.store().save_prompt_set("mine2", __import__("pandas").DataFrame({"text": ["x y"]}))
+    at.text_area(key="run_typed_text").input("the cat runs").run()
+    assert at.button(key="run_submit").disabled
+    at.checkbox(key="run_replace").check().run()
+    assert not at.button(key="run_submit").disabled
+    at.button(key="run_submit").click().run()
+    no_exception(at)
+    wait_jobs()
+    assert _ui.store().get_set("mine2")["text"].tolist() == ["the cat runs"]
