@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from backend.commands._common import human_bytes
+from backend.jobs.base import human_bytes
 from backend.prompts import slug
 from pages import _ui
 

@@ -3,9 +3,8 @@
 import streamlit as st
 
 from backend import catalog, models, prompts
-from backend.commands._common import human_bytes
 from backend.errors import LayerScopeError
-from backend.jobs.base import JobSpec
+from backend.jobs.base import JobSpec, human_bytes
 from backend.jobs.extract import estimate
 from pages import _ui
 

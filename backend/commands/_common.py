@@ -12,14 +12,6 @@ from backend.prompts import slug
 from backend.store import Store
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def progress_bar(p: Progress, stream=None) -> None:
     stream = stream or sys.stderr
     if not p.tokens_total:

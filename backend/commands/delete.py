@@ -17,12 +17,21 @@ def run(args, store) -> dict:
     if bool(args.set_name) == bool(args.model):
         raise LayerScopeError("Give exactly one of --set NAME or --model REF.")
     before = store.summary()
-    if args.set_name:
-        if args.set_name not in set(store.list_sets()["set_name"]):
-            raise LayerScopeError(f"No prompt set '{args.set_name}' in the cache.")
-        store.delete_set(args.set_name)
-    else:
-        store.delete_model_runs(catalog.model_id_for(store, args.model))
+    try:
+        if args.set_name:
+            if args.set_name not in set(store.list_sets()["set_name"]):
+                raise LayerScopeError(f"No prompt set '{args.set_name}' in the cache.")
+            store.delete_set(args.set_name)
+        else:
+            store.delete_model_runs(catalog.model_id_for(store, args.model))
+    except LayerScopeError as e:
+        if "is full" not in str(e):
+            raise
+        raise LayerScopeError(
+            f"The disk holding {store.path} is full, and even a delete needs a little room to "
+            "log the change. Free a few MB on that disk and run delete again; or, to drop the "
+            f"whole cache, stop the app and remove {store.path} and {store.path}.wal."
+        ) from None
     after = store.summary()
     return {
         "deleted_runs": before["runs"] - after["runs"],

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend import catalog
-from backend.commands._common import human_bytes
 from backend.errors import LayerScopeError
+from backend.jobs.base import human_bytes
 
 HELP = "export a prompt set's activations to Parquet"
 

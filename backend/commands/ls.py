@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.commands._common import human_bytes
+from backend.jobs.base import human_bytes
 
 HELP = "list models, prompt sets and runs in the cache, with sizes on disk"
 

@@ -153,22 +153,32 @@ class JobContext:
 def check_budget(store: Store, est: Estimate, budget: Budget) -> None:
     if est.bytes > budget.write_limit():
         raise LayerScopeError(
-            f"This job would write {est.bytes / GB:.1f} GB of activations, over the "
-            f"{budget.write_limit() / GB:.1f} GB budget (LAYERSCOPE_MAX_JOB_GB); "
+            f"This job would write {human_bytes(est.bytes)} of activations, over the "
+            f"{human_bytes(budget.write_limit())} budget (LAYERSCOPE_MAX_JOB_GB); "
             "use fewer prompts or --max-tokens."
         )
     where = store.path.parent if isinstance(store.path, os.PathLike) else "."
     free = shutil.disk_usage(where).free
     if est.bytes > 0.9 * free:
         raise LayerScopeError(
-            f"This job would write {est.bytes / GB:.1f} GB but only {free / GB:.1f} GB are free."
+            f"This job would write about {human_bytes(est.bytes)} to {store.path}, but only "
+            f"{human_bytes(free)} are free on that disk; free space or use --db on another disk."
         )
     limit = budget.model_limit()
     if limit and est.model_bytes > limit:
         raise LayerScopeError(
-            f"The model needs about {est.model_bytes / GB:.1f} GB of memory; only "
-            f"{limit / GB:.1f} GB are available. Try a smaller model or dtype bfloat16."
+            f"The model needs about {human_bytes(est.model_bytes)} of memory; only "
+            f"{human_bytes(limit)} are available. Try a smaller model or dtype bfloat16."
         )
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (binary units, as ``ls -h``)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def _available_memory() -> int | None:

@@ -21,6 +21,7 @@ from backend.jobs.base import Budget, JobContext, JobSpec, Progress, check_budge
 from backend.jobs.extract import estimate
 from backend.jobs.kinds import JOB_KINDS
 from backend.store import Store
+from backend.store.store import disk_full_message
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,17 @@ class Worker:
         except LayerScopeError as e:
             p.status, p.message = "failed", str(e)
         except Exception as e:  # unexpected: keep the app alive, say what happened
-            log.exception("job %s failed", job_id)
-            p.status, p.message = "failed", f"{type(e).__name__}: {e}"
+            if "no space left" in str(e).lower():  # e.g. the checkpoint after the last batch
+                p.status, p.message = (
+                    "failed",
+                    (
+                        disk_full_message(self.store.path)
+                        + f" ({p.runs_done} runs of this job were stored and are kept.)"
+                    ),
+                )
+            else:
+                log.exception("job %s failed", job_id)
+                p.status, p.message = "failed", f"{type(e).__name__}: {e}"
         p.finished = time.monotonic()
         p.result.setdefault("seconds", round(p.seconds, 3))
         report(p)

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -47,6 +49,23 @@ def _lock_message(path: Path, err: Exception) -> str:
     return (
         f"The cache {path} is in use by another process{who}, probably the LayerScope app. "
         f"Stop it, or point this command at another file with --db PATH."
+    )
+
+
+def _disk_full(e: BaseException) -> bool:
+    return "no space left" in str(e).lower() or getattr(e, "errno", None) == 28
+
+
+def disk_full_message(path) -> str:
+    where = Path(path).parent if path not in (None, ":memory:") else Path(".")
+    try:
+        free = shutil.disk_usage(where).free / 2**20
+    except OSError:
+        free = 0.0
+    return (
+        f"The disk holding {path} is full ({free:.1f} MB free); nothing stored so far is lost. "
+        "Free some space (or delete sets you no longer need) and run the same command again, "
+        "or use --db on another disk."
     )
 
 
@@ -139,6 +158,22 @@ class Store:
     def _df(self, sql: str, params: list | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()
 
+    @contextmanager
+    def _transaction(self):
+        """One transaction on this cursor: commit, or roll back and raise the first error. A
+        full disk becomes a LayerScopeError saying so (nothing committed is lost)."""
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+                self.con.execute("COMMIT")
+            except BaseException as e:
+                with suppress(duckdb.Error):  # a failed COMMIT has already ended it
+                    self.con.execute("ROLLBACK")
+                if _disk_full(e):
+                    raise LayerScopeError(disk_full_message(self.path)) from None
+                raise
+
     def schema_version(self) -> int:
         return int(self._one("SELECT value FROM meta WHERE key='schema_version'")[0])
 
@@ -216,9 +251,8 @@ class Store:
         df["prompt_id"] = [prompt_id(t) for t in df["text"]]
         df["idx"] = np.arange(len(df), dtype=np.int32)
         df["set_name"] = name
-        with self._lock:
-            self.con.execute("BEGIN TRANSACTION")
-            try:
+        try:
+            with self._transaction():
                 self.con.register("new_prompts", df)
                 self.con.execute(
                     """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM new_prompts
@@ -235,12 +269,8 @@ class Store:
                        source = excluded.source""",
                     [name, description, source],
                 )
-                self.con.execute("COMMIT")
-            except Exception:
-                self.con.execute("ROLLBACK")
-                raise
-            finally:
-                self.con.unregister("new_prompts")
+        finally:
+            self.con.unregister("new_prompts")
         return len(df)
 
     def list_sets(self) -> pd.DataFrame:
@@ -264,23 +294,17 @@ class Store:
 
     def delete_set(self, name: str) -> None:
         """Forget the set's membership and the runs no other set or model view needs."""
-        with self._lock:
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                self.con.execute(
-                    """CREATE OR REPLACE TEMP TABLE doomed AS
-                       SELECT r.run_id FROM runs r JOIN set_prompts sp USING (prompt_id)
-                       WHERE sp.set_name = ? AND r.kind = 'prompt' AND r.prompt_id NOT IN
-                         (SELECT prompt_id FROM set_prompts WHERE set_name <> ?)""",
-                    [name, name],
-                )
-                self._delete_runs_in_doomed()
-                self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
-                self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
-                self.con.execute("COMMIT")
-            except Exception:
-                self.con.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            self.con.execute(
+                """CREATE OR REPLACE TEMP TABLE doomed AS
+                   SELECT r.run_id FROM runs r JOIN set_prompts sp USING (prompt_id)
+                   WHERE sp.set_name = ? AND r.kind = 'prompt' AND r.prompt_id NOT IN
+                     (SELECT prompt_id FROM set_prompts WHERE set_name <> ?)""",
+                [name, name],
+            )
+            self._delete_runs_in_doomed()
+            self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
+            self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
         self.con.execute("CHECKPOINT")
 
     # -- runs -----------------------------------------------------------------------------
@@ -371,8 +395,11 @@ class Store:
                 self.con.execute("INSERT INTO tokens SELECT * FROM tok_tbl")
                 self.con.execute("INSERT INTO activations SELECT * FROM act_tbl")
                 self.con.execute("COMMIT")
-            except Exception:
-                self.con.execute("ROLLBACK")
+            except Exception as e:
+                with suppress(duckdb.Error):  # a failed COMMIT has already ended it
+                    self.con.execute("ROLLBACK")
+                if _disk_full(e):
+                    raise LayerScopeError(disk_full_message(self.path)) from None
                 raise
             finally:
                 for name in ("runs_tbl", "tok_tbl", "act_tbl"):
@@ -465,20 +492,13 @@ class Store:
         )
 
     def delete_model_runs(self, model_id: str) -> None:
-        with self._lock:
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                self.con.execute(
-                    "CREATE OR REPLACE TEMP TABLE doomed AS "
-                    "SELECT run_id FROM runs WHERE model_id = ?",
-                    [model_id],
-                )
-                self._delete_runs_in_doomed()
-                self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
-                self.con.execute("COMMIT")
-            except Exception:
-                self.con.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE doomed AS SELECT run_id FROM runs WHERE model_id = ?",
+                [model_id],
+            )
+            self._delete_runs_in_doomed()
+            self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
         self.con.execute("CHECKPOINT")
 
     def checkpoint(self) -> None:

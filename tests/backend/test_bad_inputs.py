@@ -207,3 +207,47 @@ def test_model_cka_refuses_token_units_of_different_tokenizers(tmp_path, capsys,
         )
         == 0
     )
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 6 MB tmpfs (root only): a job that fits the pre-flight estimate but not DuckDB's log."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_sentence_and_loses_nothing(tiny_disk, tmp_path, capsys):
+    import subprocess
+
+    from backend.cli import main
+
+    f = tmp_path / "p.txt"
+    f.write_text(
+        "\n".join(
+            f"the cat near the dogs runs and the big dog sits on the mat {i}" for i in range(250)
+        )
+    )
+    db = tiny_disk / "c.duckdb"
+    argv = ["extract", "--db", str(db), "--model", "demo", "--prompts", str(f), "--set", "big"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: The disk holding {db} is full") and "nothing stored" in err
+    assert main(["delete", "--db", str(db), "--set", "big"]) == 2  # says how to reclaim
+    assert "needs a little room" in capsys.readouterr().err
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    assert main(["ls", "--db", str(db), "--json"]) == 0
+    stored = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*argv, "--json"]) == 0  # the same command computes only what is missing
+    again = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["cached_runs"] + again["runs"] == 250
+    assert again["cached_runs"] == stored.get("runs", again["cached_runs"])
