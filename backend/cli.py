@@ -104,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"error": msg}))
         print(f"error: {msg}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result, default=_jsonable))
-    else:
-        print(mod.prose(result) if hasattr(mod, "prose") else _default_prose(result))
+    try:
+        if args.json:
+            print(json.dumps(result, default=_jsonable))
+        else:
+            print(mod.prose(result) if hasattr(mod, "prose") else _default_prose(result))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
