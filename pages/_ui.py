@@ -68,14 +68,25 @@ def _worker(path: str) -> Worker:
     return w
 
 
+WARM = {"umap": "pending"}  #: pending | running | ready | failed (shown by the Trajectories page)
+
+
 def _warm_up() -> None:
-    """Pay umap-learn's import + numba compilation once, in the background, at app start."""
+    """Pay umap-learn's import + numba compilation once, in the background, at app start, on
+    tiny inputs and at low priority (Linux applies nice to this thread only), so requests
+    and jobs keep the CPU."""
+    import os
+
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(15)
+    WARM["umap"] = "running"
     try:
         from backend.analysis.projection import warm_umap
 
         warm_umap()
+        WARM["umap"] = "ready"
     except Exception:  # warm-up is an optimisation only
-        pass
+        WARM["umap"] = "failed"
 
 
 def db_path() -> str:

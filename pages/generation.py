@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend import models
+from backend import catalog, models
 from backend.analysis.commitment import correlate, correlation_grid
 from backend.analysis.similarity import SimilarityMatrix
 from backend.capture.generate import Sampling
@@ -70,7 +70,17 @@ settings = sampling.key() | {"dtype": dtype}
 
 prompts_df = s.get_set(sel.set_name) if sel.set_name in set(s.list_sets()["set_name"]) else None
 if prompts_df is None or prompts_df.empty:
-    st.info("Load the set first (Run page), e.g. the demo set **ambiguity**.")
+    if sel.set_name in catalog.demo_sets():  # bundled: loading it is cheap and computes nothing
+        if st.button(f"Load the demo set {_ui.md(sel.set_name)}", type="primary", key="gen_load"):
+            catalog.ensure_set(s, sel.set_name)
+            st.rerun()
+        st.info(f"The bundled set **{_ui.md(sel.set_name)}** is not loaded yet (no model runs).")
+    else:
+        st.info(
+            f"No prompt set **{_ui.md(sel.set_name)}** in the cache: create it on the Run "
+            "page, or pick a demo set (e.g. **ambiguity**)."
+        )
+        st.page_link("pages/run.py", label="open the Run page")
     st.stop()
 texts = list(dict.fromkeys(prompts_df["text"]))
 labels = dict(zip(prompts_df["text"], prompts_df["label"]))

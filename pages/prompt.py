@@ -1,4 +1,5 @@
-"""Prompt page: one run's tokens, and the norm of every token at every layer."""
+"""Prompt page: the error-analysis landing spot for one run — its sets, label and group, tokens,
+norms, the probe's verdict on it, and links to every view of it."""
 
 import numpy as np
 import plotly.graph_objects as go
@@ -67,3 +68,52 @@ st.caption(
     "Norms usually grow with depth; a token far brighter than its neighbours at every "
     "layer (often the first) is a typical attention sink with massive activations."
 )
+
+# -- where this prompt sits in the views ------------------------------------------------------
+sets = s.prompt_sets_of(run["prompt_id"]) if "prompt_id" in run else None
+model_ref = info.get("ref", "demo")
+if sets is not None and len(sets):
+    st.subheader("In the views")
+    pick_set = (
+        st.selectbox(
+            "Prompt set",
+            sets["set_name"].tolist(),
+            key="prompt_set",
+            format_func=lambda n: n,
+        )
+        if len(sets) > 1
+        else sets["set_name"].iloc[0]
+    )
+    row = sets[sets["set_name"] == pick_set].iloc[0]
+    facts = [f"set **{_ui.md(pick_set)}** (prompt {int(row['idx'])})"]
+    if isinstance(row["label"], str):
+        facts.append(f"label **{_ui.md(row['label'])}**")
+    if isinstance(row["group"], str):
+        facts.append(f"group **{_ui.md(row['group'])}**")
+    st.markdown(" · ".join(facts))
+    q = {"model": model_ref, "set": pick_set}
+    cols = st.columns(4)
+    cols[0].page_link("pages/lens.py", label="its logit lens", query_params={**q, "run": run_id})
+    cols[1].page_link("pages/trajectories.py", label="the set's trajectories", query_params=q)
+    cols[2].page_link("pages/probes.py", label="the set's probes", query_params=q)
+    cols[3].page_link(
+        "pages/similarity.py", label="prompt × prompt", query_params={**q, "kind": "prompt"}
+    )
+    if isinstance(row["label"], str) and run["kind"] == "prompt":
+        layer = _ui.qp_int("Probe layer", "layer", h.shape[0] - 1, 0, h.shape[0] - 1)
+        if st.button("What does the probe say about this prompt?", key="prompt_probe"):
+            from backend.views import probes
+
+            res = _ui.compute("probes", probes.Request(run["model_id"], pick_set), None)
+            where = res.meta.index[res.meta["run_id"] == run_id]
+            if len(where) == 0:
+                st.info("This prompt is not among the probe's units.")
+            else:
+                u, li = int(where[0]), res.probe.layers.index(layer)
+                pred = res.probe.classes[res.probe.pred[li, u]]
+                score = float(res.probe.scores[li, u].max())
+                verdict = "right" if pred == row["label"] else "wrong"
+                st.markdown(
+                    f"At layer {layer} the probe (trained on the other folds, never on this "
+                    f"prompt) predicts **{_ui.md(pred)}** with score {score:.2f}: **{verdict}**."
+                )

@@ -103,9 +103,8 @@ def _run_by_run(s, model_id: str) -> None:
     )
 
 
-present, sel, runs = _ui.open_view("Similarity")
-s = _ui.store()
-n_layers = s.get_model(sel.model_id)["n_layers"]
+st.title("Similarity")
+present, sel, s = _ui.presenting(), _ui.selection(), _ui.store()
 legacy = st.query_params.get("kind")
 if legacy in V.ALIASES:  # old permalinks: kind=layer-cka-debiased
     st.query_params["kind"], st.query_params["debiased"] = V.ALIASES[legacy], "1"
@@ -120,9 +119,16 @@ with st.expander("What am I looking at?", expanded=present):
         "direction (anisotropy), which makes every cosine look high; **Centre** removes "
         "it."
     )
-if kind == "run":
-    _run_by_run(s, sel.model_id)
+if kind == "run":  # needs only the sampled prompt, not the whole set's runs
+    if sel.model_id is None:
+        st.info(f"**{_ui.md(sel.model)}** has nothing in the cache yet.")
+    else:
+        _run_by_run(s, sel.model_id)
     st.stop()
+runs = _ui.require_runs(sel)
+if runs is None or runs.empty:
+    st.stop()
+n_layers = s.get_model(sel.model_id)["n_layers"]
 req = {"kind": kind, "model_id": sel.model_id, "set_name": sel.set_name}
 with c2:
     if kind in ("layer-cka", "layer-cosine", "model-cka"):

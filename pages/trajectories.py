@@ -158,9 +158,15 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
             )
             p = _ui.worker().progress(jobs[key]) if jobs[key] else None
     if p is not None and p.active:
+        waiting = (
+            " It first waits for umap-learn's one-time compilation (running in the "
+            "background since the server started)."
+            if _ui.WARM["umap"] in ("pending", "running") and p.tokens_done == 0
+            else ""
+        )
         st.info(
             f"Computing {method} in the background (cached once done); showing PCA "
-            "meanwhile. The page stays usable."
+            f"meanwhile — pick PCA or aligned PCA above to work on now.{waiting}"
         )
         _job_progress(jobs[key])
     elif p is not None and p.status in ("cancelled", "failed"):

@@ -472,6 +472,14 @@ class Store:
         row = self._one("SELECT max(layer) + 1 FROM activations WHERE run_id = ?", [run_id])
         return int(row[0]) if row and row[0] is not None else 0
 
+    def prompt_sets_of(self, prompt_id: str) -> pd.DataFrame:
+        """Every set holding this prompt. Columns: set_name, idx, label, group."""
+        return self._df(
+            """SELECT set_name, idx, label, grp AS "group" FROM set_prompts
+               WHERE prompt_id = ? ORDER BY set_name""",
+            [prompt_id],
+        )
+
     def get_run(self, run_id: str) -> dict | None:
         df = self._df(
             """SELECT r.*, p.text FROM runs r JOIN prompts p USING (prompt_id)

@@ -159,3 +159,25 @@ def test_stats_page_lists_the_largest_activations(env):
     top = _table(at, "dim")
     assert len(top) == 5 and {"value", "dim", "token", "open"} <= set(top.columns)
     assert top["× median"].iloc[0] > 10
+
+
+def test_prompt_page_is_the_error_analysis_landing_spot(env):
+    """Label, group and set of the prompt, links to its views, and the probe's out-of-fold
+    verdict on it at a chosen layer (only after a click)."""
+    from pages import _ui
+
+    s = _ui.store()
+    mid = s.find_model("demo")["model_id"]
+    runs = s.set_runs("agreement", mid)
+    r = runs.iloc[0]
+    at = open_page("prompt", {"run": r["run_id"]})
+    assert not at.exception, at.exception
+    shown = " ".join(m.value for m in at.markdown)
+    assert "agreement" in shown and r["label"] in shown
+    links = [e.proto.page for e in at.get("page_link")]
+    assert any("lens" in p for p in links) and any("probes" in p for p in links)
+    assert not any("predicts" in m.value for m in at.markdown)  # nothing computed on open
+    at.button(key="prompt_probe").click().run()
+    assert not at.exception, at.exception
+    verdict = [m.value for m in at.markdown if "predicts" in m.value]
+    assert verdict and ("right" in verdict[0] or "wrong" in verdict[0])
