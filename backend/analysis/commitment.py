@@ -99,14 +99,29 @@ def run_similarity(x: np.ndarray) -> np.ndarray:
 
 
 # -- across prompts ---------------------------------------------------------------------------
+MIN_N = 8  #: fewer prompts than this: no correlation is reported
+SMALL_N = 20  #: fewer prompts than this: a warning (intervals are wide, Pearson fragile)
+HEAVY_TIES = 0.25  #: a variable with more than this share of tied values gets a warning
+_NAN = float("nan")
+
+
 @dataclass(frozen=True)
 class Correlation:
     pearson: float
-    spearman: float
+    spearman: float  #: tie-aware (average ranks of values rounded to ``tie_decimals``)
     ci_low: float  #: bootstrap percentile interval of Pearson's r (resampling prompts)
     ci_high: float
     n: int  #: prompts with both values finite
     level: float = 0.95
+    spearman_ci_low: float = _NAN  #: bootstrap percentile interval of Spearman's rho
+    spearman_ci_high: float = _NAN
+    spearman_p: float = _NAN  #: two-sided permutation p-value of Spearman's rho
+    pearson_p: float = _NAN  #: two-sided permutation p-value of Pearson's r (same permutations)
+    available: bool = True  #: False below ``min_n`` prompts (or a constant variable)
+    needed: int = 0  #: how many more prompts a correlation needs (0 when available)
+    tied_x: float = _NAN  #: share of x values equal to another x value
+    tied_y: float = _NAN
+    warning: str = ""  #: why the numbers should be read with care ("" when nothing to say)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -132,30 +147,109 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(den > 1e-12, np.clip(r, -1, 1), np.nan)
 
 
-def correlate(x, y, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Correlation:
+def tied_share(x) -> float:
+    """Share of the values of x that equal at least one other value."""
+    _, counts = np.unique(np.asarray(x), return_counts=True)
+    return float(counts[counts > 1].sum() / max(len(x), 1))
+
+
+def _quantiles(v: np.ndarray, level: float) -> tuple[float, float]:
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return _NAN, _NAN
+    a = (1 - level) / 2
+    lo, hi = np.quantile(v, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def permutation_p(x, y, n_perm: int = 2000, seed: int = 0, chunk: int = 2_000_000) -> float:
+    """Two-sided permutation p-value of Pearson's r between x and y (pass ranks for
+    Spearman): (1 + #{|r_perm| >= |r|}) / (1 + n_perm), y permuted ``n_perm`` times (seeded),
+    vectorised in blocks of about ``chunk`` numbers."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    r = float(_pearson_rows(x, y))
+    if not np.isfinite(r) or n_perm < 1:
+        return _NAN
+    rng = np.random.default_rng(seed)
+    hits, done, block = 0, 0, max(1, chunk // max(len(x), 1))
+    while done < n_perm:
+        b = min(block, n_perm - done)
+        perm = np.argsort(rng.random((b, len(y))), axis=1)
+        rp = _pearson_rows(x[None], y[perm])
+        hits += int((np.abs(rp) >= abs(r) - 1e-12).sum())
+        done += b
+    return (1 + hits) / (1 + n_perm)
+
+
+def correlate(
+    x,
+    y,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    n_perm: int = 2000,
+    min_n: int = MIN_N,
+    tie_decimals: int | None = 6,
+    names: tuple[str, str] = ("x", "y"),
+) -> Correlation:
     """Pearson and Spearman correlation of x and y (1-D, same length; non-finite pairs are
-    dropped) with a bootstrap percentile interval for Pearson's r. NaN when n < 3 or a
-    variable is constant."""
+    dropped) with bootstrap percentile intervals (resampling pairs, ``n_boot``, seeded) and
+    permutation p-values (``n_perm``, seeded).
+
+    Spearman is tie-aware: values equal after rounding to ``tie_decimals`` decimals (None:
+    exact) share their average rank (``scipy.stats.rankdata(method="average")``), so the
+    commitment of runs that agree exactly (1 up to float noise) is not ranked by noise.
+    Below ``min_n`` prompts, or when a variable is constant, nothing is reported
+    (``available`` False, NaN numbers, ``needed`` = prompts still missing). ``warning`` flags
+    fewer than ``SMALL_N`` prompts or more than ``HEAVY_TIES`` of a variable tied (Pearson is
+    then unreliable: read Spearman and its permutation p-value); ``names`` label x and y there.
+    """
+    from scipy.stats import rankdata
+
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same length ({len(x)} vs {len(y)})")
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     n = len(x)
-    nan = float("nan")
-    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return Correlation(nan, nan, nan, nan, n, level)
+    min_n = max(int(min_n), 3)
+    nan = _NAN
+    if n < min_n:
+        return Correlation(
+            nan, nan, nan, nan, n, level, available=False, needed=min_n - n,
+            warning=f"{n} prompts: a correlation needs at least {min_n} "
+            f"({min_n - n} more).",
+        )  # fmt: skip
+    xr, yr = (v if tie_decimals is None else np.round(v, tie_decimals) for v in (x, y))
+    tx, ty = tied_share(xr), tied_share(yr)
+    if np.ptp(xr) == 0 or np.ptp(yr) == 0:
+        return Correlation(
+            nan, nan, nan, nan, n, level, available=False, tied_x=tx, tied_y=ty,
+            warning="One variable is constant over the prompts: no correlation.",
+        )  # fmt: skip
+    rx, ry = rankdata(xr), rankdata(yr)
     r = float(_pearson_rows(x, y))
-    rho = float(_pearson_rows(_ranks(x), _ranks(y)))
-    lo = hi = nan
+    rho = float(_pearson_rows(rx, ry))
+    lo = hi = s_lo = s_hi = nan
     if n_boot > 0:
         idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
-        boots = _pearson_rows(x[idx], y[idx])
-        boots = boots[np.isfinite(boots)]
-        if len(boots):
-            a = (1 - level) / 2
-            lo, hi = (float(v) for v in np.quantile(boots, [a, 1 - a]))
-    return Correlation(r, rho, lo, hi, n, level)
+        lo, hi = _quantiles(_pearson_rows(x[idx], y[idx]), level)
+        bx = rankdata(xr[idx], axis=1)
+        by = rankdata(yr[idx], axis=1)
+        s_lo, s_hi = _quantiles(_pearson_rows(bx, by), level)
+    p_s = permutation_p(rx, ry, n_perm, seed)
+    p_r = permutation_p(x, y, n_perm, seed)
+    notes = []
+    if n < SMALL_N:
+        notes.append(f"only {n} prompts: intervals are wide")
+    heavy = [f"{t:.0%} of {v}" for t, v in zip((tx, ty), names) if t > HEAVY_TIES]
+    if heavy:
+        notes.append(f"{' and '.join(heavy)} values are tied: Pearson is unreliable, read Spearman")
+    warning = "; ".join(notes)
+    warning = warning[:1].upper() + warning[1:] + "." if warning else ""
+    return Correlation(
+        r, rho, lo, hi, n, level, s_lo, s_hi, p_s, p_r, True, 0, tx, ty, warning
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,54 @@ def test_auroc_with_ties_equals_sklearn():
     s = np.array([0.1, 0.4, 0.4, 0.8, 0.2, 0.4])
     p = np.array([0, 1, 0, 1, 0, 1], bool)
     assert auroc(s, p) == pytest.approx(roc_auc_score(p, s))
+
+
+def test_spearman_is_tie_aware_with_permutation_p_and_bootstrap_interval():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=60)
+    y = np.round(x + rng.normal(size=60))  # many ties in y
+    x[:15] = 1.0
+    c = correlate(x, y, n_boot=1000, n_perm=2000)
+    ref = stats.spearmanr(x, y)
+    assert c.spearman == pytest.approx(ref.statistic, abs=1e-12)
+    # the permutation p-value against scipy's own permutation test of the same statistic
+    perm = stats.permutation_test(
+        (x, y),
+        lambda a, b: stats.spearmanr(a, b).statistic,
+        permutation_type="pairings",
+        n_resamples=2000,
+        rng=np.random.default_rng(1),
+    )
+    assert c.spearman_p == pytest.approx(perm.pvalue, abs=0.01) and c.spearman_p < 0.01
+    assert c.spearman_ci_low < c.spearman < c.spearman_ci_high
+    assert c.available and c.needed == 0
+    assert c.tied_x == pytest.approx(15 / 60) and c.tied_y > 0.9
+    assert "values are tied" in c.warning and "y" in c.warning
+
+
+def test_ties_hand_case_and_rounding_noise_is_a_tie():
+    # ranks of x: 1, 2.5, 2.5, 4, 5, 6.5, 6.5, 8 (1 - 1e-12 ties with 1); y: 1..8
+    x = [0.1, 0.5, 0.5, 0.7, 0.8, 1.0, 1.0 - 1e-12, 1.0 + 1e-12]
+    y = [1, 2, 3, 4, 5, 6, 7, 8]
+    c = correlate(x, y, n_boot=0, n_perm=0)
+    rx = np.array([1, 2.5, 2.5, 4, 5, 7, 7, 7])
+    ry = np.arange(1, 9.0)
+    dx, dy = rx - rx.mean(), ry - ry.mean()
+    want = (dx * dy).sum() / np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    assert c.spearman == pytest.approx(want, abs=1e-12)
+    assert c.tied_x == pytest.approx(5 / 8)
+    # without rounding, noise at 1e-12 ranks the three "ones"
+    exact = correlate(x, y, n_boot=0, n_perm=0, tie_decimals=None)
+    assert exact.spearman == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert exact.spearman != pytest.approx(want)
+
+
+def test_small_n_reports_no_correlation_and_how_many_more_prompts():
+    c = correlate([0.1, 0.5, 0.9], [0, 0.5, 1])  # the page showed r = 1.00 [1.00, 1.00]
+    assert not c.available and np.isnan(c.pearson) and np.isnan(c.ci_low)
+    assert c.needed == 5 and "5 more" in c.warning
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=10)
+    c = correlate(x, x + rng.normal(size=10))
+    assert c.available and "only 10 prompts" in c.warning.lower()
+    assert 0 < c.pearson_p <= 1 and np.isfinite(c.spearman_p)
