@@ -168,18 +168,76 @@ def _hub_snapshot(repo: str, revision: str | None) -> Path:
         ) from None
 
 
-def pick_dtype(dtype: str = "auto", device: str = "cpu"):
-    """'auto' -> bf16 on CUDA or on CPUs with AMX / AVX512-bf16, else fp32."""
+_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def pick_dtype(dtype: str = "auto", device: str = "cpu", model=None):
+    """The torch dtype to compute in.
+
+    'auto' means the model's own dtype, as ``from_pretrained(dtype="auto")`` reads it
+    (:func:`model_dtype`: float32 for GPT-2 and the demo, bf16 for bf16-native checkpoints),
+    on every device: a bf16 kernel on the CPU is not a reason to compute an fp32 model in
+    bf16 (stored states then deviate ~2-6% at the last layer; see benchmarks/RESULTS.md).
+    ``model`` is a reference (see :func:`resolve`), a :class:`ModelRef` or a config dict;
+    without it 'auto' is float32 (the faithful choice when the model is unknown).
+    """
     import torch
 
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    names = {n: getattr(torch, n) for n in _DTYPE_NAMES}
     if dtype in names:
         return names[dtype]
     if dtype != "auto":
         raise LayerScopeError(f"Unknown dtype '{dtype}': use auto, float32, bfloat16 or float16.")
-    if device.startswith("cuda"):
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    return torch.float32 if model is None else model_dtype(model)
+
+
+def model_dtype(model):
+    """The dtype a checkpoint declares: its config's ``dtype`` (``torch_dtype`` in older
+    configs), else the floating dtype of its safetensors weights, else float32 (the order
+    ``from_pretrained(dtype="auto")`` follows). ``model``: a reference, ModelRef or config."""
+    import torch
+
+    names = {n: getattr(torch, n) for n in _DTYPE_NAMES}
+    mref = None
+    if isinstance(model, dict):
+        cfg = model
+    else:
+        mref = model if isinstance(model, ModelRef) else resolve(str(model))
+        cfg = read_config(mref)
+    declared = cfg.get("dtype") or cfg.get("torch_dtype")
+    if declared is None and isinstance(cfg.get("text_config"), dict):
+        declared = cfg["text_config"].get("dtype") or cfg["text_config"].get("torch_dtype")
+    if isinstance(declared, str):
+        declared = declared.removeprefix("torch.")
+        if declared in names:
+            return names[declared]
+    if mref is not None:
+        found = _safetensors_dtype(Path(mref.path))
+        if found in names:
+            return names[found]
+    return torch.float32
+
+
+def _safetensors_dtype(path: Path) -> str | None:
+    """Most common floating dtype in the header of the first safetensors file (no tensors
+    are read)."""
+    import struct
+    from collections import Counter
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return None
+    try:
+        with open(files[0], "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, struct.error):
+        return None
+    st = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+    c = Counter(
+        st[v["dtype"]] for k, v in header.items() if k != "__metadata__" and v.get("dtype") in st
+    )
+    return c.most_common(1)[0][0] if c else None
 
 
 @lru_cache(maxsize=1)
@@ -231,8 +289,8 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
     mref = resolve(ref)
     if device not in available_devices():
         raise LayerScopeError(f"Device '{device}' is not available here ({available_devices()}).")
-    tdtype = pick_dtype(dtype, device)
     cfg = read_config(mref)
+    tdtype = pick_dtype(dtype, device, model=mref if dtype == "auto" else None)
     causal = is_causal_config(cfg)
     cls = AutoModelForCausalLM if causal else AutoModel
     try:

@@ -3,14 +3,18 @@
 The N samples of one prompt run as one batch: they share the prompt, so no padding is needed.
 The prompt is read once (``use_cache``), then each step feeds one token per sample, and the
 ``ResidualRecorder`` hooks write the new position's state of every layer into a preallocated
-buffer. Sample i draws from its own ``torch.Generator`` seeded with ``seed + i``, so a sample
-is the same whether it is drawn alone or among N. Each sample becomes a run of kind
+buffer. Sample i draws from its own ``torch.Generator`` seeded with
+:func:`sample_seed` (base seed, prompt text, i): a stable hash, so a sample is the same
+whether it is drawn alone or among N, and sample i of two different prompts does not share
+its random stream (with ``seed + i`` it did: same-index samples of different prompts shared
+their first token 44% of the time instead of 7.6%, which inflated outcome separation). Each sample becomes a run of kind
 'generation' (prompt + generated tokens, cut after <eos>), identified by (model, prompt,
 sampling settings, seed, sample index): asking again costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -23,7 +27,7 @@ from backend.capture import extract
 from backend.errors import LayerScopeError
 
 log = logging.getLogger(__name__)
-GEN_VERSION = 1  #: bump when sampling changes what a seed produces
+GEN_VERSION = 2  #: bump when sampling changes what a seed produces (2: per-prompt seeds)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Sampling:
     max_new_tokens: int = 16  #: generated tokens per sample (fewer when <eos> comes first)
     temperature: float = 1.0  #: logits are divided by it (> 0)
     top_p: float = 1.0  #: nucleus sampling: smallest set of tokens with this much mass
-    seed: int = 0  #: sample i uses seed + i
+    seed: int = 0  #: sample i uses sample_seed(seed, prompt text, i)
 
     def key(self) -> dict:
         """What identifies one sample's run besides its index (not how many were asked)."""
@@ -57,6 +61,14 @@ class Sampling:
     @classmethod
     def from_options(cls, options: dict) -> Sampling:
         return cls(**{k: options[k] for k in cls.__dataclass_fields__ if k in options})
+
+
+def sample_seed(seed: int, text: str, i: int) -> int:
+    """The generator seed of sample ``i`` of prompt ``text``: the first 8 bytes of
+    sha256(f"{seed}\x00{i}\x00{text}") as a 63-bit integer (stable across runs, machines and
+    Python versions, unlike ``hash``)."""
+    h = hashlib.sha256(f"{int(seed)}\x00{int(i)}\x00{text}".encode()).digest()
+    return int.from_bytes(h[:8], "big") >> 1
 
 
 def sample_run_id(model_id: str, text: str, s: Sampling, i: int, dtype: str) -> str:
@@ -121,7 +133,8 @@ def generate(
             "there is no room to generate."
         )
     n = len(samples)
-    gens = [torch.Generator(device=lm.device).manual_seed(s.seed + i) for i in samples]
+    seeds = [sample_seed(s.seed, text, i) for i in samples]
+    gens = [torch.Generator(device=lm.device).manual_seed(v) for v in seeds]
     eos = tok.eos_token_id
     new = torch.zeros((n, n_new), dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
@@ -169,7 +182,7 @@ def generate(
                 n_prompt_tokens=n_p,
                 parent=parent,
                 sample=i,
-                seed=s.seed + i,
+                seed=seeds[row],
             )
         )
     return runs

@@ -31,12 +31,62 @@ def test_fingerprint_is_stable_and_content_based(tiny_model_dir, tmp_path):
     assert models.resolve(str(other)).model_id != a
 
 
-def test_dtype_auto_follows_cpu_flags(monkeypatch):
+def test_dtype_names_and_auto_without_a_model():
     assert models.pick_dtype("float16") is torch.float16
-    expected = torch.bfloat16 if models.cpu_has_bf16() else torch.float32
-    assert models.pick_dtype("auto") is expected
+    assert models.pick_dtype("bfloat16") is torch.bfloat16
+    # the model is unknown: fp32, whatever the CPU's bf16 kernels (it was bf16 with AMX)
+    assert models.pick_dtype("auto") is torch.float32
+    assert models.pick_dtype("auto", "cuda") is torch.float32
     with pytest.raises(LayerScopeError, match="Unknown dtype"):
         models.pick_dtype("int3")
+
+
+def _copy_with_config(src, dst, **changes):
+    """A copy of a saved tiny model whose config.json has ``changes`` (None removes a key)."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_dtype_auto_is_the_checkpoints_own_dtype(tiny_model_dir, tmp_path):
+    """Expected dtypes are written out, not recomputed with the helper under test."""
+    fp32 = tiny_model_dir("gpt2")
+    bf16 = _copy_with_config(fp32, tmp_path / "bf16", dtype="bfloat16")
+    old = _copy_with_config(fp32, tmp_path / "old", dtype=None, torch_dtype="float16")
+    assert models.pick_dtype("auto", model=str(fp32)) is torch.float32
+    assert models.pick_dtype("auto", "cuda", model=str(fp32)) is torch.float32
+    assert models.pick_dtype("auto", model=str(bf16)) is torch.bfloat16
+    assert models.pick_dtype("auto", model=str(old)) is torch.float16
+    assert models.pick_dtype("float32", model=str(bf16)) is torch.float32  # explicit wins
+    assert models.pick_dtype("auto", model={"torch_dtype": "torch.bfloat16"}) is torch.bfloat16
+    assert models.pick_dtype("auto", model={}) is torch.float32
+    assert models.pick_dtype("auto", model="demo") is torch.float32
+    # loading with auto follows the checkpoint, like from_pretrained(dtype="auto")
+    assert models.load_model(str(fp32)).dtype is torch.float32
+    lm = models.load_model(str(bf16))
+    assert lm.dtype is torch.bfloat16 and lm.info.dtype == "bfloat16"
+    assert next(lm.model.parameters()).dtype is torch.bfloat16
+
+
+def test_dtype_auto_without_a_config_dtype_reads_the_weights(tiny_model_dir, tmp_path):
+    import transformers as tf
+
+    src = tiny_model_dir("gpt2")
+    m = tf.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+    m.save_pretrained(tmp_path / "w")
+    _copy_with_config(tmp_path / "w", tmp_path / "nocfg", dtype=None, torch_dtype=None)
+    assert models.pick_dtype("auto", model=str(tmp_path / "nocfg")) is torch.bfloat16
+    plain = _copy_with_config(src, tmp_path / "plain", dtype=None, torch_dtype=None)
+    assert models.pick_dtype("auto", model=str(plain)) is torch.float32
 
 
 def test_offline_hub_id_gives_one_line_message(monkeypatch, tmp_path):

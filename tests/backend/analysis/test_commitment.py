@@ -17,9 +17,13 @@ from backend.analysis.commitment import (
     correlate,
     correlation_grid,
     divergence_step,
+    held_out_best_cell,
     mean_pairwise_cosine,
     outcome_separation,
+    partial_correlation,
     run_similarity,
+    surface_agreement,
+    surface_agreement_by_step,
 )
 
 
@@ -172,3 +176,128 @@ def test_auroc_with_ties_equals_sklearn():
     s = np.array([0.1, 0.4, 0.4, 0.8, 0.2, 0.4])
     p = np.array([0, 1, 0, 1, 0, 1], bool)
     assert auroc(s, p) == pytest.approx(roc_auc_score(p, s))
+
+
+def test_spearman_is_tie_aware_with_permutation_p_and_bootstrap_interval():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=60)
+    y = np.round(x + rng.normal(size=60))  # many ties in y
+    x[:15] = 1.0
+    c = correlate(x, y, n_boot=1000, n_perm=2000)
+    ref = stats.spearmanr(x, y)
+    assert c.spearman == pytest.approx(ref.statistic, abs=1e-12)
+    # the permutation p-value against scipy's own permutation test of the same statistic
+    perm = stats.permutation_test(
+        (x, y),
+        lambda a, b: stats.spearmanr(a, b).statistic,
+        permutation_type="pairings",
+        n_resamples=2000,
+        rng=np.random.default_rng(1),
+    )
+    assert c.spearman_p == pytest.approx(perm.pvalue, abs=0.01) and c.spearman_p < 0.01
+    assert c.spearman_ci_low < c.spearman < c.spearman_ci_high
+    assert c.available and c.needed == 0
+    assert c.tied_x == pytest.approx(15 / 60) and c.tied_y > 0.9
+    assert "values are tied" in c.warning and "y" in c.warning
+
+
+def test_ties_hand_case_and_rounding_noise_is_a_tie():
+    # ranks of x: 1, 2.5, 2.5, 4, 5, 6.5, 6.5, 8 (1 - 1e-12 ties with 1); y: 1..8
+    x = [0.1, 0.5, 0.5, 0.7, 0.8, 1.0, 1.0 - 1e-12, 1.0 + 1e-12]
+    y = [1, 2, 3, 4, 5, 6, 7, 8]
+    c = correlate(x, y, n_boot=0, n_perm=0)
+    rx = np.array([1, 2.5, 2.5, 4, 5, 7, 7, 7])
+    ry = np.arange(1, 9.0)
+    dx, dy = rx - rx.mean(), ry - ry.mean()
+    want = (dx * dy).sum() / np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    assert c.spearman == pytest.approx(want, abs=1e-12)
+    assert c.tied_x == pytest.approx(5 / 8)
+    # without rounding, noise at 1e-12 ranks the three "ones"
+    exact = correlate(x, y, n_boot=0, n_perm=0, tie_decimals=None)
+    assert exact.spearman == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert exact.spearman != pytest.approx(want)
+
+
+def test_small_n_reports_no_correlation_and_how_many_more_prompts():
+    c = correlate([0.1, 0.5, 0.9], [0, 0.5, 1])  # the page showed r = 1.00 [1.00, 1.00]
+    assert not c.available and np.isnan(c.pearson) and np.isnan(c.ci_low)
+    assert c.needed == 5 and "5 more" in c.warning
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=10)
+    c = correlate(x, x + rng.normal(size=10))
+    assert c.available and "only 10 prompts" in c.warning.lower()
+    assert 0 < c.pearson_p <= 1 and np.isfinite(c.spearman_p)
+
+
+def test_surface_agreement_by_hand():
+    runs = [["a", "b", "c"], ["a", "x", "c"], ["z", "b"]]
+    # step 1 (read token 0): pairs (0,1) agree, (0,2) and (1,2) do not -> 1/3
+    # step 2 (tokens 0-1): (0,1) 1/2, (0,2) 1/2, (1,2) 0 -> 1/3
+    # step 3 (tokens 0-2; run 2 has only two): (0,1) 2/3, (0,2) 1/2, (1,2) 0 -> 7/18
+    got = surface_agreement_by_step(runs, 5)
+    np.testing.assert_allclose(got, [1, 1 / 3, 1 / 3, 7 / 18, 7 / 18])
+    assert surface_agreement(runs, 3) == pytest.approx(7 / 18)
+    assert surface_agreement_by_step([[1, 2], [1, 2]], 3).tolist() == [1, 1, 1]
+    assert np.isnan(surface_agreement_by_step([[1, 2]], 3)).all()
+
+
+def test_partial_correlation_equals_the_formula_and_residual_regression():
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=50)
+    x = z + 0.8 * rng.normal(size=50)
+    y = z + 0.3 * x + rng.normal(size=50)
+    pc = partial_correlation(x, y, z, n_boot=500, n_perm=500)
+    r = lambda a, b: stats.pearsonr(a, b)[0]
+    rxy, rxz, ryz = r(x, y), r(x, z), r(y, z)
+    want = (rxy - rxz * ryz) / np.sqrt((1 - rxz**2) * (1 - ryz**2))
+    assert pc.r == pytest.approx(want, abs=1e-10) and pc.raw == pytest.approx(rxy)
+    assert pc.raw > pc.r > 0 and pc.n == 50 and pc.available
+    # t-test with n - 3 degrees of freedom
+    t = want * np.sqrt(47 / (1 - want**2))
+    assert pc.p == pytest.approx(2 * stats.t.sf(abs(t), 47))
+    assert pc.ci_low < pc.r < pc.ci_high and 0 < pc.perm_p <= 1
+    # Spearman: the same formula on ranks
+    ps = partial_correlation(x, y, z, method="spearman", n_boot=0, n_perm=0)
+    s = lambda a, b: stats.spearmanr(a, b)[0]
+    sxy, sxz, syz = s(x, y), s(x, z), s(y, z)
+    assert ps.r == pytest.approx((sxy - sxz * syz) / np.sqrt((1 - sxz**2) * (1 - syz**2)))
+    # two covariates: residuals of a least-squares fit with intercept (numpy lstsq)
+    z2 = np.c_[z, rng.normal(size=50)]
+    d = np.c_[np.ones(50), z2]
+    res = lambda v: v - d @ np.linalg.lstsq(d, v, rcond=None)[0]
+    p2 = partial_correlation(x, y, z2, n_boot=0, n_perm=0)
+    assert p2.r == pytest.approx(r(res(x), res(y)))
+    assert not partial_correlation(x[:5], y[:5], z[:5]).available
+
+
+def test_commitment_explained_by_surface_agreement_has_a_small_partial():
+    """Commitment that only re-measures first-token agreement: raw r large, partial ~ 0."""
+    rng = np.random.default_rng(3)
+    surface = rng.uniform(size=200)
+    consistency_ = np.clip(surface + 0.3 * rng.normal(size=200), 0, 1)
+    commit = surface + 0.05 * rng.normal(size=200)
+    pc = partial_correlation(commit, consistency_, surface, n_boot=300, n_perm=300)
+    assert pc.raw > 0.6 and abs(pc.r) < 0.15 and pc.ci_low < 0 < pc.ci_high
+
+
+def test_held_out_best_cell_is_unbiased_on_noise():
+    rng = np.random.default_rng(0)
+    held, insample = [], []
+    for rep in range(60):
+        sims = rng.normal(size=(40, 5, 9))  # 45 cells of pure noise
+        cons = rng.uniform(size=40)
+        h = held_out_best_cell(sims, cons, seed=rep)
+        assert h.n_select == 20 and h.n_test == 20 and h.select.sum() == 20
+        held.append(h.r)
+        insample.append(np.nanmax(np.abs(correlation_grid(sims, cons).r)))
+        assert abs(h.r_select) >= 0.3  # the chosen cell looks good where it was chosen
+    held = np.array(held)
+    assert abs(held.mean()) < 0.06 and np.mean(insample) > 0.3
+    # a real cell is found and confirmed; the partial with z = the same signal is ~ 0
+    sims = rng.normal(size=(60, 3, 4))
+    cons = rng.uniform(size=60)
+    surface = np.tile(cons[:, None], (1, 4)) + 0.1 * rng.normal(size=(60, 4))
+    sims[:, 1, 2] = surface[:, 2] + 0.01 * rng.normal(size=60)
+    h = held_out_best_cell(sims, cons, z=surface, seed=1)
+    assert (h.layer, h.step) == (1, 2) and h.r > 0.8 and abs(h.partial_r) < 0.5
+    assert h.held_out.n == h.n_test == 30 and h.held_out_partial.n == 30

@@ -65,14 +65,122 @@ def test_exported_weights_reproduce_sklearn_fitted_on_all_units(method, n_classe
 def test_interval_majority_control_and_selectivity():
     x, labels, groups, y = _data(n_prompts=80)
     res = PR.run_probes(x, labels, groups, folds=5)
-    fa = res.fold_accuracy[1]
-    half = sps.t.ppf(0.975, 4) * fa.std(ddof=1) / np.sqrt(5)
-    assert (res.ci_low[1], res.ci_high[1]) == pytest.approx((fa.mean() - half, fa.mean() + half))
+    assert res.interval_method.startswith("bootstrap over 80 prompts")
+    assert res.pooled_accuracy[1] == pytest.approx((res.pred[1] == y).mean())
+    assert (res.ci_low < res.pooled_accuracy).all() and (res.pooled_accuracy < res.ci_high).all()
     assert res.majority == 0.5
     assert abs(res.control[1] - 0.5) < 0.15 and res.selectivity[1] > 0.15
+    assert res.control_task is None and res.control_selectivity is None
     assert PR.confusion(res, 1).sum() == len(y)
     np.testing.assert_allclose(res.scores.sum(-1), 1, atol=1e-5)
     assert res.first_decodable() == 1 and res.best_layer() == 1
+
+
+def test_bootstrap_resamples_prompts_not_units():
+    """Tokens of one prompt move together: the interval of a prompt-level signal repeated on
+    many tokens is as wide as that of one unit per prompt, not sqrt(tokens) narrower."""
+    rng = np.random.default_rng(0)
+    per_prompt = rng.uniform(size=(1, 100)) < 0.7
+    lo1, hi1, _ = PR.pooled_interval(per_prompt, np.arange(100))
+    lo5, hi5, how = PR.pooled_interval(np.repeat(per_prompt, 5, 1), np.repeat(np.arange(100), 5))
+    assert how == "bootstrap over 100 prompts (1000 resamples)"
+    assert hi5 - lo5 == pytest.approx(hi1 - lo1, abs=0.02)
+    # binomial half-width for n = 100 at p = 0.7 is ~0.09
+    assert 0.14 < (hi1 - lo1)[0] < 0.22
+
+
+def test_few_prompts_fall_back_to_wilson():
+    correct = np.array([[1] * 8 + [0] * 2], bool)
+    lo, hi, how = PR.pooled_interval(correct, np.arange(10))
+    assert how.startswith("Wilson on 10 pooled")
+    # Wilson 95% for 8/10, by hand: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    z = 1.959963984540054
+    c, h = (
+        (0.8 + z * z / 20) / (1 + z * z / 10),
+        z * np.sqrt(0.016 + z * z / 400) / (1 + z * z / 10),
+    )
+    assert (lo[0], hi[0]) == pytest.approx((c - h, c + h))
+    assert (lo[0], hi[0]) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+
+
+def test_interval_is_wider_than_the_old_t_interval_at_the_issue_scale():
+    """400 prompts of noise: the t-interval over 5 overlapping folds has 4 degrees of freedom
+    and is often far narrower than the binomial +-0.049 (the issue saw [0.484, 0.501]); the
+    honest interval never is."""
+    rng = np.random.default_rng(5)
+    n = 400
+    labels = np.array(["a", "b"])[rng.permutation(np.arange(n) % 2)]
+    x = rng.normal(size=(12, n, 8)).astype(np.float32)
+    res = PR.run_probes(x, labels, np.arange(n), folds=5, method="ridge")
+    fa = res.fold_accuracy
+    old_half = sps.t.ppf(0.975, 4) * fa.std(1, ddof=1) / np.sqrt(5)
+    half = (res.ci_high - res.ci_low) / 2
+    assert (half > 0.049).all()
+    narrow = old_half < 0.049
+    assert narrow.sum() >= 2 and old_half.min() < 0.035
+    assert (half[narrow] > old_half[narrow]).all()
+
+
+@pytest.mark.slow
+def test_interval_covers_chance_under_the_null():
+    """Random features, balanced random labels, 400 prompts: 240 null probes (8 label draws x
+    30 independent feature layers) must contain 0.5 at least 93% of the time (the t-interval
+    over folds: ~87%)."""
+    rng = np.random.default_rng(0)
+    covered = []
+    for rep in range(8):
+        n = 400
+        labels = np.array(["a", "b"])[rng.permutation(np.arange(n) % 2)]
+        x = rng.normal(size=(30, n, 8)).astype(np.float32)
+        res = PR.run_probes(x, labels, np.arange(n), folds=5, method="ridge", seed=rep)
+        covered += list((res.ci_low <= 0.5) & (res.ci_high >= 0.5))
+    assert np.mean(covered) >= 0.93
+
+
+def test_control_task_labels_by_type_with_the_empirical_distribution():
+    tokens = np.array(["the", "cat", "the", "sat", "cat", "the"])
+    labels = np.array(["DET", "N", "DET", "V", "N", "DET"])
+    ct = PR.control_task_labels(tokens, labels, seed=3)
+    assert ct[0] == ct[2] == ct[5] and ct[1] == ct[4]  # same type, same control label
+    assert set(ct) <= set(labels)
+    np.testing.assert_array_equal(ct, PR.control_task_labels(tokens, labels, seed=3))
+    # the same draw by hand: types sorted (cat, sat, the), p = empirical label shares
+    draw = np.random.default_rng(3).choice(3, size=3, p=[3 / 6, 2 / 6, 1 / 6])
+    by_type = dict(zip(["cat", "sat", "the"], np.array(["DET", "N", "V"])[draw]))
+    assert ct.tolist() == [by_type[t] for t in tokens]
+    # many types: the share of types per label follows the empirical label distribution
+    rng = np.random.default_rng(0)
+    many = np.array([f"w{i}" for i in range(4000)])
+    lab = rng.choice(["a", "b", "c"], size=4000, p=[0.7, 0.2, 0.1])
+    got = PR.control_task_labels(many, lab, seed=1)
+    shares = np.array([(got == c).mean() for c in "abc"])
+    want = np.array([(lab == c).mean() for c in "abc"])
+    np.testing.assert_allclose(shares, want, atol=0.03)
+
+
+def _typed(n_types, label_of_type, n_prompts=60, per_prompt=6, d=16, seed=0):
+    """Token units: each prompt has ``per_prompt`` tokens of random types; the vector is the
+    type's embedding plus a little noise."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n_types, d))
+    t = rng.integers(0, n_types, size=n_prompts * per_prompt)
+    x = (emb[t] + 0.05 * rng.normal(size=(len(t), d)))[None].astype(np.float32)
+    return x, label_of_type(emb)[t], np.repeat(np.arange(n_prompts), per_prompt), t
+
+
+def test_control_selectivity_near_zero_for_memorisable_types_positive_for_a_signal():
+    # 6 types with arbitrary labels: a 16-d probe memorises types, control task as easily
+    memo = lambda emb: np.array(["a", "b", "a", "b", "b", "a"])
+    x, labels, groups, t = _typed(6, memo)
+    res = PR.run_probes(x, labels, groups, folds=5, method="ridge", tokens=[f"t{i}" for i in t])
+    assert res.accuracy[0] > 0.95 and abs(res.control_selectivity[0]) < 0.1
+    # 300 types whose label is a direction of the embedding: linear signal, types unmemorisable
+    sig = lambda emb: np.where(emb[:, 0] > 0, "a", "b")
+    x, labels, groups, t = _typed(300, sig)
+    res = PR.run_probes(x, labels, groups, folds=5, method="ridge", tokens=[f"t{i}" for i in t])
+    assert res.accuracy[0] > 0.9 and res.control_task[0] < 0.7
+    assert res.control_selectivity[0] > 0.25
+    np.testing.assert_allclose(res.control_selectivity, res.accuracy - res.control_task)
 
 
 def test_shuffled_control_keeps_class_balance():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from backend import models
-from backend.capture.generate import Sampling, generate
+from backend.capture.generate import GEN_VERSION, Sampling, generate, sample_seed
 from backend.jobs.base import JobSpec
 from backend.jobs.worker import Worker
 from backend.views import generation as generation_views
@@ -23,6 +23,22 @@ def test_fixed_seed_reproduces_samples_whatever_the_batch(lm):
     assert a[2].token_ids == b[0].token_ids and a[2].run_id == b[0].run_id
     assert [r.token_ids for r in a] == [r.token_ids for r in generate(lm, "the cat", s)]
     assert len({tuple(r.token_ids) for r in a}) > 1  # random weights: samples differ
+
+
+def test_each_prompt_and_sample_gets_its_own_seed(lm):
+    """Sample 0 of two prompts must not share a random stream (it did with seed + i)."""
+    s = Sampling(samples=2, max_new_tokens=3, seed=3)
+    a, b = generate(lm, "the cat", s), generate(lm, "a dog", s)
+    assert a[0].seed != b[0].seed and a[0].seed != a[1].seed
+    assert [r.seed for r in a] == [sample_seed(3, "the cat", i) for i in range(2)]
+    assert a[0].seed != 3 + 0 and b[1].seed != 3 + 1
+    # stable across processes (sha256, not hash()): a fixed value for a fixed request
+    import hashlib
+
+    want = int.from_bytes(hashlib.sha256(b"3\x000\x00the cat").digest()[:8], "big") >> 1
+    assert a[0].seed == want and 0 <= want < 2**63
+    assert sample_seed(4, "the cat", 0) != want and sample_seed(3, "the cat ", 0) != want
+    assert s.key()["v"] == GEN_VERSION >= 2  # runs sampled with seed + i are not reused
 
 
 def test_captured_states_equal_a_fresh_forward_pass(lm):
