@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from backend import catalog, models
-from backend.analysis.commitment import correlate, correlation_grid
+from backend.analysis.commitment import correlation_grid
 from backend.analysis.similarity import SimilarityMatrix
 from backend.capture.generate import Sampling
 from backend.errors import LayerScopeError
@@ -65,7 +65,10 @@ sampling = Sampling(
         for col, (label, key, default, lo, hi, step) in zip(c, fields)
     )
 )
-dtype = str(models.pick_dtype("auto")).removeprefix("torch.")
+try:  # the model's own dtype (its config), as the sampling job will use
+    dtype = str(models.pick_dtype("auto", model=sel.model)).removeprefix("torch.")
+except LayerScopeError:  # not resolvable here (an uncached hub id): nothing sampled anyway
+    dtype = "float32"
 settings = sampling.key() | {"dtype": dtype}
 
 prompts_df = s.get_set(sel.set_name) if sel.set_name in set(s.list_sets()["set_name"]) else None
@@ -250,46 +253,59 @@ sims = ss.sims()
 cons = np.array([p.consistency for p in ss.prompts])
 min_prompts = max(3, len(ss.prompts) // 2)  # cells most runs reach: no 13-prompt "best"
 grid = correlation_grid(sims, cons, min_prompts)
-best = grid.best or (ss.n_layers - 1, min(1, sims.shape[2] - 1))
+held = ss.statistics(ss.n_layers - 1, min(1, sims.shape[2] - 1)).held_out
+start = (
+    (held.layer, held.step)
+    if held.layer is not None
+    else (ss.n_layers - 1, min(1, sims.shape[2] - 1))
+)
 c1, c2 = st.columns(2)
 with c1:
-    cl = _ui.qp_int("Layer", "set_layer", best[0], 0, ss.n_layers - 1)
+    cl = _ui.qp_int("Layer", "set_layer", start[0], 0, ss.n_layers - 1)
 with c2:
     cs = _ui.qp_int(
         "Step",
         "set_step",
-        best[1],
+        start[1],
         0,
         sims.shape[2] - 1,
         help="Step 0 is the last prompt token, identical in every run: pick ≥ 1.",
     )
 table = ss.table(cl, cs)
-corr = correlate(table["commitment"], table["consistency"])
-
-
-def fmt(v: float) -> str:
-    return "n/a" if not np.isfinite(v) else f"{v:.2f}"
-
-
-title = (
-    f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts): "
-    f"r = {fmt(corr.pearson)} [{fmt(corr.ci_low)}, {fmt(corr.ci_high)}], "
-    f"ρ = {fmt(corr.spearman)}"
-)
+stats = ss.statistics(cl, cs)
+corr, part = stats.raw, stats.partial
+if corr.available:
+    title = (
+        f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts): "
+        f"ρ = {G.fmt(corr.spearman)}, r = {G.fmt(corr.pearson)}; "
+        f"partial r = {G.fmt(part.r)} (surface agreement removed)"
+    )
+else:
+    title = f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts)"
 _ui.show_figure(
     scatter_figure(table, title),
     "gen_scatter",
     "commitment-vs-consistency",
-    data=table.drop(columns=["run_id"]),
+    data=table.drop(columns=["run_id"]).assign(surface_agreement=ss.surface()[:, cs]),
+)
+d = stats.to_dict()
+st.markdown(
+    f"**Raw:** {_ui.md(G.correlation_text(d['correlation']))}  \n"
+    f"**Beyond surface agreement:** partial r = {G.fmt(part.r)} "
+    f"[{G.fmt(part.ci_low)}, {G.fmt(part.ci_high)}] — commitment at step {cs} has read the "
+    "sampled tokens, so part of it re-measures whether the runs emitted the same tokens; the "
+    "partial correlation controls for that token overlap (as the published measure does)."
 )
 summary = G.label_summary(table)
 st.dataframe(summary.round(3), hide_index=True)
-if grid.best is not None:
+if held.layer is not None:
     st.caption(
-        f"Best predictor of consistency: layer {grid.best[0]}, step {grid.best[1]} "
-        f"(r = {grid.r[grid.best]:.2f}, {int(grid.n[grid.best])} prompts). Cells that fewer "
-        f"than {min_prompts} prompts reach (runs stop at <eos>) are blank. Layer 0 is "
-        "the embedding of the token just read: there, commitment is token agreement."
+        f"Best cell, chosen on a random half of the prompts ({held.n_select}) and reported on "
+        f"the other half ({held.n_test}): layer {held.layer}, step {held.step} — held-out "
+        f"r = {G.fmt(held.r)}, partial r = {G.fmt(held.partial_r)} (r on the choosing half "
+        f"{G.fmt(held.r_select)}: the maximum of ~{grid.r.size} cells is biased upward). "
+        f"Cells that fewer than {min_prompts} prompts reach are blank. Layer 0 is the "
+        "embedding of the token just read: there, commitment is token agreement."
     )
 _ui.show_figure(
     correlation_heatmap(grid.r),
@@ -341,7 +357,7 @@ if len(wrong):
     bad = bad.iloc[np.argsort(-np.abs(bad["margin"].to_numpy()), kind="stable")]
     st.markdown(
         f"**{len(wrong)} runs the signature gets wrong at layer {sl}** "
-        f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {fmt(sep.auroc[sl])}), the most "
+        f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {G.fmt(sep.auroc[sl])}), the most "
         f"confident mistakes first:"
     )
     st.dataframe(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from backend import catalog, models, prompts
-from backend.analysis.commitment import correlate, correlation_grid
 from backend.capture.generate import Sampling
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
@@ -88,7 +87,7 @@ def run(args, store) -> dict:
         options=s.key() | {"samples": s.samples},
     )
     p = run_job(store, spec, quiet=args.json)
-    dtype = str(models.pick_dtype(args.dtype, args.device)).removeprefix("torch.")
+    dtype = str(models.pick_dtype(args.dtype, args.device, model=args.model)).removeprefix("torch.")
     df = store.get_set(set_name)
     texts = list(dict.fromkeys(df["text"]))
     labels = dict(zip(df["text"], df["label"]))
@@ -138,16 +137,10 @@ def run(args, store) -> dict:
     ]
     out["layer"], out["step"] = layer, args.step
     if len(table) > 2:
-        out["correlation"] = correlate(table["commitment"], table["consistency"]).__dict__
-        grid = correlation_grid(
-            ss.sims(), np.array([q.consistency for q in ss.prompts]), max(3, len(ss.prompts) // 2)
-        )
-        if grid.best is not None:
-            out["best"] = {
-                "layer": grid.best[0],
-                "step": grid.best[1],
-                "pearson": float(grid.r[grid.best]),
-            }
+        stats = ss.statistics(layer, args.step).to_dict()
+        out["correlation"] = stats["correlation"]
+        out["partial_correlation"] = stats["partial_correlation"]
+        out["best"] = stats["best_held_out"]
     success, meaning = ss.success()
     if len(ss.prompts) > 1 and success.any() and not success.all():
         sep = ss.separation()
@@ -175,13 +168,15 @@ def prose(r: dict) -> str:
     if c:
         lines.append(
             f"\ncommitment (layer {r['layer']}, step {r['step']}) vs consistency "
-            f"across {c['n']} prompts: Pearson {c['pearson']:.2f} "
-            f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}], Spearman {c['spearman']:.2f}"
+            f"across {c['n']} prompts: "
+            + generation_views.correlation_text(c, r.get("partial_correlation"))
         )
-    if r.get("best"):
-        b = r["best"]
+    b = r.get("best")
+    if b and b.get("layer") is not None:
         lines.append(
-            f"best predictor: layer {b['layer']}, step {b['step']} (r = {b['pearson']:.2f})"
+            f"best cell, chosen on {b['n_select']} prompts and reported on the other "
+            f"{b['n_test']}: layer {b['layer']}, step {b['step']}: held-out r = {generation_views.fmt(b['r'])}"
+            f" (partial r = {generation_views.fmt(b['partial_r'])}; r on the choosing half {generation_views.fmt(b['r_select'])})"
         )
     sep = r.get("separation")
     if sep:

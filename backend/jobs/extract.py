@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def _extract_plan(store: Store, spec: JobSpec, texts: list[str] | None = None):
     mref = models.resolve(spec.model)
-    dtype = str(models.pick_dtype(spec.dtype, spec.device)).removeprefix("torch.")
+    dtype = str(models.pick_dtype(spec.dtype, spec.device, model=mref)).removeprefix("torch.")
     settings = extract.CaptureSettings(max_tokens=spec.max_tokens, dtype=dtype)
     if texts is None:
         prompts = store.get_set(spec.set_name)

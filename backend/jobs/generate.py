@@ -16,7 +16,7 @@ def _plan(store, spec) -> tuple[models.ModelRef, Sampling, str, list[str], list[
     s = Sampling.from_options(spec.options)
     s.validate()
     mref = models.resolve(spec.model)
-    dtype = str(models.pick_dtype(spec.dtype, spec.device)).removeprefix("torch.")
+    dtype = str(models.pick_dtype(spec.dtype, spec.device, model=mref)).removeprefix("torch.")
     texts = list(dict.fromkeys(store.get_set(spec.set_name)["text"]))
     if spec.options.get("prompts") is not None:
         wanted = set(spec.options["prompts"])

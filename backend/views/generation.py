@@ -26,12 +26,19 @@ import pandas as pd
 
 from backend.analysis.commitment import (
     Commitment,
+    Correlation,
+    HeldOutCell,
     OutcomeSeparation,
+    PartialCorrelation,
     consistency,
+    correlate,
     divergence_step,
+    held_out_best_cell,
     mean_pairwise_cosine,
     outcome_separation,
+    partial_correlation,
     run_similarity,
+    surface_agreement_by_step,
 )
 from backend.capture.generate import Sampling, request_id
 from backend.errors import LayerScopeError
@@ -59,6 +66,74 @@ class PromptSamples:
     @property
     def consistency(self) -> float:
         return consistency(self.outcomes)
+
+
+def fmt(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"
+
+
+def correlation_text(c: dict, partial: dict | None = None) -> str:
+    """One sentence for a correlation dict (Correlation fields), with its partial twin."""
+    if not c.get("available", True):
+        return c.get("warning") or "too few prompts for a correlation"
+    text = (
+        f"Spearman {fmt(c['spearman'])} [{fmt(c.get('spearman_ci_low'))}, "
+        f"{fmt(c.get('spearman_ci_high'))}] (permutation p = {fmt(c.get('spearman_p'))}), "
+        f"Pearson {fmt(c['pearson'])} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
+    )
+    if partial and partial.get("available", True):
+        text += (
+            f"; with surface agreement partialled out r = {fmt(partial['r'])} "
+            f"[{fmt(partial['ci_low'])}, {fmt(partial['ci_high'])}]"
+        )
+    if c.get("warning"):
+        text += f". Note: {c['warning']}"
+    return text
+
+
+@dataclass(frozen=True)
+class SetStatistics:
+    """What the Generation view reports across the set (page and CLI print the same)."""
+
+    layer: int
+    step: int
+    raw: Correlation  #: commitment vs consistency at (layer, step)
+    partial: PartialCorrelation  #: the same with surface agreement up to the step partialled out
+    held_out: HeldOutCell  #: best cell chosen on half the prompts, reported on the other half
+
+    def to_dict(self) -> dict:
+        def clean(d: dict) -> dict:
+            return {
+                k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                for k, v in d.items()
+                if not isinstance(v, np.ndarray | Correlation | PartialCorrelation)
+            }
+
+        h = self.held_out
+        return {
+            "layer": self.layer,
+            "step": self.step,
+            "correlation": clean(self.raw.__dict__),
+            "partial_correlation": {
+                "controls": "surface agreement up to the step",
+                **clean(self.partial.__dict__),
+            },
+            "best_held_out": {
+                "layer": h.layer,
+                "step": h.step,
+                "r_select": h.r_select,
+                "r": h.r,
+                "partial_r": h.partial_r,
+                "n_select": h.n_select,
+                "n_test": h.n_test,
+                "seed": h.seed,
+                "how": "chosen on a random half of the prompts, reported on the other half",
+            }
+            | {
+                k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                for k, v in {"r_select": h.r_select, "r": h.r, "partial_r": h.partial_r}.items()
+            },
+        }
 
 
 @dataclass
@@ -100,6 +175,29 @@ class SampledSet:
                 "runs": [len(p.run_ids) for p in self.prompts],
                 "run_id": [p.run_ids[0] for p in self.prompts],
             }
+        )
+
+    def surface(self) -> np.ndarray:
+        """(n_prompts, n_steps) surface agreement: how much of the runs' emitted tokens agree
+        up to each step (what commitment partly re-measures)."""
+        n_s = self.sims().shape[2]
+        return np.stack([surface_agreement_by_step(p.continuations, n_s) for p in self.prompts])
+
+    def statistics(self, layer: int, step: int, seed: int = 0) -> SetStatistics:
+        """Commitment vs consistency at (layer, step): raw correlation, the partial correlation
+        with surface agreement at that step partialled out, and the best cell chosen on one
+        half of the prompts and reported on the other (so the choice cannot inflate it)."""
+        sims = self.sims()
+        cons = np.array([p.consistency for p in self.prompts])
+        z = self.surface()
+        x = sims[:, layer, step] if step < sims.shape[2] else np.full(len(cons), np.nan)
+        zs = z[:, step] if step < z.shape[1] else np.full(len(cons), np.nan)
+        return SetStatistics(
+            layer=layer,
+            step=step,
+            raw=correlate(x, cons),
+            partial=partial_correlation(x, cons, zs),
+            held_out=held_out_best_cell(sims, cons, z=z, seed=seed),
         )
 
     def success(self) -> tuple[np.ndarray, str]:
