@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from backend import models
-from backend.capture import extract
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
 from backend.views import readouts
@@ -25,10 +24,12 @@ def register(p) -> None:
 
 
 def _prompt(args, lm) -> dict:
+    from backend.capture import extract  # torch: this path runs the model anyway
+
     tk = extract.tokenize(lm.tokenizer, [args.prompt])[0]
     settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
-    run = next(iter(extract.capture(lm, [("lens", tk)], settings)))[0]
-    res = readouts.lens_for_hidden(lm, run.hidden.float().numpy(), args.top)
+    run = next(iter(extract.capture(lm, [("lens", tk)], settings, exact=True)))[0]
+    res = readouts.lens_for_hidden(lm, run.hidden, args.top)
     names = readouts.decode(lm, res.top_ids)
     return {
         "model": args.model,

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from backend.capture.extract import CapturedRun, prompt_id
+from backend.capture.records import CapturedRun, prompt_id
 from backend.errors import LayerScopeError
 from backend.store import codec
 from backend.store.schema import SCHEMA, SCHEMA_VERSION
@@ -279,7 +279,7 @@ class Store:
             {k: [] for k in ("run_id", "layer", "n_tokens", "d_model", "codec", "data")},
         )
         for r in runs:
-            n_layers1, n, d = r.hidden.shape
+            _, n, d = r.hidden.shape
             run_rows.append(
                 (
                     r.run_id,
@@ -303,8 +303,7 @@ class Store:
             tok_cols["s"] += [o[0] for o in r.offsets]
             tok_cols["e"] += [o[1] for o in r.offsets]
             tok_cols["sp"] += list(r.special)
-            for layer in range(n_layers1):
-                c, blob = codec.encode(r.hidden[layer])
+            for layer, (c, blob) in enumerate(codec.encode_run(r.hidden, r.run_id)):
                 for k, v in zip(act, (r.run_id, layer, n, d, c, blob)):
                     act[k].append(v)
         runs_tbl = pa.table(
@@ -530,7 +529,9 @@ class Store:
             x, idx = self.layer(run_ids, layer)
             if how == "mean":
                 keep = self._non_special_mask(run_ids, len(x))
-            starts = np.r_[0, np.cumsum(idx.groupby("run_id", sort=False).size().to_numpy())]
+            # each requested run's block starts at pos 0 (a run may be requested twice: a set
+            # can hold the same prompt twice)
+            starts = np.r_[np.flatnonzero(idx["pos"].to_numpy() == 0), len(idx)]
             if out is None:
                 out = np.empty((len(layers), len(run_ids), x.shape[1]), dtype=np.float32)
             for j in range(len(run_ids)):

@@ -34,7 +34,7 @@ from backend.analysis.commitment import (
     outcome_separation,
     run_similarity,
 )
-from backend.capture.generate import Sampling, request_id
+from backend.capture.records import Sampling, request_id
 from backend.errors import LayerScopeError
 from backend.store import Store
 
