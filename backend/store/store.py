@@ -7,6 +7,7 @@ writes). A run becomes visible in one transaction together with its tokens and a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +44,17 @@ def _lock_message(path: Path, err: Exception) -> str:
         f"The cache {path} is in use by another process{who}, probably the LayerScope app. "
         f"Stop it, or point this command at another file with --db PATH."
     )
+
+
+def _remove_files(paths: list[str]) -> None:
+    """Remove unregistered shard files, then their directories once empty."""
+    dirs = set()
+    for p in paths:
+        Path(p).unlink(missing_ok=True)
+        dirs.update(Path(p).parents[:2])  # layer=K/ and the job's directory
+    for d in sorted(dirs, key=lambda d: -len(d.parts)):
+        with contextlib.suppress(OSError):  # not empty (another layer's files) or gone
+            d.rmdir()
 
 
 WAL_CHECKPOINT = "256MB"  #: automatic checkpoint threshold (see Store.__init__)
@@ -107,6 +119,10 @@ class Store:
             raise LayerScopeError(
                 f"The cache {self.path} was written by a newer LayerScope (schema {row[0]})."
             )
+        elif int(row[0]) < SCHEMA_VERSION:  # every change so far only added tables
+            self.con.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+            )
 
     def _one(self, sql: str, params: list | None = None):
         """First row or None; always drains the result (DuckDB 2 refuses half-read results)."""
@@ -147,10 +163,13 @@ class Store:
             """SELECT m.model_id, m.ref, m.name, m.architecture, m.n_layers, m.d_model,
                       m.has_lm_head, m.last_used,
                       count(DISTINCT r.run_id) AS n_runs,
-                      coalesce(sum(s.bytes), 0)::BIGINT AS bytes
+                      (coalesce(sum(s.bytes), 0) + coalesce(any_value(sh.bytes), 0))::BIGINT
+                        AS bytes
                FROM models m LEFT JOIN runs r USING (model_id)
                LEFT JOIN (SELECT run_id, sum(octet_length(data)) AS bytes
                           FROM activations GROUP BY run_id) s USING (run_id)
+               LEFT JOIN (SELECT model_id, sum(bytes) AS bytes FROM shards GROUP BY model_id) sh
+                 USING (model_id)
                GROUP BY ALL ORDER BY m.last_used DESC NULLS LAST"""
         )
 
@@ -251,13 +270,14 @@ class Store:
                          (SELECT prompt_id FROM set_prompts WHERE set_name <> ?)""",
                     [name, name],
                 )
-                self._delete_runs_in_doomed()
+                dead = self._delete_runs_in_doomed()
                 self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
                 self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
                 self.con.execute("COMMIT")
             except Exception:
                 self.con.execute("ROLLBACK")
                 raise
+        _remove_files(dead)
         self.con.execute("CHECKPOINT")
 
     # -- runs -----------------------------------------------------------------------------
@@ -418,7 +438,12 @@ class Store:
 
     def n_layers_of(self, run_id: str) -> int:
         """How many layers (embeddings included) a run has stored; 0 if none."""
-        row = self._one("SELECT max(layer) + 1 FROM activations WHERE run_id = ?", [run_id])
+        row = self._one(
+            """SELECT coalesce((SELECT max(layer) + 1 FROM activations WHERE run_id = ?),
+                               (SELECT max(s.layer) + 1 FROM run_shards r JOIN shards s
+                                  USING (job_id) WHERE r.run_id = ?))""",
+            [run_id, run_id],
+        )
         return int(row[0]) if row and row[0] is not None else 0
 
     def get_run(self, run_id: str) -> dict | None:
@@ -449,22 +474,30 @@ class Store:
                     "SELECT run_id FROM runs WHERE model_id = ?",
                     [model_id],
                 )
-                self._delete_runs_in_doomed()
+                dead = self._delete_runs_in_doomed()
                 self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
                 self.con.execute("COMMIT")
             except Exception:
                 self.con.execute("ROLLBACK")
                 raise
+        _remove_files(dead)
         self.con.execute("CHECKPOINT")
 
     def checkpoint(self) -> None:
         """Write the WAL into the file (after a job: packs the blobs densely)."""
         self.con.execute("CHECKPOINT")
 
-    def _delete_runs_in_doomed(self) -> None:
-        for table in ("activations", "tokens", "runs"):
+    def _delete_runs_in_doomed(self) -> list[str]:
+        """Delete the runs listed in temp table ``doomed``; unregister the shard files no
+        remaining run needs and return their paths (removed by the caller after COMMIT)."""
+        for table in ("activations", "tokens", "run_shards", "runs"):
             self.con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")
         self.con.execute("DROP TABLE doomed")
+        dead = self.con.execute(
+            """DELETE FROM shards WHERE job_id NOT IN (SELECT DISTINCT job_id FROM run_shards)
+               RETURNING path"""
+        ).fetchall()
+        return [r[0] for r in dead]
 
     # -- activations ----------------------------------------------------------------------
     def _blobs(self, sql: str, params: list) -> pa.Table:
@@ -472,11 +505,20 @@ class Store:
 
     def run_layers(self, run_id: str) -> np.ndarray:
         """All layers of one run: float32 (n_layers + 1, n_tokens, d_model)."""
-        t = self._blobs(
-            """SELECT layer, n_tokens, d_model, codec, data FROM activations
-                           WHERE run_id = ? ORDER BY layer""",
-            [run_id],
-        )
+        paths = self._shard_paths([run_id])
+        if paths:
+            t = self._blobs(
+                """SELECT layer, n_tokens, d_model, codec, data
+                   FROM read_parquet(?, hive_partitioning = true)
+                   WHERE run_id = ? ORDER BY layer""",
+                [paths, run_id],
+            )
+        else:
+            t = self._blobs(
+                """SELECT layer, n_tokens, d_model, codec, data FROM activations
+                   WHERE run_id = ? ORDER BY layer""",
+                [run_id],
+            )
         if t.num_rows == 0:
             raise LayerScopeError(f"No activations stored for run {run_id}.")
         n, d = t["n_tokens"][0].as_py(), t["d_model"][0].as_py()
@@ -487,12 +529,27 @@ class Store:
 
     def layer(self, run_ids: list[str], layer: int) -> tuple[np.ndarray, pd.DataFrame]:
         """One layer for many runs: float32 (total_tokens, d_model) and index [run_id, pos]."""
-        t = self._blobs(
-            """SELECT a.run_id, a.n_tokens, a.d_model, a.codec, a.data
-               FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
-               JOIN activations a USING (run_id) WHERE a.layer = ? ORDER BY q.k""",
-            [list(run_ids), list(run_ids), layer],
-        )
+        paths = self._shard_paths(run_ids, layer)
+        if paths:  # some runs live in Parquet shards: read those files in place
+            t = self._blobs(
+                """SELECT a.run_id, a.n_tokens, a.d_model, a.codec, a.data
+                   FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
+                   JOIN (SELECT run_id, n_tokens, d_model, codec, data FROM activations
+                         WHERE layer = ?
+                         UNION ALL
+                         SELECT run_id, n_tokens, d_model, codec, data
+                         FROM read_parquet(?, hive_partitioning = true)
+                         WHERE run_id IN (SELECT run_id FROM run_shards)) a USING (run_id)
+                   ORDER BY q.k""",
+                [list(run_ids), list(run_ids), layer, paths],
+            )
+        else:
+            t = self._blobs(
+                """SELECT a.run_id, a.n_tokens, a.d_model, a.codec, a.data
+                   FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
+                   JOIN activations a USING (run_id) WHERE a.layer = ? ORDER BY q.k""",
+                [list(run_ids), list(run_ids), layer],
+            )
         found = t["run_id"].to_pylist()
         if len(found) != len(run_ids):
             missing = len(set(run_ids) - set(found))
@@ -520,10 +577,7 @@ class Store:
         if how not in ("last", "mean"):
             raise ValueError("how must be 'last' or 'mean'")
         if layers is None:
-            n_l = self._one(
-                "SELECT max(layer) + 1 FROM activations WHERE run_id = ?", [run_ids[0]]
-            )[0]
-            layers = list(range(n_l or 0))
+            layers = list(range(self.n_layers_of(run_ids[0])))
         out = None
         for li, layer in enumerate(layers):
             x, idx = self.layer(run_ids, layer)
@@ -597,12 +651,128 @@ class Store:
                 writer.close()
         return rows
 
+    # -- Parquet shards (written by backend/jobs/ray_engine.py, read in place) --------------
+    def shard_root(self) -> Path:
+        """Default home of shards: ``shards/`` next to the DuckDB file."""
+        base = self.path.parent if isinstance(self.path, Path) else Path("cache")
+        return (base / "shards").resolve()
+
+    def _shard_paths(self, run_ids: list[str], layer: int | None = None) -> list[str]:
+        """The shard files holding these runs (one layer, or all); empty if all are native."""
+        rows = self.con.execute(
+            """SELECT DISTINCT s.path FROM run_shards r JOIN shards s USING (job_id)
+               WHERE r.run_id IN (SELECT unnest(?)) AND (? IS NULL OR s.layer = ?)
+               ORDER BY s.path""",
+            [list(run_ids), layer, layer],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def shard_model_info(self, paths: list[str]) -> dict:
+        """The ModelInfo (as a dict) the workers wrote on the layer-0 rows of a shard."""
+        row = self._one(
+            """SELECT any_value(info) FROM read_parquet(?, hive_partitioning = true)
+               WHERE layer = 0""",
+            [list(paths)],
+        )
+        if row is None or row[0] is None:
+            raise LayerScopeError("The shard has no layer-0 rows: nothing was captured.")
+        return json.loads(row[0])
+
+    def check_shard(self, paths: list[str], run_ids: list[str], n_layers: int) -> None:
+        """Every layer 0..n_layers holds each of ``run_ids`` exactly once, and nothing else
+        (a retried task must not duplicate a run; a lost one must not go unnoticed)."""
+        got = self.con.execute(
+            """SELECT layer, count(*), count(DISTINCT run_id),
+                      count(*) FILTER (run_id NOT IN (SELECT unnest(?)))
+               FROM read_parquet(?, hive_partitioning = true) GROUP BY layer ORDER BY layer""",
+            [list(run_ids), list(paths)],
+        ).fetchall()
+        want = [(layer, len(run_ids), len(run_ids), 0) for layer in range(n_layers + 1)]
+        if [tuple(int(v) for v in r) for r in got] != want:
+            bad = [r for r in got if tuple(r[1:]) != (len(run_ids), len(run_ids), 0)]
+            raise LayerScopeError(
+                f"The shard is incomplete or has duplicated runs (expected {len(run_ids)} runs "
+                f"in each of layers 0..{n_layers}; got (layer, rows, runs, unknown) = "
+                f"{bad or got}); nothing was registered."
+            )
+
+    def register_shards(
+        self, info, job_id: str, plan: pd.DataFrame, files: list[tuple[str, int, int]]
+    ) -> None:
+        """Make a completed shard's runs visible, in ONE transaction: the model row, prompts,
+        runs and tokens (from the layer-0 files) and the shard files themselves.
+
+        ``plan``: run_id, text, settings (JSON) of the runs the shard holds; ``files``:
+        (absolute path, layer, bytes) of every Parquet file of the shard."""
+        paths = [f[0] for f in files]
+        layer0 = [f[0] for f in files if f[1] == 0]
+        run_ids = plan["run_id"].tolist()
+        self.check_shard(paths, run_ids, info.n_layers)
+        plan_tbl = pa.table(
+            {
+                "run_id": run_ids,
+                "prompt_id": [prompt_id(t) for t in plan["text"]],
+                "text": plan["text"].tolist(),
+                "settings": plan["settings"].tolist(),
+            }
+        )
+        shard_tbl = pa.table(
+            {
+                "path": paths,
+                "layer": pa.array([f[1] for f in files], pa.int16()),
+                "bytes": pa.array([f[2] for f in files], pa.int64()),
+            }
+        )
+        with self._lock:
+            self.con.register("plan_tbl", plan_tbl)
+            self.con.register("shard_tbl", shard_tbl)
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.upsert_model(info)
+                self.con.execute(
+                    """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM plan_tbl
+                       ON CONFLICT DO NOTHING"""
+                )
+                self.con.execute(
+                    """INSERT INTO runs SELECT p.run_id, ?, p.prompt_id, 'prompt', p.settings,
+                           s.n_tokens, s.n_tokens, s.truncated, NULL, NULL, NULL, now()
+                       FROM plan_tbl p JOIN read_parquet(?, hive_partitioning = true) s
+                         USING (run_id)
+                       WHERE s.layer = 0 ON CONFLICT DO NOTHING""",
+                    [info.model_id, layer0],
+                )
+                self.con.execute(
+                    """INSERT INTO tokens SELECT run_id,
+                           unnest(generate_series(0, len(token_ids) - 1)), unnest(token_ids),
+                           unnest(tokens), unnest(starts), unnest("ends"), unnest(special)
+                       FROM read_parquet(?, hive_partitioning = true) WHERE layer = 0""",
+                    [layer0],
+                )
+                self.con.execute(
+                    """INSERT INTO shards SELECT ?, ?, path, layer, ?, bytes, now()
+                       FROM shard_tbl""",
+                    [info.model_id, job_id, len(run_ids)],
+                )
+                self.con.execute(
+                    "INSERT INTO run_shards SELECT run_id, ?, ? FROM plan_tbl",
+                    [info.model_id, job_id],
+                )
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+            finally:
+                self.con.unregister("plan_tbl")
+                self.con.unregister("shard_tbl")
+
     # -- sizes ----------------------------------------------------------------------------
     def summary(self) -> dict:
         q = self._one(
             """SELECT (SELECT count(*) FROM models), (SELECT count(*) FROM prompt_sets),
                       (SELECT count(*) FROM runs), (SELECT coalesce(sum(n_tokens), 0) FROM runs),
-                      (SELECT coalesce(sum(octet_length(data)), 0) FROM activations)"""
+                      (SELECT coalesce(sum(octet_length(data)), 0) FROM activations),
+                      (SELECT coalesce(sum(bytes), 0) FROM shards),
+                      (SELECT count(*) FROM run_shards), (SELECT count(*) FROM shards)"""
         )
         size = self.path.stat().st_size if isinstance(self.path, Path) and self.path.exists() else 0
         return {
@@ -610,17 +780,23 @@ class Store:
             "sets": q[1],
             "runs": q[2],
             "tokens": int(q[3]),
-            "activation_bytes": int(q[4]),
+            "activation_bytes": int(q[4]) + int(q[5]),
             "file_bytes": size,
+            "shard_bytes": int(q[5]),  #: Parquet shards (part of activation_bytes)
+            "shard_runs": int(q[6]),
+            "shard_files": int(q[7]),
         }
 
     def set_coverage(self) -> pd.DataFrame:
-        """Per (set, model): prompts, runs present, bytes of activations."""
+        """Per (set, model): runs present, their tokens, and how many live in Parquet shards."""
         return self._df(
             """SELECT sp.set_name, m.model_id, m.ref, count(DISTINCT sp.idx) AS n_runs,
-                      coalesce(sum(r.n_tokens), 0)::BIGINT AS tokens
+                      coalesce(sum(r.n_tokens), 0)::BIGINT AS tokens,
+                      count(DISTINCT sp.idx) FILTER (rs.run_id IS NOT NULL) AS n_shard_runs
                FROM set_prompts sp JOIN runs r ON r.prompt_id = sp.prompt_id AND r.kind='prompt'
-               JOIN models m USING (model_id) GROUP BY ALL ORDER BY sp.set_name, m.ref"""
+               LEFT JOIN run_shards rs USING (run_id)
+               JOIN models m ON m.model_id = r.model_id
+               GROUP BY ALL ORDER BY sp.set_name, m.ref"""
         )
 
     # -- derived results cache ------------------------------------------------------------
