@@ -3,6 +3,8 @@ both ways, views unchanged on shard-resident runs, failures register nothing.
 
 Skipped with a reason when ray is not installed (requirements-scale.txt; CI installs it)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ ray = pytest.importorskip(
     "ray", reason="ray[data] is not installed (pip install -r requirements-scale.txt)"
 )
 
+from backend.cli import main  # noqa: E402
 from backend.jobs.base import JobSpec  # noqa: E402
 from backend.jobs.ray_engine import DIE_ONCE_ENV, FAIL_ON_ENV, run_ray_extract  # noqa: E402
 from backend.jobs.worker import Worker  # noqa: E402
@@ -112,18 +115,27 @@ def test_a_worker_that_raises_fails_the_job_and_registers_nothing(
     store.close()
 
 
-def test_a_killed_worker_process_is_replaced_and_no_run_is_lost_or_doubled(
-    tmp_path, tiny_model_dir, monkeypatch
+def test_cli_extract_on_ray_survives_a_killed_worker_process(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
 ):
+    """`extract --engine ray` (one worker process is killed mid-job: Ray restarts the actor and
+    retries the task), then `ls` says where the runs live; no run is lost or doubled."""
     marker = tmp_path / "died"
     monkeypatch.setenv(DIE_ONCE_ENV, str(marker))
-    store = _store(tmp_path, "kill")
-    p = _ray_job(store, str(tiny_model_dir("gpt2")))
+    db, f = str(tmp_path / "cli.duckdb"), tmp_path / "p.txt"
+    f.write_text("\n".join(TEXTS) + "\n")
+    model = str(tiny_model_dir("gpt2"))
+    argv = ["extract", "--model", model, "--prompts", str(f), "--set", "s", "--db", db]
+    assert main([*argv, "--engine", "ray", "--workers", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert marker.exists()  # the first actor call did kill its process
-    assert p.status == "done", p.message
-    assert p.result["runs"] == len(TEXTS)
-    # registration checked every layer holds each run exactly once; the reads agree
-    runs = store.set_runs("s", p.result["model_id"])
-    x, _ = store.layer(runs["run_id"].tolist(), 1)
-    assert len(x) == runs["n_tokens"].sum() == p.result["tokens"]
-    store.close()
+    assert (r["runs"], r["cached_runs"], r["engine"]) == (len(TEXTS), 0, "ray")
+    assert main([*argv, "--json"]) == 0  # the local engine: a full cache hit
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cached_runs"] == 6
+    assert main(["ls", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "0 in the file, 6 in" in out and "(6: shards)" in out, out
+    with Store(db) as store:  # registration checked each layer holds each run exactly once
+        runs = store.set_runs("s", r["model_id"])
+        x, _ = store.layer(runs["run_id"].tolist(), 1)
+        assert len(x) == runs["n_tokens"].sum() == r["tokens"]
