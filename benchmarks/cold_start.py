@@ -46,10 +46,8 @@ def prepare(work: Path) -> tuple[str, str]:
     make_tokenizer(bos=True).save_pretrained(model_dir)
     words = ["the cat runs", "the dogs run", "a big dog sits", "the cats are happy"]
     csv = work / "p.csv"
-    csv.write_text(
-        "text,label\n"
-        + "".join(f"{words[i % 4]} {'.' * (i % 5)},{'ab'[i % 2]}\n" for i in range(40))
-    )
+    lines = [f"{words[i % 4]} {' '.join(['cat'] * (i // 4))},{'ab'[i % 2]}\n" for i in range(40)]
+    csv.write_text("text,label\n" + "".join(lines))  # 40 distinct prompts
     db = str(work / "cold.duckdb")
     subprocess.run(
         [sys.executable, "-m", "backend", "extract", "--model", str(model_dir), "--prompts",

@@ -58,6 +58,18 @@ def decode(codec: str, data: bytes, n_tokens: int, d_model: int) -> np.ndarray:
     raise ValueError(f"unknown vector codec {codec!r}")
 
 
+def f16_view(blobs, n_rows: int, d_model: int) -> np.ndarray:
+    """An Arrow binary array of fp16 blobs -> a zero-copy fp16 view (n_rows, d_model) of the
+    array's contiguous data buffer (the blobs' rows, in array order)."""
+    offsets_type = np.int64 if str(blobs.type).startswith("large_") else np.int32
+    offs = np.frombuffer(blobs.buffers()[1], dtype=offsets_type)
+    start, end = int(offs[blobs.offset]), int(offs[blobs.offset + len(blobs)])
+    if end - start != n_rows * d_model * 2:
+        raise ValueError("fp16 blobs do not match their (n_tokens, d_model) sizes")
+    raw = np.frombuffer(blobs.buffers()[2], dtype=np.uint8, count=end - start, offset=start)
+    return raw.view("<f2").reshape(n_rows, d_model)
+
+
 def decode_into(out: np.ndarray, codec: str, data: bytes) -> None:
     """Decode into a preallocated float32 view of shape (n_tokens, d_model)."""
     if codec == F16:
