@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -51,6 +52,9 @@ PACKAGE = Path(__file__).resolve().parents[1]  #: backend/
 #: the actor raise; with DIE_ONCE set to a file path, the first actor call kills its process
 FAIL_ON_ENV = "LAYERSCOPE_RAY_FAIL_ON"
 DIE_ONCE_ENV = "LAYERSCOPE_RAY_DIE_ONCE"
+#: test hook: the driver kills itself (SIGKILL) after the shard is complete and renamed, just
+#: before the registering transaction -- the worst moment for a kill -9 of the driver
+DRIVER_KILL_ENV = "LAYERSCOPE_RAY_KILL_DRIVER_BEFORE_REGISTER"
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -236,6 +240,8 @@ def run_ray_extract(
             plan = pd.DataFrame(
                 {"run_id": [m[0] for m in wave], "text": [m[1] for m in wave]}
             ).assign(settings=settings_json)
+            if os.environ.get(DRIVER_KILL_ENV):
+                os.kill(os.getpid(), signal.SIGKILL)
             try:
                 store.register_shards(info, wave_id, plan, files)
             except Exception:  # nothing registered: the files must not linger either

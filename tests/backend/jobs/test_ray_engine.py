@@ -3,7 +3,12 @@ both ways, views unchanged on shard-resident runs, failures register nothing.
 
 Skipped with a reason when ray is not installed (requirements-scale.txt; CI installs it)."""
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -15,10 +20,16 @@ ray = pytest.importorskip(
 
 from backend.cli import main  # noqa: E402
 from backend.jobs.base import JobSpec  # noqa: E402
-from backend.jobs.ray_engine import DIE_ONCE_ENV, FAIL_ON_ENV, run_ray_extract  # noqa: E402
+from backend.jobs.ray_engine import (  # noqa: E402
+    DIE_ONCE_ENV,
+    DRIVER_KILL_ENV,
+    FAIL_ON_ENV,
+    run_ray_extract,
+)
 from backend.jobs.worker import Worker  # noqa: E402
 from backend.store import Store  # noqa: E402
 from backend.views import similarity as V  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TEXTS = [
@@ -139,3 +150,39 @@ def test_cli_extract_on_ray_survives_a_killed_worker_process(
         runs = store.set_runs("s", r["model_id"])
         x, _ = store.layer(runs["run_id"].tolist(), 1)
         assert len(x) == runs["n_tokens"].sum() == r["tokens"]
+
+
+def test_a_driver_killed_before_registering_leaves_nothing_visible(tmp_path, tiny_model_dir):
+    """kill -9 of the driver at the worst moment (shard complete and renamed, transaction not
+    yet run): no run is visible, and the same command again computes everything once."""
+    db, f = tmp_path / "k.duckdb", tmp_path / "p.txt"
+    f.write_text("\n".join(TEXTS) + "\n")
+    model = str(tiny_model_dir("gpt2"))
+    argv = ["extract", "--model", model, "--prompts", str(f), "--set", "s", "--db", str(db)]
+    env = {**os.environ, DRIVER_KILL_ENV: "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", *argv, "--engine", "ray"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: its local Ray goes down with it
+    )
+    try:
+        assert proc.wait(timeout=240) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    shard_dirs = [
+        p
+        for p in (tmp_path / "shards").rglob("*")
+        if p.is_dir() and p.parent.parent == tmp_path / "shards"
+    ]
+    assert shard_dirs, "the driver died before the shard was written"
+    with Store(db) as store:
+        s = store.summary()
+        assert (s["runs"], s["shard_files"], s["shard_runs"]) == (0, 0, 0)
+        p = _ray_job(store, model)  # again (on the test's Ray): everything computed once
+        assert p.status == "done", p.message
+        assert (p.result["runs"], p.result["cached_runs"]) == (len(TEXTS), 0)
+        assert store.summary()["shard_runs"] == len(TEXTS)
