@@ -27,6 +27,7 @@ registered and its temporary directory is removed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -199,7 +200,7 @@ def run_ray_extract(
     if gpus_per_worker < 0:
         raise LayerScopeError("--gpus-per-worker must be 0 or more.")
     if gpus_per_worker > 0 and spec.device == "cpu":
-        spec.device = "cuda"  # plan and actors agree on the dtype 'auto' picks
+        spec = dataclasses.replace(spec, device="cuda")  # plan and actors: the same dtype
     mref, settings, texts, missing = _extract_plan(store, spec)
     result = {
         "set": spec.set_name,
