@@ -118,11 +118,13 @@ class CaptureUDF:
                 if self.fail_on in t:
                     raise RuntimeError(f"capture failed on prompt {t!r} (injected failure)")
         toks = extract.tokenize(self.lm.tokenizer, texts, self.max_tokens)
+        by_id = dict(zip(ids, toks))
         cols: dict[str, list] = {f.name: [] for f in SHARD_SCHEMA}
         for runs in extract.capture(
             self.lm, list(zip(ids, toks)), self.settings, self.batch_tokens
         ):
-            for r, t in ((r, toks[ids.index(r.run_id)]) for r in runs):
+            for r in runs:
+                t = by_id[r.run_id]
                 _, n, d = r.hidden.shape
                 for layer, (c, blob) in enumerate(codec.encode_run(r.hidden, r.run_id)):
                     first = layer == 0
