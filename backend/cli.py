@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quiet_libraries() -> None:
-    """No download/loading bars from Hugging Face libraries in our output."""
+    """No download/loading bars from Hugging Face libraries in our output.
+
+    Environment only: importing transformers here would cost every command (``ls`` too) a
+    second; ``backend.models`` turns transformers' own bars off when it loads a model."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def _jsonable(o):

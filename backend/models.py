@@ -285,6 +285,9 @@ def preload_libraries() -> None:
 
 def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> LoadedModel:
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no loading bars in our output (cli.quiet_libraries)
 
     mref = resolve(ref)
     if device not in available_devices():

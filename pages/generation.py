@@ -7,7 +7,7 @@ import streamlit as st
 from backend import catalog, models
 from backend.analysis.commitment import correlation_grid
 from backend.analysis.similarity import SimilarityMatrix
-from backend.capture.generate import Sampling
+from backend.capture.records import Sampling
 from backend.errors import LayerScopeError
 from backend.figures.generation import (
     commitment_heatmap,

@@ -9,9 +9,12 @@ large vocabularies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class LensSummary:
 
 def lens_logits(hidden: torch.Tensor, final_norm, unembed) -> torch.Tensor:
     """(n_layers, n_pos, d) -> (n_layers, n_pos, vocab) float32 logits."""
+    import torch
+
     with torch.inference_mode():
         p = next(unembed.parameters())
         h = hidden.to(device=p.device, dtype=p.dtype)
@@ -65,6 +70,8 @@ def commitment_depth(is_top: np.ndarray) -> np.ndarray:
 
 def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise dot products of (R, V) tensors without materialising a * b."""
+    import torch
+
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2))[:, 0, 0]
 
 
@@ -77,6 +84,8 @@ def _readout(
     With s = z - max, e = exp(s), S = sum e: entropy = log S - <e, s> / S and
     KL(final || layer) = sum pf log pf - <pf, s> + log S; five passes over the logits.
     """
+    import torch
+
     z.sub_(z.amax(-1, keepdim=True))
     e = torch.exp(z)
     total = e.sum(-1)
@@ -102,6 +111,8 @@ def logit_lens(
     computes its own logits), for as many layers at once as fit in ``chunk_bytes`` of float32
     logits; the statistics are float32.
     """
+    import torch
+
     h = torch.as_tensor(np.asarray(hidden, dtype=np.float32))
     if h.ndim != 3 or h.shape[0] < 1 or h.shape[1] < 1:
         raise ValueError("hidden must be (n_layers, n_pos, d_model) with at least one position")

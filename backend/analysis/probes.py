@@ -21,7 +21,7 @@ Both probes standardise each training fold (as ``StandardScaler`` would) and sol
 the control and the final fit of one layer together:
 
 - ``logistic``: L2 logistic regression (``LogisticRegression(C)`` objective: binary log-loss or
-  multinomial), minimised with L-BFGS in torch, batched over the problems;
+  multinomial), minimised with scipy's L-BFGS, jointly over the problems;
 - ``ridge``: ``RidgeClassifier(alpha)`` in closed form from one Gram matrix per layer
   (train Gram = full Gram - test Gram), exact.
 
@@ -34,7 +34,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from backend.analysis import linear
 
@@ -276,7 +275,7 @@ def run_probes(
     fit = linear.logistic_layer if method == "logistic" else linear.ridge_layer
     opts = {"C": C, "max_iter": max_iter, "tol": tol} if method == "logistic" else {"alpha": alpha}
     for li in range(n_l):
-        out = fit(torch.from_numpy(x[li]), y, y_ctrl, tests, nc, **opts)
+        out = fit(x[li], y, y_ctrl, tests, nc, **opts)
         for f, te in enumerate(tests):
             s = out.test_scores[f]
             pred[li, te] = s.argmax(1)
@@ -287,7 +286,7 @@ def run_probes(
         )
         weights[li], bias[li] = out.weights, out.bias
         if task is not None:
-            ct = fit(torch.from_numpy(x[li]), y_task, y_task, tests, nc, **opts)
+            ct = fit(x[li], y_task, y_task, tests, nc, **opts)
             task[li] = np.mean(
                 [(s.argmax(1) == y_task[te]).mean() for s, te in zip(ct.test_scores, tests)]
             )

@@ -8,38 +8,53 @@ final norm applied for GPT-2 / Llama and is never used.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from backend.capture.records import (
+    CAPTURE_VERSION,
+    CapturedRun,
+    CaptureSettings,
+    make_run_id,
+    prompt_id,
+)
 from backend.models import LoadedModel
+from backend.store.codec import FP16_MAX
 
 log = logging.getLogger(__name__)
-CAPTURE_VERSION = 1
+__all__ = [  # the run records and ids live in records.py (torch-free); re-exported here
+    "CAPTURE_VERSION",
+    "CaptureSettings",
+    "CapturedRun",
+    "ResidualRecorder",
+    "Tokenized",
+    "capture",
+    "decode_tokens",
+    "make_run_id",
+    "plan_batches",
+    "prompt_id",
+    "to_storage",
+    "tokenize",
+]
 
 
-@dataclass(frozen=True)
-class CaptureSettings:
-    """Settings that change a prompt run's stored activations (they enter the run id)."""
+def to_storage(hidden: torch.Tensor, exact: bool = False) -> np.ndarray:
+    """(n_layers + 1, n_tokens, d_model) tensor -> numpy in storage precision, one conversion.
 
-    max_tokens: int | None = None  #: truncate longer prompts (flagged per run)
-    dtype: str = "float32"  #: the torch dtype the model computed in
-
-    def key(self) -> dict:
-        return {"v": CAPTURE_VERSION, "max_tokens": self.max_tokens, "dtype": self.dtype}
-
-
-def prompt_id(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def make_run_id(model_id: str, text: str, settings: dict, kind: str = "prompt") -> str:
-    payload = json.dumps([model_id, kind, text, settings], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+    float16 when every value is below fp16's limit (the codec then stores the bytes as they
+    are), else float32 (the codec stores each layer that fits as fp16 and the others as bf16,
+    both rounded to nearest even, exactly as torch's ``.to(torch.float16 / bfloat16)``).
+    NaN/inf also take the float32 path, where the codec refuses them naming the layer.
+    ``exact=True`` always returns float32 (tests that compare with a fresh forward pass).
+    """
+    hidden = hidden.detach()
+    if not exact and hidden.abs().max().item() < FP16_MAX:
+        return hidden.to(torch.float16).cpu().numpy()
+    return hidden.to(torch.float32).cpu().numpy()
 
 
 @dataclass
@@ -50,34 +65,6 @@ class Tokenized:
     special: list[bool]
     truncated: bool
     n_full: int  #: length before truncation
-
-
-@dataclass
-class CapturedRun:
-    """One run's tokens and hidden states, ready for ``Store.ingest``."""
-
-    run_id: str
-    text: str
-    token_ids: list[int]
-    tokens: list[str]  #: decoded text of each token
-    offsets: list[tuple[int, int]]  #: character span in ``text``; (-1, -1) when unknown
-    special: list[bool]
-    hidden: torch.Tensor  #: (n_layers + 1, n_tokens, d_model), model dtype
-    truncated: bool = False
-    kind: str = "prompt"
-    settings: dict = field(default_factory=dict)
-    n_prompt_tokens: int | None = None  #: generation runs: where the prompt ends
-    parent: str | None = None  #: generation runs: the id shared by the samples of one request
-    sample: int | None = None
-    seed: int | None = None
-
-    @property
-    def prompt_id(self) -> str:
-        return prompt_id(self.text)
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.token_ids)
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> list[Tokenized]:
@@ -160,8 +147,11 @@ def capture(
     settings: CaptureSettings,
     batch_tokens: int = 8192,
     should_stop: Callable[[], bool] | None = None,
+    exact: bool = False,
 ) -> Iterator[list[CapturedRun]]:
-    """Yield lists of CapturedRun, one list per forward batch. ``items`` = (run_id, Tokenized)."""
+    """Yield lists of CapturedRun, one list per forward batch. ``items`` = (run_id, Tokenized).
+
+    ``hidden`` is numpy in storage precision (see ``to_storage``; float32 with ``exact``)."""
     tok = lm.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     lengths = [len(t.ids) for _, t in items]
@@ -181,7 +171,8 @@ def capture(
             for row, i in enumerate(batch):
                 run_id, t = items[i]
                 n = lengths[i]
-                hidden = torch.stack([s[row, :n] for s in rec.states])  # padding never stored
+                # padding never stored; one conversion to storage precision per run
+                hidden = to_storage(torch.stack([s[row, :n] for s in rec.states]), exact)
                 runs.append(
                     CapturedRun(
                         run_id=run_id,

@@ -14,71 +14,27 @@ sampling settings, seed, sample index): asking again costs nothing.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 
 from backend import models
 from backend.capture import extract
+from backend.capture.records import GEN_VERSION, Sampling, request_id, sample_run_id, sample_seed
 from backend.errors import LayerScopeError
 
 log = logging.getLogger(__name__)
-GEN_VERSION = 2  #: bump when sampling changes what a seed produces (2: per-prompt seeds)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How to sample. Everything but ``samples`` enters the run ids."""
-
-    samples: int = 8  #: continuations per prompt
-    max_new_tokens: int = 16  #: generated tokens per sample (fewer when <eos> comes first)
-    temperature: float = 1.0  #: logits are divided by it (> 0)
-    top_p: float = 1.0  #: nucleus sampling: smallest set of tokens with this much mass
-    seed: int = 0  #: sample i uses sample_seed(seed, prompt text, i)
-
-    def key(self) -> dict:
-        """What identifies one sample's run besides its index (not how many were asked)."""
-        d = asdict(self)
-        d.pop("samples")
-        return {"v": GEN_VERSION, **d}
-
-    def validate(self) -> None:
-        if not 1 <= self.samples <= 256:
-            raise LayerScopeError("Ask for between 1 and 256 samples per prompt.")
-        if not 1 <= self.max_new_tokens <= 4096:
-            raise LayerScopeError("Ask for between 1 and 4096 new tokens.")
-        if not self.temperature > 0:
-            raise LayerScopeError("Temperature must be above 0 (1.0 samples the model as is).")
-        if not 0 < self.top_p <= 1:
-            raise LayerScopeError("Top-p must be in (0, 1]; 1 keeps every token.")
-        if self.seed < 0:
-            raise LayerScopeError("The seed must be 0 or more.")
-
-    @classmethod
-    def from_options(cls, options: dict) -> Sampling:
-        return cls(**{k: options[k] for k in cls.__dataclass_fields__ if k in options})
-
-
-def sample_seed(seed: int, text: str, i: int) -> int:
-    """The generator seed of sample ``i`` of prompt ``text``: the first 8 bytes of
-    sha256(f"{seed}\x00{i}\x00{text}") as a 63-bit integer (stable across runs, machines and
-    Python versions, unlike ``hash``)."""
-    h = hashlib.sha256(f"{int(seed)}\x00{int(i)}\x00{text}".encode()).digest()
-    return int.from_bytes(h[:8], "big") >> 1
-
-
-def sample_run_id(model_id: str, text: str, s: Sampling, i: int, dtype: str) -> str:
-    settings = {**s.key(), "sample": i, "dtype": dtype}
-    return extract.make_run_id(model_id, text, settings, kind="generation")
-
-
-def request_id(model_id: str, text: str, s: Sampling, dtype: str) -> str:
-    """The ``parent`` shared by every sample of (model, prompt, sampling settings, dtype)."""
-    return extract.make_run_id(model_id, text, {**s.key(), "dtype": dtype}, kind="request")
+__all__ = [
+    "GEN_VERSION",
+    "Sampling",
+    "generate",
+    "request_id",
+    "sample_next",
+    "sample_run_id",
+    "sample_seed",
+]
 
 
 def sample_next(logits: torch.Tensor, s: Sampling, gens: list[torch.Generator]) -> torch.Tensor:
@@ -112,11 +68,13 @@ def generate(
     s: Sampling,
     samples: list[int] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    exact: bool = False,
 ) -> list[extract.CapturedRun]:
     """Sample continuations ``samples`` (default 0..N-1) of ``text``, every layer captured.
 
     Returns one CapturedRun per sample: hidden (n_layers + 1, n_prompt + n_generated, d_model)
-    in the model dtype; an empty list if ``should_stop`` fired.
+    as numpy in storage precision (``extract.to_storage``; float32 with ``exact``); an empty
+    list if ``should_stop`` fired.
     """
     if not lm.info.is_causal:
         raise LayerScopeError(f"{lm.info.ref} is not a causal language model: it cannot generate.")
@@ -175,7 +133,7 @@ def generate(
                 tokens=extract.decode_tokens(tok, ids),
                 offsets=prompt.offsets + [(-1, -1)] * cut,
                 special=prompt.special + [t in special_ids for t in g[:cut]],
-                hidden=buf[:, row, : len(ids)].clone(),
+                hidden=extract.to_storage(buf[:, row, : len(ids)], exact),
                 truncated=capped and cut == len(g),
                 kind="generation",
                 settings={**s.key(), "sample": i, "dtype": dtype},

@@ -57,6 +57,9 @@ def ensure_runs(store: Store, args, quiet: bool = False):
     """Make sure the set's runs exist for the model (computing what is missing).
     Returns (model_id, runs DataFrame)."""
     catalog.ensure_set(store, args.set_name)
+    cached = cached_runs(store, args)
+    if cached is not None:
+        return cached
     spec = JobSpec(
         model=args.model,
         set_name=args.set_name,
@@ -67,6 +70,25 @@ def ensure_runs(store: Store, args, quiet: bool = False):
     p = run_job(store, spec, quiet=quiet or getattr(args, "json", False))
     model_id = p.result["model_id"]
     return model_id, store.set_runs(args.set_name, model_id)
+
+
+def cached_runs(store: Store, args):
+    """(model_id, runs) when the store already covers the set for this model, without
+    resolving or loading the model (no torch, no transformers); else None.
+
+    Only with ``--dtype auto``: the stored model whose ref (or id) matches ``--model`` and
+    whose runs cover every distinct prompt text of the set. An explicit dtype, a model never
+    stored, or any missing prompt goes through the job, which computes what is missing."""
+    if getattr(args, "dtype", "auto") != "auto":
+        return None
+    row = store.find_model(args.model)
+    if row is None:
+        return None
+    runs = store.set_runs(args.set_name, row["model_id"])
+    wanted = set(store.get_set(args.set_name)["text"])
+    if not wanted or not wanted <= set(runs["text"]):
+        return None
+    return row["model_id"], runs
 
 
 def set_name_from(path: str) -> str:

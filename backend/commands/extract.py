@@ -21,6 +21,19 @@ def register(p) -> None:
     p.add_argument("--group-column")
     p.add_argument("--max-tokens", type=int, help="truncate longer prompts (flagged, warned)")
     p.add_argument("--batch-tokens", type=int, default=8192)
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process, into the DuckDB file; ray: a Ray cluster, into Parquet "
+        "shards the store reads in place (pip install -r requirements-scale.txt)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="ray: model actors")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: 0 = CPU actors")
+    p.add_argument(
+        "--ray-address", help="ray: join this cluster (auto | ray://head:10001); default: local"
+    )
+    p.add_argument("--shard-root", help="ray: where shards go (default: shards/ next to --db)")
 
 
 def run(args, store) -> dict:
@@ -49,6 +62,7 @@ def run(args, store) -> dict:
         max_tokens=args.max_tokens,
         batch_tokens=args.batch_tokens,
         trust_remote_code=args.trust_remote_code,
+        options=_engine_options(args),
     )
     p = run_job(store, spec, quiet=args.json)
     r = p.result
@@ -62,6 +76,28 @@ def run(args, store) -> dict:
         "truncated": r["truncated"],
         "seconds": round(p.seconds, 3),
         "status": p.status,
+        "engine": args.engine,
+        **({"ray_start_s": r.get("ray_start_s", 0.0)} if args.engine == "ray" else {}),
+    }
+
+
+def _engine_options(args) -> dict:
+    if args.engine == "local":
+        return {}
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise LayerScopeError(
+            "--engine ray needs Ray: pip install -r requirements-scale.txt (ray[data])."
+        )
+    if args.workers < 1 or args.gpus_per_worker < 0:
+        raise LayerScopeError("--workers must be at least 1 and --gpus-per-worker at least 0.")
+    return {
+        "engine": "ray",
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "ray_address": args.ray_address,
+        "shard_root": args.shard_root,
     }
 
 
@@ -70,6 +106,8 @@ def prose(r: dict) -> str:
         f"{r['set']} on {r['model']}: {r['runs']} runs computed, {r['cached_runs']} found in the "
         f"cache, {r['tokens']} tokens in {r['seconds']:.1f} s"
     )
+    if r.get("engine") == "ray":
+        s += f" (Ray engine, into Parquet shards; Ray start-up {r['ray_start_s']:.1f} s)"
     if r["truncated"]:
         s += f"\nwarning: {r['truncated']} prompts were truncated (--max-tokens)"
     return s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend import catalog, models, prompts
-from backend.capture.generate import Sampling
+from backend.capture.records import Sampling
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec

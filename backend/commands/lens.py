@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from backend import models
-from backend.capture import extract
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
 from backend.views import lens
@@ -27,11 +26,12 @@ def register(p) -> None:
 
 
 def _prompt(args, lm) -> dict:
+    from backend.capture import extract  # torch: this path runs the model anyway
+
     tk = extract.tokenize(lm.tokenizer, [args.prompt])[0]
     settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
-    run = next(iter(extract.capture(lm, [("lens", tk)], settings)))[0]
-    hidden = np.asarray(run.hidden.float() if hasattr(run.hidden, "float") else run.hidden)
-    res = lens.lens_of(lm, hidden.astype(np.float32), run.tokens, args.top)
+    run = next(iter(extract.capture(lm, [("lens", tk)], settings, exact=True)))[0]
+    res = lens.lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, args.top)
     return {"model": args.model, "prompt": args.prompt, **res.to_dict()}
 
 

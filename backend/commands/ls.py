@@ -30,6 +30,8 @@ def prose(r: dict) -> str:
         f"{r['db']}: {s['runs']} runs, {s['tokens']} tokens, "
         f"{human_bytes(s['activation_bytes'])} of activations "
         f"({human_bytes(s['file_bytes'])} on disk)",
+        f"  where runs live: {s['runs'] - s['shard_runs']} in the file, {s['shard_runs']} in "
+        f"{s['shard_files']} Parquet shard files ({human_bytes(s['shard_bytes'])})",
         "",
         "models:",
     ]
@@ -42,7 +44,9 @@ def prose(r: dict) -> str:
     lines += ["", "prompt sets:"]
     for st in r["sets"]:
         covered = [
-            f"{c['ref']} ({c['n_runs']})" for c in r["coverage"] if c["set_name"] == st["set_name"]
+            f"{c['ref']} ({c['n_runs']}: {_where(c)})"
+            for c in r["coverage"]
+            if c["set_name"] == st["set_name"]
         ]
         lines.append(
             f"  {st['set_name']:<20} {st['n_prompts']:>6} prompts"
@@ -50,3 +54,10 @@ def prose(r: dict) -> str:
             f"  runs: {', '.join(covered) or 'none'}"
         )
     return "\n".join(lines)
+
+
+def _where(c: dict) -> str:
+    shards = int(c.get("n_shard_runs") or 0)
+    if shards == 0:
+        return "file"
+    return "shards" if shards == c["n_runs"] else f"{c['n_runs'] - shards} file, {shards} shards"

@@ -27,9 +27,9 @@ def hidden_states(lm, texts: list[str]) -> list[torch.Tensor]:
     settings = extract.CaptureSettings(dtype="float32")
     items = [(str(i), t) for i, t in enumerate(extract.tokenize(lm.tokenizer, texts))]
     out: dict[str, torch.Tensor] = {}
-    for batch in extract.capture(lm, items, settings):
+    for batch in extract.capture(lm, items, settings, exact=True):
         for r in batch:
-            out[r.run_id] = r.hidden.float()
+            out[r.run_id] = torch.from_numpy(r.hidden)
     return [out[str(i)] for i in range(len(texts))]
 
 

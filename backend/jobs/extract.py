@@ -59,6 +59,10 @@ def estimate(store: Store, spec: JobSpec, texts: list[str] | None = None) -> Est
 
 
 def run_extract(ctx: JobContext) -> dict:
+    if ctx.spec.options.get("engine", "local") == "ray":
+        from backend.jobs.ray_engine import run_ray_job  # ray: only when asked for
+
+        return run_ray_job(ctx)
     store, spec, p = ctx.store, ctx.spec, ctx.progress
     mref, settings, texts, missing = _extract_plan(store, spec)
     p.runs_total, p.runs_cached = len(texts), len(texts) - len(missing)

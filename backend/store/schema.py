@@ -1,6 +1,6 @@
 """DDL of the activation store (owned by backend.store; bump SCHEMA_VERSION on change)."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  #: 2: Parquet shards (shards, run_shards)
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -26,6 +26,14 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS activations (
         run_id VARCHAR, layer SMALLINT, n_tokens INTEGER, d_model INTEGER, codec VARCHAR,
         data BLOB)""",
+    # Parquet shards written by the Ray engine (backend/jobs/ray_engine.py), read in place:
+    # one row per file; a file holds one layer (its directory is layer=K) of a job's runs
+    """CREATE TABLE IF NOT EXISTS shards (
+        model_id VARCHAR, job_id VARCHAR, path VARCHAR PRIMARY KEY, layer SMALLINT,
+        n_runs INTEGER, bytes BIGINT, created_at TIMESTAMP)""",
+    # where a run's vectors live when not in `activations`: the shard job that holds them
+    """CREATE TABLE IF NOT EXISTS run_shards (
+        run_id VARCHAR PRIMARY KEY, model_id VARCHAR, job_id VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS jobs (
         job_id VARCHAR PRIMARY KEY, kind VARCHAR, spec VARCHAR, status VARCHAR,
         tokens_total BIGINT, tokens_done BIGINT, runs_total INTEGER, runs_done INTEGER,

@@ -7,6 +7,7 @@ writes). A run becomes visible in one transaction together with its tokens and a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from backend.capture.extract import CapturedRun, prompt_id
+from backend.capture.records import CapturedRun, prompt_id
 from backend.errors import LayerScopeError
 from backend.prompts import dedupe, validate_set_name
 from backend.store import codec
@@ -67,6 +68,17 @@ def disk_full_message(path) -> str:
         "Free some space (or delete sets you no longer need) and run the same command again, "
         "or use --db on another disk."
     )
+
+
+def _remove_files(paths: list[str]) -> None:
+    """Remove unregistered shard files, then their directories once empty."""
+    dirs = set()
+    for p in paths:
+        Path(p).unlink(missing_ok=True)
+        dirs.update(Path(p).parents[:2])  # layer=K/ and the job's directory
+    for d in sorted(dirs, key=lambda d: -len(d.parts)):
+        with contextlib.suppress(OSError):  # not empty (another layer's files) or gone
+            d.rmdir()
 
 
 WAL_CHECKPOINT = "256MB"  #: automatic checkpoint threshold (see Store.__init__)
@@ -149,6 +161,10 @@ class Store:
             raise LayerScopeError(
                 f"The cache {self.path} was written by a newer LayerScope (schema {row[0]})."
             )
+        elif int(row[0]) < SCHEMA_VERSION:  # every change so far only added tables
+            self.con.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+            )
 
     def _one(self, sql: str, params: list | None = None):
         """First row or None; always drains the result (DuckDB 2 refuses half-read results)."""
@@ -205,10 +221,13 @@ class Store:
             """SELECT m.model_id, m.ref, m.name, m.architecture, m.n_layers, m.d_model,
                       m.has_lm_head, m.last_used,
                       count(DISTINCT r.run_id) AS n_runs,
-                      coalesce(sum(s.bytes), 0)::BIGINT AS bytes
+                      (coalesce(sum(s.bytes), 0) + coalesce(any_value(sh.bytes), 0))::BIGINT
+                        AS bytes
                FROM models m LEFT JOIN runs r USING (model_id)
                LEFT JOIN (SELECT run_id, sum(octet_length(data)) AS bytes
                           FROM activations GROUP BY run_id) s USING (run_id)
+               LEFT JOIN (SELECT model_id, sum(bytes) AS bytes FROM shards GROUP BY model_id) sh
+                 USING (model_id)
                GROUP BY ALL ORDER BY m.last_used DESC NULLS LAST"""
         )
 
@@ -302,9 +321,10 @@ class Store:
                      (SELECT prompt_id FROM set_prompts WHERE set_name <> ?)""",
                 [name, name],
             )
-            self._delete_runs_in_doomed()
+            dead = self._delete_runs_in_doomed()
             self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
             self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
+        _remove_files(dead)
         self.con.execute("CHECKPOINT")
 
     # -- runs -----------------------------------------------------------------------------
@@ -326,7 +346,7 @@ class Store:
             {k: [] for k in ("run_id", "layer", "n_tokens", "d_model", "codec", "data")},
         )
         for r in runs:
-            n_layers1, n, d = r.hidden.shape
+            _, n, d = r.hidden.shape
             run_rows.append(
                 (
                     r.run_id,
@@ -350,8 +370,7 @@ class Store:
             tok_cols["s"] += [o[0] for o in r.offsets]
             tok_cols["e"] += [o[1] for o in r.offsets]
             tok_cols["sp"] += list(r.special)
-            for layer in range(n_layers1):
-                c, blob = codec.encode(r.hidden[layer])
+            for layer, (c, blob) in enumerate(codec.encode_run(r.hidden, r.run_id)):
                 for k, v in zip(act, (r.run_id, layer, n, d, c, blob)):
                     act[k].append(v)
         runs_tbl = pa.table(
@@ -469,7 +488,12 @@ class Store:
 
     def n_layers_of(self, run_id: str) -> int:
         """How many layers (embeddings included) a run has stored; 0 if none."""
-        row = self._one("SELECT max(layer) + 1 FROM activations WHERE run_id = ?", [run_id])
+        row = self._one(
+            """SELECT coalesce((SELECT max(layer) + 1 FROM activations WHERE run_id = ?),
+                               (SELECT max(s.layer) + 1 FROM run_shards r JOIN shards s
+                                  USING (job_id) WHERE r.run_id = ?))""",
+            [run_id, run_id],
+        )
         return int(row[0]) if row and row[0] is not None else 0
 
     def prompt_sets_of(self, prompt_id: str) -> pd.DataFrame:
@@ -505,18 +529,26 @@ class Store:
                 "CREATE OR REPLACE TEMP TABLE doomed AS SELECT run_id FROM runs WHERE model_id = ?",
                 [model_id],
             )
-            self._delete_runs_in_doomed()
+            dead = self._delete_runs_in_doomed()
             self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
+        _remove_files(dead)
         self.con.execute("CHECKPOINT")
 
     def checkpoint(self) -> None:
         """Write the WAL into the file (after a job: packs the blobs densely)."""
         self.con.execute("CHECKPOINT")
 
-    def _delete_runs_in_doomed(self) -> None:
-        for table in ("activations", "tokens", "runs"):
+    def _delete_runs_in_doomed(self) -> list[str]:
+        """Delete the runs listed in temp table ``doomed``; unregister the shard files no
+        remaining run needs and return their paths (removed by the caller after COMMIT)."""
+        for table in ("activations", "tokens", "run_shards", "runs"):
             self.con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")
         self.con.execute("DROP TABLE doomed")
+        dead = self.con.execute(
+            """DELETE FROM shards WHERE job_id NOT IN (SELECT DISTINCT job_id FROM run_shards)
+               RETURNING path"""
+        ).fetchall()
+        return [r[0] for r in dead]
 
     # -- activations ----------------------------------------------------------------------
     def _blobs(self, sql: str, params: list) -> pa.Table:
@@ -524,11 +556,20 @@ class Store:
 
     def run_layers(self, run_id: str) -> np.ndarray:
         """All layers of one run: float32 (n_layers + 1, n_tokens, d_model)."""
-        t = self._blobs(
-            """SELECT layer, n_tokens, d_model, codec, data FROM activations
-                           WHERE run_id = ? ORDER BY layer""",
-            [run_id],
-        )
+        paths = self._shard_paths([run_id])
+        if paths:
+            t = self._blobs(
+                """SELECT layer, n_tokens, d_model, codec, data
+                   FROM read_parquet(?, hive_partitioning = true)
+                   WHERE run_id = ? ORDER BY layer""",
+                [paths, run_id],
+            )
+        else:
+            t = self._blobs(
+                """SELECT layer, n_tokens, d_model, codec, data FROM activations
+                   WHERE run_id = ? ORDER BY layer""",
+                [run_id],
+            )
         if t.num_rows == 0:
             raise LayerScopeError(f"No activations stored for run {run_id}.")
         n, d = t["n_tokens"][0].as_py(), t["d_model"][0].as_py()
@@ -538,28 +579,55 @@ class Store:
         return out
 
     def layer(self, run_ids: list[str], layer: int) -> tuple[np.ndarray, pd.DataFrame]:
-        """One layer for many runs: float32 (total_tokens, d_model) and index [run_id, pos]."""
-        t = self._blobs(
-            """SELECT a.run_id, a.n_tokens, a.d_model, a.codec, a.data
-               FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
-               JOIN activations a USING (run_id) WHERE a.layer = ? ORDER BY q.k""",
-            [list(run_ids), list(run_ids), layer],
-        )
-        found = t["run_id"].to_pylist()
-        if len(found) != len(run_ids):
-            missing = len(set(run_ids) - set(found))
+        """One layer for many runs: float32 (total_tokens, d_model) and index [run_id, pos].
+
+        Rows come back unsorted (sorting 100k tokens of blobs in DuckDB cost more than the
+        read) and are decoded straight into request order."""
+        paths = self._shard_paths(run_ids, layer)
+        if paths:  # some runs live in Parquet shards: read those files in place
+            t = self._blobs(
+                """SELECT q.k, a.n_tokens, a.d_model, a.codec, a.data
+                   FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
+                   JOIN (SELECT run_id, n_tokens, d_model, codec, data FROM activations
+                         WHERE layer = ?
+                         UNION ALL
+                         SELECT run_id, n_tokens, d_model, codec, data
+                         FROM read_parquet(?, hive_partitioning = true)
+                         WHERE run_id IN (SELECT run_id FROM run_shards)) a USING (run_id)""",
+                [list(run_ids), list(run_ids), layer, paths],
+            )
+        else:
+            t = self._blobs(
+                """SELECT q.k, a.n_tokens, a.d_model, a.codec, a.data
+                   FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
+                   JOIN activations a USING (run_id) WHERE a.layer = ?""",
+                [list(run_ids), list(run_ids), layer],
+            )
+        if t.num_rows != len(run_ids):
+            found = {run_ids[k - 1] for k in t["k"].to_pylist()}
+            missing = len(set(run_ids) - found)
             raise LayerScopeError(f"{missing} of {len(run_ids)} runs have no layer {layer} stored.")
-        ns = t["n_tokens"].to_pylist()
-        d = t["d_model"][0].as_py() if ns else 0
-        out = np.empty((sum(ns), d), dtype=np.float32)
-        start = 0
-        for n, c, blob in zip(ns, t["codec"].to_pylist(), t["data"].to_pylist()):
-            codec.decode_into(out[start : start + n], c, blob)
-            start += n
+        order = np.argsort(t["k"].to_numpy(), kind="stable")  # DuckDB row of request i
+        ns_db = t["n_tokens"].to_numpy().astype(np.int64)
+        ns = ns_db[order]
+        d = int(t["d_model"][0].as_py()) if len(ns) else 0
+        out = np.empty((int(ns.sum()), d), dtype=np.float32)
+        dst = np.r_[0, np.cumsum(ns)]
+        codecs = t["codec"].to_pylist()
+        if len(ns) and all(c == codec.F16 for c in codecs):
+            # every blob fp16: view the Arrow column's contiguous buffer, copy runs in order
+            flat = codec.f16_view(t["data"].combine_chunks(), int(ns_db.sum()), d)
+            src = np.r_[0, np.cumsum(ns_db)]
+            for i, j in enumerate(order):
+                out[dst[i] : dst[i + 1]] = flat[src[j] : src[j + 1]]
+        else:
+            blobs = t["data"].to_pylist()
+            for i, j in enumerate(order):
+                codec.decode_into(out[dst[i] : dst[i + 1]], codecs[j], blobs[j])
         index = pd.DataFrame(
             {
-                "run_id": np.repeat(found, ns),
-                "pos": np.concatenate([np.arange(n) for n in ns]) if ns else [],
+                "run_id": np.repeat(np.asarray(run_ids, dtype=object), ns),
+                "pos": np.concatenate([np.arange(n) for n in ns]) if len(ns) else [],
             }
         )
         return out, index
@@ -572,16 +640,15 @@ class Store:
         if how not in ("last", "mean"):
             raise ValueError("how must be 'last' or 'mean'")
         if layers is None:
-            n_l = self._one(
-                "SELECT max(layer) + 1 FROM activations WHERE run_id = ?", [run_ids[0]]
-            )[0]
-            layers = list(range(n_l or 0))
+            layers = list(range(self.n_layers_of(run_ids[0])))
         out = None
         for li, layer in enumerate(layers):
             x, idx = self.layer(run_ids, layer)
             if how == "mean":
                 keep = self._non_special_mask(run_ids, len(x))
-            starts = np.r_[0, np.cumsum(idx.groupby("run_id", sort=False).size().to_numpy())]
+            # each requested run's block starts at pos 0 (a run may be requested twice: a set
+            # can hold the same prompt twice)
+            starts = np.r_[np.flatnonzero(idx["pos"].to_numpy() == 0), len(idx)]
             if out is None:
                 out = np.empty((len(layers), len(run_ids), x.shape[1]), dtype=np.float32)
             for j in range(len(run_ids)):
@@ -651,12 +718,128 @@ class Store:
                 writer.close()
         return rows
 
+    # -- Parquet shards (written by backend/jobs/ray_engine.py, read in place) --------------
+    def shard_root(self) -> Path:
+        """Default home of shards: ``shards/`` next to the DuckDB file."""
+        base = self.path.parent if isinstance(self.path, Path) else Path("cache")
+        return (base / "shards").resolve()
+
+    def _shard_paths(self, run_ids: list[str], layer: int | None = None) -> list[str]:
+        """The shard files holding these runs (one layer, or all); empty if all are native."""
+        rows = self.con.execute(
+            """SELECT DISTINCT s.path FROM run_shards r JOIN shards s USING (job_id)
+               WHERE r.run_id IN (SELECT unnest(?)) AND (? IS NULL OR s.layer = ?)
+               ORDER BY s.path""",
+            [list(run_ids), layer, layer],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def shard_model_info(self, paths: list[str]) -> dict:
+        """The ModelInfo (as a dict) the workers wrote on the layer-0 rows of a shard."""
+        row = self._one(
+            """SELECT any_value(info) FROM read_parquet(?, hive_partitioning = true)
+               WHERE layer = 0""",
+            [list(paths)],
+        )
+        if row is None or row[0] is None:
+            raise LayerScopeError("The shard has no layer-0 rows: nothing was captured.")
+        return json.loads(row[0])
+
+    def check_shard(self, paths: list[str], run_ids: list[str], n_layers: int) -> None:
+        """Every layer 0..n_layers holds each of ``run_ids`` exactly once, and nothing else
+        (a retried task must not duplicate a run; a lost one must not go unnoticed)."""
+        got = self.con.execute(
+            """SELECT layer, count(*), count(DISTINCT run_id),
+                      count(*) FILTER (run_id NOT IN (SELECT unnest(?)))
+               FROM read_parquet(?, hive_partitioning = true) GROUP BY layer ORDER BY layer""",
+            [list(run_ids), list(paths)],
+        ).fetchall()
+        want = [(layer, len(run_ids), len(run_ids), 0) for layer in range(n_layers + 1)]
+        if [tuple(int(v) for v in r) for r in got] != want:
+            bad = [r for r in got if tuple(r[1:]) != (len(run_ids), len(run_ids), 0)]
+            raise LayerScopeError(
+                f"The shard is incomplete or has duplicated runs (expected {len(run_ids)} runs "
+                f"in each of layers 0..{n_layers}; got (layer, rows, runs, unknown) = "
+                f"{bad or got}); nothing was registered."
+            )
+
+    def register_shards(
+        self, info, job_id: str, plan: pd.DataFrame, files: list[tuple[str, int, int]]
+    ) -> None:
+        """Make a completed shard's runs visible, in ONE transaction: the model row, prompts,
+        runs and tokens (from the layer-0 files) and the shard files themselves.
+
+        ``plan``: run_id, text, settings (JSON) of the runs the shard holds; ``files``:
+        (absolute path, layer, bytes) of every Parquet file of the shard."""
+        paths = [f[0] for f in files]
+        layer0 = [f[0] for f in files if f[1] == 0]
+        run_ids = plan["run_id"].tolist()
+        self.check_shard(paths, run_ids, info.n_layers)
+        plan_tbl = pa.table(
+            {
+                "run_id": run_ids,
+                "prompt_id": [prompt_id(t) for t in plan["text"]],
+                "text": plan["text"].tolist(),
+                "settings": plan["settings"].tolist(),
+            }
+        )
+        shard_tbl = pa.table(
+            {
+                "path": paths,
+                "layer": pa.array([f[1] for f in files], pa.int16()),
+                "bytes": pa.array([f[2] for f in files], pa.int64()),
+            }
+        )
+        with self._lock:
+            self.con.register("plan_tbl", plan_tbl)
+            self.con.register("shard_tbl", shard_tbl)
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.upsert_model(info)
+                self.con.execute(
+                    """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM plan_tbl
+                       ON CONFLICT DO NOTHING"""
+                )
+                self.con.execute(
+                    """INSERT INTO runs SELECT p.run_id, ?, p.prompt_id, 'prompt', p.settings,
+                           s.n_tokens, s.n_tokens, s.truncated, NULL, NULL, NULL, now()
+                       FROM plan_tbl p JOIN read_parquet(?, hive_partitioning = true) s
+                         USING (run_id)
+                       WHERE s.layer = 0 ON CONFLICT DO NOTHING""",
+                    [info.model_id, layer0],
+                )
+                self.con.execute(
+                    """INSERT INTO tokens SELECT run_id,
+                           unnest(generate_series(0, len(token_ids) - 1)), unnest(token_ids),
+                           unnest(tokens), unnest(starts), unnest("ends"), unnest(special)
+                       FROM read_parquet(?, hive_partitioning = true) WHERE layer = 0""",
+                    [layer0],
+                )
+                self.con.execute(
+                    """INSERT INTO shards SELECT ?, ?, path, layer, ?, bytes, now()
+                       FROM shard_tbl""",
+                    [info.model_id, job_id, len(run_ids)],
+                )
+                self.con.execute(
+                    "INSERT INTO run_shards SELECT run_id, ?, ? FROM plan_tbl",
+                    [info.model_id, job_id],
+                )
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+            finally:
+                self.con.unregister("plan_tbl")
+                self.con.unregister("shard_tbl")
+
     # -- sizes ----------------------------------------------------------------------------
     def summary(self) -> dict:
         q = self._one(
             """SELECT (SELECT count(*) FROM models), (SELECT count(*) FROM prompt_sets),
                       (SELECT count(*) FROM runs), (SELECT coalesce(sum(n_tokens), 0) FROM runs),
-                      (SELECT coalesce(sum(octet_length(data)), 0) FROM activations)"""
+                      (SELECT coalesce(sum(octet_length(data)), 0) FROM activations),
+                      (SELECT coalesce(sum(bytes), 0) FROM shards),
+                      (SELECT count(*) FROM run_shards), (SELECT count(*) FROM shards)"""
         )
         size = self.path.stat().st_size if isinstance(self.path, Path) and self.path.exists() else 0
         return {
@@ -664,17 +847,23 @@ class Store:
             "sets": q[1],
             "runs": q[2],
             "tokens": int(q[3]),
-            "activation_bytes": int(q[4]),
+            "activation_bytes": int(q[4]) + int(q[5]),
             "file_bytes": size,
+            "shard_bytes": int(q[5]),  #: Parquet shards (part of activation_bytes)
+            "shard_runs": int(q[6]),
+            "shard_files": int(q[7]),
         }
 
     def set_coverage(self) -> pd.DataFrame:
-        """Per (set, model): prompts, runs present, bytes of activations."""
+        """Per (set, model): runs present, their tokens, and how many live in Parquet shards."""
         return self._df(
             """SELECT sp.set_name, m.model_id, m.ref, count(DISTINCT sp.idx) AS n_runs,
-                      coalesce(sum(r.n_tokens), 0)::BIGINT AS tokens
+                      coalesce(sum(r.n_tokens), 0)::BIGINT AS tokens,
+                      count(DISTINCT sp.idx) FILTER (rs.run_id IS NOT NULL) AS n_shard_runs
                FROM set_prompts sp JOIN runs r ON r.prompt_id = sp.prompt_id AND r.kind='prompt'
-               JOIN models m USING (model_id) GROUP BY ALL ORDER BY sp.set_name, m.ref"""
+               LEFT JOIN run_shards rs USING (run_id)
+               JOIN models m ON m.model_id = r.model_id
+               GROUP BY ALL ORDER BY sp.set_name, m.ref"""
         )
 
     # -- derived results cache ------------------------------------------------------------

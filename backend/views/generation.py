@@ -40,7 +40,7 @@ from backend.analysis.commitment import (
     run_similarity,
     surface_agreement_by_step,
 )
-from backend.capture.generate import Sampling, request_id
+from backend.capture.records import Sampling, request_id
 from backend.errors import LayerScopeError
 from backend.patterns import Pattern
 from backend.store import Store

@@ -70,8 +70,8 @@ def test_last_layer_lens_reproduces_gpt2_logits_from_hooks():
 def test_lens_on_captured_runs_reproduces_the_models_logits(tiny_model_dir, family):
     lm = models.load_model(str(tiny_model_dir(family)), dtype="float32")
     tk = extract.tokenize(lm.tokenizer, ["the cat sits on the mat ."])[0]
-    run = next(iter(extract.capture(lm, [("r", tk)], extract.CaptureSettings())))[0]
-    res = LE.logit_lens(run.hidden.numpy(), lm.final_norm, lm.unembed, k=3)
+    run = next(iter(extract.capture(lm, [("r", tk)], extract.CaptureSettings(), exact=True)))[0]
+    res = LE.logit_lens(run.hidden, lm.final_norm, lm.unembed, k=3)
     with torch.inference_mode():
         logits = lm.model(input_ids=torch.tensor([tk.ids])).logits[0]
     top_p, top_i = torch.softmax(logits, -1).topk(3, -1)

@@ -1,5 +1,6 @@
 """Capture semantics: layer 0 = embeddings, layer n = before the final norm, no padding."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,8 +16,22 @@ def _capture(lm, texts, max_tokens=None, batch_tokens=8192):
         (extract.make_run_id(lm.info.model_id, t, settings.key()), tk)
         for t, tk in zip(texts, extract.tokenize(lm.tokenizer, texts, max_tokens))
     ]
-    runs = [r for b in extract.capture(lm, items, settings, batch_tokens) for r in b]
+    runs = [r for b in extract.capture(lm, items, settings, batch_tokens, exact=True) for r in b]
+    for r in runs:  # exact: float32 numpy; compared with torch forward passes below
+        assert isinstance(r.hidden, np.ndarray) and r.hidden.dtype == np.float32
+        r.hidden = torch.from_numpy(r.hidden)
     return {r.text: r for r in runs}
+
+
+def test_records_are_numpy_in_storage_precision(tiny_model_dir):
+    lm = models.load_model(str(tiny_model_dir("gpt2")), dtype="float32")
+    exact = _capture(lm, TEXTS)
+    settings = extract.CaptureSettings(dtype="float32")
+    items = [(t, tk) for t, tk in zip(TEXTS, extract.tokenize(lm.tokenizer, TEXTS))]
+    for r in (r for b in extract.capture(lm, items, settings) for r in b):
+        assert r.hidden.dtype == np.float16  # the store keeps these bytes as they are
+        want = exact[r.text].hidden.numpy()
+        np.testing.assert_array_equal(r.hidden, want.astype(np.float16))
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "qwen2", "mistral"])

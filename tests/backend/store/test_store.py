@@ -3,9 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from backend.capture.extract import CapturedRun, make_run_id
+from backend.capture.records import CapturedRun, make_run_id
 from backend.errors import LayerScopeError
 from backend.store import Store, codec
 from backend.store.schema import SCHEMA_VERSION
@@ -14,7 +13,7 @@ from backend.store.schema import SCHEMA_VERSION
 def fake_run(text, n_layers=3, d=16, scale=1.0, model_id="m"):
     RNG = np.random.default_rng(0)  # per test: order-independent
     n = len(text.split())
-    h = torch.tensor(RNG.normal(size=(n_layers + 1, n, d)) * scale, dtype=torch.float32)
+    h = (RNG.normal(size=(n_layers + 1, n, d)) * scale).astype(np.float32)
     return CapturedRun(
         run_id=make_run_id(model_id, text, {}),
         text=text,
@@ -50,15 +49,15 @@ def test_roundtrip_all_read_shapes(store):
     assert list(sr["text"]) == [r.text for r in runs] and list(sr["label"]) == ["x", "y", "x"]
     h = store.run_layers(runs[0].run_id)
     assert h.shape == (4, 3, 16) and h.dtype == np.float32
-    np.testing.assert_allclose(h, runs[0].hidden.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(h, runs[0].hidden, rtol=1e-3, atol=1e-3)
     x, idx = store.layer([r.run_id for r in runs][::-1], 2)  # order follows the request
     assert x.shape == (9, 16) and list(idx["run_id"][:4]) == [runs[2].run_id] * 4
-    np.testing.assert_allclose(x[:4], runs[2].hidden[2].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(x[:4], runs[2].hidden[2], rtol=1e-3, atol=1e-3)
     last = store.pooled([r.run_id for r in runs], "last")
     assert last.shape == (4, 3, 16)
-    np.testing.assert_allclose(last[1, 1], runs[1].hidden[1, -1].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(last[1, 1], runs[1].hidden[1, -1], rtol=1e-3, atol=1e-3)
     mean = store.pooled([r.run_id for r in runs], "mean", layers=[3])
-    expect = runs[0].hidden[3, 1:].mean(0).numpy()  # special first token excluded
+    expect = runs[0].hidden[3, 1:].mean(0)  # special first token excluded
     np.testing.assert_allclose(mean[0, 0], expect, rtol=1e-3, atol=1e-3)
     toks = store.tokens(runs[0].run_id)
     assert list(toks["token"]) == ["a", "b", "c"] and toks["is_special"].tolist() == [
@@ -68,10 +67,19 @@ def test_roundtrip_all_read_shapes(store):
     ]
 
 
+def test_pooled_follows_the_request_even_when_a_run_repeats(store):
+    runs = stocked(store)
+    ids = [runs[0].run_id, runs[1].run_id, runs[0].run_id]  # a set may hold a prompt twice
+    last = store.pooled(ids, "last", layers=[1])
+    assert last.shape == (1, 3, 16)
+    np.testing.assert_allclose(last[0, 2], runs[0].hidden[1, -1], rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(last[0, 0], last[0, 2])
+
+
 def test_fp16_storage_is_two_bytes_per_value(store):
     runs = stocked(store)
     total = store.summary()["activation_bytes"]
-    values = sum(r.hidden.numel() for r in runs)
+    values = sum(r.hidden.size for r in runs)
     assert total == 2 * values
 
 
@@ -83,14 +91,14 @@ def test_values_beyond_fp16_are_stored_as_bf16_not_inf(store):
     h = store.run_layers(r.run_id)
     assert np.isfinite(h).all()
     assert h[2, 1, 3] == pytest.approx(3.0e6, rel=1e-2)
-    np.testing.assert_allclose(h[1], r.hidden[1].numpy(), rtol=1e-3, atol=1e-3)  # other layers f16
+    np.testing.assert_allclose(h[1], r.hidden[1], rtol=1e-3, atol=1e-3)  # other layers f16
     codecs = store.con.execute("SELECT layer, codec FROM activations ORDER BY layer").fetchall()
     assert dict(codecs) == {0: "f16", 1: "f16", 2: "bf16", 3: "f16"}
 
 
 def test_codec_refuses_nan():
     with pytest.raises(ValueError):
-        codec.encode(torch.tensor([[float("nan")]]))
+        codec.encode(np.array([[float("nan")]], dtype=np.float32))
 
 
 def test_delete_set_frees_rows_but_keeps_shared_prompts(store):
@@ -98,7 +106,7 @@ def test_delete_set_frees_rows_but_keeps_shared_prompts(store):
     store.save_prompt_set("other", pd.DataFrame({"text": ["a b c"]}))
     store.delete_set("s")
     assert store.existing_runs([r.run_id for r in runs]) == {runs[0].run_id}
-    assert store.summary()["activation_bytes"] == runs[0].hidden.numel() * 2
+    assert store.summary()["activation_bytes"] == runs[0].hidden.size * 2
     store.delete_model_runs("m")
     assert store.summary()["runs"] == 0 and store.summary()["activation_bytes"] == 0
 
@@ -138,7 +146,7 @@ def test_export_parquet(store, tmp_path):
     t = pq.read_table(tmp_path / "a.parquet")
     assert n == t.num_rows == 9
     v = np.array(t["vector"][0].as_py())
-    np.testing.assert_allclose(v, runs[0].hidden[1, 0].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(v, runs[0].hidden[1, 0], rtol=1e-3, atol=1e-3)
     assert set(t.column_names) >= {"run_id", "layer", "pos", "token", "label", "vector"}
 
 
@@ -154,6 +162,6 @@ def test_many_small_transactions_pack_densely(tmp_path):
                 fake_run(" ".join(f"w{b}_{i}_{k}" for k in range(40)), d=256) for i in range(10)
             ]
             s.ingest("m", runs)
-            n_values += sum(r.hidden.numel() for r in runs)
+            n_values += sum(r.hidden.size for r in runs)
         s.checkpoint()
     assert path.stat().st_size / n_values < 2.3, path.stat().st_size / n_values
