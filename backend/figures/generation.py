@@ -28,7 +28,7 @@ def commitment_heatmap(sim: np.ndarray, divergence: int | None, title: str = "")
             annotation_text="tokens diverge",
         )
     fig.update_layout(
-        title=title or "How similar the sampled runs are (mean pairwise cosine)",
+        title=plain(title) or "How similar the sampled runs are (mean pairwise cosine)",
         xaxis_title="generation step (0 = last prompt token)",
         yaxis_title="layer",
         height=360,

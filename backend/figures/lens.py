@@ -23,12 +23,13 @@ def lens_figure(
     """Layers x positions: the top next-token guess in each cell, coloured by its probability;
     hover = top-k with probabilities, KL to the final layer and the final top-1's rank.
     ``names[id]`` gives a token's text."""
-    tokens = [plain(t) for t in tokens]
-    names = {
-        i: plain(n) for i, n in (names.items() if isinstance(names, Mapping) else enumerate(names))
-    }
+    # shorten the raw text, then escape: cutting "&lt;" would show a stray "&l"
+    raw_tokens = [str(t) for t in tokens]
+    raw = dict(names.items() if isinstance(names, Mapping) else enumerate(names))
+    tokens = [plain(t) for t in raw_tokens]
+    names = {i: plain(n) for i, n in raw.items()}
     top = res.top_ids[..., 0]
-    text = [[_short(names[i]) for i in row] for row in top]
+    text = [[plain(_short(str(raw[i]))) for i in row] for row in top]
     hover = []
     for li, layer in enumerate(res.layers):
         row = []
@@ -71,7 +72,7 @@ def lens_figure(
         )
     fig.update_xaxes(
         tickvals=x,
-        ticktext=[f"{_short(t, 8)}" for t in tokens],
+        ticktext=[plain(_short(t, 8)) for t in raw_tokens],
         tickangle=-45,
         title="input token (the cell shows the guess for the next one)",
     )

@@ -26,9 +26,9 @@ def _massive_hover(st: LayerStats, unit_names: Sequence[str]) -> list[str]:
 
 
 def stats_figure(st: LayerStats, unit_names: Sequence[str]) -> go.Figure:
-    unit_names = [plain(n) for n in unit_names]
     """Norms (median and 5–95% band), massive-activation ratio (log), effective rank,
     anisotropy; ``unit_names[u]`` describes unit (token) u for the hover."""
+    unit_names = [plain(n) for n in unit_names]
     x = list(st.layers)
     fig = make_subplots(
         rows=2,
