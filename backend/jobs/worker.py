@@ -31,13 +31,23 @@ class Worker:
     in the calling thread (CLI)."""
 
     def __init__(self, store: Store, budget: Budget | None = None):
-        self.store = store.cursor()
+        self._root = store
+        self._local = threading.local()  # a DuckDB cursor must not be shared across threads
         self.budget = budget or Budget()
         self._queue: queue.Queue[tuple[str, JobSpec]] = queue.Queue()
         self._progress: dict[str, Progress] = {}
         self._stops: dict[str, threading.Event] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def store(self) -> Store:
+        """This thread's cursor on the worker's database (submit runs on a page's thread,
+        jobs on the worker's thread; DuckDB refuses one cursor used by two at once)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._root.cursor()
+        return cur
 
     # -- public API -----------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
