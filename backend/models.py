@@ -264,6 +264,16 @@ def read_config(mref: ModelRef) -> dict:
     return json.loads((mref.path / "config.json").read_text())
 
 
+def max_positions(cfg: dict) -> int | None:
+    """The longest input the model's position embeddings allow (None: no fixed limit, e.g.
+    rotary models without a declared maximum)."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        v = cfg.get(name)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
 def is_causal_config(cfg: dict) -> bool:
     archs = cfg.get("architectures") or []
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)

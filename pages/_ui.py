@@ -296,6 +296,7 @@ def job_panel(job_id: str, links: bool = False) -> None:
         st.success(
             f"{title}: done — {r.get('runs', 0)} runs computed, {r.get('cached_runs', 0)} from "
             f"the cache, {r.get('tokens', 0):,} tokens in {p.seconds:.1f} s."
+            + "".join(f" Note: {md(n)}." for n in r.get("notes", []))
         )
         if links and p.kind == "extract":
             cols = st.columns(len(VIEW_LINKS))

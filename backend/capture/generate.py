@@ -56,10 +56,19 @@ def max_positions(lm: models.LoadedModel) -> int | None:
 
 
 def _forward(lm: models.LoadedModel, ids: torch.Tensor, past=None):
-    kw = {"input_ids": ids, "use_cache": True, "past_key_values": past}
-    if "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
+    """One forward step with the KV cache. transformers >= 5.2x calls the cache argument and
+    output ``cache`` (``past_key_values`` is deprecated); older 5.x releases use the old name."""
+    params = inspect.signature(lm.model.forward).parameters
+    kw = {"input_ids": ids, "use_cache": True}
+    kw["cache" if "cache" in params else "past_key_values"] = past
+    if "logits_to_keep" in params:
         kw["logits_to_keep"] = 1  # the prefix needs the last position's logits only
     return lm.model(**kw)
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def generate(
@@ -110,7 +119,7 @@ def generate(
             new[:, k] = nxt.cpu()
             if eos is not None:
                 done |= new[:, k] == eos
-            out = _forward(lm, nxt[:, None], out.past_key_values)
+            out = _forward(lm, nxt[:, None], _cache_of(out))
             for layer, st in enumerate(rec.states):
                 buf[layer, :, n_p + k] = st[:, -1]
             n_steps = k + 1

@@ -74,6 +74,8 @@ def run(args, store) -> dict:
         "cached_runs": r["cached_runs"],
         "tokens": r["tokens"],
         "truncated": r["truncated"],
+        "skipped": r.get("skipped", 0),
+        "notes": r.get("notes", []),
         "seconds": round(p.seconds, 3),
         "status": p.status,
         "engine": args.engine,
@@ -108,6 +110,6 @@ def prose(r: dict) -> str:
     )
     if r.get("engine") == "ray":
         s += f" (Ray engine, into Parquet shards; Ray start-up {r['ray_start_s']:.1f} s)"
-    if r["truncated"]:
-        s += f"\nwarning: {r['truncated']} prompts were truncated (--max-tokens)"
+    for note in r.get("notes", []):
+        s += f"\nnote: {note}"
     return s

@@ -28,11 +28,17 @@ def register(p) -> None:
 def _prompt(args, lm) -> dict:
     from backend.capture import extract  # torch: this path runs the model anyway
 
-    tk = extract.tokenize(lm.tokenizer, [args.prompt])[0]
+    limit = models.max_positions(lm.model.config.to_dict())
+    tk = extract.tokenize(lm.tokenizer, [args.prompt], limit)[0]
+    if not tk.ids:
+        raise LayerScopeError("The prompt has no tokens for this tokenizer; type some words.")
     settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
     run = next(iter(extract.capture(lm, [("lens", tk)], settings, exact=True)))[0]
     res = lens.lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, args.top)
-    return {"model": args.model, "prompt": args.prompt, **res.to_dict()}
+    out = {"model": args.model, "prompt": args.prompt, **res.to_dict()}
+    if tk.truncated:
+        out["note"] = f"the prompt has {tk.n_full} tokens; read up to the model's {limit}"
+    return out
 
 
 def _set(args, store, lm) -> dict:

@@ -32,6 +32,13 @@ def _extract_plan(store: Store, spec: JobSpec, texts: list[str] | None = None):
     return mref, settings, texts, missing
 
 
+def token_limit(spec: JobSpec, cfg: dict) -> int | None:
+    """Tokens kept per prompt: --max-tokens, capped at the model's position limit (a longer
+    input would index past the position embeddings)."""
+    limits = [v for v in (spec.max_tokens, models.max_positions(cfg)) if v]
+    return min(limits) if limits else None
+
+
 def estimate(store: Store, spec: JobSpec, texts: list[str] | None = None) -> Estimate:
     """Cost of a job before it runs: tokens, bytes on disk, model memory, time. ``texts``:
     prompts not saved as a set yet (the Run page estimates before anything is written)."""
@@ -42,7 +49,7 @@ def estimate(store: Store, spec: JobSpec, texts: list[str] | None = None) -> Est
     toks = []
     if missing:
         tok = models.load_tokenizer(mref.path, spec.trust_remote_code)
-        toks = extract.tokenize(tok, [t for _, t in missing], spec.max_tokens)
+        toks = extract.tokenize(tok, [t for _, t in missing], token_limit(spec, cfg))
     n_tokens = sum(len(t.ids) for t in toks)
     elem = 2 if settings.dtype in ("bfloat16", "float16") else 4
     file_elem = 4 if cfg.get("torch_dtype", cfg.get("dtype")) in (None, "float32") else 2
@@ -79,12 +86,27 @@ def run_extract(ctx: JobContext) -> dict:
         return result
     lm = models.get_model(spec.model, spec.dtype, spec.device, spec.trust_remote_code)
     store.upsert_model(lm.info)
-    toks = extract.tokenize(lm.tokenizer, [t for _, t in missing], spec.max_tokens)
-    items = [(rid, t) for (rid, _), t in zip(missing, toks)]
+    limit = token_limit(spec, models.read_config(mref))
+    toks = extract.tokenize(lm.tokenizer, [t for _, t in missing], limit)
+    items = [(rid, t) for (rid, _), t in zip(missing, toks) if t.ids]
+    empty = [t.text for t in toks if not t.ids]  # a tokenizer that maps a line to nothing
+    if empty:
+        result["skipped"] = len(empty)
+        result["notes"] = [
+            f"{len(empty)} prompt(s) have no tokens for this tokenizer and were skipped, "
+            f"e.g. {empty[0][:60]!r}"
+        ]
     p.tokens_total = sum(len(t.ids) for t in toks)
     result["truncated"] = sum(t.truncated for t in toks)
     if result["truncated"]:
-        log.warning("%d prompts truncated to %s tokens", result["truncated"], spec.max_tokens)
+        note = (
+            f"{result['truncated']} prompt(s) longer than {limit} tokens were truncated to "
+            f"{limit} ("
+            + ("--max-tokens" if limit == spec.max_tokens else "the model's maximum")
+            + "); each run is flagged"
+        )
+        result.setdefault("notes", []).append(note)
+        log.warning(note)
     ctx.report(force=True)
     t0 = time.monotonic()
 

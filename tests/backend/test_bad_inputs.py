@@ -251,3 +251,49 @@ def test_a_full_disk_is_one_sentence_and_loses_nothing(tiny_disk, tmp_path, caps
     again = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["cached_runs"] + again["runs"] == 250
     assert again["cached_runs"] == stored["summary"]["runs"] > 0
+
+
+def test_over_long_prompts_are_truncated_to_the_models_limit_and_flagged(tmp_path, capsys):
+    from backend.cli import main
+    from backend.store import Store
+
+    long = " ".join(["the cat near the dogs"] * 30)  # 151 tokens; the demo reads 64
+    f = tmp_path / "p.txt"
+    f.write_text(f"the cat runs\n{long}\n")
+    db = str(tmp_path / "c.duckdb")
+    assert main(["extract", "--db", db, "--model", "demo", "--prompts", str(f), "--set", "p"]) == 0
+    assert "truncated to 64 (the model's maximum)" in capsys.readouterr().out
+    with Store(db, read_only=True) as s:
+        runs = s.set_runs("p", s.find_model("demo")["model_id"])
+        assert sorted(runs["n_tokens"]) == [4, 64] and runs["truncated"].sum() == 1
+    assert main(["lens", "--db", db, "--model", "demo", "--prompt", long, "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "read up to the model's 64" in out
+
+
+def test_a_prompt_without_tokens_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
+    """Some tokenizers map a line to nothing; the rest of the job proceeds."""
+    from backend.capture import extract
+    from backend.cli import main
+
+    real = extract.tokenize
+
+    def dropping(tok, texts, max_tokens=None):
+        out = real(tok, texts, max_tokens)
+        for t in out:
+            if t.text == "nothing here":
+                t.ids, t.offsets, t.special = [], [], []
+        return out
+
+    monkeypatch.setattr(extract, "tokenize", dropping)
+    f = tmp_path / "p.txt"
+    f.write_text("the cat runs\nnothing here\nthe dogs run\n")
+    db = str(tmp_path / "c.duckdb")
+    assert (
+        main(
+            ["extract", "--db", db, "--model", "demo", "--prompts", str(f), "--set", "p", "--json"]
+        )
+        == 0
+    )
+    r = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["runs"] == 2 and r["skipped"] == 1 and "no tokens" in r["notes"][0]
