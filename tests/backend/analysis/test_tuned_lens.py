@@ -19,8 +19,8 @@ def demo_states():
     root = models.resolve("demo").path.parents[1] / "sets"  # backend/demo/sets
     texts = pd.read_csv(root / "topic.csv")["text"].tolist()[:40]
     items = [(str(i), t) for i, t in enumerate(extract.tokenize(lm.tokenizer, texts))]
-    caps = extract.capture(lm, items, extract.CaptureSettings())
-    hidden = {r.run_id: r.hidden.float().numpy() for runs in caps for r in runs}
+    caps = extract.capture(lm, items, extract.CaptureSettings(), exact=True)
+    hidden = {r.run_id: np.asarray(r.hidden, np.float32) for runs in caps for r in runs}
     return lm, [hidden[str(i)] for i in range(len(texts))]
 
 
