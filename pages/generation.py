@@ -65,10 +65,14 @@ sampling = Sampling(
         for col, (label, key, default, lo, hi, step) in zip(c, fields)
     )
 )
-try:  # the model's own dtype (its config), as the sampling job will use
-    dtype = str(models.pick_dtype("auto", model=sel.model)).removeprefix("torch.")
-except LayerScopeError:  # not resolvable here (an uncached hub id): nothing sampled anyway
-    dtype = "float32"
+dtype = (
+    "float32"  # a model not in the cache has nothing sampled; resolving it could mean a download
+)
+if sel.model_id is not None:
+    try:  # the model's own dtype (its config), as the sampling job will use
+        dtype = str(models.pick_dtype("auto", model=sel.model)).removeprefix("torch.")
+    except LayerScopeError:
+        pass
 settings = sampling.key() | {"dtype": dtype}
 
 prompts_df = s.get_set(sel.set_name) if sel.set_name in set(s.list_sets()["set_name"]) else None

@@ -46,7 +46,10 @@ with c[2]:
 with c[3]:
     colour = _ui.qp_select("Colour by", COLOURINGS, "color")
 st.caption(DESCRIPTIONS[method])
-pool, standardize, max_runs, lines = "last", False, min(20, len(runs)), True
+# standardised by default: residual norms grow with depth, and unstandardised PCA shrinks
+# layer 0 to one dot next to the late layers (nothing "mixed" to see where the story starts)
+pool, standardize, max_runs = "last", True, min(20, len(runs))
+lines = method not in ("umap", "aligned-umap")  # joint-UMAP lines are a tangle: on request
 if not present:
     lo, hi = _ui.qp_slider("Layer range", "layers", (0, n_layers), 0, n_layers)
     a = st.columns(4)
@@ -65,11 +68,18 @@ if not present:
         standardize = _ui.qp_toggle(
             "Standardise each layer",
             "std",
-            help="Norms grow with depth; standardising stops the "
-            "late layers from dominating the projection.",
+            default=True,
+            help="On by default: norms grow with depth, so without it the late layers "
+            "dominate the projection and layer 0 collapses to a dot.",
         )
     with a[2]:
-        lines = st.toggle("Trajectory lines", value=True, key="traj_lines")
+        lines = st.toggle(
+            "Trajectory lines",
+            value=lines,
+            key=f"traj_lines_{method}",
+            help="Off by default for UMAP: each layer is embedded jointly and the lines "
+            "between them cross everywhere.",
+        )
     with a[3]:
         if unit == "token":
             max_runs = _ui.qp_int("Prompts (token units)", "nruns", max_runs, 1, len(runs))

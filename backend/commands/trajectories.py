@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from backend.analysis.projection import METHODS
 from backend.commands._common import add_model_args, ensure_runs
 from backend.views import units
@@ -17,7 +19,12 @@ def register(p) -> None:
     p.add_argument("--pool", default="last", choices=["last", "mean"], help="prompt units")
     p.add_argument("--layers", help="a:b (inclusive) or a,b,c; default all")
     p.add_argument("--dims", type=int, default=2, choices=[2, 3])
-    p.add_argument("--standardize", action="store_true", help="standardise each layer first")
+    p.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="standardise each layer first (default, as the page: norms grow with depth)",
+    )
     p.add_argument("--max-runs", type=int, default=20, help="token units: the first N prompts")
     p.add_argument("--sample", type=int, help="keep N units (seeded random sample)")
     p.add_argument("--seed", type=int, default=0)

@@ -31,6 +31,7 @@ OTHER = "#a3a3a3"
 COLOURINGS = ("label", "group", "layer", "position", "token")
 META_COLUMNS = ("text", "label", "group", "pos", "token")
 LINE = "rgba(120,120,120,0.25)"
+LINE_3D = "rgba(70,70,70,0.55)"
 
 
 def _snip(text: str, n: int = 60) -> str:
@@ -173,12 +174,14 @@ def _line_trace(proj: Projection):
     seg[:, :n_l] = proj.coords.transpose(1, 0, 2)
     seg = seg.reshape(-1, k)
     scatter = go.Scatter3d if k == 3 else go.Scattergl
+    # WebGL 3D lines of width 1 in a faint grey vanish against the scene: darker and wider there
+    line = {"color": LINE_3D, "width": 3} if k == 3 else {"color": LINE, "width": 1}
     return scatter(
         **_xyz(seg, k == 3),
         mode="lines",
         hoverinfo="skip",
         showlegend=False,
-        line={"color": LINE, "width": 1},
+        line=line,
         name="trajectories",
     )
 
@@ -249,6 +252,13 @@ def _ranges(coords: np.ndarray) -> list[list[float]]:
     return [[float(a), float(b)] for a, b in zip(lo - pad, hi + pad)]
 
 
+def _title(proj: Projection, shown: str) -> str:
+    return (
+        f"{proj.n_units:,} units × {len(proj.layers)} layers = {proj.n_points:,} points "
+        f"({proj.method}{', standardised' if proj.standardized else ''}; markers: {shown})"
+    )
+
+
 def trajectory_figure(
     proj: Projection,
     meta: pd.DataFrame,
@@ -280,22 +290,30 @@ def trajectory_figure(
     else:
         fig = go.Figure(static + _marker_traces(proj, active, meta, colour, hover, marker_size))
         idx = list(range(len(static), len(fig.data)))
-        fig.frames = [
-            go.Frame(data=_frame_traces(proj, i, fig.data[len(static) :]), name=str(L), traces=idx)
+        fig.frames = [  # each frame retitles the figure, so the title follows the slider
+            go.Frame(
+                data=_frame_traces(proj, i, fig.data[len(static) :]),
+                name=str(L),
+                traces=idx,
+                layout={"title": {"text": title or _title(proj, f"layer {L} of {n_l}")}},
+            )
             for i, L in enumerate(proj.layers)
         ]
         if n_l > 1:
             fig.update_layout(**_animation(proj, active))
     shown = "all layers" if colour == "layer" else f"layer {proj.layers[active]} of {n_l}"
     fig.update_layout(
-        title=title
-        or (
-            f"{proj.n_units:,} units × {n_l} layers = {proj.n_points:,} points "
-            f"({proj.method}{', standardised' if proj.standardized else ''}; "
-            f"markers: {shown})"
-        ),
+        title=title or _title(proj, shown),
         height=640,
-        legend={"title": colour, "itemsizing": "constant"},
+        # below the plot: a colour bar (position, layer) sits on the right, and the two overlapped
+        legend={
+            "title": colour,
+            "itemsizing": "constant",
+            "orientation": "h",
+            "yanchor": "top",
+            "y": -0.12 if n_l == 1 or colour == "layer" else -0.22,
+            "x": 0,
+        },
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
         dragmode="orbit" if three else "lasso",
         uirevision="trajectories",

@@ -122,3 +122,18 @@ def test_silhouette_figure():
     fig = silhouette_figure([0, 1], [0.0, 0.4], agreement=[0.5, 0.9], chance=0.5)
     assert [t.name for t in fig.data] == ["silhouette", "same-label neighbours"]
     assert any(s.y0 == 0.5 for s in fig.layout.shapes)
+
+
+def test_each_frame_retitles_the_figure_so_the_title_follows_the_slider():
+    fig = trajectory_figure(_proj(n_layers=3), _meta(10), "label", layer=2)
+    assert "markers: layer 2 of 3" in fig.layout.title.text
+    titles = [f.layout.title.text for f in fig.frames]
+    assert [t.split("markers: ")[1] for t in titles] == [f"layer {k} of 3)" for k in range(3)]
+
+
+def test_3d_lines_are_drawn_visibly_and_the_legend_leaves_the_colour_bar_alone():
+    fig = trajectory_figure(_proj(n_layers=3, k=3), _meta(10), "position", layer=1)
+    line = fig.data[0]
+    assert line.type == "scatter3d" and line.mode == "lines" and line.line.width >= 2
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
+    assert fig.data[1].marker.showscale  # the colour bar stays on the right
