@@ -108,6 +108,11 @@ def test_probes_on_per_token_labels(env):
     )
     _ok(at)
     assert any("token units from 60 of 60 prompts" in c.value for c in at.caption)
+    # the control task's selectivity and what the interval is, in the caption
+    assert any("selectivity against it" in c.value for c in at.caption)
+    assert any("95% interval: bootstrap over 60 prompts" in c.value for c in at.caption)
+    assert any("bootstrap over prompts" in m.value for m in at.markdown)
+    assert not any("across folds" in m.value for m in at.markdown)
     assert at.slider(key="qp_layers").value == (1, 3)
 
 
