@@ -95,6 +95,7 @@ MAPPED = {
     },
     "lens": {
         "positions": (["--positions", "all"], "positions"),
+        "lens": (["--lens", "tuned"], "kind"),
     },
     "stats": {
         "max_runs": (["--max-runs", "3"], "max_runs"),
@@ -176,6 +177,7 @@ def _patch(monkeypatch, command: str):
     elif command == "lens":
         monkeypatch.setattr(mod.models, "get_model", lambda *a, **k: object())
         monkeypatch.setattr(mod.lens, "check_lens", lambda lm: None)
+        monkeypatch.setattr(mod.lens, "ensure_tuned", lambda *a: None)
         monkeypatch.setattr(mod.lens, "compute_set", capture)
     elif command == "generation":
         _patch_generation(monkeypatch, mod)
