@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from backend.analysis.lens import LensResult, LensSummary, logit_lens, summarize
+from backend.analysis.lens import TIE_RTOL, LensResult, LensSummary, logit_lens, summarize
 from backend.errors import LayerScopeError
 from backend.store import Store
 from backend.views import units
@@ -61,6 +61,24 @@ class RunResult:
     @property
     def answer(self) -> str:
         return self.names[int(self.lens.top_ids[-1, -1, 0])]
+
+    def commitment_text(self, pos: int = -1) -> str:
+        """Where the final answer at ``pos`` is on top, from the numbers the grid shows (a
+        near-tie counts as on top and is named as one)."""
+        r = self.lens
+        pos = pos % len(self.tokens)
+        depth = int(r.commitment[pos])
+        li = list(r.layers).index(depth)
+        tied = [
+            r.layers[i] for i in range(li, len(r.layers)) if r.on_top[i, pos] and r.tied[i, pos]
+        ]
+        text = f"it is on top from layer {depth} on"
+        if tied:
+            text += (
+                f" (tied within {TIE_RTOL:.1%} with another token at layer"
+                f"{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))})"
+            )
+        return text
 
     def to_frame(self) -> pd.DataFrame:
         r, toks = self.lens, self.tokens
