@@ -131,6 +131,7 @@ COMMAND_ELSEWHERE = {
         "prompts": "loaded into the set before sampling (store.save_prompt_set)",
         "text_column": "prompt file parsing (prompts.load_prompts)",
         "label_column": "prompt file parsing (prompts.load_prompts)",
+        "tree": "output only: adds each prompt's prefix tree (views.generation.prefix_tree)",
     },
 }
 
