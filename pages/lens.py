@@ -3,7 +3,7 @@
 import streamlit as st
 
 from backend.errors import LayerScopeError
-from backend.figures.lens import lens_curves, lens_figure, summary_figure
+from backend.figures.lens import lens_curves, lens_figure, summary_figure, tuned_kl_figure
 from backend.views import lens
 from pages import _ui
 
@@ -18,7 +18,9 @@ with st.expander("What am I looking at?", expanded=present):
         "layer and the rank of the final answer). The last row is exactly the model's output. "
         "The red bar marks the **commitment depth**: the first layer from which the final "
         "answer stays on top. Pitfall: early layers were never trained to be read this way, "
-        "so their guesses are rough (a tuned lens, not built yet, would be more faithful)."
+        "so their guesses are rough. The **tuned lens** (Belrose et al. 2023) first maps each "
+        "layer through an affine translator trained on this set's cached states to match the "
+        "final layer; its KL to the final layer is measured on held-out prompts."
     )
 
 info = s.get_model(sel.model_id) or {}
@@ -34,6 +36,33 @@ except LayerScopeError as e:
     _ui.message(e)
     st.stop()
 
+kind = _ui.qp_radio(
+    "Lens",
+    list(lens.LENS_KINDS),
+    "lens",
+    help="logit: the model's final norm and unembedding on each layer as is; tuned: each "
+    "layer translated first by an affine map trained on this set (Belrose et al. 2023)",
+)
+tuned = None
+if kind == "tuned":
+    tuned = lens.load_tuned(s, sel.model_id, sel.set_name)
+    if tuned is None:  # opening a link never trains: only the button does
+        est = lens.train_seconds(s, sel.model_id, sel.set_name, lm.info.vocab_size)
+        st.info(
+            f"No tuned lens for **{_ui.md(sel.model)}** on **{_ui.md(sel.set_name)}** yet. "
+            "Training fits one affine translator per layer on this set's cached states "
+            f"({lens.TUNED_SETTINGS['steps']} steps; a quarter of the prompts held out) and "
+            "stores it for next time."
+        )
+        if st.button(f"Train a tuned lens on this set (≈{est:.0f} s)", key="lens_train"):
+            with st.spinner("Training the tuned lens…"):
+                try:
+                    tuned = lens.train_tuned(s, lm, sel.model_id, sel.set_name)
+                except LayerScopeError as e:
+                    _ui.message(e)
+        if tuned is None:
+            st.stop()
+
 labels = [f"{r.idx}: {r.text[:70]}" for r in runs.itertuples()]
 ids = runs["run_id"].tolist()
 qp_run = st.query_params.get("run")
@@ -48,19 +77,27 @@ run_id = ids[pick]
 st.query_params["run"] = run_id
 
 try:
-    one = lens.compute_run(s, lm, run_id)
+    one = lens.compute_run(s, lm, run_id, kind=kind, set_name=sel.set_name)
 except LayerScopeError as e:
     _ui.message(e)
     st.stop()
 res, toks, names = one.lens, one.tokens, one.names
-_ui.show_figure(lens_figure(res, toks, names), "lens_fig", "logit-lens", data=one.to_frame())
+_ui.show_figure(lens_figure(res, toks, names), "lens_fig", f"{kind}-lens", data=one.to_frame())
+if tuned is not None:
+    kl = lens.SetResult(lens.Request(sel.model_id, sel.set_name, kind="tuned"), None, tuned)
+    _ui.show_figure(
+        tuned_kl_figure(tuned.layers, tuned.kl_logit, tuned.kl_tuned, tuned.n_test),
+        "lens_tuned_kl",
+        f"tuned-lens-kl-{sel.set_name}",
+        data=kl.kl_frame(),
+    )
 last = len(toks) - 1
 answer = names[res.top_ids[-1, last, 0]]
 st.markdown(
     f"After the last token **{_ui.md(repr(toks[last]))}** the model's answer is "
     f"**{_ui.md(repr(answer))}** "
-    f"(p = {res.top_probs[-1, last, 0]:.2f}); it is on top from **layer "
-    f"{res.commitment[last]}** on. {len(res.layers)} layers × {len(toks)} positions."
+    f"(p = {res.top_probs[-1, last, 0]:.2f}); {one.commitment_text(last)}. "
+    f"{len(res.layers)} layers × {len(toks)} positions."
 )
 
 pos = _ui.qp_int("Position for the curves", "pos", last, 0, last)
@@ -80,7 +117,9 @@ where = _ui.qp_radio(
 )
 
 
-summ_result = _ui.lens_set(sel.model, lens.Request(sel.model_id, sel.set_name, where), len(runs))
+summ_result = _ui.lens_set(
+    sel.model, lens.Request(sel.model_id, sel.set_name, where, kind=kind), len(runs)
+)
 summ = summ_result.summary
 _ui.show_figure(
     summary_figure(summ, sel.set_name),

@@ -21,9 +21,14 @@ with st.expander("What am I looking at?", expanded=present):
     st.markdown(
         "A **linear probe** is a small classifier trained on one layer's vectors to predict a "
         "label. **Blue**: its accuracy on prompts it never saw (k-fold cross-validation split "
-        "by prompt, so tokens of one prompt never sit on both sides), with a 95% interval "
-        "across folds. **Grey dots**: the same probe trained on **shuffled labels** — what a "
-        "probe can fit to noise. **Red dashes**: the same probe on a **random-init baseline** "
+        "by prompt, so tokens of one prompt never sit on both sides), with a 95% interval from a "
+        "bootstrap over prompts of the out-of-fold predictions (widened by the folds' "
+        "variability). **Grey dots**: the same probe trained on **shuffled labels** — what a "
+        "probe can fit to noise (for imbalanced token labels this is about the majority rate). "
+        "**Purple dash-dots** (token units): the **control task** (Hewitt & Liang 2019) — each "
+        "token type gets a random label with the same distribution, so a probe scores well "
+        "only by memorising words; selectivity against it is what the representation adds "
+        "beyond word identity. **Red dashes**: the same probe on a **random-init baseline** "
         "(the untrained twin) — what the architecture and the words give for free. Only the gap "
         "above both says the *trained* model built the label. Pitfall: decodable is not the "
         "same as used by the model."
@@ -38,8 +43,16 @@ with c1:
         help="prompt: one vector per prompt (the set's label); token: every "
         "token with the set's per-token labels (e.g. bracket depth)",
     )
+model_row = s.get_model(sel.model_id)
 with c2:
-    pool = _ui.qp_radio("Pool", ["last", "mean"], "pool", help="how a prompt unit is pooled")
+    pool = _ui.qp_radio(
+        "Pool",
+        ["last", "mean"],
+        "pool",
+        default=probes.default_pool(model_row),
+        help="how a prompt unit is pooled; default: mean for encoder models (their last "
+        "token is a separator such as [SEP]), last token for causal models",
+    )
 with c3:
     method = _ui.qp_radio(
         "Probe",
@@ -122,9 +135,18 @@ left_out = (
     if unit == "token" and n_used < n_asked
     else ""
 )
+task = (
+    f" Control task (random label per token type) at layer {best}: "
+    f"{res.control_task[bi]:.2f}; **selectivity against it {res.control_selectivity[bi]:+.2f}** "
+    f"(against the shuffled control {res.selectivity[bi]:+.2f})."
+    if res.control_task is not None
+    else ""
+)
+pooled = f" Pooled: {probes.pool_label(pool, model_row)}." if unit == "prompt" else ""
 st.caption(
     f"{len(res.y):,} {unit} units from {n_used:,} of {n_asked:,} prompts{left_out}, "
-    f"{len(res.classes)} classes, {folds}-fold CV split by prompt, {method} probe."
+    f"{len(res.classes)} classes, {folds}-fold CV split by prompt, {method} probe. "
+    f"95% interval: {_ui.md(res.interval_method)}.{pooled}{task}"
 )
 
 st.subheader("Error analysis")

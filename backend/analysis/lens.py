@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     import torch
 
 
+#: two probabilities within this relative tolerance are a tie (bf16 readouts of near-uniform
+#: choices differ by rounding): the final answer counts as on top, and the grid says "= tie"
+TIE_RTOL = 1e-3
+
+
 @dataclass(frozen=True)
 class LensResult:
     layers: tuple[int, ...]
@@ -25,7 +30,26 @@ class LensResult:
     kl_to_final: np.ndarray  #: (n_layers, n_pos) KL(final || layer), nats
     entropy: np.ndarray  #: (n_layers, n_pos) nats
     final_rank: np.ndarray  #: (n_layers, n_pos) rank of the final layer's top-1 (0 = top)
-    commitment: np.ndarray  #: (n_pos,) layer number from which the final top-1 stays top-1
+    commitment: np.ndarray  #: (n_pos,) layer number from which the final top-1 stays on top
+    #: (n_layers, n_pos) p(final top-1) / p(layer's top-1) at each layer (1 = on top)
+    final_ratio: np.ndarray | None = None
+
+    @property
+    def on_top(self) -> np.ndarray:
+        """(n_layers, n_pos) the final answer is the layer's top-1 or tied with it (within
+        ``TIE_RTOL`` of its probability): what the commitment depth is made of."""
+        top = self.final_rank == 0
+        if self.final_ratio is None:
+            return top
+        return top | (self.final_ratio >= 1 - TIE_RTOL)
+
+    @property
+    def tied(self) -> np.ndarray:
+        """(n_layers, n_pos) the cell's top-1 and top-2 are within ``TIE_RTOL``: a near-tie."""
+        if self.top_probs.shape[-1] < 2:
+            return np.zeros(self.kl_to_final.shape, bool)
+        p = self.top_probs
+        return p[..., 1] >= (1 - TIE_RTOL) * p[..., 0]
 
     def __post_init__(self):
         n_l, n_p = self.kl_to_final.shape
@@ -45,7 +69,7 @@ class LensSummary:
     kl_quantiles: np.ndarray  #: (n_layers, 3) 25th, 50th, 75th percentile
     entropy_mean: np.ndarray  #: (n_layers,)
     rank_median: np.ndarray  #: (n_layers,) median rank of the final top-1
-    agreement: np.ndarray  #: (n_layers,) share of positions whose top-1 is the final top-1
+    agreement: np.ndarray  #: (n_layers,) share of positions whose top-1 is (or ties) the final
     commitment_counts: np.ndarray  #: (n_layers,) positions committing at each layer
 
 
@@ -91,8 +115,10 @@ def _readout(
     total = e.sum(-1)
     log_total = total.log()
     top_e, top_i = e.topk(k, -1)
-    rank = (z > z.gather(-1, target[:, None])).sum(-1)
+    z_target = z.gather(-1, target[:, None])
+    rank = (z > z_target).sum(-1)
     return {
+        "ratio": torch.exp(z_target[:, 0]),  # p(target) / p(top-1), the max being shifted to 0
         "ids": top_i,
         "probs": top_e / total[:, None],
         "rank": rank,
@@ -138,6 +164,7 @@ def logit_lens(
                 rows[a + j] = _readout(z[j], pf, neg_ent_f, target, k)
             del z
     cat = {n: torch.stack([r[n] for r in rows]).numpy() for n in rows[0]}
+    on_top = (cat["rank"] == 0) | (cat["ratio"] >= 1 - TIE_RTOL)
     return LensResult(
         layers,
         cat["ids"],
@@ -145,7 +172,8 @@ def logit_lens(
         np.clip(cat["kl"], 0, None),
         np.clip(cat["ent"], 0, None),
         cat["rank"],
-        np.asarray(layers)[commitment_depth(cat["rank"] == 0)],
+        np.asarray(layers)[commitment_depth(on_top)],
+        cat["ratio"],
     )
 
 
@@ -163,7 +191,7 @@ def summarize(results: list[LensResult], positions: str = "all") -> LensSummary:
     kl = np.concatenate([r.kl_to_final[:, sl] for r in results], 1)
     ent = np.concatenate([r.entropy[:, sl] for r in results], 1)
     rank = np.concatenate([r.final_rank[:, sl] for r in results], 1)
-    top1 = np.concatenate([r.top_ids[:, sl, 0] for r in results], 1)
+    on_top = np.concatenate([r.on_top[:, sl] for r in results], 1)
     commit = np.searchsorted(layers, np.concatenate([r.commitment[sl] for r in results]))
     return LensSummary(
         layers,
@@ -172,6 +200,6 @@ def summarize(results: list[LensResult], positions: str = "all") -> LensSummary:
         np.quantile(kl, [0.25, 0.5, 0.75], axis=1).T,
         ent.mean(1),
         np.median(rank, 1),
-        (top1 == top1[-1]).mean(1),
+        on_top.mean(1),
         np.bincount(commit, minlength=len(layers)),
     )

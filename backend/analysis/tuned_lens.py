@@ -53,15 +53,16 @@ class TunedLens:
         return h + np.einsum("lpd,lde->lpe", h, self.weight) + self.bias[:, None, :]
 
     def save(self, path) -> None:
-        """Write the lens to a .npz file (read it back with :meth:`load`)."""
+        """Write the lens to a .npz file or a binary file object (read it back with
+        :meth:`load`)."""
         np.savez(
-            Path(path),
+            path if hasattr(path, "write") else Path(path),
             **{k: np.asarray(v) for k, v in self.__dict__.items()},
         )
 
     @classmethod
     def load(cls, path) -> TunedLens:
-        z = np.load(Path(path))
+        z = np.load(path if hasattr(path, "read") else Path(path))
         scalar = {"n_train": int, "n_test": int, "steps": int, "lr": float, "seed": int}
         kw = {k: (scalar[k](z[k]) if k in scalar else z[k]) for k in cls.__dataclass_fields__}
         kw["layers"] = tuple(int(v) for v in z["layers"])

@@ -40,6 +40,12 @@ def register(p) -> None:
         help="outcome = correct / wrong against the set's label column",
     )
     p.add_argument(
+        "--tree",
+        action="store_true",
+        help="add each prompt's prefix tree of continuations (nodes = shared prefixes, "
+        "run counts) to the output",
+    )
+    p.add_argument(
         "--centre",
         choices=generation_views.CENTRES,
         default="start",
@@ -132,6 +138,11 @@ def run(args, store) -> dict:
             "consistency": q.consistency,
             "divergence_step": q.commitment.divergence_step,
             "commitment": np.round(q.commitment.similarity, 4).tolist(),
+            **(
+                {"tree": generation_views.prefix_tree(q.continuations)}
+                if getattr(args, "tree", False)
+                else {}
+            ),
         }
         for q in ss.prompts
     ]

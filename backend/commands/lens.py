@@ -23,6 +23,13 @@ def register(p) -> None:
         help="with --set: the next-token position of each prompt, or all positions",
     )
     p.add_argument("--top", type=int, default=5)
+    p.add_argument(
+        "--lens",
+        default="logit",
+        choices=lens.LENS_KINDS,
+        help="with --set: the logit lens, or a tuned lens trained on the set's cached states "
+        "(trained and stored on first use)",
+    )
 
 
 def _prompt(args, lm) -> dict:
@@ -43,13 +50,18 @@ def _prompt(args, lm) -> dict:
 
 def _set(args, store, lm) -> dict:
     model_id, _ = ensure_runs(store, args)
-    res = lens.compute_set(store, lm, lens.Request(model_id, args.set_name, args.positions))
+    if args.lens == "tuned":
+        lens.ensure_tuned(store, lm, model_id, args.set_name)
+    req = lens.Request(model_id, args.set_name, args.positions, kind=args.lens)
+    res = lens.compute_set(store, lm, req)
     return {"model": args.model, "set": args.set_name, **res.to_dict()}
 
 
 def run(args, store) -> dict:
     if (args.prompt is None) == (args.set_name is None):
         raise LayerScopeError("Give either --prompt TEXT or --set NAME.")
+    if args.prompt is not None and args.lens != "logit":
+        raise LayerScopeError("A tuned lens is trained on a set: use --set NAME with --lens tuned.")
     lm = models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
     lens.check_lens(lm)
     return _prompt(args, lm) if args.prompt is not None else _set(args, store, lm)
@@ -59,7 +71,7 @@ def prose(r: dict) -> str:
     if "prompt" not in r:
         lines = [
             (
-                f"{r['model']} on {r['set']}: lens over {r['n_positions']} positions "
+                f"{r['model']} on {r['set']}: {r['lens']} lens over {r['n_positions']} positions "
                 f"({r['positions']})"
             ),
             ("layer  KL mean  KL median  entropy  rank median  top-1 = final  commit here"),
@@ -70,6 +82,14 @@ def prose(r: dict) -> str:
                 f"{r['entropy_mean'][i]:7.3f}  {r['rank_median'][i]:11.0f}  "
                 f"{r['top1_is_final'][i]:13.2f}  {r['commitment_counts'][i]:11d}"
             )
+        if r.get("kl_tuned_heldout"):
+            lines.append(
+                f"tuned lens vs logit lens, mean KL to the final layer on {r['n_test']} held-out "
+                f"prompts (trained on {r['n_train']}):"
+            )
+            lines.append("layer  kl_logit  kl_tuned")
+            for layer, a, b in zip(r["layers"], r["kl_logit_heldout"], r["kl_tuned_heldout"]):
+                lines.append(f"{layer:>5}  {a:8.4f}  {b:8.4f}")
         return "\n".join(lines)
     lines = [f"next-token guess after {r['tokens'][-1]!r}, per layer:"]
     for li, layer in enumerate(r["layers"]):

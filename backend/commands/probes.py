@@ -25,9 +25,10 @@ def register(p) -> None:
     p.add_argument("--unit", default="prompt", choices=["prompt", "token"])
     p.add_argument(
         "--pool",
-        default="last",
-        choices=["last", "mean"],
-        help="how a prompt unit pools its tokens",
+        default="auto",
+        choices=["auto", "last", "mean"],
+        help="how a prompt unit pools its tokens (auto: mean for encoder models, whose last "
+        "token is a separator; last for causal models)",
     )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--method", default="logistic", choices=["logistic", "ridge"])
@@ -47,12 +48,13 @@ def register(p) -> None:
 
 
 def request_from(args, store, model_id: str, baseline_id: str | None) -> probes.Request:
-    layers = units.parse_layers(args.layers, store.get_model(model_id)["n_layers"])
+    model = store.get_model(model_id)
+    layers = units.parse_layers(args.layers, model["n_layers"])
     return probes.Request(
         model_id=model_id,
         set_name=args.set_name,
         unit=args.unit,
-        pool=args.pool,
+        pool=probes.default_pool(model) if args.pool == "auto" else args.pool,
         folds=args.folds,
         method=args.method,
         layers=tuple(layers),
@@ -74,8 +76,11 @@ def run(args, store) -> dict:
         baseline_id, _ = ensure_runs(
             store, argparse.Namespace(**{**vars(args), "model": args.baseline_model})
         )
-    res = probes.compute(store, request_from(args, store, model_id, baseline_id))
+    req = request_from(args, store, model_id, baseline_id)
+    res = probes.compute(store, req)
     out = {"model": args.model, "set": args.set_name, **res.to_dict()}
+    if req.unit == "prompt":
+        out["pool_label"] = probes.pool_label(req.pool, store.get_model(model_id))
     if args.weights:
         out["weights_file"] = save_weights(args.weights, res)
     return out
@@ -108,21 +113,40 @@ def save_weights(path: str, res: probes.Result) -> str:
 
 def prose(r: dict) -> str:
     b = r.get("baseline")
+    task = r.get("control_task")
+    pooled = f"; pooled: {r['pool_label']}" if r.get("pool_label") else ""
     lines = [
         (
             f"{r['model']} on {r['set']}: {r['n_units']} {r['unit']} units from "
             f"{r['n_prompts']} prompts, classes {', '.join(r['classes'])}; majority baseline "
             f"{r['majority']:.3f}; {r['folds']}-fold CV split by prompt; {r['method']} probe"
+            f"{pooled}"
         ),
-        "layer  accuracy  95% interval      control  selectivity  macro-F1"
+        f"95% interval: {r['interval_method']}",
+        "layer  accuracy  95% interval      shuffled  selectivity"
+        + ("  control task  selectivity vs task" if task else "")
+        + "  macro-F1"
         + (f"  {b['model']}" if b else ""),
     ]
     for i, layer in enumerate(r["layers"]):
         lines.append(
             f"{layer:>5}  {r['accuracy'][i]:.3f}     [{r['ci_low'][i]:.3f}, "
-            f"{r['ci_high'][i]:.3f}]   {r['control'][i]:.3f}    "
-            f"{r['selectivity'][i]:+.3f}       {r['macro_f1'][i]:.3f}"
+            f"{r['ci_high'][i]:.3f}]   {r['control'][i]:.3f}     "
+            f"{r['selectivity'][i]:+.3f}      "
+            + (
+                f"{task[i]:.3f}         {r['control_selectivity'][i]:+.3f}               "
+                if task
+                else ""
+            )
+            + f"{r['macro_f1'][i]:.3f}"
             + (f"     {b['accuracy'][i]:.3f}" if b else "")
+        )
+    if task:
+        i = r["layers"].index(r["best_layer"])
+        lines.append(
+            f"control task (Hewitt & Liang: each token type gets a random label): selectivity "
+            f"at the best layer {r['control_selectivity'][i]:+.3f} (accuracy {r['accuracy'][i]:.3f}"
+            f" - control task {task[i]:.3f}); the shuffled control is about the majority rate"
         )
     first = r["first_decodable"]
     lines.append(

@@ -47,16 +47,17 @@ def run(args, store) -> dict:
         run_id = hit["run_id"].iloc[0]
     units = args.units or ("last" if args.kind == "prompt" else "tokens")
     req = V.Request(
-        args.kind,
-        model_id,
-        args.set_name,
-        args.layer,
-        other_id,
-        units,
-        run_id,
-        args.order,
-        args.debiased,
-        args.max_units,
+        kind=args.kind,
+        model_id=model_id,
+        set_name=args.set_name,
+        layer=args.layer,
+        other_model_id=other_id,
+        units=units,
+        run_id=run_id,
+        order=args.order,
+        debiased=args.debiased,
+        max_units=args.max_units,
+        center=args.center,
     )
     view = V.compute(store, req)
     m = view.matrix

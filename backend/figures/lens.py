@@ -8,8 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from backend.analysis.lens import LensResult, LensSummary
-from backend.figures._parts import BLUE, GREEN, RED, band, plain
+from backend.analysis.lens import TIE_RTOL, LensResult, LensSummary
+from backend.figures._parts import BLUE, GREEN, GREY, RED, band, plain
 
 
 def _short(s: str, n: int = 10) -> str:
@@ -29,7 +29,13 @@ def lens_figure(
     tokens = [plain(t) for t in raw_tokens]
     names = {i: plain(n) for i, n in raw.items()}
     top = res.top_ids[..., 0]
-    text = [[plain(_short(str(raw[i]))) for i in row] for row in top]
+    # near-ties (top-1 and top-2, or the final answer and the top-1, within TIE_RTOL) are
+    # shown as ties: the commitment depth counts the final answer as on top there
+    tie = res.tied | (res.on_top & (res.final_rank > 0))
+    text = [
+        [plain(_short(str(raw[i]))) + (" = tie" if t else "") for i, t in zip(row, trow)]
+        for row, trow in zip(top, tie)
+    ]
     hover = []
     for li, layer in enumerate(res.layers):
         row = []
@@ -41,6 +47,7 @@ def lens_figure(
                 f"layer {layer} · after {p}:{tokens[p]!r}<br>{cands}<br>KL to final "
                 f"{res.kl_to_final[li, p]:.2f} · final top-1 rank "
                 f"{res.final_rank[li, p]}"
+                + (f"<br>= tie: within {TIE_RTOL:.1%} of the top probability" if tie[li, p] else "")
             )
         hover.append(row)
     x = list(range(len(tokens)))
@@ -190,5 +197,34 @@ def summary_figure(s: LensSummary, set_name: str = "") -> go.Figure:
         + (f" of {set_name}" if set_name else ""),
         height=340,
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
+    )
+    return fig
+
+
+def tuned_kl_figure(layers, kl_logit, kl_tuned, n_test: int) -> go.Figure:
+    """Per-layer mean KL(final || lens) of the logit and the tuned lens on held-out prompts."""
+    x = list(layers)
+    fig = go.Figure()
+    for y, name, color, dash in (
+        (kl_logit, "logit lens", GREY, "dot"),
+        (kl_tuned, "tuned lens", BLUE, "solid"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=list(y),
+                mode="lines+markers",
+                name=name,
+                line={"color": color, "dash": dash},
+                hovertemplate=f"layer %{{x}}: {name} KL %{{y:.3f}} nats<extra></extra>",
+            )
+        )
+    fig.update_xaxes(dtick=1, title="layer")
+    fig.update_layout(
+        title=f"KL to the final layer, logit vs tuned lens ({n_test} held-out prompts)",
+        yaxis_title="mean KL (nats)",
+        height=320,
+        legend={"orientation": "h", "y": -0.25},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig

@@ -11,24 +11,33 @@ from backend.figures._parts import BLUE, GREY, RED, band, plain
 
 
 def _hover(res: ProbeResult) -> list[str]:
+    task = res.control_task if res.control_task is not None else [None] * len(res.layers)
     return [
         f"layer {L}<br>accuracy {a:.3f} [{lo:.3f}, {hi:.3f}]<br>macro-F1 {f:.3f}"
         f"<br>shuffled control {c:.3f}<br>selectivity {a - c:+.3f}"
-        for L, a, lo, hi, f, c in zip(
-            res.layers, res.accuracy, res.ci_low, res.ci_high, res.macro_f1, res.control
+        + ("" if t is None else f"<br>control task {t:.3f}<br>selectivity vs task {a - t:+.3f}")
+        for L, a, lo, hi, f, c, t in zip(
+            res.layers, res.accuracy, res.ci_low, res.ci_high, res.macro_f1, res.control, task
         )
     ]
+
+
+def interval_name(res: ProbeResult) -> str:
+    """The band's legend entry: what the interval is (bootstrap over prompts, Wilson ...)."""
+    how = res.interval_method.split(" (")[0] if res.interval_method else ""
+    return f"95% interval ({how})" if how else "95% interval"
 
 
 def probe_figure(
     res: ProbeResult, twin: ProbeResult | None = None, twin_name: str = "", title: str = ""
 ) -> go.Figure:
-    """Accuracy with its 95% band, shuffled-label control, majority baseline and (optional)
-    the same probe on a baseline model (the untrained twin) — one glance."""
+    """Accuracy with its 95% band, shuffled-label control, the control task (token probes),
+    majority baseline and (optional) the same probe on a baseline model (the untrained twin)
+    — one glance."""
     twin_name, title = plain(twin_name), plain(title)
     x = list(res.layers)
     fig = go.Figure()
-    fig.add_trace(band(x, res.ci_low, res.ci_high, "rgba(37,99,235,0.18)", "95% interval"))
+    fig.add_trace(band(x, res.ci_low, res.ci_high, "rgba(37,99,235,0.18)", interval_name(res)))
     fig.add_trace(
         go.Scatter(
             x=x,
@@ -64,6 +73,18 @@ def probe_figure(
             hovertemplate="layer %{x}: control %{y:.3f}<extra></extra>",
         )
     )
+    if res.control_task is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=res.control_task,
+                mode="lines+markers",
+                name="control task (random label per token type)",
+                line={"color": "#9333ea", "dash": "dashdot"},
+                marker={"symbol": "diamond"},
+                hovertemplate="layer %{x}: control task %{y:.3f}<extra></extra>",
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=[x[0], x[-1]],

@@ -404,3 +404,42 @@ def label_summary(table: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
+
+
+#: the prefix tree's branches carry run counts only: sampling stores the emitted tokens and
+#: every layer's states, not the model's probability of each branch
+TREE_NOTE = (
+    "counts only: the model's probability of each branch is not stored with the samples "
+    "(edge width = number of runs)"
+)
+
+
+def prefix_tree(continuations: list[list[str]], run_ids: list[str] | None = None) -> dict:
+    """The prefix tree of one prompt's sampled continuations.
+
+    Root = the prompt (every run); each child = one next token after the shared prefix, with
+    ``count`` = how many runs took that branch and ``runs`` = their indices (or ``run_ids``).
+    Branches are ordered by count, then token. ``probability`` is None (see ``TREE_NOTE``).
+    """
+    names = run_ids if run_ids is not None else list(range(len(continuations)))
+
+    def node(token, members, depth):
+        kids: dict[str, list[int]] = {}
+        for i in members:
+            if depth < len(continuations[i]):
+                kids.setdefault(continuations[i][depth], []).append(i)
+        children = [
+            node(t, m, depth + 1)
+            for t, m in sorted(kids.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        ]
+        return {
+            "token": token,
+            "count": len(members),
+            "probability": None,
+            "runs": [names[i] for i in members],
+            "children": children,
+        }
+
+    tree = node(None, list(range(len(continuations))), 0)
+    tree["note"] = TREE_NOTE
+    return tree

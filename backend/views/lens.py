@@ -1,4 +1,6 @@
-"""The Logit lens view: one prompt's layer × position readout, and its summary over a set.
+"""The Logit lens view: one prompt's layer × position readout, and its summary over a set,
+through the logit lens or a tuned lens (trained on a set's cached states, stored in the
+derived cache keyed by model fingerprint + set + training settings).
 
 Needs the loaded model (its final norm and unembedding): ``compute_run(store, lm, run_id)``
 and ``compute_set(store, lm, Request)``; the page and the `lens` CLI share both.
@@ -6,18 +8,26 @@ and ``compute_set(store, lm, Request)``; the page and the `lens` CLI share both.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from backend.analysis.lens import LensResult, LensSummary, logit_lens, summarize
+from backend.analysis.lens import TIE_RTOL, LensResult, LensSummary, logit_lens, summarize
 from backend.errors import LayerScopeError
 from backend.store import Store
 from backend.views import units
 
 Positions = Literal["last", "all"]
+LensKind = Literal["logit", "tuned"]
+LENS_KINDS = ("logit", "tuned")
+TUNED_CACHE = "tuned_lens"
+#: training settings of the tuned lens (part of its cache key)
+TUNED_SETTINGS = {"steps": 300, "lr": 1e-3, "batch": 256, "test_share": 0.25, "seed": 0}
 
 
 def check_lens(lm) -> None:
@@ -51,6 +61,24 @@ class RunResult:
     @property
     def answer(self) -> str:
         return self.names[int(self.lens.top_ids[-1, -1, 0])]
+
+    def commitment_text(self, pos: int = -1) -> str:
+        """Where the final answer at ``pos`` is on top, from the numbers the grid shows (a
+        near-tie counts as on top and is named as one)."""
+        r = self.lens
+        pos = pos % len(self.tokens)
+        depth = int(r.commitment[pos])
+        li = list(r.layers).index(depth)
+        tied = [
+            r.layers[i] for i in range(li, len(r.layers)) if r.on_top[i, pos] and r.tied[i, pos]
+        ]
+        text = f"it is on top from layer {depth} on"
+        if tied:
+            text += (
+                f" (tied within {TIE_RTOL:.1%} with another token at layer"
+                f"{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))})"
+            )
+        return text
 
     def to_frame(self) -> pd.DataFrame:
         r, toks = self.lens, self.tokens
@@ -92,9 +120,95 @@ def lens_of(lm, hidden: np.ndarray, tokens: list[str], k: int = 5) -> RunResult:
     return RunResult(lens=res, tokens=tokens, names=decode(lm, res.top_ids))
 
 
-def compute_run(store: Store, lm, run_id: str, k: int = 5) -> RunResult:
-    """The lens of one stored run."""
-    return lens_of(lm, store.run_layers(run_id), store.tokens(run_id)["token"].tolist(), k)
+def _check_kind(kind: str) -> None:
+    if kind not in LENS_KINDS:
+        raise LayerScopeError(f"Unknown lens '{kind}' (logit or tuned).")
+
+
+def compute_run(
+    store: Store,
+    lm,
+    run_id: str,
+    k: int = 5,
+    kind: LensKind = "logit",
+    set_name: str | None = None,
+) -> RunResult:
+    """The lens of one stored run; ``kind="tuned"`` reads it through the tuned lens trained on
+    ``set_name`` for the run's model (which must exist: :func:`train_tuned`)."""
+    _check_kind(kind)
+    hidden, toks = store.run_layers(run_id), store.tokens(run_id)["token"].tolist()
+    if kind == "logit":
+        return lens_of(lm, hidden, toks, k)
+    from backend.analysis.tuned_lens import tuned_logit_lens
+
+    check_lens(lm)
+    tl = require_tuned(store, store.get_run(run_id)["model_id"], set_name)
+    res = tuned_logit_lens(hidden, tl, lm.final_norm, lm.unembed, k=k)
+    return RunResult(lens=res, tokens=toks, names=decode(lm, res.top_ids))
+
+
+# -- tuned lens: trained on a set's cached states, kept in the store's derived cache --------
+def tuned_key(store: Store, model_id: str, set_name: str, settings: dict | None = None) -> str:
+    """Model fingerprint + set (name and the runs it holds) + training settings."""
+    runs = units.set_runs_or_error(store, set_name, model_id)["run_id"].tolist()
+    digest = hashlib.sha256("\n".join(runs).encode()).hexdigest()[:16]
+    return json.dumps(
+        [model_id, set_name, digest, settings or TUNED_SETTINGS], sort_keys=True, default=str
+    )
+
+
+def load_tuned(store: Store, model_id: str, set_name: str, settings: dict | None = None):
+    """The stored tuned lens of (model, set, settings), or None (never trains)."""
+    from backend.analysis.tuned_lens import TunedLens
+
+    payload = store.cache_get(TUNED_CACHE, tuned_key(store, model_id, set_name, settings))
+    return None if payload is None else TunedLens.load(io.BytesIO(payload))
+
+
+def require_tuned(store: Store, model_id: str, set_name: str | None):
+    if set_name is None:
+        raise LayerScopeError("A tuned lens is trained on a prompt set: name the set.")
+    tl = load_tuned(store, model_id, set_name)
+    if tl is None:
+        raise LayerScopeError(
+            f"No tuned lens for this model on '{set_name}' yet: train one first "
+            "(Lens page button, or `python -m backend lens --set NAME --lens tuned`)."
+        )
+    return tl
+
+
+def train_tuned(store: Store, lm, model_id: str, set_name: str, settings: dict | None = None):
+    """Train the tuned lens on the set's cached states and store it; returns it."""
+    from backend.analysis.tuned_lens import train_tuned_lens
+
+    check_lens(lm)
+    cfg = settings or TUNED_SETTINGS
+    runs = units.set_runs_or_error(store, set_name, model_id)["run_id"].tolist()
+    if len(runs) < 2:
+        raise LayerScopeError("A tuned lens needs at least two prompts (some are held out).")
+    hiddens = [store.run_layers(r) for r in runs]
+    tl = train_tuned_lens(hiddens, lm.final_norm, lm.unembed, **cfg)
+    buf = io.BytesIO()
+    tl.save(buf)
+    store.cache_put(TUNED_CACHE, tuned_key(store, model_id, set_name, settings), buf.getvalue())
+    return tl
+
+
+def ensure_tuned(store: Store, lm, model_id: str, set_name: str):
+    """The stored tuned lens, trained first when missing (CLI; a page asks with a button)."""
+    return load_tuned(store, model_id, set_name) or train_tuned(store, lm, model_id, set_name)
+
+
+def train_seconds(store: Store, model_id: str, set_name: str, vocab_size: int) -> float:
+    """A rough estimate of the training time on this CPU: steps x (layers x batch) rows
+    through d x vocab (forward + backward ~ 3x), plus reading the set, at ~2e10 flop/s."""
+    m = store.get_model(model_id)
+    n_runs = len(units.set_runs_or_error(store, set_name, model_id))
+    s = TUNED_SETTINGS
+    flops = (
+        3 * 2 * s["steps"] * m["n_layers"] * s["batch"] * m["d_model"] * (vocab_size + m["d_model"])
+    )
+    return flops / 2e10 + 0.02 * n_runs
 
 
 @dataclass(frozen=True)
@@ -102,16 +216,19 @@ class Request:
     model_id: str
     set_name: str
     positions: Positions = "last"  #: the next-token position of each prompt, or all
+    kind: LensKind = "logit"  #: logit lens, or the tuned lens trained on this set
 
     def __post_init__(self):
         if self.positions not in ("last", "all"):
             raise LayerScopeError(f"Unknown positions '{self.positions}' (last or all).")
+        _check_kind(self.kind)
 
 
 @dataclass(frozen=True)
 class SetResult:
     request: Request
     summary: LensSummary
+    tuned: object | None = None  #: the TunedLens read through (kind "tuned")
 
     def half_committed_layer(self) -> int:
         """The layer by which half of the positions have committed to their final answer."""
@@ -132,9 +249,26 @@ class SetResult:
             }
         )
 
+    def kl_frame(self) -> pd.DataFrame | None:
+        """Per layer: held-out KL(final || lens) of the logit and the tuned lens."""
+        t = self.tuned
+        if t is None:
+            return None
+        return pd.DataFrame({"layer": t.layers, "kl_logit": t.kl_logit, "kl_tuned": t.kl_tuned})
+
     def to_dict(self) -> dict:
-        s = self.summary
+        s, t = self.summary, self.tuned
+        tuned = {}
+        if t is not None:
+            tuned = {
+                "kl_logit_heldout": np.round(t.kl_logit, 4).tolist(),
+                "kl_tuned_heldout": np.round(t.kl_tuned, 4).tolist(),
+                "n_train": t.n_train,
+                "n_test": t.n_test,
+            }
         return {
+            "lens": self.request.kind,
+            **tuned,
             "positions": self.request.positions,
             "n_positions": s.n_positions,
             "layers": list(s.layers),
@@ -151,5 +285,13 @@ def compute_set(store: Store, lm, req: Request) -> SetResult:
     """The lens over every stored run of the set, aggregated per layer."""
     check_lens(lm)
     run_ids = units.set_runs_or_error(store, req.set_name, req.model_id)["run_id"].tolist()
-    results = [lens_for_hidden(lm, store.run_layers(r), 1) for r in run_ids]
-    return SetResult(request=req, summary=summarize(results, req.positions))
+    if req.kind == "logit":
+        results = [lens_for_hidden(lm, store.run_layers(r), 1) for r in run_ids]
+        return SetResult(request=req, summary=summarize(results, req.positions))
+    from backend.analysis.tuned_lens import tuned_logit_lens
+
+    tl = require_tuned(store, req.model_id, req.set_name)
+    results = [
+        tuned_logit_lens(store.run_layers(r), tl, lm.final_norm, lm.unembed, k=1) for r in run_ids
+    ]
+    return SetResult(request=req, summary=summarize(results, req.positions), tuned=tl)

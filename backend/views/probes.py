@@ -6,6 +6,7 @@ CLI prints ``Result.to_dict()``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,34 @@ TWINS = {"demo": "demo-untrained", "demo-seed1": "demo-untrained"}
 Unit = Literal["prompt", "token"]
 Pool = Literal["last", "mean"]
 Method = Literal["logistic", "ridge"]
+#: architectures read in both directions: their last token is a separator ([SEP], </s>)
+ENCODER_ARCH = re.compile(r"Bert|Roberta|Electra|Deberta|Albert|MPNet|XLM|Encoder", re.I)
+POOL_WHY = {
+    "mean": "mean over tokens: the default for encoder models ('last' on BERT is always [SEP])",
+    "last": "last token: the default for causal models (it has read the whole prompt)",
+}
+
+
+def is_encoder(model: dict) -> bool:
+    """An encoder (BERT-like) model row of the store: no LM head, not causal, or a known
+    encoder architecture."""
+    return (
+        model.get("has_lm_head") is False
+        or model.get("is_causal") is False
+        or bool(ENCODER_ARCH.search(str(model.get("architecture") or "")))
+    )
+
+
+def default_pool(model: dict) -> str:
+    """How a prompt unit is pooled by default: ``mean`` for encoders, ``last`` otherwise."""
+    return "mean" if is_encoder(model) else "last"
+
+
+def pool_label(pool: str, model: dict) -> str:
+    """``pool`` in words, saying when it is the model's default."""
+    if pool == default_pool(model):
+        return POOL_WHY[pool]
+    return {"mean": "mean over tokens", "last": "last token"}[pool] + " (chosen)"
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,10 @@ class Result:
                 "majority": r.majority,
             }
         )
+        if r.control_task is not None:
+            df["control_task"] = r.control_task
+            df["control_selectivity"] = r.control_selectivity
+        df["interval_method"] = r.interval_method
         if self.baseline is not None:
             df[f"{self.request.baseline_name or 'baseline'}_accuracy"] = self.baseline.accuracy
         return df
@@ -136,6 +169,7 @@ class Result:
         best = r.best_layer()
         out = {
             "unit": req.unit,
+            "pool": req.pool if req.unit == "prompt" else None,
             "method": req.method,
             "classes": list(r.classes),
             "folds": r.folds,
@@ -163,6 +197,11 @@ def _per_layer(r: ProbeResult) -> dict:
         "control": r.control.round(4).tolist(),
         "selectivity": r.selectivity.round(4).tolist(),
         "majority": round(r.majority, 4),
+        "interval_method": r.interval_method,
+        "control_task": None if r.control_task is None else r.control_task.round(4).tolist(),
+        "control_selectivity": (
+            None if r.control_task is None else r.control_selectivity.round(4).tolist()
+        ),
         "best_layer": r.best_layer(),
         "first_decodable": r.first_decodable(),
     }
@@ -201,8 +240,11 @@ def probe_units(store: Store, req: Request, model_id: str | None = None):
 def _fit(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd.DataFrame]:
     x, y, g, meta = probe_units(store, req, model_id)
     layers = list(req.layers) if req.layers else None
+    # token units: Hewitt & Liang's control task (each token type gets a random label)
+    tokens = meta["token"].astype(str).to_numpy() if req.unit == "token" else None
     try:
-        return run_probes(x, y, g, layers=layers, folds=req.folds, method=req.method), meta
+        res = run_probes(x, y, g, layers=layers, folds=req.folds, method=req.method, tokens=tokens)
+        return res, meta
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
 

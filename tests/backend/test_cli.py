@@ -74,7 +74,7 @@ def test_truncation_is_flagged_and_warned(db, tmp_path, tiny_model_dir, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "1 prompts were truncated" in out
+    assert "1 prompt(s) longer than 4 tokens were truncated to 4" in out
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,11 @@ def test_probes_on_per_token_labels(env):
     )
     _ok(at)
     assert any("token units from 60 of 60 prompts" in c.value for c in at.caption)
+    # the control task's selectivity and what the interval is, in the caption
+    assert any("selectivity against it" in c.value for c in at.caption)
+    assert any("95% interval: bootstrap over 60 prompts" in c.value for c in at.caption)
+    assert any("bootstrap over prompts" in m.value for m in at.markdown)
+    assert not any("across folds" in m.value for m in at.markdown)
     assert at.slider(key="qp_layers").value == (1, 3)
 
 
@@ -123,6 +128,23 @@ def test_lens_page_shows_the_answer_and_the_set_summary(env):
     assert any("the model's answer is" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 3  # grid, curves, set summary
     assert "run" in at.query_params
+
+
+def test_lens_page_tuned_needs_the_button_then_shows_both_kls(env):
+    from backend.views import lens
+    from pages import _ui
+
+    at = open_page("lens", {"model": "demo", "set": "agreement", "lens": "tuned"})
+    assert not at.exception
+    button = at.button(key="lens_train")
+    assert button.label.startswith("Train a tuned lens on this set (≈")
+    s = _ui._root_store(_ui.db_path()).cursor()  # the app's own store (same process)
+    mid = s.find_model("demo")["model_id"]
+    assert lens.load_tuned(s, mid, "agreement") is None  # opening the link trained nothing
+    at = button.click().run(timeout=300)
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 4  # grid, tuned-vs-logit KL, curves, set summary
+    assert at.query_params["lens"] == "tuned"
 
 
 def test_lens_page_on_an_encoder_explains_instead_of_failing(env, tiny_model_dir, tmp_path):

@@ -131,3 +131,44 @@ def test_lens_input_errors():
         LE.logit_lens(np.zeros((2, 1)), norm, unembed)
     with pytest.raises(ValueError, match="larger than the vocabulary"):
         LE.logit_lens(np.zeros((2, 1, 1)), norm, unembed, k=5)
+
+
+def test_near_ties_count_as_on_top_and_show_as_ties():
+    """Hand-built: at layer 1 the final answer (token 0) trails token 1 by 1e-5 in logit (a
+    bf16-style near-tie). The commitment must start at layer 1, the grid must say "= tie"
+    there, and the page's sentence must agree with both."""
+    import torch
+
+    from backend.figures.lens import lens_figure
+    from backend.views.lens import RunResult
+
+    unembed = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        unembed.weight.copy_(torch.eye(3))
+    hidden = np.array(
+        [
+            [[0.0, 5.0, 0.0]],  # layer 0: token 1, clearly
+            [[2.0, 2.0 + 1e-5, 0.0]],  # layer 1: token 1 by a hair: a tie with token 0
+            [[5.0, 0.0, 0.0]],  # layer 2 (final): token 0
+        ],
+        dtype=np.float32,
+    )
+    res = LE.logit_lens(hidden, None, unembed, k=2)
+    assert res.final_rank[:, 0].tolist() == [1, 1, 0]  # strictly, token 0 is second at layer 1
+    assert res.on_top[:, 0].tolist() == [False, True, True]
+    assert res.tied[:, 0].tolist() == [False, True, False]
+    assert res.commitment.tolist() == [1]
+    fig = lens_figure(res, ["x"], {0: "A", 1: "B", 2: "C"})
+    text = fig.data[0].text
+    assert text[1][0] == "B = tie" and text[0][0] == "B" and text[2][0] == "A"
+    assert "= tie" in fig.data[0].customdata[1][0]
+    one = RunResult(lens=res, tokens=["x"], names={0: "A", 1: "B", 2: "C"})
+    assert one.commitment_text() == (
+        "it is on top from layer 1 on (tied within 0.1% with another token at layer 1)"
+    )
+    # a clear gap is not a tie: the same case with a 0.1 logit gap commits at layer 2
+    hidden[1, 0, 1] = 2.1
+    clear = LE.logit_lens(hidden, None, unembed, k=2)
+    assert clear.commitment.tolist() == [2] and not clear.tied[1, 0]
+    summ = LE.summarize([res], "last")
+    assert summ.agreement.tolist() == [0.0, 1.0, 1.0]

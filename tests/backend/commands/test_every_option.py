@@ -1,0 +1,256 @@
+"""Every CLI option of every view command reaches the view's Request (or is listed as handled
+elsewhere, with the reason): a flag can never again be parsed and silently dropped, as
+``similarity --center`` was.
+
+Each command runs with its defaults and once per option with a non-default value; the view's
+``compute`` is replaced by a function that captures the Request. The option's Request field
+must differ between the two. An option that is neither mapped here nor listed as handled
+elsewhere fails ``test_every_option_is_accounted_for``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import types
+
+import pandas as pd
+import pytest
+
+from backend.cli import build_parser
+
+
+class Captured(Exception):
+    def __init__(self, request):
+        self.request = request
+
+
+class FakeStore:
+    """Just enough store for the commands' request building (no runs are read)."""
+
+    def get_model(self, model_id):
+        return {
+            "model_id": model_id,
+            "n_layers": 4,
+            "has_lm_head": model_id != "enc-id",
+            "architecture": "BertModel" if model_id == "enc-id" else "GPT2LMHeadModel",
+        }
+
+    find_model = get_model
+
+    def get_set(self, name):
+        return pd.DataFrame(
+            {"idx": [0, 1], "text": ["a b", "c d"], "label": ["x", "y"], "group": [None, None]}
+        )
+
+    def save_prompt_set(self, *a, **k):
+        return None
+
+
+RUNS = pd.DataFrame({"run_id": ["r0", "r1"], "idx": [0, 1], "text": ["a b", "c d"]})
+
+#: options that are not Request fields, and where they are handled
+ELSEWHERE = {
+    "db": "cli.main opens the store",
+    "json": "cli.main prints the dict as JSON",
+    "model": "resolved to model_id by ensure_runs / cli.model_for_set",
+    "set_name": "the set every request names; required, so there is no non-default to try",
+    "dtype": "ensure_runs / the extract job (which stored states are read)",
+    "device": "ensure_runs / the extract job",
+    "trust_remote_code": "ensure_runs / the extract job",
+}
+
+#: command -> {dest: (argv for a non-default value, Request field it must change)}
+MAPPED = {
+    "trajectories": {
+        "method": (["--method", "aligned"], "method"),
+        "unit": (["--unit", "token"], "unit"),
+        "pool": (["--pool", "mean"], "pool"),
+        "layers": (["--layers", "1:2"], "layers"),
+        "dims": (["--dims", "3"], "dims"),
+        "standardize": (["--standardize"], "standardize"),
+        "max_runs": (["--max-runs", "3"], "max_runs"),
+        "sample": (["--sample", "5"], "sample"),
+        "seed": (["--seed", "7"], "seed"),
+    },
+    "similarity": {
+        "kind": (["--kind", "prompt"], "kind"),
+        "layer": (["--layer", "2"], "layer"),
+        "other_model": (["--other-model", "other"], "other_model_id"),
+        "units": (["--units", "mean"], "units"),
+        "debiased": (["--debiased"], "debiased"),
+        "order": (["--order", "label"], "order"),
+        "prompt": (["--prompt", "1"], "run_id"),
+        "center": (["--center"], "center"),
+        "max_units": (["--max-units", "10"], "max_units"),
+    },
+    "probes": {
+        "unit": (["--unit", "token"], "unit"),
+        "pool": (["--pool", "mean"], "pool"),
+        "folds": (["--folds", "3"], "folds"),
+        "method": (["--method", "ridge"], "method"),
+        "layers": (["--layers", "1:2"], "layers"),
+        "baseline": (["--baseline", "other"], "baseline_model_id"),
+    },
+    "lens": {
+        "positions": (["--positions", "all"], "positions"),
+        "lens": (["--lens", "tuned"], "kind"),
+    },
+    "stats": {
+        "max_runs": (["--max-runs", "3"], "max_runs"),
+    },
+    "generation": {
+        "samples": (["--samples", "3"], "samples"),
+        "max_new_tokens": (["--max-new-tokens", "4"], "max_new_tokens"),
+        "temperature": (["--temperature", "0.5"], "temperature"),
+        "top_p": (["--top-p", "0.9"], "top_p"),
+        "seed": (["--seed", "3"], "seed"),
+        "answer_regex": (["--answer-regex", "(a)"], "regex"),
+        "layer": (["--layer", "1"], "layer"),
+        "step": (["--step", "2"], "step"),
+        "versus_label": (["--versus-label"], "versus_label"),
+        "centre": (["--centre", "set"], "centre"),
+    },
+}
+
+#: per command, options that are not Request fields (besides ELSEWHERE), and why
+COMMAND_ELSEWHERE = {
+    "trajectories": {},
+    "similarity": {},
+    "probes": {
+        "label": "only 'label' is accepted (checked in run: anything else is an error)",
+        "weights": "writes the fitted weights after compute (save_weights)",
+    },
+    "lens": {
+        "prompt": "the one-prompt path reads a live capture, not a Request (lens_of)",
+        "top": "the one-prompt path's top-k (lens_of)",
+    },
+    "stats": {},
+    "generation": {
+        "prompts": "loaded into the set before sampling (store.save_prompt_set)",
+        "text_column": "prompt file parsing (prompts.load_prompts)",
+        "label_column": "prompt file parsing (prompts.load_prompts)",
+        "tree": "output only: adds each prompt's prefix tree (views.generation.prefix_tree)",
+    },
+}
+
+BASE = {
+    "trajectories": ["--set", "s", "--model", "m"],
+    "similarity": ["--set", "s", "--model", "m"],
+    "probes": ["--set", "s", "--model", "m", "--baseline", "none"],
+    "lens": ["--set", "s", "--model", "m"],
+    "stats": ["--set", "s", "--model", "m"],
+    "generation": ["--set", "s", "--model", "m"],
+}
+
+
+def _subparsers():
+    parser, _ = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def _dests(command: str) -> set[str]:
+    p = _subparsers()[command]
+    return {a.dest for a in p._actions if a.dest != "help"}
+
+
+def _patch(monkeypatch, command: str):
+    """Replace what a command computes with a capture of its request."""
+    mod = importlib.import_module(f"backend.commands.{command}")
+    if hasattr(mod, "ensure_runs"):
+        monkeypatch.setattr(
+            mod, "ensure_runs", lambda store, args, quiet=False: (f"{args.model}-id", RUNS)
+        )
+
+    def capture(*args, **kwargs):
+        raise Captured(args[-1])
+
+    if command in ("trajectories",):
+        monkeypatch.setattr(mod, "compute", capture)
+    elif command == "similarity":
+        monkeypatch.setattr(mod.V, "compute", capture)
+    elif command == "probes":
+        monkeypatch.setattr(mod.probes, "compute", capture)
+    elif command == "stats":
+        monkeypatch.setattr(mod.stats, "compute", capture)
+    elif command == "lens":
+        monkeypatch.setattr(mod.models, "get_model", lambda *a, **k: object())
+        monkeypatch.setattr(mod.lens, "check_lens", lambda lm: None)
+        monkeypatch.setattr(mod.lens, "ensure_tuned", lambda *a: None)
+        monkeypatch.setattr(mod.lens, "compute_set", capture)
+    elif command == "generation":
+        _patch_generation(monkeypatch, mod)
+
+
+def _patch_generation(monkeypatch, mod):
+    """generation has no single Request: its options reach the sampling job's spec, the
+    loader of the sampled set, and the (layer, step) table: all three are captured."""
+    seen: dict = {}
+    monkeypatch.setattr(mod.models, "resolve", lambda ref: ref)
+    monkeypatch.setattr(mod.models, "read_config", lambda ref: {"num_hidden_layers": 4})
+    monkeypatch.setattr(mod.models, "pick_dtype", lambda *a, **k: "torch.float32")
+    monkeypatch.setattr(mod.catalog, "ensure_set", lambda store, name: None)
+
+    def run_job(store, spec, quiet=False):
+        seen.update({"dtype": spec.dtype, "device": spec.device, **spec.options})
+        res = {"model_id": "m-id", "runs": 0, "cached_runs": 0, "tokens": 0}
+        return types.SimpleNamespace(result=res, seconds=0.0)
+
+    class SS:
+        n_layers = 5
+
+        def table(self, layer, step):
+            raise Captured(types.SimpleNamespace(**seen, layer=layer, step=step))
+
+    def load(store, model_id, texts, s, dtype, labels, groups, regex, versus_label, centre):
+        seen.update(regex=regex, versus_label=versus_label, centre=centre)
+        return SS()
+
+    monkeypatch.setattr(mod, "run_job", run_job)
+    monkeypatch.setattr(mod.generation_views, "load", load)
+
+
+def _request(command: str, argv: list[str]):
+    parser, mods = build_parser()
+    args = parser.parse_args([command, *argv])
+    args.db, args.json = None, False
+    with pytest.raises(Captured) as got:
+        mods[command].run(args, FakeStore())
+    req = got.value.request
+    return dataclasses.asdict(req) if dataclasses.is_dataclass(req) else vars(req)
+
+
+@pytest.mark.parametrize("command", sorted(MAPPED))
+def test_every_option_is_accounted_for(command):
+    known = set(MAPPED[command]) | set(ELSEWHERE) | set(COMMAND_ELSEWHERE[command])
+    new = _dests(command) - known
+    assert not new, (
+        f"`{command}` has options {sorted(new)} that neither reach its Request in this test "
+        "nor are listed as handled elsewhere"
+    )
+    assert not set(MAPPED[command]) - _dests(command), "stale entries in MAPPED"
+
+
+def test_every_view_command_is_covered():
+    view_commands = {
+        name
+        for name in _subparsers()
+        if name in MAPPED or importlib.util.find_spec(f"backend.views.{name}") is not None
+    }
+    assert view_commands <= set(MAPPED)
+
+
+@pytest.mark.parametrize(
+    "command, dest", [(c, d) for c in sorted(MAPPED) for d in sorted(MAPPED[c])]
+)
+def test_option_reaches_the_request(command, dest, monkeypatch):
+    _patch(monkeypatch, command)
+    argv, field = MAPPED[command][dest]
+    base = _request(command, BASE[command])
+    changed = _request(command, [*BASE[command], *argv])
+    assert field in base, f"{field} is not a field of {command}'s request"
+    assert changed[field] != base[field], (
+        f"`{command} {' '.join(argv)}` did not change the request's {field}"
+    )

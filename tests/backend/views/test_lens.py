@@ -1,0 +1,61 @@
+"""Lens view: the tuned lens is trained from the cached states of a set, stored in the derived
+cache, read back without training, and beats the logit lens on held-out prompts."""
+
+import numpy as np
+import pytest
+
+from backend import models
+from backend.cli import main
+from backend.errors import LayerScopeError
+from backend.store import Store
+from backend.views import lens as LV
+from tests.backend.commands.test_readout_commands import extract, labelled, run_json  # noqa: F401
+
+
+@pytest.fixture
+def tiny(db, labelled, tiny_model_dir):  # noqa: F811
+    model = str(tiny_model_dir("gpt2"))
+    extract(model, labelled)
+    return model, db
+
+
+def test_tuned_lens_view_trains_stores_and_beats_the_logit_lens(tiny):
+    model, db = tiny
+    lm = models.get_model(model, "auto", "cpu")
+    with Store(str(db)) as store:
+        model_id = store.find_model(model)["model_id"]
+        req = LV.Request(model_id, "lab", "all", kind="tuned")
+        assert LV.load_tuned(store, model_id, "lab") is None
+        with pytest.raises(LayerScopeError, match="train one first"):
+            LV.compute_set(store, lm, req)  # reading never trains
+        tl = LV.train_tuned(store, lm, model_id, "lab")
+        again = LV.load_tuned(store, model_id, "lab")
+        np.testing.assert_array_equal(again.weight, tl.weight)
+        other = {**LV.TUNED_SETTINGS, "steps": 10}
+        assert LV.load_tuned(store, model_id, "lab", other) is None  # settings are in the key
+        res = LV.compute_set(store, lm, req)
+        d = res.to_dict()
+        assert d["lens"] == "tuned" and d["n_test"] == 6 and d["n_train"] == 18
+        early = slice(0, -1)
+        kl_t, kl_l = np.array(d["kl_tuned_heldout"]), np.array(d["kl_logit_heldout"])
+        assert (kl_t[early] <= kl_l[early] + 1e-6).all(), (kl_t, kl_l)
+        assert kl_t.sum() < kl_l.sum()
+        assert list(res.kl_frame().columns) == ["layer", "kl_logit", "kl_tuned"]
+        run_id = store.set_runs("lab", model_id)["run_id"].iloc[0]
+        tuned = LV.compute_run(store, lm, run_id, kind="tuned", set_name="lab")
+        logit = LV.compute_run(store, lm, run_id)
+        np.testing.assert_array_equal(tuned.lens.top_ids[-1], logit.lens.top_ids[-1])
+        assert not np.allclose(tuned.lens.kl_to_final[0], logit.lens.kl_to_final[0])
+
+
+def test_cli_lens_tuned_trains_if_missing_and_prints_both_kls(tiny, capsys):
+    model, _ = tiny
+    code, r, _ = run_json(capsys, "lens", "--model", model, "--set", "lab", "--lens", "tuned")
+    assert code == 0, r
+    assert r["lens"] == "tuned" and len(r["kl_tuned_heldout"]) == len(r["layers"])
+    capsys.readouterr()
+    assert main(["lens", "--model", model, "--set", "lab", "--lens", "tuned"]) == 0
+    out = capsys.readouterr().out
+    assert "layer  kl_logit  kl_tuned" in out and "held-out" in out
+    code, _, err = run_json(capsys, "lens", "--model", model, "--prompt", "a b", "--lens", "tuned")
+    assert code == 2 and "--set NAME with --lens tuned" in err

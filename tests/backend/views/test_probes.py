@@ -1,0 +1,91 @@
+"""Probes view: the control task reaches token probes, the interval says what it is, and
+encoders pool by mean by default."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backend.figures.probes import probe_figure
+from backend.views import probes as PV
+
+
+def _fake_units(monkeypatch, unit_tokens):
+    """Token units whose label is a function of the token type (a probe that memorises words
+    scores as well on the control task: selectivity against it ~ 0)."""
+    rng = np.random.default_rng(0)
+    n = len(unit_tokens)
+    x = rng.normal(size=(2, n, 8)).astype(np.float32)
+    types = sorted(set(unit_tokens))
+    onehot = np.eye(len(types), 8)[[types.index(t) for t in unit_tokens]]
+    x[1] += 3 * onehot.astype(np.float32)
+    labels = np.array(["a" if types.index(t) % 2 else "b" for t in unit_tokens])
+    groups = np.arange(n) // 4
+    meta = pd.DataFrame(
+        {
+            "run_id": [f"r{g}" for g in groups],
+            "idx": groups,
+            "text": "t",
+            "label": labels,
+            "group": None,
+            "pos": np.arange(n) % 4,
+            "token": unit_tokens,
+        }
+    )
+    monkeypatch.setattr(
+        PV, "probe_units", lambda store, req, model_id=None: (x, labels, groups, meta)
+    )
+    monkeypatch.setattr(
+        PV.units, "set_runs_or_error", lambda store, s, m: pd.DataFrame({"run_id": range(n // 4)})
+    )
+
+
+def test_token_probes_carry_the_control_task(monkeypatch):
+    toks = [f"w{i % 6}" for i in range(96)]
+    _fake_units(monkeypatch, toks)
+    req = PV.Request(
+        model_id="m", set_name="s", unit="token", folds=3, method="ridge", layers=(0, 1)
+    )
+    res = PV.compute(None, req)
+    assert res.probe.control_task is not None
+    d = res.to_dict()
+    assert len(d["control_task"]) == len(d["control_selectivity"]) == 2
+    np.testing.assert_allclose(
+        d["control_selectivity"], np.round(res.probe.accuracy - res.probe.control_task, 4)
+    )
+    assert d["interval_method"].startswith("bootstrap over 24 prompts")
+    frame = res.to_frame()
+    assert {"control_task", "control_selectivity", "interval_method"} <= set(frame.columns)
+    # the label is the token type: memorising types does as well on the control task's
+    # labels, so at the layer that encodes the type the control task is far above chance
+    assert res.probe.control_task[1] > 0.7
+    fig = probe_figure(res.probe)
+    names = [t.name for t in fig.data]
+    assert any(n and n.startswith("control task") for n in names)
+    assert any(n == "95% interval (bootstrap over 24 prompts)" for n in names)
+    hover = next(t for t in fig.data if t.name == "probe accuracy").hovertext[1]
+    assert "control task" in hover and "selectivity vs task" in hover
+
+
+def test_prompt_probes_have_no_control_task(monkeypatch):
+    toks = [f"w{i % 6}" for i in range(96)]
+    _fake_units(monkeypatch, toks)
+    res = PV.compute(None, PV.Request(model_id="m", set_name="s", folds=3, method="ridge"))
+    d = res.to_dict()
+    assert d["control_task"] is None and d["pool"] == "last"
+    assert not any((t.name or "").startswith("control task") for t in probe_figure(res.probe).data)
+
+
+@pytest.mark.parametrize(
+    "row, pool",
+    [
+        ({"architecture": "BertModel", "has_lm_head": False, "is_causal": False}, "mean"),
+        ({"architecture": "RobertaForMaskedLM", "has_lm_head": True}, "mean"),
+        ({"architecture": "GPT2LMHeadModel", "has_lm_head": True, "is_causal": True}, "last"),
+        ({"architecture": "LlamaForCausalLM", "has_lm_head": True, "is_causal": True}, "last"),
+    ],
+)
+def test_encoders_pool_by_mean_by_default(row, pool):
+    assert PV.default_pool(row) == pool
+    assert PV.pool_label(pool, row).endswith(PV.POOL_WHY[pool].split(": ", 1)[1])
+    other = "last" if pool == "mean" else "mean"
+    assert PV.pool_label(other, row).endswith("(chosen)")
