@@ -1,5 +1,7 @@
 """Generation: sample several runs of a prompt, see when they settle and what predicts outcomes."""
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -69,10 +71,8 @@ dtype = (
     "float32"  # a model not in the cache has nothing sampled; resolving it could mean a download
 )
 if sel.model_id is not None:
-    try:  # the model's own dtype (its config), as the sampling job will use
+    with contextlib.suppress(LayerScopeError):  # the model's own dtype, as the job uses
         dtype = str(models.pick_dtype("auto", model=sel.model)).removeprefix("torch.")
-    except LayerScopeError:
-        pass
 settings = sampling.key() | {"dtype": dtype}
 
 prompts_df = s.get_set(sel.set_name) if sel.set_name in set(s.list_sets()["set_name"]) else None
