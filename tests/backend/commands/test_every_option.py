@@ -69,7 +69,7 @@ MAPPED = {
         "pool": (["--pool", "mean"], "pool"),
         "layers": (["--layers", "1:2"], "layers"),
         "dims": (["--dims", "3"], "dims"),
-        "standardize": (["--standardize"], "standardize"),
+        "standardize": (["--no-standardize"], "standardize"),
         "max_runs": (["--max-runs", "3"], "max_runs"),
         "sample": (["--sample", "5"], "sample"),
         "seed": (["--seed", "7"], "seed"),

@@ -35,7 +35,9 @@ def run_json(capsys, *argv):
 
 
 def test_pca_prompt_coordinates_equal_the_analysis(model, db, capsys):
-    code, r = run_json(capsys, "project", "--model", model, "--set", "p", "--layers", "1:2")
+    code, r = run_json(
+        capsys, "project", "--model", model, "--set", "p", "--layers", "1:2", "--no-standardize"
+    )
     assert code == 0
     assert r["layers"] == [1, 2] and r["n_units"] == 12 and r["n_points"] == 24
     assert len(r["points"]) == 24 and set(r["points"][0]) == {"unit", "layer", "x", "y"}
