@@ -41,24 +41,13 @@ warnings.filterwarnings("ignore")
 from backend import models
 from backend.capture.generate import Sampling, generate
 from backend.store import Store
+from benchmarks._common import GPT2_VOCAB, make_gpt2_small
 
-VOCAB = 50257
+VOCAB = GPT2_VOCAB
 
 
 def make_model(path: Path) -> None:
-    from tokenizers import Tokenizer, pre_tokenizers
-    from tokenizers import models as tkm
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    GPT2LMHeadModel(
-        GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=VOCAB)
-    ).save_pretrained(path)
-    tk = Tokenizer(tkm.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(
-        tokenizer_object=tk, unk_token="w0", pad_token="w0", bos_token="w50256", eos_token="w50256"
-    ).save_pretrained(path)
+    make_gpt2_small(path)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import threading
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import duckdb
@@ -175,10 +175,11 @@ class Store:
         return self.con.execute(sql, params or []).df()
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, locked: bool = False):
         """One transaction on this cursor: commit, or roll back and raise the first error. A
-        full disk becomes a LayerScopeError saying so (nothing committed is lost)."""
-        with self._lock:
+        full disk becomes a LayerScopeError saying so (nothing committed is lost).
+        ``locked``: the caller already holds ``self._lock`` (it registered Arrow tables)."""
+        with nullcontext() if locked else self._lock:
             self.con.execute("BEGIN TRANSACTION")
             try:
                 yield self.con
@@ -400,26 +401,19 @@ class Store:
         with self._lock:
             for name, tbl in (("runs_tbl", runs_tbl), ("tok_tbl", tok_tbl), ("act_tbl", act_tbl)):
                 self.con.register(name, tbl)
-            self.con.execute("BEGIN TRANSACTION")
             try:
-                self.con.execute(
-                    """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM runs_tbl
-                       ON CONFLICT DO NOTHING"""
-                )
-                self.con.execute(
-                    """INSERT INTO runs SELECT run_id, model_id, prompt_id, kind, settings,
-                       n_tokens, n_prompt_tokens, truncated, parent, sample, seed,
-                       now() FROM runs_tbl ON CONFLICT DO NOTHING"""
-                )
-                self.con.execute("INSERT INTO tokens SELECT * FROM tok_tbl")
-                self.con.execute("INSERT INTO activations SELECT * FROM act_tbl")
-                self.con.execute("COMMIT")
-            except Exception as e:
-                with suppress(duckdb.Error):  # a failed COMMIT has already ended it
-                    self.con.execute("ROLLBACK")
-                if _disk_full(e):
-                    raise LayerScopeError(disk_full_message(self.path)) from None
-                raise
+                with self._transaction(locked=True):
+                    self.con.execute(
+                        """INSERT INTO prompts SELECT DISTINCT prompt_id, text FROM runs_tbl
+                           ON CONFLICT DO NOTHING"""
+                    )
+                    self.con.execute(
+                        """INSERT INTO runs SELECT run_id, model_id, prompt_id, kind, settings,
+                           n_tokens, n_prompt_tokens, truncated, parent, sample, seed,
+                           now() FROM runs_tbl ON CONFLICT DO NOTHING"""
+                    )
+                    self.con.execute("INSERT INTO tokens SELECT * FROM tok_tbl")
+                    self.con.execute("INSERT INTO activations SELECT * FROM act_tbl")
             finally:
                 for name in ("runs_tbl", "tok_tbl", "act_tbl"):
                     self.con.unregister(name)
