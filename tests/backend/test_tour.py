@@ -1,0 +1,95 @@
+"""Each Tour story's "Notice" is true on the numbers its screen computes (bundled models)."""
+
+import numpy as np
+import pytest
+
+from backend import models
+from backend.tour import LENS_RUN, STORIES
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model"),
+]
+STORY = {s.key: s for s in STORIES}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from backend.cli import main
+    from backend.store import Store
+
+    db = tmp_path_factory.mktemp("tour") / "t.duckdb"
+    needs = {pair for s in STORIES for pair in s.needs}
+    for model, set_name in sorted(needs):
+        assert (
+            main(["extract", "--db", str(db), "--model", model, "--set", set_name, "--json"]) == 0
+        )
+    with Store(db) as s:
+        yield s
+
+
+def mid(store, ref):
+    return store.find_model(ref)["model_id"]
+
+
+def test_number_separates_with_depth(store):
+    from backend.views import trajectories as TV
+
+    p = STORY["number"].params
+    r = TV.compute(store, TV.Request(mid(store, "demo"), p["set"], tuple(range(5))))
+    sil = r.silhouette
+    assert abs(sil[0]) < 0.1 and sil[-1] > 0.5 and np.all(np.diff(sil) > -0.02)
+
+
+def test_probe_reaches_one_above_both_controls(store):
+    from backend.views import probes as P
+
+    req = P.Request(
+        mid(store, "demo"),
+        "agreement",
+        baseline_model_id=mid(store, "demo-untrained"),
+        baseline_name="demo-untrained",
+    )
+    d = P.compute(store, req).to_dict()
+    assert d["accuracy"][2:] == [1.0, 1.0, 1.0]
+    assert max(abs(c - 0.5) for c in d["control"]) < 0.07
+    assert 0.55 < max(d["baseline"]["accuracy"]) < 0.75  # "about 0.65"
+
+
+def test_twins_keep_a_ridge_the_untrained_model_loses(store):
+    from backend.views import similarity as V
+
+    p = STORY["twins"].params
+    seed = V.compute(
+        store,
+        V.Request("model-cka", mid(store, "demo"), p["set"], other_model_id=mid(store, p["other"])),
+    ).matrix.values
+    raw = V.compute(
+        store,
+        V.Request(
+            "model-cka", mid(store, "demo"), p["set"], other_model_id=mid(store, "demo-untrained")
+        ),
+    ).matrix.values
+    diag, untrained = np.diag(seed), np.diag(raw)
+    assert diag.min() > 0.65 and diag.max() < 0.95
+    assert untrained[1:].max() < 0.5 < diag.min()
+
+
+def test_lens_answer_commits_at_a_middle_layer(store):
+    from backend.views import lens as L
+
+    lm = models.get_model("demo", "auto")
+    r = L.compute_run(store, lm, LENS_RUN)
+    assert store.get_run(LENS_RUN)["text"] == "the friends near the robots often"
+    assert r.answer.strip() == "fall" and int(r.lens.commitment[-1]) == 2
+
+
+def test_errors_are_mostly_contrasts(store):
+    from backend.views import probes as P
+
+    res = P.compute(store, P.Request(mid(store, "demo"), "sentiment"))
+    best = res.probe.best_layer()
+    acc = dict(zip(*res.group_accuracy(best)[["group", "accuracy"]].to_numpy().T))
+    assert acc["plain"] > 0.9 and acc["negated"] > 0.9 and acc["contrast"] < 0.65
+    wrong = res.misclassified(best)
+    assert (wrong["group"] == "contrast").mean() > 0.7
