@@ -101,7 +101,7 @@ st.markdown(
 )
 
 pos = _ui.qp_int("Position for the curves", "pos", last, 0, last)
-st.plotly_chart(lens_curves(res, pos), key="lens_curves")
+_ui.chart(lens_curves(res, pos), key="lens_curves")
 st.caption(
     "Blue: over this prompt's positions (mean KL and entropy, median rank). Red dashes: "
     f"position {pos} ({_ui.md(repr(toks[pos]))})."

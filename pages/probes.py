@@ -34,7 +34,7 @@ with st.expander("What am I looking at?", expanded=present):
         "same as used by the model."
     )
 
-c1, c2, c3, c4 = st.columns(4)
+c1, c2 = st.columns(2)
 with c1:
     unit = _ui.qp_radio(
         "Units",
@@ -53,27 +53,30 @@ with c2:
         help="how a prompt unit is pooled; default: mean for encoder models (their last "
         "token is a separator such as [SEP]), last token for causal models",
     )
-with c3:
-    method = _ui.qp_radio(
-        "Probe",
-        ["logistic", "ridge"],
-        "probe",
-        help="logistic regression (C = 0.1), or ridge classifier (faster)",
+# secondary settings fold away in presenter mode (the URL still sets them)
+with st.expander("Probe settings", expanded=not present):
+    d1, d2 = st.columns(2)
+    with d1:
+        method = _ui.qp_radio(
+            "Probe",
+            ["logistic", "ridge"],
+            "probe",
+            help="logistic regression (C = 0.1), or ridge classifier (faster)",
+        )
+    with d2:
+        folds = _ui.qp_int("Folds", "folds", 5, 3, 10)
+    lo, hi = _ui.qp_slider("Layers", "layers", (0, n_layers), 0, n_layers)
+    layers = list(range(lo, hi + 1))
+    others = [m for m in _ui.model_choices(s) if m != sel.model]
+    twin_default = probes.TWINS.get(sel.model)
+    baseline = _ui.qp_select(
+        "Random-init baseline model",
+        ["(none)", *others],
+        "baseline",
+        default=twin_default if twin_default in others else "(none)",
+        help="the same probe on another model: its untrained twin, or any "
+        "random-init model of the same shape",
     )
-with c4:
-    folds = _ui.qp_int("Folds", "folds", 5, 3, 10)
-lo, hi = _ui.qp_slider("Layers", "layers", (0, n_layers), 0, n_layers)
-layers = list(range(lo, hi + 1))
-others = [m for m in _ui.model_choices(s) if m != sel.model]
-twin_default = probes.TWINS.get(sel.model)
-baseline = _ui.qp_select(
-    "Random-init baseline model",
-    ["(none)", *others],
-    "baseline",
-    default=twin_default if twin_default in others else "(none)",
-    help="the same probe on another model: its untrained twin, or any "
-    "random-init model of the same shape",
-)
 
 
 max_runs = None
@@ -154,9 +157,9 @@ layer = _ui.qp_int("Inspect layer", "layer", best, min(res.layers), max(res.laye
 li = res.layers.index(layer)
 a, b = st.columns(2)
 with a:
-    st.plotly_chart(confusion_figure(res, layer), key="probe_cm")
+    _ui.chart(confusion_figure(res, layer), key="probe_cm")
 with b:
-    st.plotly_chart(score_figure(res, layer), key="probe_scores")
+    _ui.chart(score_figure(res, layer), key="probe_scores")
 
 groups = result.group_accuracy(layer)
 if len(groups):

@@ -63,7 +63,7 @@ fig.update_layout(
     height=160 + 22 * h.shape[0],
     margin=dict(t=40, b=40),
 )
-st.plotly_chart(fig)
+_ui.chart(fig, key="prompt_norms")
 st.caption(
     "Norms usually grow with depth; a token far brighter than its neighbours at every "
     "layer (often the first) is a typical attention sink with massive activations."

@@ -212,7 +212,7 @@ st.caption(
 
 if scores is not None:
     sil, agree, chance = scores
-    st.plotly_chart(silhouette_figure(proj.layers, sil, agree, chance), key="traj_sil")
+    _ui.chart(silhouette_figure(proj.layers, sil, agree, chance), key="traj_sil")
     st.caption(
         f"Separation of the labels in the full space (not the 2-D picture): silhouette "
         f"{sil[0]:.2f} at layer {proj.layers[0]} → {sil[-1]:.2f} at layer "
