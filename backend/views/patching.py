@@ -271,7 +271,14 @@ def _compute(store: Store, req: Request, lm) -> Result:
 
     cells = [(layer, p) for layer in layers for p in positions]
     ro = P.patch_cells(
-        lm, corr_tk.ids, clean_states, cells, answer, against, req.top_k, corr_outputs
+        lm,
+        corr_tk.ids,
+        clean_states,
+        cells,
+        answer,
+        against,
+        req.top_k,
+        corrupted_outputs=corr_outputs,
     )
     nl, npos, k = len(layers), len(positions), ro.top_ids.shape[1]
     names = decode(lm, ro.top_ids)
