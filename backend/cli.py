@@ -29,6 +29,7 @@ COMMANDS = (
     "stats",
     "generation",
     "patching",
+    "attention",
 )
 #: the verbs users already know, kept as aliases of the feature's one name
 ALIASES = {
