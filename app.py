@@ -20,6 +20,8 @@ PAGES = {
         ("lens.py", "Logit lens", ":material/search:", "lens"),
         ("stats.py", "Layer stats", ":material/monitoring:", "stats"),
         ("generation.py", "Generation", ":material/casino:", "generation"),
+        ("patching.py", "Patching", ":material/healing:", "patching"),
+        ("attention.py", "Attention", ":material/visibility:", "attention"),
     ],
 }
 HERE = Path(__file__).parent / "pages"

@@ -28,9 +28,16 @@ COMMANDS = (
     "lens",
     "stats",
     "generation",
+    "patching",
+    "attention",
 )
 #: the verbs users already know, kept as aliases of the feature's one name
-ALIASES = {"trajectories": ["project"], "probes": ["probe"], "generation": ["generate"]}
+ALIASES = {
+    "trajectories": ["project"],
+    "probes": ["probe"],
+    "generation": ["generate"],
+    "patching": ["patch"],
+}
 
 
 def _modules():

@@ -470,6 +470,14 @@ def qp_slider(
     return got
 
 
+def qp_text(label: str, key: str, default: str = "", help: str | None = None, where=st) -> str:
+    """A text input bound to ?key=text."""
+    url = _qp_get(key)
+    got = where.text_input(label, value=default if url is None else url, key=f"qp_{key}", help=help)
+    st.query_params[key] = got
+    return got
+
+
 def qp_toggle(label: str, key: str, default: bool = False, help: str | None = None) -> bool:
     url = _qp_get(key)
     value = default if url is None else url in ("1", "true", "True")

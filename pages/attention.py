@@ -1,0 +1,51 @@
+"""Attention: every layer × head pattern of one prompt, attention sinks and entropy."""
+
+import streamlit as st
+
+from backend.errors import LayerScopeError
+from backend.figures.attention import heads_figure, pattern_figure
+from backend.views import attention
+from pages import _ui
+
+st.title("Attention")
+present = _ui.presenting()
+sel = _ui.selection(need_set=False)
+
+with st.expander("What am I looking at?", expanded=present):
+    st.markdown(
+        "Each head's attention weights for one prompt, computed on demand with the model's "
+        "eager attention. **Sink share**: the mass a head puts on the first token, averaged "
+        "over the later queries — many heads park most of their attention there when they "
+        "have nothing to do. **Entropy**: how spread a head's attention is (0 = one token). "
+        "Pick a layer and head below to see its full pattern (queries down, keys across)."
+    )
+
+prompt = _ui.qp_text("Prompt", "prompt", "the cat near the dogs often")
+key = ("attention", sel.model, prompt)
+if st.button("Compute", type="primary", key="att_compute"):
+    try:
+        with st.spinner("Running the model with eager attention…"):
+            st.session_state["att_result"] = (
+                key,
+                attention.compute(None, attention.Request(sel.model, prompt)),
+            )
+    except LayerScopeError as e:
+        _ui.message(e)
+        st.stop()
+held = st.session_state.get("att_result")
+if held is None or held[0] != key:
+    st.info("Press **Compute** to read every head's attention for this prompt.")
+    st.stop()
+res = held[1]
+
+_ui.show_figure(heads_figure(res), "att_heads", "attention-heads", data=res.to_frame())
+c = st.columns(2)
+with c[0]:
+    layer = _ui.qp_int("Layer", "att_layer", res.layers[0], res.layers[0], res.layers[-1])
+with c[1]:
+    head = _ui.qp_int("Head", "att_head", 0, 0, res.attention.shape[1] - 1)
+_ui.show_figure(pattern_figure(res, layer, head), "att_pattern", f"attention-L{layer}-H{head}")
+st.caption(
+    f"{len(res.tokens)} tokens of {_ui.md(prompt)}: layer {layer}, head {head} puts "
+    f"{res.sink_share[res.layers.index(layer), head]:.2f} of its attention on the first token."
+)
