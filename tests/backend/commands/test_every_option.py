@@ -112,6 +112,14 @@ MAPPED = {
         "versus_label": (["--versus-label"], "versus_label"),
         "centre": (["--centre", "set"], "centre"),
     },
+    "patching": {
+        "answer": (["--answer", "x"], "answer"),
+        "against": (["--against", "y"], "against"),
+        "layers": (["--layers", "1,2"], "layers"),
+        "positions": (["--positions", "0"], "positions"),
+        "top": (["--top", "3"], "top_k"),
+    },
+    "attention": {},
 }
 
 #: per command, options that are not Request fields (besides ELSEWHERE), and why
@@ -133,6 +141,12 @@ COMMAND_ELSEWHERE = {
         "label_column": "prompt file parsing (prompts.load_prompts)",
         "tree": "output only: adds each prompt's prefix tree (views.generation.prefix_tree)",
     },
+    "patching": {
+        "clean": "required: always given (BASE), so there is no non-default to try",
+        "corrupted": "required: always given (BASE)",
+        "no_cache": "passed to compute as use_cache (whether to read the stored result)",
+    },
+    "attention": {"prompt": "required: always given (BASE)"},
 }
 
 BASE = {
@@ -142,6 +156,8 @@ BASE = {
     "lens": ["--set", "s", "--model", "m"],
     "stats": ["--set", "s", "--model", "m"],
     "generation": ["--set", "s", "--model", "m"],
+    "patching": ["--model", "m", "--clean", "a b", "--corrupted", "c d"],
+    "attention": ["--model", "m", "--prompt", "a b"],
 }
 
 
@@ -182,6 +198,10 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.lens, "compute_set", capture)
     elif command == "generation":
         _patch_generation(monkeypatch, mod)
+    elif command == "patching":
+        monkeypatch.setattr(mod.patching, "compute", capture)
+    elif command == "attention":
+        monkeypatch.setattr(mod.attention, "compute", capture)
 
 
 def _patch_generation(monkeypatch, mod):
