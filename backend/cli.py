@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.json:
-            print(json.dumps(result, default=_jsonable))
+            print(dumps(result))
         else:
             print(mod.prose(result) if hasattr(mod, "prose") else _default_prose(result))
         sys.stdout.flush()
@@ -129,6 +130,24 @@ def quiet_libraries() -> None:
     second; ``backend.models`` turns transformers' own bars off when it loads a model."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def dumps(result) -> str:
+    """Strict JSON: NaN and infinities (an undefined correlation, a constant layer) become
+    null, never the bare NaN that JSON parsers reject."""
+    return json.dumps(_finite(result), default=_jsonable, allow_nan=False)
+
+
+def _finite(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if hasattr(o, "tolist") and not isinstance(o, str):
+        return _finite(o.tolist())
+    return o
 
 
 def _jsonable(o):

@@ -297,3 +297,15 @@ def test_a_prompt_without_tokens_is_skipped_with_a_note(tmp_path, capsys, monkey
     )
     r = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["runs"] == 2 and r["skipped"] == 1 and "no tokens" in r["notes"][0]
+
+
+def test_json_output_is_strict_even_with_undefined_numbers():
+    import json
+
+    import numpy as np
+
+    from backend.cli import dumps
+
+    out = dumps({"r": float("nan"), "grid": np.array([[np.nan, 1.0], [np.inf, 2.0]]), "n": 3})
+    assert json.loads(out) == {"r": None, "grid": [[None, 1.0], [None, 2.0]], "n": 3}
+    assert "NaN" not in out and "Infinity" not in out

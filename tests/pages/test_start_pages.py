@@ -121,3 +121,27 @@ def test_typing_writes_no_set_until_submit_and_replacing_asks(app_db):
     no_exception(at)
     wait_jobs()
     assert _ui.store().get_set("mine2")["text"].tolist() == ["the cat runs"]
+
+
+def test_a_cache_held_by_another_process_is_a_page_message(app_db):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(app_db)!r}); "
+            "print('ok', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        at = open_page("run")
+        no_exception(at)
+        text = " ".join(e.value for e in at.error)
+        assert "open in another process" in text and "LAYERSCOPE_DB=" in text, text
+    finally:
+        holder.kill()
