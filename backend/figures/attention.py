@@ -14,7 +14,7 @@ def heads_figure(res) -> go.Figure:
     fig = make_subplots(
         rows=1,
         cols=2,
-        horizontal_spacing=0.12,
+        horizontal_spacing=0.2,
         subplot_titles=("sink share: mass on the first token", "entropy (nats)"),
     )
     for col, (z, scale, zmax, name) in enumerate(
@@ -28,7 +28,7 @@ def heads_figure(res) -> go.Figure:
                 colorscale=scale,
                 zmin=0,
                 zmax=zmax,
-                colorbar={"x": 0.44 if col == 1 else 1.0, "len": 0.9},
+                colorbar={"x": 0.42 if col == 1 else 1.0, "thickness": 14, "len": 0.9},
                 hovertemplate=f"layer %{{y}}, head %{{x}}: {name} %{{z:.3f}}<extra></extra>",
             ),
             1,

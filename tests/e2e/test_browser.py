@@ -20,6 +20,8 @@ PAGES = [
     "lens",
     "stats",
     "generation",
+    "patching",
+    "attention",
 ]
 
 
@@ -49,6 +51,16 @@ def test_try_the_demo_then_every_page(server, page):
             page.wait_for_timeout(1500)
         shot(page, f"{i:02d}-{name}")
         assert_no_exception(page, name)
+    # the causal views compute on a click only; the click draws the heatmap
+    for name in ("patching", "attention"):
+        page.goto(f"{server}/{name}?model=demo")
+        wait_idle(page)
+        assert page.locator(".js-plotly-plot").count() == 0 or name == "patching"
+        page.get_by_role("button", name="Compute").click()
+        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=120_000)
+        page.wait_for_timeout(1500)
+        shot(page, f"20-{name}-computed")
+        assert_no_exception(page, f"{name} (computed)")
     page.goto(f"{server}/library")
     wait_idle(page)
     # the Runs metric; wait for it: "idle" can come before the script's last elements paint
