@@ -16,6 +16,8 @@ from backend.figures.generation import (
     correlation_heatmap,
     scatter_figure,
     separation_figure,
+    strip_figure,
+    tree_figure,
 )
 from backend.figures.similarity import similarity_figure
 from backend.jobs.base import JobSpec
@@ -229,6 +231,18 @@ else:
         hide_index=True,
         column_config={"open": st.column_config.LinkColumn("prompt page", display_text="open")},
     )
+    tree = G.prefix_tree(it.continuations)
+    _ui.show_figure(tree_figure(tree), "gen_tree", "prefix-tree")
+    st.caption(tree["note"])
+    if st.button("When was each token decided? (logit lens on every run)", key="gen_strip"):
+        lm = _ui.loaded_model(sel.model)  # a click: the model loads only now
+        strips = [G.commitment_strip(s, lm, r) for r in it.run_ids]
+        _ui.show_figure(
+            strip_figure(strips, ss.n_layers - 1),
+            "gen_strip_fig",
+            "decided-at",
+            data=pd.concat([x.assign(run=k) for k, x in enumerate(strips)]),
+        )
     n_l, n_s = com.similarity.shape
     cl, cs = st.columns(2)
     with cl:

@@ -133,3 +133,80 @@ def separation_figure(sep) -> go.Figure:
         margin=dict(l=10, r=10, t=50, b=10),
     )
     return fig
+
+
+def tree_figure(tree: dict, title: str = "") -> go.Figure:
+    """The prefix tree of a prompt's sampled runs as an icicle: each box is a token after a
+    shared prefix, its width the share of runs that took that branch."""
+    ids, labels, parents, values, hover = [], [], [], [], []
+    total = max(tree["count"], 1)
+
+    def walk(node, path: str, parent: str) -> None:
+        for k, child in enumerate(node["children"]):
+            cid = f"{path}/{k}"
+            ids.append(cid)
+            labels.append(plain(child["token"]))
+            parents.append(parent)
+            values.append(child["count"])
+            hover.append(f"{plain(child['token'])!r}: {child['count']} of {total} runs")
+            walk(child, cid, cid)
+
+    ids.append("root")
+    labels.append("prompt")
+    parents.append("")
+    values.append(tree["count"])
+    hover.append(f"all {total} runs")
+    walk(tree, "root", "root")
+    fig = go.Figure(
+        go.Icicle(
+            ids=ids,
+            labels=labels,
+            parents=parents,
+            values=values,
+            branchvalues="total",
+            hovertext=hover,
+            hoverinfo="text",
+            tiling={"orientation": "v"},
+            root={"color": "#e5e7eb"},
+        )
+    )
+    fig.update_layout(
+        title=plain(title) or "Where the runs part ways (width = share of runs)",
+        height=420,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def strip_figure(strips: list, n_layers: int) -> go.Figure:
+    """Runs x generated steps: the layer from which each emitted token was on top (blank:
+    sampled off the top). ``strips``: one DataFrame per run (``commitment_strip``)."""
+    n_s = max((len(s) for s in strips), default=0)
+    z = np.full((len(strips), n_s), np.nan)
+    text = [[""] * n_s for _ in strips]
+    for r, s in enumerate(strips):
+        for k, (tok, layer) in enumerate(zip(s["token"], s["decided_at_layer"])):
+            z[r, k] = np.nan if layer is None or layer != layer else layer
+            text[r][k] = plain(tok)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            text=text,
+            texttemplate="%{text}",
+            x=list(range(1, n_s + 1)),
+            y=[f"run {r}" for r in range(len(strips))],
+            zmin=0,
+            zmax=n_layers,
+            colorscale="Viridis_r",
+            colorbar=dict(title="decided at layer"),
+            hovertemplate="%{y}, step %{x}: %{text}<br>on top from layer %{z}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="When each emitted token was decided (logit lens; blank = sampled off the top)",
+        xaxis_title="generated token",
+        yaxis_autorange="reversed",
+        height=140 + 28 * len(strips),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig

@@ -443,3 +443,46 @@ def prefix_tree(continuations: list[list[str]], run_ids: list[str] | None = None
     tree = node(None, list(range(len(continuations))), 0)
     tree["note"] = TREE_NOTE
     return tree
+
+
+def decided_at(
+    lens_top1: np.ndarray, token_ids: list[int], n_prompt_tokens: int
+) -> list[int | None]:
+    """For each generated token, the first layer from which the logit lens's top-1 at the
+    position before it equals it and stays equal up to the last layer (None: the token was
+    sampled off the top, so no layer had it on top at the end).
+
+    lens_top1: (n_layers + 1, n_tokens) top-1 token id per layer and position of the run;
+    token_ids: the run's tokens (prompt + generated)."""
+    out: list[int | None] = []
+    for t in range(n_prompt_tokens, len(token_ids)):
+        on = lens_top1[:, t - 1] == token_ids[t]  # position t-1 predicts token t
+        if not on[-1]:
+            out.append(None)
+            continue
+        first = len(on) - 1
+        while first > 0 and on[first - 1]:
+            first -= 1
+        out.append(int(first))
+    return out
+
+
+def commitment_strip(store: Store, lm, run_id: str) -> pd.DataFrame:
+    """One row per generated token of a stored run: step, token, the layer it was decided at
+    (``decided_at``) and the final layer's probability of it."""
+    from backend.views import lens as L
+
+    res = L.compute_run(store, lm, run_id, k=1)
+    toks = store.tokens(run_id)
+    run = store.get_run(run_id)
+    n_p = int(run["n_prompt_tokens"])
+    ids = toks["token_id"].astype(int).tolist()
+    first = decided_at(res.lens.top_ids[:, :, 0], ids, n_p)
+    return pd.DataFrame(
+        {
+            "step": range(1, len(first) + 1),
+            "token": toks["token"].iloc[n_p:].tolist(),
+            "decided_at_layer": first,
+            "p_final_top1": [float(res.lens.top_probs[-1, t - 1, 0]) for t in range(n_p, len(ids))],
+        }
+    )

@@ -90,6 +90,11 @@ def test_generation_page_shows_samples(views_env):
     assert any(h.startswith("Across the set: 200 of 200") for h in heads), heads
     assert any(h.startswith("Outcome separation") for h in heads), heads
     assert not at.error, [e.value for e in at.error]
+    charts = len(at.get("plotly_chart"))
+    assert any("branch probabilities" in c.value or "not stored" in c.value for c in at.caption)
+    at.button(key="gen_strip").click().run()  # the strip loads the model on the click only
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.get("plotly_chart")) == charts + 1
 
 
 @pytest.mark.parametrize("story", STORIES, ids=lambda s: s.key)
