@@ -243,6 +243,13 @@ else:
             "decided-at",
             data=pd.concat([x.assign(run=k) for k, x in enumerate(strips)]),
         )
+        probs = [x["p_token"].tolist() for x in strips]
+        _ui.show_figure(
+            tree_figure(G.prefix_tree(it.continuations, probabilities=probs)),
+            "gen_tree_p",
+            "prefix-tree-probabilities",
+        )
+        st.caption(G.TREE_NOTE_P)
     n_l, n_s = com.similarity.shape
     cl, cs = st.columns(2)
     with cl:

@@ -148,7 +148,11 @@ def tree_figure(tree: dict, title: str = "") -> go.Figure:
             labels.append(plain(child["token"]))
             parents.append(parent)
             values.append(child["count"])
-            hover.append(f"{plain(child['token'])!r}: {child['count']} of {total} runs")
+            p = child.get("probability")
+            hover.append(
+                f"{plain(child['token'])!r}: {child['count']} of {total} runs"
+                + (f"<br>model's probability of this branch: {p:.3f}" if p is not None else "")
+            )
             walk(child, cid, cid)
 
     ids.append("root")

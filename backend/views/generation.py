@@ -408,13 +408,21 @@ def label_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 #: the prefix tree's branches carry run counts only: sampling stores the emitted tokens and
 #: every layer's states, not the model's probability of each branch
+TREE_NOTE_P = (
+    "box width = share of runs; hover: the model's probability of each branch given its "
+    "prefix (read from the stored last layer, fp16)"
+)
 TREE_NOTE = (
     "counts only: the model's probability of each branch is not stored with the samples "
     "(edge width = number of runs)"
 )
 
 
-def prefix_tree(continuations: list[list[str]], run_ids: list[str] | None = None) -> dict:
+def prefix_tree(
+    continuations: list[list[str]],
+    run_ids: list[str] | None = None,
+    probabilities: list[list[float]] | None = None,
+) -> dict:
     """The prefix tree of one prompt's sampled continuations.
 
     Root = the prompt (every run); each child = one next token after the shared prefix, with
@@ -432,16 +440,19 @@ def prefix_tree(continuations: list[list[str]], run_ids: list[str] | None = None
             node(t, m, depth + 1)
             for t, m in sorted(kids.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         ]
+        prob = None
+        if probabilities is not None and token is not None and members:
+            prob = float(probabilities[members[0]][depth - 1])  # same prefix: same distribution
         return {
             "token": token,
             "count": len(members),
-            "probability": None,
+            "probability": prob,
             "runs": [names[i] for i in members],
             "children": children,
         }
 
     tree = node(None, list(range(len(continuations))), 0)
-    tree["note"] = TREE_NOTE
+    tree["note"] = TREE_NOTE if probabilities is None else TREE_NOTE_P
     return tree
 
 
@@ -470,19 +481,25 @@ def decided_at(
 def commitment_strip(store: Store, lm, run_id: str) -> pd.DataFrame:
     """One row per generated token of a stored run: step, token, the layer it was decided at
     (``decided_at``) and the final layer's probability of it."""
+    import torch
+
+    from backend.analysis.lens import lens_logits
     from backend.views import lens as L
 
-    res = L.compute_run(store, lm, run_id, k=1)
+    hidden = store.run_layers(run_id)
+    res = L.lens_of(lm, hidden, store.tokens(run_id)["token"].tolist(), k=1)
     toks = store.tokens(run_id)
-    run = store.get_run(run_id)
-    n_p = int(run["n_prompt_tokens"])
+    n_p = int(store.get_run(run_id)["n_prompt_tokens"])
     ids = toks["token_id"].astype(int).tolist()
     first = decided_at(res.lens.top_ids[:, :, 0], ids, n_p)
+    with torch.inference_mode():  # the model's own next-token distribution (last layer)
+        logits = lens_logits(torch.as_tensor(hidden[-1:]), lm.final_norm, lm.unembed)[0]
+        probs = torch.softmax(logits.float(), -1).numpy()
     return pd.DataFrame(
         {
             "step": range(1, len(first) + 1),
             "token": toks["token"].iloc[n_p:].tolist(),
             "decided_at_layer": first,
-            "p_final_top1": [float(res.lens.top_probs[-1, t - 1, 0]) for t in range(n_p, len(ids))],
+            "p_token": [float(probs[t - 1, ids[t]]) for t in range(n_p, len(ids))],
         }
     )

@@ -60,6 +60,20 @@ def test_strip_on_a_tiny_model_matches_an_independent_lens(tmp_path, tiny_model_
         got = strip["decided_at_layer"].tolist()
         assert [None if g != g else g for g in got] == want
         assert len(strip) == len(ids) - n_p and set(strip.columns) >= {"token", "step"}
+        # the branch probability is the model's own next-token probability (plain forward)
+        import torch
+
+        with torch.inference_mode():
+            logits = lm.model(torch.tensor([ids])).logits[0].float()
+        want_p = torch.softmax(logits, -1)[torch.arange(n_p - 1, len(ids) - 1), ids[n_p:]]
+        np.testing.assert_allclose(strip["p_token"], want_p.numpy(), atol=2e-2)  # fp16 states
+
+
+def test_tree_branch_probabilities_come_from_the_first_member_run():
+    tree = prefix_tree([["a", "b"], ["a", "c"]], probabilities=[[0.9, 0.3], [0.9, 0.2]])
+    (a,) = tree["children"]
+    assert a["probability"] == 0.9 and [c["probability"] for c in a["children"]] == [0.3, 0.2]
+    assert "probability" in tree_figure(tree).data[0].hovertext[1]
 
 
 def test_tree_and_strip_figures_show_every_branch_and_escape_tokens():
