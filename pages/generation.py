@@ -211,7 +211,7 @@ else:
     )
     heat = pd.DataFrame(com.similarity, index=pd.Index(range(len(com.similarity)), name="layer"))
     _ui.show_figure(
-        commitment_heatmap(com.similarity, None if div is None else div + 1),
+        commitment_heatmap(com.similarity, None if div is None else div + 1, spread=True),
         "gen_heat",
         "commitment",
         data=heat.reset_index(),

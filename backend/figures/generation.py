@@ -8,16 +8,28 @@ import plotly.graph_objects as go
 from backend.figures._parts import plain
 
 
-def commitment_heatmap(sim: np.ndarray, divergence: int | None, title: str = "") -> go.Figure:
+def commitment_heatmap(
+    sim: np.ndarray, divergence: int | None, title: str = "", spread: bool = False
+) -> go.Figure:
+    """Layer x step mean pairwise cosine. ``spread``: the colour scale covers the observed
+    range (2nd-98th percentile) instead of -1..1, labelled as such, so runs that all sit near
+    0.99 still show where they differ."""
+    lo, hi, label = -1.0, 1.0, "mean cosine"
+    finite = sim[np.isfinite(sim)]
+    if spread and finite.size:
+        lo, hi = (float(v) for v in np.percentile(finite, [2, 98]))
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.01, hi + 0.01
+        label = f"mean cosine<br>(scale: observed {lo:.2f}–{hi:.2f})"
     fig = go.Figure(
         go.Heatmap(
             z=sim,
             x=list(range(sim.shape[1])),
             y=list(range(sim.shape[0])),
-            zmin=-1,
-            zmax=1,
+            zmin=lo,
+            zmax=hi,
             colorscale="RdBu_r",
-            colorbar=dict(title="mean cosine"),
+            colorbar=dict(title=label),
             hovertemplate="layer %{y}, step %{x}<br>%{z:.3f}<extra></extra>",
         )
     )

@@ -133,3 +133,13 @@ def test_separation_of_real_runs():
     fig = separation_figure(sep)
     assert all(isinstance(t, go.Scatter) and len(t.y) == 3 for t in fig.data)
     assert sep.best_layer == 2 and any(s.x0 == 2 for s in fig.layout.shapes)
+
+
+def test_commitment_heatmap_can_spread_its_scale_over_the_observed_range():
+    sim = np.full((3, 4), 0.99)
+    sim[2, 3] = 0.95
+    sim[0, 0] = np.nan
+    hm = commitment_heatmap(sim, None, spread=True).data[0]
+    assert 0.94 < hm.zmin < hm.zmax <= 0.991 and "observed" in hm.colorbar.title.text
+    fixed = commitment_heatmap(sim, None).data[0]
+    assert (fixed.zmin, fixed.zmax) == (-1, 1)
