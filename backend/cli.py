@@ -31,6 +31,7 @@ COMMANDS = (
     "generation",
     "patching",
     "attention",
+    "steering",
 )
 #: the verbs users already know, kept as aliases of the feature's one name
 ALIASES = {
@@ -38,6 +39,7 @@ ALIASES = {
     "probes": ["probe"],
     "generation": ["generate"],
     "patching": ["patch"],
+    "steering": ["steer"],
 }
 
 
