@@ -19,8 +19,11 @@ with st.expander("What am I looking at?", expanded=present):
         "(**random**), or a `.npy` file; α is in units of the layer's typical residual norm "
         "(median over the prompt's tokens), so α = 1 adds a vector as long as a typical state. "
         "The **flip rate** is the share of the set's prompts whose first generated token "
-        "changes from the unsteered one. A random direction of the same norm is the control: "
-        "a direction only *does* something specific when it flips more than the control at "
+        "changes from the unsteered one; the dotted / dashed lines, per label, the share "
+        "whose first token becomes one of the *other* label's answers (the tokens the "
+        "unsteered model starts only that label's prompts with: on the agreement set, the "
+        "verb's number). A random direction of the same norm is the control: a direction "
+        "only *does* something specific when it flips more than the control at "
         "the same α. Pitfall: a large α breaks any model; compare at small α."
     )
 
@@ -72,9 +75,20 @@ if result.flip_rate is not None:
         fig.add_trace(
             go.Scatter(x=result.alphas, y=result.flip_rate[kind], mode="lines+markers", name=name)
         )
+    for kind, name, dash in (("direction", req.direction, "dot"), ("control", "random", "dash")):
+        for lab, vals in (result.toward or {}).get(kind, {}).items():
+            fig.add_trace(
+                go.Scatter(
+                    x=result.alphas,
+                    y=vals,
+                    mode="lines",
+                    line={"dash": dash},
+                    name=f"{lab} → other answer ({name})",
+                )
+            )
     fig.update_layout(
         xaxis_title="α (units of the layer's typical norm)",
-        yaxis_title="flip rate of the first token",
+        yaxis_title="share of prompts",
         yaxis_range=[0, 1.02],
         height=380,
     )

@@ -66,6 +66,10 @@ def run(args, store) -> dict:
     return {"model": req.model, **res.to_dict(), "from_cache": res.from_cache}
 
 
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def prose(r: dict) -> str:
     lines = [
         f"layer {r['layer']}, direction {r['direction_kind']} (norm {r['direction_norm']:.3f}; "
@@ -73,10 +77,18 @@ def prose(r: dict) -> str:
         f"{r['typical_norm_median']:.3f}"
     ]
     if r["flip_rate"] is not None:
-        lines.append("alpha  flip(direction)  flip(random)")
+        tw = r["toward"] or {}
+        labs = list(tw.get("direction", {}))
+        head = "alpha  flip(direction)  flip(random)"
+        head += "".join(f"  {lab}->other(dir/rand)" for lab in labs)
+        lines.append(head)
         for i, a in enumerate(r["alphas"]):
             fd, fc = r["flip_rate"]["direction"][i], r["flip_rate"]["control"][i]
-            lines.append(f"{a:>5g}  {fd:>15.2f}  {fc:>12.2f}")
+            row = f"{a:>5g}  {fd:>15.2f}  {fc:>12.2f}"
+            for lab in labs:
+                d, c = tw["direction"][lab][i], tw["control"][lab][i]
+                row += f"  {_f(d):>{len(lab) + 8}}/{_f(c)}"
+            lines.append(row)
     lines.append(f"continuations of {r['prompts'][0]!r}:")
     for i, a in enumerate(r["alphas"]):
         d, c = r["continuations"]["direction"][0][i], r["continuations"]["control"][0][i]

@@ -13,11 +13,15 @@ The random control has the same norm as the direction. What is added is
 ``α · unit · typical_norm`` (see ``backend.capture.steering``), so α is in units of the layer's
 typical residual norm, measured per prompt on its unsteered states.
 
-**Flip rate** (for a set): the share of prompts whose greedy first generated token differs
-from the unsteered one (α = 0). When the two labels are themselves single tokens (a set whose
-labels name the answers, e.g. ``is`` / ``are``), ``toward`` is also given: the share of
-prompts whose first token is the *other* class's label. Both are computed for the direction and
-for the control, per α. ``compute`` / ``cached`` as in the Patching view (derived cache).
+**Flip rate** (for a set): the share of prompts whose first generated token differs
+from the unsteered one (α = 0; greedy unless a temperature is given, then the same seeded
+sample). **Toward** (for a set with two labels): each class's *answers* are the tokens the
+unsteered model puts first on that class's prompts and never on the other class's (or, when
+the labels are themselves single tokens such as ``is`` / ``are``, those tokens). For each
+label, ``toward[kind][label][α]`` is the share of that label's prompts that answer (unsteered
+first token among its own answers) whose steered first token is one of the *other* class's
+answers: on the agreement set, the verb's number flipping. Both are computed for the
+direction and for the control, per α. ``compute`` / ``cached`` as in the Patching view (derived cache).
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ class Result:
     continuations: dict
     first_tokens: dict  #: same shape: the first generated token's text
     flip_rate: dict | None  #: kind -> [per alpha]; None without a set
-    toward: dict | None  #: kind -> [per alpha]; None unless the labels are single tokens
+    toward: dict | None  #: kind -> label -> [per alpha]; None without a two-label set
     labels: list[str] | None
     from_cache: bool = field(default=False, compare=False)
 
@@ -105,8 +109,8 @@ class Result:
                 row = {"kind": kind, "alpha": a}
                 if self.flip_rate is not None:
                     row["flip_rate"] = self.flip_rate[kind][ai]
-                if self.toward is not None:
-                    row["toward"] = self.toward[kind][ai]
+                for lab, vals in (self.toward or {}).get(kind, {}).items():
+                    row[f"toward_from_{lab}"] = vals[ai]
                 row["example"] = self.continuations[kind][0][ai]
                 rows.append(row)
         return pd.DataFrame(rows)
@@ -248,6 +252,32 @@ def _label_token(tok, label: str) -> int | None:
     return None
 
 
+def answer_sets(tok, labels, plabels, base) -> list[set[int]]:
+    """Per label, its answers: the label's own token when both labels are single tokens, else
+    the unsteered first tokens of its prompts that no prompt of the other label starts with."""
+    lt = [_label_token(tok, lab) for lab in labels]
+    if all(t is not None for t in lt) and lt[0] != lt[1]:
+        return [{lt[0]}, {lt[1]}]
+    firsts = [{int(b) for b, pl in zip(base, plabels) if pl == lab} for lab in labels]
+    return [firsts[0] - firsts[1], firsts[1] - firsts[0]]
+
+
+def _toward(tok, labels, plabels, base, first_ids, na) -> dict:
+    answers = answer_sets(tok, labels, plabels, base)
+    out = {}
+    for kind, ids in first_ids.items():
+        ids = np.asarray(ids)
+        out[kind] = {}
+        for li, lab in enumerate(labels):
+            own, other = answers[li], answers[1 - li]
+            rows = [i for i, (pl, b) in enumerate(zip(plabels, base)) if pl == lab and b in own]
+            out[kind][lab] = [
+                round(float(np.mean([ids[i, ai] in other for i in rows])), 6) if rows else None
+                for ai in range(na)
+            ]
+    return out
+
+
 def _compute(store: Store, req: Request, lm) -> Result:
     import torch
 
@@ -353,16 +383,7 @@ def _compute(store: Store, req: Request, lm) -> Result:
             for k in first_ids
         }
         if labels is not None:
-            lt = [_label_token(tok, lab) for lab in labels]
-            if all(t is not None for t in lt) and lt[0] != lt[1]:
-                other = np.asarray([lt[1] if pl == labels[0] else lt[0] for pl in plabels])
-                toward = {
-                    k: [
-                        round(float((np.asarray(first_ids[k])[:, ai] == other).mean()), 6)
-                        for ai in range(na)
-                    ]
-                    for k in first_ids
-                }
+            toward = _toward(tok, labels, plabels, base, first_ids, na)
     return Result(
         request=req,
         alphas=alphas,

@@ -151,6 +151,23 @@ def test_means_direction_and_its_random_control(labelled, db):
     assert len(res.to_frame()) == 6 and "alpha" in res.continuations_frame()
 
 
+def test_toward_counts_the_other_classes_answers():
+    labels = ["plural", "singular"]
+    plabels = ["plural", "plural", "singular", "singular"]
+    base = np.array([10, 11, 20, 11])  # 11 starts prompts of both classes: nobody's answer
+    assert V.answer_sets(_NoTok(), labels, plabels, base) == [{10}, {20}]
+    first = {"direction": [[20], [20], [10], [20]], "control": [[10], [20], [20], [20]]}
+    got = V._toward(_NoTok(), labels, plabels, base, first, 1)
+    # plural prompts that answer: only #0 (11 is no answer); it now starts with 20
+    assert got["direction"] == {"plural": [1.0], "singular": [1.0]}
+    assert got["control"] == {"plural": [0.0], "singular": [0.0]}
+
+
+class _NoTok:
+    def encode(self, s, add_special_tokens=False):
+        return [1, 2]  # no label is a single token
+
+
 def test_sampled_alpha_zero_matches_capture_generate(tiny_model_dir):
     from backend.capture.generate import generate
     from backend.capture.records import Sampling
@@ -198,6 +215,7 @@ def test_cli_json_has_the_documented_keys(labelled, capsys):
     for key in ("layer", "alphas", "flip_rate", "continuations", "direction_norm", "control_norm"):
         assert key in r
     assert set(r["flip_rate"]) == {"direction", "control"}
+    assert set(r["toward"]["direction"]) == {"plural", "singular"}
     assert len(r["flip_rate"]["direction"]) == 3 and r["flip_rate"]["direction"][1] == 0
     assert r["direction_norm"] == pytest.approx(r["control_norm"])
     assert main([*argv, "--max-new-tokens", "2"]) == 0  # prose
