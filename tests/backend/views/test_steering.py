@@ -208,7 +208,7 @@ def test_npy_direction_and_typed_prompts(store, tiny_model_dir, tmp_path):
 
 def test_cli_json_has_the_documented_keys(labelled, capsys):
     path = str(labelled)
-    argv = ["steer", "--model", path, "--set", "num", "--layer", "1", "--alphas=-4,0,4"]
+    argv = ["steer", "--model", path, "--set", "num", "--layer", "1", "--alphas", "-4,0,4"]
     capsys.readouterr()
     assert main([*argv, "--max-new-tokens", "2", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
