@@ -36,6 +36,11 @@ def register(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed and random control seed")
     p.add_argument("--start", type=int, default=0, help="steer positions >= START only")
     p.add_argument("--max-prompts", type=int, default=steering.MAX_PROMPTS)
+    p.add_argument(
+        "--answers",
+        help="per label (in --labels order) its answer words: A1,A2;B1,B2 (default: the "
+        "agreement set's verbs, else learnt from the unsteered first tokens)",
+    )
     p.add_argument("--no-cache", action="store_true", help="recompute even if stored")
 
 
@@ -46,6 +51,12 @@ def run(args, store) -> dict:
     labels = None
     if args.labels:
         labels = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    answers = None
+    if args.answers:
+        answers = tuple(
+            tuple(w.strip() for w in part.split(",") if w.strip())
+            for part in args.answers.split(";")
+        )
     req = steering.Request(
         model=args.model,
         prompts=tuple(args.prompt or ()),
@@ -59,6 +70,7 @@ def run(args, store) -> dict:
         seed=args.seed,
         start=args.start,
         max_prompts=args.max_prompts,
+        answers=answers,
         dtype=args.dtype,
         device=args.device,
     )

@@ -15,9 +15,11 @@ typical residual norm, measured per prompt on its unsteered states.
 
 **Flip rate** (for a set): the share of prompts whose first generated token differs
 from the unsteered one (α = 0; greedy unless a temperature is given, then the same seeded
-sample). **Toward** (for a set with two labels): each class's *answers* are the tokens the
-unsteered model puts first on that class's prompts and never on the other class's (or, when
-the labels are themselves single tokens such as ``is`` / ``are``, those tokens). For each
+sample). **Toward** (for a set with two labels): each class's *answers* are, in this order, the words
+given in ``answers`` (one tuple per label); for the bundled ``agreement`` set, the demo
+language's singular / plural verbs; when the labels are themselves single tokens (``is`` /
+``are``), those tokens; else the tokens the unsteered model puts first on that class's prompts
+and never on the other class's (fragile with few prompts: name the answers). For each
 label, ``toward[kind][label][α]`` is the share of that label's prompts that answer (unsteered
 first token among its own answers) whose steered first token is one of the *other* class's
 answers: on the agreement set, the verb's number flipping. Both are computed for the
@@ -56,6 +58,7 @@ class Request:
     seed: int = 0
     start: int = 0  #: steer positions >= start only (0 = every position)
     max_prompts: int = MAX_PROMPTS  #: first prompts of the set (flip rates over these)
+    answers: tuple[tuple[str, ...], tuple[str, ...]] | None = None  #: per label, its answers
     dtype: str = "auto"
     device: str = "cpu"
 
@@ -80,6 +83,8 @@ class Request:
             raise LayerScopeError("Temperature must be 0 (greedy) or more.")
         if self.max_prompts < 1:
             raise LayerScopeError("--max-prompts must be at least 1.")
+        if self.answers is not None and (len(self.answers) != 2 or not all(self.answers)):
+            raise LayerScopeError("Give answers for both labels, e.g. runs,smiles;run,smile.")
         if self.labels is not None and len(self.labels) != 2:
             raise LayerScopeError("Name two labels to compare, e.g. singular,plural.")
 
@@ -196,6 +201,7 @@ def cache_key(req: Request) -> str:
         req.seed,
         req.start,
         req.max_prompts,
+        [list(a) for a in req.answers] if req.answers else None,
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
@@ -252,9 +258,25 @@ def _label_token(tok, label: str) -> int | None:
     return None
 
 
-def answer_sets(tok, labels, plabels, base) -> list[set[int]]:
-    """Per label, its answers: the label's own token when both labels are single tokens, else
-    the unsteered first tokens of its prompts that no prompt of the other label starts with."""
+def known_answers(set_name: str | None, labels) -> tuple | None:
+    """The bundled agreement set's answers: the demo language's verbs by number."""
+    if set_name == "agreement" and labels is not None and set(labels) == {"singular", "plural"}:
+        from backend.demo.words import VERBS
+
+        by = {"singular": tuple(VERBS), "plural": tuple(VERBS.values())}
+        return tuple(by[lab] for lab in labels)
+    return None
+
+
+def answer_sets(tok, labels, plabels, base, answers=None) -> list[set[int]]:
+    """Per label, its answers: the given words (single tokens only), the label's own token
+    when both labels are single tokens, else the unsteered first tokens of its prompts that no
+    prompt of the other label starts with."""
+    if answers is not None:
+        sets = [{t for w in ws if (t := _label_token(tok, w)) is not None} for ws in answers]
+        if not all(sets):
+            raise LayerScopeError("None of the answers of one label is a single token.")
+        return sets
     lt = [_label_token(tok, lab) for lab in labels]
     if all(t is not None for t in lt) and lt[0] != lt[1]:
         return [{lt[0]}, {lt[1]}]
@@ -262,8 +284,8 @@ def answer_sets(tok, labels, plabels, base) -> list[set[int]]:
     return [firsts[0] - firsts[1], firsts[1] - firsts[0]]
 
 
-def _toward(tok, labels, plabels, base, first_ids, na) -> dict:
-    answers = answer_sets(tok, labels, plabels, base)
+def _toward(tok, labels, plabels, base, first_ids, na, answers=None) -> dict:
+    answers = answer_sets(tok, labels, plabels, base, answers)
     out = {}
     for kind, ids in first_ids.items():
         ids = np.asarray(ids)
@@ -383,7 +405,8 @@ def _compute(store: Store, req: Request, lm) -> Result:
             for k in first_ids
         }
         if labels is not None:
-            toward = _toward(tok, labels, plabels, base, first_ids, na)
+            given = req.answers or known_answers(req.set_name, labels)
+            toward = _toward(tok, labels, plabels, base, first_ids, na, given)
     return Result(
         request=req,
         alphas=alphas,

@@ -131,6 +131,7 @@ MAPPED = {
         "seed": (["--seed", "3"], "seed"),
         "start": (["--start", "2"], "start"),
         "max_prompts": (["--max-prompts", "5"], "max_prompts"),
+        "answers": (["--answers", "a;b"], "answers"),
     },
 }
 

@@ -163,6 +163,24 @@ def test_toward_counts_the_other_classes_answers():
     assert got["control"] == {"plural": [0.0], "singular": [0.0]}
 
 
+def test_given_answers_and_the_agreement_sets_verbs():
+    assert V.answer_sets(_OneTok(), ["a", "b"], [], [], (("x", "y"), ("z",))) == [
+        {ord("x"), ord("y")},
+        {ord("z")},
+    ]
+    known = V.known_answers("agreement", ["plural", "singular"])
+    assert "run" in known[0] and "runs" in known[1]
+    assert V.known_answers("other", ["plural", "singular"]) is None
+    with pytest.raises(LayerScopeError, match="both labels"):
+        V.Request("m", ("p",), direction="random", answers=(("x",), ()))
+
+
+class _OneTok:
+    def encode(self, s, add_special_tokens=False):
+        s = s.strip()
+        return [ord(s)] if len(s) == 1 else [1, 2]
+
+
 class _NoTok:
     def encode(self, s, add_special_tokens=False):
         return [1, 2]  # no label is a single token
