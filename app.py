@@ -22,6 +22,7 @@ PAGES = {
         ("generation.py", "Generation", ":material/casino:", "generation"),
         ("patching.py", "Patching", ":material/healing:", "patching"),
         ("attention.py", "Attention", ":material/visibility:", "attention"),
+        ("steering.py", "Steering", ":material/explore:", "steering"),
     ],
 }
 HERE = Path(__file__).parent / "pages"

@@ -31,6 +31,7 @@ COMMANDS = (
     "generation",
     "patching",
     "attention",
+    "steering",
 )
 #: the verbs users already know, kept as aliases of the feature's one name
 ALIASES = {
@@ -38,6 +39,7 @@ ALIASES = {
     "probes": ["probe"],
     "generation": ["generate"],
     "patching": ["patch"],
+    "steering": ["steer"],
 }
 
 
@@ -78,11 +80,30 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, mods
 
 
+#: options whose value is a comma-separated list that may start with a minus sign
+NEGATIVE_LIST_OPTIONS = ("--alphas",)
+
+
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """``--alphas -8,-4,0`` as ``--alphas=-8,-4,0``: argparse reads a value starting with '-'
+    (that is not one plain number) as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in NEGATIVE_LIST_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries()
     parser, mods = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else argv))
     args.db = getattr(args, "db", None)
     args.json = getattr(args, "json", False)
     mod = mods[args.command]

@@ -40,3 +40,22 @@ def test_attention_computes_on_click_only(app_db):
     at.button(key="att_compute").click().run()
     _ok(at)
     assert len(at.get("plotly_chart")) == 2  # heads, one pattern
+
+
+def test_steering_computes_on_click_only_and_draws_both_curves(app_db):
+    from backend.cli import main
+
+    argv = ["extract", "--db", str(app_db), "--model", "demo", "--set", "agreement", "--json"]
+    assert main(argv) == 0
+    q = {"model": "demo", "set": "agreement", "layer": "2", "n": "4", "alphas": "-1,0,1"}
+    at = open_page("steering", q)
+    _ok(at)
+    assert not at.get("plotly_chart")
+    assert any("Compute" in i.value for i in at.info)
+    at.button(key="steer_compute").click().run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 3
+    again = open_page("steering", q)  # the stored result, no click
+    _ok(again)
+    assert "stored result" in " ".join(c.value for c in again.caption)

@@ -120,6 +120,19 @@ MAPPED = {
         "top": (["--top", "3"], "top_k"),
     },
     "attention": {},
+    "steering": {
+        "prompt": (["--prompt", "x y"], "prompts"),
+        "layer": (["--layer", "2"], "layer"),
+        "direction": (["--direction", "random"], "direction"),
+        "labels": (["--labels", "x,y"], "labels"),
+        "alphas": (["--alphas", "1,2"], "alphas"),
+        "max_new_tokens": (["--max-new-tokens", "3"], "max_new_tokens"),
+        "temperature": (["--temperature", "0.7"], "temperature"),
+        "seed": (["--seed", "3"], "seed"),
+        "start": (["--start", "2"], "start"),
+        "max_prompts": (["--max-prompts", "5"], "max_prompts"),
+        "answers": (["--answers", "a;b"], "answers"),
+    },
 }
 
 #: per command, options that are not Request fields (besides ELSEWHERE), and why
@@ -147,6 +160,9 @@ COMMAND_ELSEWHERE = {
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
     },
     "attention": {"prompt": "required: always given (BASE)"},
+    "steering": {
+        "no_cache": "passed to compute as use_cache (whether to read the stored result)",
+    },
 }
 
 BASE = {
@@ -158,6 +174,7 @@ BASE = {
     "generation": ["--set", "s", "--model", "m"],
     "patching": ["--model", "m", "--clean", "a b", "--corrupted", "c d"],
     "attention": ["--model", "m", "--prompt", "a b"],
+    "steering": ["--model", "m", "--set", "s", "--layer", "1"],
 }
 
 
@@ -202,6 +219,8 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.patching, "compute", capture)
     elif command == "attention":
         monkeypatch.setattr(mod.attention, "compute", capture)
+    elif command == "steering":
+        monkeypatch.setattr(mod.steering, "compute", capture)
 
 
 def _patch_generation(monkeypatch, mod):

@@ -1,0 +1,176 @@
+"""Steering: generate while adding a direction to the residual stream after block L.
+
+At layer L the hook adds ``alpha * unit * typical_norm`` to the residual state of every
+position (or of every position from ``start`` on), on the prompt and on each generated token.
+``unit`` is the direction scaled to length 1 and ``typical_norm`` the median L2 norm of that
+layer's *unsteered* residual states over the prompt's tokens (measured in the same forward
+pass, before anything is added, unless passed in): so α is in units of the layer's typical
+norm, comparable across layers and models (α = 1 adds a vector as long as a typical state).
+
+Layer 0 is the input of block 0 (a forward pre-hook), layer L ≥ 1 the output of block L - 1
+(a forward hook), as ``ResidualRecorder`` records them. One batch = one prompt, one row per
+(direction, α): the rows share the prompt, so no padding is needed. Decoding is greedy, or
+sampled with the per-sample seeds of ``capture.generate`` (row r draws from a generator
+seeded with ``sample_seed(seed, prompt, sample)``), so α = 0 reproduces plain generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from backend.capture import extract
+from backend.capture.generate import _cache_of, _forward, max_positions, sample_next
+from backend.capture.records import Sampling, sample_seed
+from backend.errors import LayerScopeError
+from backend.models import LoadedModel
+
+
+def _hidden(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _with_hidden(out, h):
+    return (h, *out[1:]) if isinstance(out, tuple) else h
+
+
+class SteeringHook:
+    """Adds ``coef[r] * unit[r]`` (times the typical norm) to row r of the residual stream at
+    ``layer``, at every position >= ``start``; keeps track of absolute positions across the
+    cached decoding steps. ``norm`` is measured on the first call (the prompt) when None."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        layer: int,
+        units: torch.Tensor,  # (rows, d) unit vectors
+        alphas: Sequence[float],
+        start: int = 0,
+        norm: float | None = None,
+    ):
+        n_layers = len(lm.blocks)
+        if not 0 <= layer <= n_layers:
+            raise LayerScopeError(f"Layer {layer} does not exist: the model has 0..{n_layers}.")
+        self.lm, self.layer, self.start, self.norm = lm, layer, max(0, int(start)), norm
+        self.units = units.to(device=lm.device, dtype=torch.float32)
+        self.coefs = torch.tensor(list(alphas), dtype=torch.float32, device=lm.device)
+        self.offset = 0
+        self._handles: list = []
+
+    def _add(self, h: torch.Tensor) -> torch.Tensor:
+        T = h.shape[1]
+        if self.norm is None:  # the prompt's unsteered states at this layer
+            self.norm = float(h[0].float().norm(dim=-1).median())
+        first = max(0, self.start - self.offset)
+        self.offset += T
+        if first >= T:
+            return h
+        delta = (self.coefs[:, None] * self.units) * self.norm  # (rows, d)
+        h = h.clone()
+        h[:, first:] = (h[:, first:].float() + delta[:, None, :]).to(h.dtype)
+        return h
+
+    def __enter__(self) -> SteeringHook:
+        blocks = self.lm.blocks
+
+        def pre(_mod, args, kwargs):
+            if args:
+                return (self._add(args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": self._add(kwargs["hidden_states"])}
+
+        def post(_mod, _args, out):
+            return _with_hidden(out, self._add(_hidden(out)))
+
+        if self.layer == 0:
+            self._handles = [blocks[0].register_forward_pre_hook(pre, with_kwargs=True)]
+        else:
+            self._handles = [blocks[self.layer - 1].register_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+@dataclass(frozen=True)
+class Steered:
+    """Generated token ids per row (cut after <eos>), and the typical norm that was used."""
+
+    new_ids: list[list[int]]
+    typical_norm: float
+
+
+def unit(v) -> torch.Tensor:
+    v = torch.as_tensor(v, dtype=torch.float32).flatten()
+    n = float(v.norm())
+    if not n > 0:
+        raise LayerScopeError("The steering direction is zero: there is nothing to add.")
+    return v / n
+
+
+def steer_generate(
+    lm: LoadedModel,
+    text: str,
+    layer: int,
+    units: torch.Tensor,
+    alphas: Sequence[float],
+    max_new_tokens: int = 8,
+    sampling: Sampling | None = None,
+    sample: int = 0,
+    start: int = 0,
+    norm: float | None = None,
+) -> Steered:
+    """Continuations of ``text``, row r steered by ``alphas[r] * units[r] * typical_norm``.
+
+    ``sampling`` None = greedy; else every row samples with the seed of sample ``sample`` of
+    ``capture.generate`` (``sample_seed(sampling.seed, text, sample)``), so the rows differ
+    only by their steering."""
+    if not lm.info.is_causal:
+        raise LayerScopeError(f"{lm.info.ref} is not a causal language model: it cannot generate.")
+    units = torch.as_tensor(units, dtype=torch.float32)
+    if units.ndim == 1:
+        units = units[None].expand(len(alphas), -1)
+    d = lm.info.d_model
+    if units.shape != (len(alphas), d):
+        raise LayerScopeError(
+            f"The steering direction has {units.shape[-1]} values; the residual stream of "
+            f"{lm.info.ref} has d_model = {d}."
+        )
+    prompt = extract.tokenize(lm.tokenizer, [text])[0]
+    n_p = len(prompt.ids)
+    limit = max_positions(lm)
+    n_new = max_new_tokens if limit is None else min(max_new_tokens, limit - n_p)
+    if n_new < 1:
+        raise LayerScopeError(
+            f"The prompt has {n_p} tokens and {lm.info.ref} reads at most {limit}: "
+            "there is no room to generate."
+        )
+    n = len(alphas)
+    gens = None
+    if sampling is not None:
+        seed = sample_seed(sampling.seed, text, sample)
+        gens = [torch.Generator(device=lm.device).manual_seed(seed) for _ in range(n)]
+    eos = lm.tokenizer.eos_token_id
+    new = torch.zeros((n, n_new), dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    steps = 0
+    with torch.inference_mode(), SteeringHook(lm, layer, units, alphas, start, norm) as hook:
+        out = _forward(lm, torch.tensor([prompt.ids] * n, device=lm.device))
+        for k in range(n_new):
+            logits = out.logits[:, -1]
+            nxt = logits.float().argmax(-1) if gens is None else sample_next(logits, sampling, gens)
+            new[:, k] = nxt.cpu()
+            steps = k + 1
+            if eos is not None:
+                done |= new[:, k] == eos
+            if done.all() or k == n_new - 1:
+                break
+            out = _forward(lm, nxt[:, None], _cache_of(out))
+    rows = []
+    for r in range(n):
+        g = new[r, :steps].tolist()
+        rows.append(g[: g.index(eos) + 1] if eos in g else g)
+    return Steered(rows, float(hook.norm))
