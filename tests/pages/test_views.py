@@ -94,7 +94,8 @@ def test_generation_page_shows_samples(views_env):
     assert any("branch probabilities" in c.value or "not stored" in c.value for c in at.caption)
     at.button(key="gen_strip").click().run()  # the strip loads the model on the click only
     assert not at.exception, [e.message for e in at.exception]
-    assert len(at.get("plotly_chart")) == charts + 1
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert len(keys) == charts + 2 and {"gen_strip_fig", "gen_tree_p"} <= set(keys), keys
 
 
 @pytest.mark.parametrize("story", STORIES, ids=lambda s: s.key)
