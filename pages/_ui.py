@@ -513,6 +513,24 @@ def presenting() -> bool:
     return on
 
 
+def computed_on_click(key: str, spinner: str, compute, hint: str, stored=None):
+    """A result that is computed only on a click (opening a link computes nothing): ``stored``
+    (already in the cache) shows at once; the Compute button runs ``compute()``; with neither,
+    ``hint`` says what the click will do and the page stops. A user error is one message."""
+    result = stored
+    if st.button("Compute", type="primary", key=key):
+        try:
+            with st.spinner(spinner):
+                result = compute()
+        except LayerScopeError as e:
+            message(e)
+            st.stop()
+    if result is None:
+        st.info(hint)
+        st.stop()
+    return result
+
+
 def chart(fig, key: str, **kwargs):
     """A secondary chart (no export row), presenter-styled like the main figure when on."""
     if st.session_state.get("_ls_present"):

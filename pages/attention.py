@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from backend.errors import LayerScopeError
 from backend.figures.attention import heads_figure, pattern_figure
 from backend.views import attention
 from pages import _ui
@@ -22,21 +21,15 @@ with st.expander("What am I looking at?", expanded=present):
 
 prompt = _ui.qp_text("Prompt", "prompt", "the cat near the dogs often")
 key = ("attention", sel.model, prompt)
-if st.button("Compute", type="primary", key="att_compute"):
-    try:
-        with st.spinner("Running the model with eager attention…"):
-            st.session_state["att_result"] = (
-                key,
-                attention.compute(None, attention.Request(sel.model, prompt)),
-            )
-    except LayerScopeError as e:
-        _ui.message(e)
-        st.stop()
 held = st.session_state.get("att_result")
-if held is None or held[0] != key:
-    st.info("Press **Compute** to read every head's attention for this prompt.")
-    st.stop()
-res = held[1]
+res = _ui.computed_on_click(
+    "att_compute",
+    "Running the model with eager attention…",
+    lambda: attention.compute(None, attention.Request(sel.model, prompt)),
+    "Press **Compute** to read every head's attention for this prompt.",
+    stored=held[1] if held is not None and held[0] == key else None,
+)
+st.session_state["att_result"] = (key, res)  # kept for reruns (layer / head pickers)
 
 _ui.show_figure(heads_figure(res), "att_heads", "attention-heads", data=res.to_frame())
 c = st.columns(2)

@@ -278,7 +278,7 @@ sims = ss.sims()
 cons = np.array([p.consistency for p in ss.prompts])
 min_prompts = max(3, len(ss.prompts) // 2)  # cells most runs reach: no 13-prompt "best"
 grid = correlation_grid(sims, cons, min_prompts)
-held = ss.statistics(ss.n_layers - 1, min(1, sims.shape[2] - 1)).held_out
+held = ss.held_out()
 start = (
     (held.layer, held.step)
     if held.layer is not None

@@ -49,17 +49,13 @@ except LayerScopeError as e:
     _ui.message(e)
     st.stop()
 
-if st.button("Compute", type="primary", key="patch_compute"):
-    try:
-        with st.spinner("Patching every layer × position…"):
-            result = patching.compute(s, req, lm=_ui.loaded_model(sel.model))
-    except LayerScopeError as e:
-        _ui.message(e)
-        st.stop()
-
-if result is None:
-    st.info("Press **Compute** to patch every layer × position (the result is stored).")
-    st.stop()
+result = _ui.computed_on_click(
+    "patch_compute",
+    "Patching every layer × position…",
+    lambda: patching.compute(s, req, lm=_ui.loaded_model(sel.model)),
+    "Press **Compute** to patch every layer × position (the result is stored).",
+    stored=result,
+)
 
 _ui.show_figure(patching_figure(result), "patch_fig", "patching", data=result.to_frame())
 st.caption(

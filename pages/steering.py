@@ -57,17 +57,13 @@ except LayerScopeError as e:
     _ui.message(e)
     st.stop()
 
-if st.button("Compute", type="primary", key="steer_compute"):
-    try:
-        with st.spinner("Generating with every α, for the direction and the random control…"):
-            result = steering.compute(s, req, lm=_ui.loaded_model(sel.model))
-    except LayerScopeError as e:
-        _ui.message(e)
-        st.stop()
-
-if result is None:
-    st.info("Press **Compute** to steer the set's prompts (the result is stored).")
-    st.stop()
+result = _ui.computed_on_click(
+    "steer_compute",
+    "Generating with every α, for the direction and the random control…",
+    lambda: steering.compute(s, req, lm=_ui.loaded_model(sel.model)),
+    "Press **Compute** to steer the set's prompts (the result is stored).",
+    stored=result,
+)
 
 if result.flip_rate is not None:
     fig = go.Figure()

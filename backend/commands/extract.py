@@ -46,11 +46,10 @@ def run(args, store) -> dict:
         df = prompts.load_prompts(
             args.prompts, args.text_column, args.label_column, args.group_column
         )
-        store.save_prompt_set(set_name, df, source=str(args.prompts))
-        if store.last_duplicates:
+        repeated = len(df) - store.save_prompt_set(set_name, df, source=str(args.prompts))
+        if repeated:
             print(
-                f"note: {store.last_duplicates} repeated prompt(s) kept once (first row wins)",
-                file=sys.stderr,
+                f"note: {repeated} repeated prompt(s) kept once (first row wins)", file=sys.stderr
             )
     else:
         catalog.ensure_set(store, set_name)

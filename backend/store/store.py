@@ -90,7 +90,6 @@ class Store:
     def __init__(self, path: str | Path | None = None, read_only: bool = False, _con=None):
         self.path = Path(path) if path not in (None, ":memory:") else path or default_db_path()
         self._lock = threading.Lock()
-        self.last_duplicates = 0  #: repeated texts the last save_prompt_set kept once
         if _con is not None:
             self.con = _con
             self._root = False
@@ -258,7 +257,7 @@ class Store:
         name = validate_set_name(name)
         if prompts is None or len(prompts) == 0:
             raise LayerScopeError(f"The prompt set '{name}' is empty.")
-        prompts, self.last_duplicates = dedupe(pd.DataFrame(prompts))
+        prompts, _ = dedupe(pd.DataFrame(prompts))  # the count returned is of distinct texts
         df = pd.DataFrame({"text": prompts["text"].astype(str).tolist()})
         for col in ("label", "group"):
             vals = prompts.get(col)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -153,7 +154,12 @@ class SampledSet:
         return self.deltas.shape[1]
 
     def sims(self) -> np.ndarray:
-        """(n_prompts, n_layers, n_steps) commitment per prompt, NaN-padded to the longest."""
+        """(n_prompts, n_layers, n_steps) commitment per prompt, NaN-padded to the longest
+        (built once per set: the page reads it for every table and statistic)."""
+        return self._sims
+
+    @cached_property
+    def _sims(self) -> np.ndarray:
         n_s = max(p.commitment.similarity.shape[1] for p in self.prompts)
         out = np.full((len(self.prompts), self.n_layers, n_s), np.nan)
         for i, p in enumerate(self.prompts):
@@ -180,8 +186,26 @@ class SampledSet:
     def surface(self) -> np.ndarray:
         """(n_prompts, n_steps) surface agreement: how much of the runs' emitted tokens agree
         up to each step (what commitment partly re-measures)."""
+        return self._surface
+
+    @cached_property
+    def _surface(self) -> np.ndarray:
         n_s = self.sims().shape[2]
         return np.stack([surface_agreement_by_step(p.continuations, n_s) for p in self.prompts])
+
+    def held_out(self, seed: int = 0) -> HeldOutCell:
+        """The best (layer, step) chosen on a random half of the prompts and reported on the
+        other half; it does not depend on the cell a user inspects, so it is computed once."""
+        if seed not in self._held_out:
+            cons = np.array([p.consistency for p in self.prompts])
+            self._held_out[seed] = held_out_best_cell(
+                self.sims(), cons, z=self.surface(), seed=seed
+            )
+        return self._held_out[seed]
+
+    @cached_property
+    def _held_out(self) -> dict[int, HeldOutCell]:
+        return {}
 
     def statistics(self, layer: int, step: int, seed: int = 0) -> SetStatistics:
         """Commitment vs consistency at (layer, step): raw correlation, the partial correlation
@@ -197,7 +221,7 @@ class SampledSet:
             step=step,
             raw=correlate(x, cons),
             partial=partial_correlation(x, cons, zs),
-            held_out=held_out_best_cell(sims, cons, z=z, seed=seed),
+            held_out=self.held_out(seed),
         )
 
     def success(self) -> tuple[np.ndarray, str]:
@@ -487,8 +511,8 @@ def commitment_strip(store: Store, lm, run_id: str) -> pd.DataFrame:
     from backend.views import lens as L
 
     hidden = store.run_layers(run_id)
-    res = L.lens_of(lm, hidden, store.tokens(run_id)["token"].tolist(), k=1)
     toks = store.tokens(run_id)
+    res = L.lens_of(lm, hidden, toks["token"].tolist(), k=1)
     n_p = int(store.get_run(run_id)["n_prompt_tokens"])
     ids = toks["token_id"].astype(int).tolist()
     first = decided_at(res.lens.top_ids[:, :, 0], ids, n_p)
