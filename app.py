@@ -34,4 +34,6 @@ nav = {
     ]
     for section, items in PAGES.items()
 }
-st.navigation(nav).run()
+page = st.navigation(nav)
+st.session_state["_ls_page_title"] = page.title  # heads the page's one-file report
+page.run()

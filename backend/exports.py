@@ -20,11 +20,22 @@ def figure_html(fig) -> bytes:
     return fig.to_html(include_plotlyjs=True, full_html=True).encode()
 
 
-def figure_png(fig, width: int = 1200, height: int = 700, scale: float = 1.0) -> bytes:
-    """Static PNG through kaleido (headless Chromium)."""
+def figure_png(
+    fig, width: int | None = None, height: int | None = None, scale: float = 1.0
+) -> bytes:
+    """Static PNG through kaleido (headless Chromium), at the figure's own size when it has
+    one (a long prompt's lens grid is wider than the default 1200 px), else 1200 × 700."""
+    return figure_image(fig, "png", width, height, scale)
+
+
+def figure_image(
+    fig, fmt: str, width: int | None = None, height: int | None = None, scale: float = 1.0
+) -> bytes:
     if "BROWSER_PATH" not in os.environ and os.path.exists(CHROMIUM):
         os.environ["BROWSER_PATH"] = CHROMIUM
-    return fig.to_image(format="png", width=width, height=height, scale=scale)
+    width = int(width or fig.layout.width or 1200)
+    height = int(height or fig.layout.height or 700)
+    return fig.to_image(format=fmt, width=width, height=height, scale=scale)
 
 
 def table_csv(df: pd.DataFrame) -> bytes:

@@ -532,10 +532,38 @@ def computed_on_click(key: str, spinner: str, compute, hint: str, stored=None):
 
 
 def chart(fig, key: str, **kwargs):
-    """A secondary chart (no export row), presenter-styled like the main figure when on."""
+    """A secondary chart (no export row), presenter-styled like the main figure when on; it
+    goes into the page's one-file report too."""
     if st.session_state.get("_ls_present"):
         present_figure(fig)
+    _page_figures()[key] = (_caption(fig, key), fig)
     return st.plotly_chart(fig, key=key, **kwargs)
+
+
+def _page_figures() -> dict:
+    """This script run's figures (key -> (caption, figure)) in drawing order; the page title
+    under the key "". A new dict each script run (keyed by the run's own cursor dict, which
+    Streamlit replaces on every run); the report button's deferred callable holds this run's
+    dict, so it sees the figures drawn after the button."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    run = ctx.cursors if ctx is not None else None
+    reg = st.session_state.get("_ls_figs")
+    if reg is None or reg.get("\0run") is not run:
+        reg = {"\0run": run, "": st.session_state.get("_ls_page_title")}
+        st.session_state["_ls_figs"] = reg
+    return reg
+
+
+def report_sections(figures: dict) -> list[tuple[str, object]]:
+    """The (caption, figure) pairs of a page's registry, in drawing order."""
+    return [v for k, v in figures.items() if k and not k.startswith("\0")]
+
+
+def _caption(fig, fallback: str) -> str:
+    title = getattr(getattr(fig.layout, "title", None), "text", None)
+    return title or fallback
 
 
 def present_figure(fig):
@@ -581,12 +609,15 @@ def show_figure(
 
     if st.session_state.get("_ls_present"):
         present_figure(fig)
+    figures = _page_figures()
+    figures[key] = (_caption(fig, name), fig)
     event = st.plotly_chart(fig, key=key, on_select=on_select, **kwargs)
     with st.expander("Export / share", expanded=False):
+        # every file is made on the click (deferred), not on every rerun of the page
         c = st.columns(5)
         c[0].download_button(
             "HTML (offline)",
-            exports.figure_html(fig),
+            lambda: exports.figure_html(fig),
             f"{name}.html",
             mime="text/html",
             key=f"{key}_html",
@@ -606,19 +637,30 @@ def show_figure(
             )
         if data is not None:
             c[2].download_button(
-                "CSV", exports.table_csv(data), f"{name}.csv", mime="text/csv", key=f"{key}_csv"
+                "CSV",
+                lambda: exports.table_csv(data),
+                f"{name}.csv",
+                mime="text/csv",
+                key=f"{key}_csv",
             )
             c[3].download_button(
-                "Parquet", exports.table_parquet(data), f"{name}.parquet", key=f"{key}_pq"
+                "Parquet",
+                lambda: exports.table_parquet(data),
+                f"{name}.parquet",
+                key=f"{key}_pq",
             )
         settings = {k: st.query_params[k] for k in st.query_params}
         model = store().find_model(settings["model"]) if "model" in settings else None
         c[4].download_button(
             "Report (HTML)",
-            exports.report_html(name, [(name, fig)], settings, model),
+            lambda: exports.report_html(
+                figures[""] or name, report_sections(figures), settings, model
+            ),
             f"{name}-report.html",
             mime="text/html",
             key=f"{key}_report",
+            help="One offline HTML file: every figure on this page, its settings, the model's "
+            "fingerprint and the library versions.",
         )
         st.caption("Link to this view:")
         copy_link_box()

@@ -60,3 +60,30 @@ def test_png_has_the_expected_size():
 
     png = exports.figure_png(fig(), width=640, height=400)
     assert Image.open(io.BytesIO(png)).size == (640, 400)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="image export needs Chromium")
+def test_static_lens_export_keeps_token_and_layer_tick_labels():
+    """The exported image (same kaleido path as the PNG) draws every token on the x axis and
+    every layer on the y axis, at the figure's own width for a long prompt."""
+    from backend.figures.lens import lens_figure
+    from tests.backend.figures.test_lens import WORDS, _lens
+
+    tokens = [f" w{i}" for i in range(40)]
+    fig = lens_figure(_lens(n_layers=7, n_pos=40), tokens, WORDS)
+    svg = exports.figure_image(fig, "svg").decode()
+    assert 'width="2400"' in svg  # 60 px per token, not squeezed into 1200
+    xt = re.findall(r'class="xtick"><text[^>]*>([^<]*)<', svg)
+    yt = re.findall(r'class="ytick"><text[^>]*>([^<]*)<', svg)
+    assert xt == [t.strip() for t in tokens]
+    assert yt == [str(i) for i in range(7)]
+
+
+def test_report_escapes_captions_and_keeps_figure_order():
+    html = exports.report_html(
+        "<b>t</b>", [("<script>x</script>", fig()), ("second", go.Figure())], {}
+    ).decode()
+    assert "<script>x</script>" not in html and "&lt;script&gt;x" in html
+    assert html.index("&lt;script&gt;x") < html.index("second")
+    assert len(plotted_figures(html)) == 2

@@ -203,3 +203,25 @@ def test_prompt_page_is_the_error_analysis_landing_spot(env):
     assert not at.exception, at.exception
     verdict = [m.value for m in at.markdown if "predicts" in m.value]
     assert verdict and ("right" in verdict[0] or "wrong" in verdict[0])
+
+
+def test_lens_report_holds_every_figure_of_the_page_with_its_settings(env):
+    """The one-file report is the whole page: the grid, the curves and the set summary (in
+    drawing order, each under its title), made on the click from this run's figures."""
+    from backend import exports
+    from pages import _ui
+
+    at = open_page("lens", {"model": "demo", "set": "agreement"})
+    _ok(at)
+    figs = at.session_state["_ls_figs"]
+    sections = _ui.report_sections(figs)
+    assert len(sections) == len(at.get("plotly_chart")) == 3
+    captions = [c for c, _ in sections]
+    assert captions[0].startswith("Logit lens")
+    html = exports.report_html(figs[""] or "Logit lens", sections, {"model": "demo"}).decode()
+    for c in captions:
+        assert exports.html.escape(c) in html
+    assert html.count("Plotly.newPlot(") == 3
+    # the button's file is deferred: nothing is rendered into the page on every rerun
+    report = [b for b in at.get("download_button") if b.proto.label == "Report (HTML)"]
+    assert report and all(b.proto.deferred_file_id or not b.proto.url for b in report)
