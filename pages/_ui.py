@@ -510,7 +510,22 @@ def presenting() -> bool:
         )
     elif "present" in st.query_params:
         del st.query_params["present"]
+    tour_banner()
     return on
+
+
+def tour_banner() -> None:
+    """Opened from a Tour story (?story=<key>): the story's "Notice" above the view, so the
+    class reads what to look for on the screen that shows it. Unknown keys are ignored."""
+    from backend.tour import STORIES
+
+    key = st.query_params.get("story")
+    story = next((x for x in STORIES if x.key == key), None)
+    if story is None:
+        return
+    with st.container(border=True):
+        st.markdown(f"**Tour · {story.title}**  \n**Notice:** {story.notice}")
+        st.page_link("pages/tour.py", label="Back to the Tour", icon=":material/school:")
 
 
 def computed_on_click(key: str, spinner: str, compute, hint: str, stored=None):

@@ -54,7 +54,7 @@ for story in STORIES:
                 st.error("Some activations could not be computed; see the Run page's jobs.")
             else:
                 st.session_state.pop("tour_pending", None)
-                params = dict(story.params)
+                params = {**story.params, "story": story.key}
                 if st.session_state.get("_ls_present"):
                     params["present"] = "1"
                 st.session_state["sel_model"] = params.get("model")

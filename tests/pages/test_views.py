@@ -100,9 +100,18 @@ def test_generation_page_shows_samples(views_env):
 
 @pytest.mark.parametrize("story", STORIES, ids=lambda s: s.key)
 def test_tour_story_reaches_its_view(views_env, story):
-    at = open_page(story.page, story.params)
+    """The story's link opens its view with the story's Notice above it."""
+    at = open_page(story.page, {**story.params, "story": story.key})
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+    text = " ".join(m.value for m in at.markdown)
+    assert f"**Notice:** {story.notice}" in text and story.title in text
+
+
+def test_unknown_story_key_shows_no_banner(views_env):
+    at = open_page("stats", {"model": "demo", "set": "agreement", "story": "<b>nope</b>"})
+    assert not at.exception and not at.error
+    assert not any("Notice:" in m.value for m in at.markdown)
 
 
 def test_permalink_round_trips_to_the_same_figure(views_env):
