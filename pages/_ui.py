@@ -72,13 +72,17 @@ WARM = {"umap": "pending"}  #: pending | running | ready | failed (shown by the 
 
 
 def _warm_up() -> None:
-    """Pay umap-learn's import + numba compilation once, in the background, at app start, on
-    tiny inputs and at low priority (Linux applies nice to this thread only), so requests
-    and jobs keep the CPU."""
+    """Pay the slow first steps once, in the background, at app start and at low priority
+    (Linux applies nice to this thread only), so requests and jobs keep the CPU: first
+    PyTorch + the demo model (what "Try the demo" needs first; ~10 s of imports), then
+    umap-learn's import + numba compilation on tiny inputs."""
     import os
 
     with contextlib.suppress(OSError, AttributeError):
         os.nice(15)
+    with contextlib.suppress(Exception):  # an optimisation only: the job loads it otherwise
+        if "demo" in models.bundled_models():
+            models.get_model("demo")
     WARM["umap"] = "running"
     try:
         from backend.analysis.projection import warm_umap

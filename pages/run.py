@@ -4,7 +4,7 @@ import streamlit as st
 
 from backend import catalog, models, prompts
 from backend.errors import LayerScopeError
-from backend.jobs.base import JobSpec, human_bytes
+from backend.jobs.base import JobSpec, engine_options, human_bytes
 from backend.jobs.extract import estimate
 from pages import _ui
 
@@ -20,8 +20,9 @@ if s.summary()["runs"] == 0 and not _ui.worker().active_jobs():
         st.subheader("New here? Try the demo")
         st.write(
             "Runs the bundled **demo** model (a small GPT-2 trained by LayerScope on a "
-            "synthetic language with known grammar) on the **agreement** prompt set. "
-            "Takes a few seconds on a laptop."
+            "synthetic language with known grammar) on the **agreement** prompt set "
+            "(400 short prompts). About half a minute the first time on a two-core laptop, "
+            "most of it loading PyTorch; a progress bar shows how far it is."
         )
         if st.button("Try the demo", type="primary", key="try_demo"):
             st.session_state["sel_model"], st.session_state["sel_set"] = "demo", "agreement"
@@ -50,6 +51,25 @@ with left:
         )
         device = st.selectbox("device", models.available_devices())
         max_tokens = st.number_input("max tokens per prompt (0 = no limit)", 0, 100_000, 0)
+        engine = _ui.qp_radio(
+            "Engine",
+            ["local", "ray"],
+            "engine",
+            help="local: this process, states into the DuckDB file. ray: Ray Data actors "
+            "(a local cluster, or the address below) write Parquet shards the cache reads; "
+            "for sets and models that outgrow one process.",
+        )
+        ray_workers, ray_address = 1, None
+        if engine == "ray":
+            ray_workers = int(_ui.qp_number("Ray workers (model actors)", "workers", 1, 1, 64))
+            ray_address = (
+                st.text_input(
+                    "Ray address (empty = start a local cluster)",
+                    key="run_ray_address",
+                    placeholder="ray://head:10001",
+                ).strip()
+                or None
+            )
 
 with right:
     st.subheader("2 · Prompts")
@@ -112,14 +132,17 @@ with right:
         _ui.message(e, "error")
 
 st.subheader("3 · Cost and submit")
-spec = JobSpec(
-    model=model,
-    set_name=set_name or "",
-    dtype=dtype,
-    device=device,
-    max_tokens=int(max_tokens) or None,
-)
 try:
+    spec = JobSpec(
+        model=model,
+        set_name=set_name or "",
+        dtype=dtype,
+        device=device,
+        max_tokens=int(max_tokens) or None,
+        options=engine_options(
+            engine, ray_workers, 1.0 if device.startswith("cuda") else 0.0, ray_address
+        ),
+    )
     if not set_name:
         raise LayerScopeError("Choose or name a prompt set.")
     if mode != "Demo set" and table is None:

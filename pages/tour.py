@@ -10,7 +10,8 @@ from pages import _ui
 st.title("Tour")
 st.caption(
     "Short guided stories for a class or a first look. Each button computes what the "
-    "cache lacks (a few seconds on the demo models), then opens the configured view."
+    "cache lacks (up to a minute the first time on the demo models), then opens the "
+    "configured view."
 )
 _ui.presenting()
 s = _ui.store()

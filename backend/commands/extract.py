@@ -7,7 +7,7 @@ import sys
 from backend import catalog, prompts
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
-from backend.jobs.base import JobSpec
+from backend.jobs.base import JobSpec, engine_options
 
 HELP = "run a model on prompts and cache every layer's hidden states"
 
@@ -83,23 +83,9 @@ def run(args, store) -> dict:
 
 
 def _engine_options(args) -> dict:
-    if args.engine == "local":
-        return {}
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise LayerScopeError(
-            "--engine ray needs Ray: pip install -r requirements-scale.txt (ray[data])."
-        )
-    if args.workers < 1 or args.gpus_per_worker < 0:
-        raise LayerScopeError("--workers must be at least 1 and --gpus-per-worker at least 0.")
-    return {
-        "engine": "ray",
-        "workers": args.workers,
-        "gpus_per_worker": args.gpus_per_worker,
-        "ray_address": args.ray_address,
-        "shard_root": args.shard_root,
-    }
+    return engine_options(
+        args.engine, args.workers, args.gpus_per_worker, args.ray_address, args.shard_root
+    )
 
 
 def prose(r: dict) -> str:

@@ -172,6 +172,36 @@ def check_budget(store: Store, est: Estimate, budget: Budget) -> None:
         )
 
 
+def engine_options(
+    engine: str,
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    ray_address: str | None = None,
+    shard_root: str | None = None,
+) -> dict:
+    """A JobSpec's ``options`` for the chosen capture engine (the CLI and the Run page share
+    this check): {} for the local engine; the Ray engine needs Ray installed."""
+    if engine == "local":
+        return {}
+    if engine != "ray":
+        raise LayerScopeError(f"Unknown engine '{engine}': choose local or ray.")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise LayerScopeError(
+            "The Ray engine needs Ray: pip install -r requirements-scale.txt (ray[data])."
+        )
+    if workers < 1 or gpus_per_worker < 0:
+        raise LayerScopeError("Ray needs at least 1 worker and a GPU share of at least 0.")
+    return {
+        "engine": "ray",
+        "workers": int(workers),
+        "gpus_per_worker": float(gpus_per_worker),
+        "ray_address": ray_address or None,
+        "shard_root": shard_root or None,
+    }
+
+
 def human_bytes(n: float) -> str:
     """1536 -> '1.5 KB' (binary units, as ``ls -h``)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):

@@ -65,3 +65,108 @@ def test_try_the_demo_then_every_page(server, page):
     wait_idle(page)
     # the Runs metric; wait for it: "idle" can come before the script's last elements paint
     page.get_by_text("400", exact=True).first.wait_for(timeout=60_000)
+
+
+def _plot_area(page):
+    """The bounding box of the first 2-D plot's drawing area."""
+    page.locator(".js-plotly-plot .nsewdrag").first.wait_for(timeout=120_000)
+    return page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+
+
+def test_lasso_and_click_on_trajectories_list_the_prompts(server, page):
+    """2-D trajectories: a lasso around the middle of the plot lists the selected units and
+    links to their prompts; a click on one point lists that one."""
+    from backend.tour import STORIES
+
+    story = next(s for s in STORIES if s.page == "trajectories")
+    page.goto(f"{server}/tour")
+    wait_idle(page)
+    page.locator("button", has_text="Show me").first.click()  # computes what is missing
+    page.get_by_text(story.notice[:40]).first.wait_for(timeout=240_000)
+    wait_idle(page, timeout=180)
+    box = _plot_area(page)
+    page.wait_for_timeout(1000)
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    poly = [(0.05, 0.05), (0.95, 0.05), (0.95, 0.95), (0.05, 0.95), (0.05, 0.06)]
+    page.mouse.move(x0 + w * poly[0][0], y0 + h * poly[0][1])
+    page.mouse.down()
+    for fx, fy in poly[1:]:
+        page.mouse.move(x0 + w * fx, y0 + h * fy, steps=8)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"\d+ selected units from \d+ prompts")).first.wait_for(
+        timeout=60_000
+    )
+    wait_idle(page)
+    shot(page, "30-trajectories-lasso")
+    assert_no_exception(page, "trajectories (lasso)")
+    assert page.get_by_text(re.compile(r"open prompt: ")).count() >= 1
+    # a click on a single marker selects that one unit
+    point = page.locator(".js-plotly-plot .scatterlayer .trace .points path.point").first
+    pb = point.bounding_box()
+    page.mouse.click(pb["x"] + pb["width"] / 2, pb["y"] + pb["height"] / 2)
+    page.get_by_text(re.compile(r"^1 selected units? from 1 prompts?")).first.wait_for(
+        timeout=60_000
+    )
+    assert_no_exception(page, "trajectories (click)")
+
+
+def test_every_tour_story_shows_its_notice_on_a_drawn_view(server, page):
+    """Walk the Tour as a class would: each "Show me" computes what is missing, opens the
+    story's view with the story's Notice above it, and the view draws its figure."""
+    from backend.tour import STORIES
+
+    for i, story in enumerate(STORIES):
+        page.goto(f"{server}/tour")
+        wait_idle(page)
+        page.locator("button", has_text="Show me").nth(i).click()
+        page.get_by_text("Back to the Tour").first.wait_for(timeout=300_000)
+        wait_idle(page, timeout=240)
+        assert story.page in page.url and f"story={story.key}" in page.url, page.url
+        banner = page.get_by_text(story.notice[:60]).first
+        banner.wait_for(timeout=30_000)
+        compute = page.get_by_role("button", name="Compute")
+        if page.locator(".js-plotly-plot").count() == 0 and compute.count():
+            compute.first.click()  # views that compute only on a click (causal views)
+        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=180_000)
+        page.wait_for_timeout(1500)
+        shot(page, f"4{i}-tour-{story.key}")
+        assert_no_exception(page, f"tour story {story.key}")
+
+
+def test_presenter_mode_at_projector_resolution(server, browser):
+    """1280 × 720, ?present=1: headings stay above body text, chart text is large, the main
+    figure fits the screen's width, and secondary settings are folded away."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = ctx.new_page()
+    page.set_default_timeout(120_000)
+    try:
+        for name in ("trajectories", "probes", "similarity"):
+            page.goto(f"{server}/{name}?model=demo&set=agreement&present=1")
+            wait_idle(page, timeout=240)
+            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=180_000)
+            page.wait_for_timeout(1500)
+            shot(page, f"50-present-{name}")
+            assert_no_exception(page, f"{name} (presenter)")
+            size = page.evaluate(
+                """() => {
+                  const px = (el) => el ? parseFloat(getComputedStyle(el).fontSize) : 0;
+                  const h1 = document.querySelector('h1');
+                  const p = document.querySelector("[data-testid='stMarkdownContainer'] p");
+                  const title = document.querySelector('.js-plotly-plot .gtitle');
+                  const tick = document.querySelector('.js-plotly-plot .xtick text');
+                  const plot = document.querySelector('.js-plotly-plot');
+                  return {h1: px(h1), p: px(p), title: title ? parseFloat(title.style.fontSize) : 0,
+                          tick: tick ? parseFloat(tick.style.fontSize) : 0,
+                          plotRight: plot.getBoundingClientRect().right};
+                }"""
+            )
+            assert size["h1"] >= 1.8 * size["p"] and size["p"] >= 19, size
+            assert size["tick"] >= 18 and (size["title"] == 0 or size["title"] >= 24), size
+            assert size["plotRight"] <= 1280, size
+        # Probes: the secondary settings are folded in presenter mode
+        page.goto(f"{server}/probes?model=demo&set=agreement&present=1")
+        wait_idle(page, timeout=240)
+        settings = page.locator("[data-testid='stExpander'] details", has_text="Probe settings")
+        assert settings.count() == 1 and settings.first.get_attribute("open") is None
+    finally:
+        ctx.close()

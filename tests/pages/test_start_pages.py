@@ -145,3 +145,46 @@ def test_a_cache_held_by_another_process_is_a_page_message(app_db):
         assert "open in another process" in text and "LAYERSCOPE_DB=" in text, text
     finally:
         holder.kill()
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("ray") is None, reason="Ray not installed"
+)
+def test_run_page_runs_a_set_on_the_ray_engine(app_db, tiny_model_dir):
+    """Engine = ray (from the URL, like every choice): the job runs on a real local Ray
+    cluster and the set's runs land in the cache, read like the local engine's."""
+    import ray
+
+    at = open_page("run", {"engine": "ray", "workers": "1"})
+    at.text_input(key="run_model_typed").input(str(tiny_model_dir("gpt2"))).run()
+    at.radio(key="qp_source").set_value("Type").run()
+    at.text_input(key="run_typed_name").input("on-ray").run()
+    at.text_area(key="run_typed_text").input("the cat runs\nthe dogs near the cat run").run()
+    no_exception(at)
+    assert at.radio(key="qp_engine").value == "ray" and at.number_input(key="qp_workers")
+    try:
+        at.button(key="run_submit").click().run()
+        wait_jobs(timeout=300)
+    finally:
+        ray.shutdown()
+    at.run()
+    no_exception(at)
+    assert any("done — 2 runs computed" in s.value for s in at.success), [e.value for e in at.error]
+    assert {m.label: m.value for m in at.metric}["Already cached"] == "2"
+
+
+def test_engine_choice_without_ray_is_one_message(monkeypatch):
+    import importlib.util
+
+    from backend.errors import LayerScopeError
+    from backend.jobs.base import engine_options
+
+    assert engine_options("local") == {}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "ray" else real(n, *a)
+    )
+    with pytest.raises(LayerScopeError, match=r"requirements-scale\.txt"):
+        engine_options("ray", 2)
+    with pytest.raises(LayerScopeError, match="Unknown engine"):
+        engine_options("spark")
