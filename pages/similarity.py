@@ -109,7 +109,11 @@ legacy = st.query_params.get("kind")
 if legacy in V.ALIASES:  # old permalinks: kind=layer-cka-debiased
     st.query_params["kind"], st.query_params["debiased"] = V.ALIASES[legacy], "1"
 
-c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+if present:  # secondary settings fold away on a projector (the URL still sets them)
+    c1 = st.container()
+    c2, c3, c4 = st.expander("Heatmap settings", expanded=False).columns(3)
+else:
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
 with c1:
     kind = _ui.qp_select("Heatmap", [*V.KINDS, "run"], "kind", format_func=NAMES.get)
 with st.expander("What am I looking at?", expanded=present):

@@ -158,3 +158,15 @@ def test_cli_twin_prints_the_matrix_and_its_labels(sim_db, tmp_path, capsys):
     assert main([*args, "--kind", "model-cka", "--other-model", "demo-untrained"]) == 0
     text = capsys.readouterr().out
     assert "model-cka (CKA, fixed range 0..1), 5 x 5" in text
+
+
+def test_presenter_mode_folds_the_secondary_settings_but_keeps_them(env):
+    """On a projector only the heatmap choice stays in view; the others sit in a folded
+    'Heatmap settings' expander and still follow the URL."""
+    at = page(kind="layer-cka", debiased="1", present="1")
+    assert not at.exception and not at.error
+    (box,) = [e for e in at.expander if e.label == "Heatmap settings"]
+    assert box.proto.expanded is False
+    assert box.toggle(key="qp_debiased").value is True
+    plain = page(kind="layer-cka")
+    assert not [e for e in plain.expander if e.label == "Heatmap settings"]
