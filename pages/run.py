@@ -21,8 +21,8 @@ if s.summary()["runs"] == 0 and not _ui.worker().active_jobs():
         st.write(
             "Runs the bundled **demo** model (a small GPT-2 trained by LayerScope on a "
             "synthetic language with known grammar) on the **agreement** prompt set "
-            "(400 short prompts). About half a minute the first time on a two-core laptop, "
-            "most of it loading PyTorch; a progress bar shows how far it is."
+            "(400 short prompts). 20–60 s the first time on a two-core laptop (longer on a "
+            "busy one), much of it loading PyTorch; a progress bar shows how far it is."
         )
         if st.button("Try the demo", type="primary", key="try_demo"):
             st.session_state["sel_model"], st.session_state["sel_set"] = "demo", "agreement"

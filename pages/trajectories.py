@@ -233,4 +233,7 @@ if picked:
     for r in sel_units.drop_duplicates("run_id").head(10).itertuples():
         _ui.prompt_link(r.run_id, label=f"open prompt: {_ui.md(r.text[:70])}")
 else:
-    st.caption("Click or lasso points (2D) to list their prompts and tokens.")
+    st.caption(
+        "Lasso points (2D) to list their prompts and tokens; to pick a single point, choose "
+        "Pan or Zoom in the chart's toolbar, then click it."
+    )
