@@ -5,7 +5,8 @@ Saves three GPT-2 models with the same word-level tokenizer, loadable with
   demo            seed 0, trained
   demo-seed1      seed 1, trained on the same data (for cross-model similarity)
   demo-untrained  the seed-0 initialisation, before any step (the random-init control)
-  demo-checkpoints/step<N>  `demo` along its training (fp16), loadable as `demo@step<N>`
+  demo-checkpoints/step<N>  seed 0 along its training (fp16), loadable as `demo@step<N>`
+                  (`--only demo-checkpoints`: train seed 0 for them without replacing demo)
 Seeded and deterministic on CPU (torch.use_deterministic_algorithms, fixed thread count).
 """
 
@@ -29,10 +30,11 @@ CONFIG = {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 64, "n_inner"
 N_TRAIN = 120_000  # training sentences (the same for both seeds)
 DATA_SEED = 1234
 STEPS, BATCH, LR = 3000, 64, 3e-3
-# Steps at which `demo` is also saved as a checkpoint (`demo@step<N>`): log-spaced over the
-# plateau and the jump. Step 0 is `demo-untrained` and the last step is `demo` itself, so only
-# the steps in between are written, in fp16, under CHECKPOINT_DIR/step<N>/.
-CHECKPOINT_STEPS = (0, 50, 100, 200, 400, 700, 1000, 1500, 2000, 3000)
+# Steps at which seed 0 is also saved as a checkpoint (`demo@step<N>`), dense around the jump
+# (the agreement probe rises from step ~550, the behaviour at ~750). Step 0 is demo-untrained
+# (the same initialisation, not written again); the others are written in fp16 under
+# CHECKPOINT_DIR/step<N>/, the last step included.
+CHECKPOINT_STEPS = (0, 200, 500, 600, 700, 750, 800, 1500, 3000)
 CHECKPOINT_DIR = "demo-checkpoints"
 
 
@@ -137,7 +139,8 @@ def save_checkpoint(model, tok, path: Path, step: int, seed: int) -> None:
     from safetensors.torch import save_file
 
     save(model, tok, path, f"The demo model (seed {seed}) after {step} training steps, fp16.",
-         {"step": step, "seed": seed, "weights": "float16"})  # fmt: skip
+         {"step": step, "seed": seed, "weights": "float16",
+          "threads": torch.get_num_threads()})  # fmt: skip
     # the same tensors as save_pretrained wrote (tied lm_head left out), rounded to fp16
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     sd = model.state_dict()
@@ -147,8 +150,8 @@ def save_checkpoint(model, tok, path: Path, step: int, seed: int) -> None:
 
 def write_manifest(out: Path, at: tuple[int, ...], steps: int) -> None:
     """``<out>/demo-checkpoints/checkpoints.json``: step -> directory (relative to ``out``)
-    for ``backend.models.checkpoints``; step 0 is demo-untrained, the last step demo."""
-    dirs = {0: "demo-untrained", **{n: f"{CHECKPOINT_DIR}/step{n}" for n in at}, steps: "demo"}
+    for ``backend.models.checkpoints``; step 0 is demo-untrained."""
+    dirs = {0: "demo-untrained", **{n: f"{CHECKPOINT_DIR}/step{n}" for n in at}}
     info = {"model": "demo", "seed": 0, "steps": steps,
             "checkpoints": {str(n): dirs[n] for n in sorted(dirs)}}  # fmt: skip
     (out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
@@ -160,17 +163,19 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", choices=["demo", "demo-seed1", "demo-untrained"], action="append",
-                   help="build only these models (repeatable); default: all three")  # fmt: skip
+    p.add_argument("--only", action="append",
+                   choices=["demo", "demo-seed1", "demo-untrained", "demo-checkpoints"],
+                   help="build only these models (repeatable); default: all three, with the "
+                   "checkpoints of demo")  # fmt: skip
     p.add_argument("--checkpoint-steps", default=",".join(map(str, CHECKPOINT_STEPS)),
-                   help="comma-separated steps at which `demo` is saved to <out>/"
-                   f"{CHECKPOINT_DIR}/step<N> (the first and last are the bundled "
-                   "demo-untrained and demo, not written again); empty: none")  # fmt: skip
+                   help="comma-separated steps at which seed 0 is saved to <out>/"
+                   f"{CHECKPOINT_DIR}/step<N> (step 0 is demo-untrained, not written "
+                   "again); empty: none")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
-    only = set(args.only or ["demo", "demo-seed1", "demo-untrained"])
+    only = set(args.only or ["demo", "demo-seed1", "demo-untrained", "demo-checkpoints"])
     tok = build_tokenizer()
     data = encode(tok, [e.text for e in corpus.sentences(N_TRAIN, DATA_SEED)])
     meta = {"config": CONFIG, "vocab_size": len(tok), "train_sentences": N_TRAIN,
@@ -181,11 +186,12 @@ def main(argv=None) -> None:
              f"The demo model's seed-0 initialisation ({arch}), never trained: the "
              "random-init control.", {**meta, "seed": 0, "steps": 0})  # fmt: skip
     for name, seed in (("demo", 0), ("demo-seed1", 1)):
-        if name not in only:
+        ckpts = name == "demo" and "demo-checkpoints" in only
+        if name not in only and not ckpts:
             continue
         model = build_model(tok, seed)
         at = tuple(int(x) for x in args.checkpoint_steps.split(",") if x.strip())
-        at = tuple(n for n in at if 0 < n < args.steps) if name == "demo" else ()
+        at = tuple(n for n in at if 0 < n <= args.steps) if ckpts else ()
         ckpt = lambda n, m, s=seed: save_checkpoint(  # noqa: E731
             m, tok, args.out / CHECKPOINT_DIR / f"step{n}", n, s
         )
@@ -193,6 +199,8 @@ def main(argv=None) -> None:
         log.info("%s trained in %.0f s", name, secs)
         if at:
             write_manifest(args.out, at, args.steps)
+        if name not in only:
+            continue
         save(model, tok, args.out / name,
              f"Demo model ({arch}) trained on LayerScope's synthetic language, seed {seed}.",
              {**meta, "seed": seed, "train_seconds": round(secs)})  # fmt: skip
