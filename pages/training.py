@@ -3,6 +3,7 @@
 import streamlit as st
 
 from backend import models
+from backend.errors import LayerScopeError
 from backend.figures import training as F
 from backend.jobs.base import JobSpec
 from backend.views import training
@@ -33,8 +34,12 @@ if sel.set_name is None:
 family = models.family(sel.model)
 try:
     refs = training.checkpoint_refs(family, "all", s)
-except Exception as e:  # no checkpoints known for this model
-    _ui.message(e)
+except LayerScopeError:  # neither bundled checkpoints nor a family in the cache
+    st.info(
+        f"**{_ui.md(family)}** has no training checkpoints here. The bundled **demo** has "
+        "nine; for a hub model such as Pythia, extract its revisions first: `python -m backend "
+        "extract --model EleutherAI/pythia-160m --checkpoints step1000,step3000 --set …`."
+    )
     st.stop()
 req = training.Request(set_name=sel.set_name, checkpoints=tuple(refs))
 have, missing = training.coverage(s, req)

@@ -75,7 +75,7 @@ def prose(r: dict) -> str:
     ]
     for i, s in enumerate(steps):
         acc = " ".join(f"{a:.2f}" for a in r["probe_accuracy"][i])
-        ctl = max(r["probe_control"][i])
+        ctl = r["probe_control"][i][layers.index(r["probe_best_layer"][i])]
         ans, loss = b["answer_accuracy"][i], b["heldout_loss"][i]
         lines.append(
             f"{s:>6}  {acc}  | {ctl:.2f} | "
