@@ -16,6 +16,6 @@ from backend.views.trajectories import run_project_job
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "extract": run_extract,
     "generate": run_generate,
-    "project": run_project_job,
-    "checkpoints": run_checkpoints,  #: extract over a model's training checkpoints + behaviour  #: UMAP / aligned UMAP of a trajectory view, cached in the store
+    "project": run_project_job,  #: UMAP / aligned UMAP of a trajectory view, cached in the store
+    "checkpoints": run_checkpoints,  #: extract over a model's training checkpoints + behaviour
 }
