@@ -88,7 +88,7 @@ def _checkpoint_manifest(name: str) -> dict[int, str]:
 
 def checkpoints(name: str) -> list[tuple[int, str]]:
     """(step, ref) of a bundled model's training checkpoints, by step: ``demo@step0`` (the
-    initialisation) ... ``demo@step3000`` (the model itself); [] when it has none."""
+    initialisation) ... ``demo@step3000`` (the end of training); [] when it has none."""
     return [(n, f"{name}@step{n}") for n in sorted(_checkpoint_manifest(name))]
 
 
@@ -122,7 +122,7 @@ def _bundled_checkpoint(ref: str) -> Path | None:
     if not (p / "config.json").exists():
         raise LayerScopeError(
             f"The checkpoint '{ref}' is missing from {p}; rebuild it with "
-            "`python -m backend.demo.train --only demo`."
+            "`python -m backend.demo.train --only demo-checkpoints`."
         )
     return p
 
