@@ -98,7 +98,8 @@ def checkpoint_refs(model: str, which: str, store: Store | None = None) -> list[
                 + ", ".join(f"step{n}" for n, _ in known)
                 + "."
             )
-    return list(dict.fromkeys(refs))
+    # in training order (a revision that names no step, e.g. main, counts as step 0)
+    return sorted(dict.fromkeys(refs), key=lambda r: models.step_of(r) or 0)
 
 
 @dataclass(frozen=True)
