@@ -23,6 +23,7 @@ PAGES = {
         ("patching.py", "Patching", ":material/healing:", "patching"),
         ("attention.py", "Attention", ":material/visibility:", "attention"),
         ("steering.py", "Steering", ":material/explore:", "steering"),
+        ("training.py", "Training", ":material/model_training:", "training"),
     ],
 }
 HERE = Path(__file__).parent / "pages"

@@ -32,6 +32,7 @@ COMMANDS = (
     "patching",
     "attention",
     "steering",
+    "training",
 )
 #: the verbs users already know, kept as aliases of the feature's one name
 ALIASES = {

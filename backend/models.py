@@ -23,6 +23,7 @@ BUNDLED_DIR = Path(__file__).parent / "demo" / "models"
 BUNDLED_NAMES = ("demo", "demo-seed1", "demo-untrained")
 DEFAULT_MODEL = "demo"
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+CHECKPOINTS_FILE = "checkpoints.json"  #: <BUNDLED_DIR>/<name>-checkpoints/: step -> directory
 _FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "final_norm")
 
 
@@ -77,6 +78,55 @@ def bundled_models() -> list[str]:
     return [n for n in BUNDLED_NAMES if (BUNDLED_DIR / n / "config.json").exists()]
 
 
+def _checkpoint_manifest(name: str) -> dict[int, str]:
+    """step -> directory (relative to BUNDLED_DIR) of a bundled model's training checkpoints."""
+    f = BUNDLED_DIR / f"{name}-checkpoints" / CHECKPOINTS_FILE
+    if name not in BUNDLED_NAMES or not f.exists():
+        return {}
+    return {int(s): d for s, d in json.loads(f.read_text())["checkpoints"].items()}
+
+
+def checkpoints(name: str) -> list[tuple[int, str]]:
+    """(step, ref) of a bundled model's training checkpoints, by step: ``demo@step0`` (the
+    initialisation) ... ``demo@step3000`` (the end of training); [] when it has none."""
+    return [(n, f"{name}@step{n}") for n in sorted(_checkpoint_manifest(name))]
+
+
+def family(ref: str) -> str:
+    """The model a checkpoint reference belongs to: ``demo@step50`` -> ``demo``."""
+    return ref.partition("@")[0] if "@" in ref else ref
+
+
+def step_of(ref: str) -> int | None:
+    """The training step a reference names (``...@step1250`` -> 1250), else None."""
+    rev = ref.rpartition("@")[2] if "@" in ref else ""
+    return int(rev[4:]) if rev.startswith("step") and rev[4:].isdigit() else None
+
+
+def _bundled_checkpoint(ref: str) -> Path | None:
+    """The directory of ``<bundled name>@step<N>``; None when ``ref`` is not of that form."""
+    name, at, revision = ref.partition("@")
+    if not at or name not in BUNDLED_NAMES:
+        return None
+    manifest = _checkpoint_manifest(name)
+    if not manifest:
+        raise LayerScopeError(f"The bundled model '{name}' has no training checkpoints.")
+    step = step_of(ref)
+    if step not in manifest:
+        raise LayerScopeError(
+            f"'{name}' has no checkpoint '{revision}'; its checkpoints are "
+            + ", ".join(f"step{n}" for n in sorted(manifest))
+            + "."
+        )
+    p = BUNDLED_DIR / manifest[step]
+    if not (p / "config.json").exists():
+        raise LayerScopeError(
+            f"The checkpoint '{ref}' is missing from {p}; rebuild it with "
+            "`python -m backend.demo.train --only demo-checkpoints`."
+        )
+    return p
+
+
 def _fingerprint_dir(path: Path, revision: str | None) -> str:
     """sha256 over config.json, tokenizer files and the weights (large files sampled)."""
     h = hashlib.sha256()
@@ -108,7 +158,7 @@ def resolve(ref: str) -> ModelRef:
     ref = (ref or "").strip()
     if not ref:
         raise LayerScopeError("No model given: name a bundled model (demo), a hub id or a path.")
-    p = _local_path(ref)
+    p = _local_path(ref) or _bundled_checkpoint(ref)
     key = (p / "config.json").stat().st_mtime if p is not None else 0.0
     return _cached_resolve(ref, key)
 
@@ -132,6 +182,10 @@ def _resolve(ref: str) -> ModelRef:
     local = _local_path(ref)
     if local is not None:
         return ModelRef(ref, local.resolve(), None, _fingerprint_dir(local, None))
+    ckpt = _bundled_checkpoint(ref)
+    if ckpt is not None:  # its own model: the revision is part of the fingerprint, as on the hub
+        revision = ref.partition("@")[2]
+        return ModelRef(ref, ckpt.resolve(), revision, _fingerprint_dir(ckpt, revision))
     looks_like_path = ref.startswith((".", "/", "~")) or os.sep in ref.rstrip("/").split("@")[0]
     if Path(ref).expanduser().exists():
         raise LayerScopeError(f"'{ref}' is a directory without a config.json: not a model.")

@@ -42,7 +42,12 @@ for story in STORIES:
         st.write(story.narration)
         st.markdown(f"**Notice:** {story.notice}")
         if st.button("Show me", key=f"tour_{story.key}", type="primary"):
-            for model, set_name in missing_pairs(story):
+            todo = missing_pairs(story)
+            if story.page == "training" and todo:  # one job over the checkpoints (+ behaviour)
+                refs = [m for m, _ in story.needs]
+                _ui.submit(JobSpec("demo", todo[0][1], kind="checkpoints", options={"checkpoints": refs}))  # fmt: skip
+                todo = []
+            for model, set_name in todo:
                 _ui.submit(JobSpec(model=model, set_name=set_name))
             st.session_state["tour_pending"] = pending = story.key
         if pending == story.key:

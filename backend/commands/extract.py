@@ -34,6 +34,12 @@ def register(p) -> None:
         "--ray-address", help="ray: join this cluster (auto | ray://head:10001); default: local"
     )
     p.add_argument("--shard-root", help="ray: where shards go (default: shards/ next to --db)")
+    p.add_argument(
+        "--checkpoints",
+        help="one job over the model's training checkpoints: 'all' (a bundled model's, e.g. "
+        "demo) or steps/revisions 'step0,step1250' (hub models such as Pythia); each becomes "
+        "its own model <model>@<revision>, with its behaviour measured for the Training view",
+    )
 
 
 def run(args, store) -> dict:
@@ -53,6 +59,8 @@ def run(args, store) -> dict:
             )
     else:
         catalog.ensure_set(store, set_name)
+    if args.checkpoints is not None:
+        return _run_checkpoints(args, store, set_name)
     spec = JobSpec(
         model=args.model,
         set_name=set_name,
@@ -82,6 +90,40 @@ def run(args, store) -> dict:
     }
 
 
+def _run_checkpoints(args, store, set_name: str) -> dict:
+    """``--checkpoints``: one job, one progress bar, every checkpoint its own model."""
+    from backend.views.training import checkpoint_refs
+
+    if args.engine != "local":
+        raise LayerScopeError("--checkpoints runs on the local engine only (drop --engine ray).")
+    refs = checkpoint_refs(args.model, args.checkpoints)
+    spec = JobSpec(
+        model=args.model,
+        set_name=set_name,
+        kind="checkpoints",
+        dtype=args.dtype,
+        device=args.device,
+        max_tokens=args.max_tokens,
+        batch_tokens=args.batch_tokens,
+        trust_remote_code=args.trust_remote_code,
+        options={"checkpoints": refs},
+    )
+    p = run_job(store, spec, quiet=args.json)
+    r = p.result
+    return {
+        "set": set_name,
+        "model": args.model,
+        "checkpoints": r["checkpoints"],
+        "runs": r["runs"],
+        "cached_runs": r["cached_runs"],
+        "tokens": r["tokens"],
+        "truncated": r["truncated"],
+        "seconds": round(p.seconds, 3),
+        "status": p.status,
+        "engine": args.engine,
+    }
+
+
 def _engine_options(args) -> dict:
     return engine_options(
         args.engine, args.workers, args.gpus_per_worker, args.ray_address, args.shard_root
@@ -89,6 +131,13 @@ def _engine_options(args) -> dict:
 
 
 def prose(r: dict) -> str:
+    if "checkpoints" in r:
+        return (
+            f"{r['set']} on {len(r['checkpoints'])} checkpoints of {r['model']}: {r['runs']} runs "
+            f"computed, {r['cached_runs']} found in the cache, {r['tokens']} tokens in "
+            f"{r['seconds']:.1f} s; behaviour measured: "
+            + ", ".join(c["ref"] for c in r["checkpoints"])
+        )
     s = (
         f"{r['set']} on {r['model']}: {r['runs']} runs computed, {r['cached_runs']} found in the "
         f"cache, {r['tokens']} tokens in {r['seconds']:.1f} s"

@@ -5,6 +5,8 @@ Saves three GPT-2 models with the same word-level tokenizer, loadable with
   demo            seed 0, trained
   demo-seed1      seed 1, trained on the same data (for cross-model similarity)
   demo-untrained  the seed-0 initialisation, before any step (the random-init control)
+  demo-checkpoints/step<N>  seed 0 along its training (fp16), loadable as `demo@step<N>`
+                  (`--only demo-checkpoints`: train seed 0 for them without replacing demo)
 Seeded and deterministic on CPU (torch.use_deterministic_algorithms, fixed thread count).
 """
 
@@ -28,6 +30,12 @@ CONFIG = {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 64, "n_inner"
 N_TRAIN = 120_000  # training sentences (the same for both seeds)
 DATA_SEED = 1234
 STEPS, BATCH, LR = 3000, 64, 3e-3
+# Steps at which seed 0 is also saved as a checkpoint (`demo@step<N>`), dense around the jump
+# (the agreement probe rises from step ~550, the behaviour at ~750). Step 0 is demo-untrained
+# (the same initialisation, not written again); the others are written in fp16 under
+# CHECKPOINT_DIR/step<N>/, the last step included.
+CHECKPOINT_STEPS = (0, 200, 500, 600, 700, 750, 800, 1500, 3000)
+CHECKPOINT_DIR = "demo-checkpoints"
 
 
 def build_tokenizer():
@@ -83,8 +91,17 @@ def batches(data: list[list[int]], batch: int, seed: int, pad: int):
             yield x
 
 
-def train(model, data, steps: int, seed: int, pad: int, batch: int = BATCH, lr: float = LR):
-    """AdamW with warm-up and cosine decay; returns wall seconds."""
+def train(model, data, steps: int, seed: int, pad: int, batch: int = BATCH, lr: float = LR,
+          checkpoint=None, at: tuple[int, ...] = ()):  # fmt: skip
+    """AdamW with warm-up and cosine decay; returns wall seconds.
+
+    ``checkpoint(step, model)`` is called when ``step`` (optimizer updates done so far) is in
+    ``at``: before the first update for 0, after the last for ``steps``. It only reads the
+    weights, so a run with checkpoints ends in the same weights as one without.
+    """
+    at = set(at)
+    if checkpoint is not None and 0 in at:
+        checkpoint(0, model)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -100,6 +117,8 @@ def train(model, data, steps: int, seed: int, pad: int, batch: int = BATCH, lr: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if checkpoint is not None and step + 1 in at:
+            checkpoint(step + 1, model)
         if step % 250 == 0 or step == steps - 1:
             log.info("step %d loss %.3f (%.0f s)", step, loss.item(), time.time() - t0)
     model.eval()
@@ -114,18 +133,49 @@ def save(model, tok, path: Path, description: str, meta: dict) -> None:
     (path / "layerscope.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+def save_checkpoint(model, tok, path: Path, step: int, seed: int) -> None:
+    """The weights in fp16 safetensors (tied lm_head not repeated) with the fp32 model's config,
+    so the checkpoint loads and computes in float32 like `demo`."""
+    from safetensors.torch import save_file
+
+    save(model, tok, path, f"The demo model (seed {seed}) after {step} training steps, fp16.",
+         {"step": step, "seed": seed, "weights": "float16",
+          "threads": torch.get_num_threads()})  # fmt: skip
+    # the same tensors as save_pretrained wrote (tied lm_head left out), rounded to fp16
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    sd = model.state_dict()
+    weights = {k: v.detach().to(torch.float16).contiguous() for k, v in sd.items() if k not in tied}
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+
+
+def write_manifest(out: Path, at: tuple[int, ...], steps: int) -> None:
+    """``<out>/demo-checkpoints/checkpoints.json``: step -> directory (relative to ``out``)
+    for ``backend.models.checkpoints``; step 0 is demo-untrained."""
+    dirs = {0: "demo-untrained", **{n: f"{CHECKPOINT_DIR}/step{n}" for n in at}}
+    info = {"model": "demo", "seed": 0, "steps": steps,
+            "checkpoints": {str(n): dirs[n] for n in sorted(dirs)}}  # fmt: skip
+    (out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    (out / CHECKPOINT_DIR / "checkpoints.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", choices=["demo", "demo-seed1", "demo-untrained"], action="append",
-                   help="build only these models (repeatable); default: all three")  # fmt: skip
+    p.add_argument("--only", action="append",
+                   choices=["demo", "demo-seed1", "demo-untrained", "demo-checkpoints"],
+                   help="build only these models (repeatable); default: all three, with the "
+                   "checkpoints of demo")  # fmt: skip
+    p.add_argument("--checkpoint-steps", default=",".join(map(str, CHECKPOINT_STEPS)),
+                   help="comma-separated steps at which seed 0 is saved to <out>/"
+                   f"{CHECKPOINT_DIR}/step<N> (step 0 is demo-untrained, not written "
+                   "again); empty: none")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
-    only = set(args.only or ["demo", "demo-seed1", "demo-untrained"])
+    only = set(args.only or ["demo", "demo-seed1", "demo-untrained", "demo-checkpoints"])
     tok = build_tokenizer()
     data = encode(tok, [e.text for e in corpus.sentences(N_TRAIN, DATA_SEED)])
     meta = {"config": CONFIG, "vocab_size": len(tok), "train_sentences": N_TRAIN,
@@ -136,11 +186,21 @@ def main(argv=None) -> None:
              f"The demo model's seed-0 initialisation ({arch}), never trained: the "
              "random-init control.", {**meta, "seed": 0, "steps": 0})  # fmt: skip
     for name, seed in (("demo", 0), ("demo-seed1", 1)):
-        if name not in only:
+        ckpts = name == "demo" and "demo-checkpoints" in only
+        if name not in only and not ckpts:
             continue
         model = build_model(tok, seed)
-        secs = train(model, data, args.steps, seed, tok.pad_token_id)
+        at = tuple(int(x) for x in args.checkpoint_steps.split(",") if x.strip())
+        at = tuple(n for n in at if 0 < n <= args.steps) if ckpts else ()
+        ckpt = lambda n, m, s=seed: save_checkpoint(  # noqa: E731
+            m, tok, args.out / CHECKPOINT_DIR / f"step{n}", n, s
+        )
+        secs = train(model, data, args.steps, seed, tok.pad_token_id, checkpoint=ckpt, at=at)
         log.info("%s trained in %.0f s", name, secs)
+        if at:
+            write_manifest(args.out, at, args.steps)
+        if name not in only:
+            continue
         save(model, tok, args.out / name,
              f"Demo model ({arch}) trained on LayerScope's synthetic language, seed {seed}.",
              {**meta, "seed": seed, "train_seconds": round(secs)})  # fmt: skip

@@ -50,6 +50,11 @@ class JobSpec:
             raise LayerScopeError("--max-tokens must be at least 1 (or omitted for no limit).")
         if not self.set_name:
             raise LayerScopeError("A job needs a prompt set.")
+        refs = self.options.get("checkpoints")
+        if self.kind == "checkpoints" and (
+            not refs or not all(isinstance(r, str) and r for r in refs)
+        ):
+            raise LayerScopeError("A checkpoints job needs a list of checkpoint references.")
 
 
 @dataclass

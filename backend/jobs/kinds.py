@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from backend.jobs.base import JobContext
+from backend.jobs.checkpoints import run_checkpoints
 from backend.jobs.extract import run_extract
 from backend.jobs.generate import run_generate
 from backend.views.trajectories import run_project_job
@@ -16,4 +17,5 @@ JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "extract": run_extract,
     "generate": run_generate,
     "project": run_project_job,  #: UMAP / aligned UMAP of a trajectory view, cached in the store
+    "checkpoints": run_checkpoints,  #: extract over a model's training checkpoints + behaviour
 }

@@ -112,3 +112,84 @@ def test_directory_without_config_is_refused(tmp_path):
 def test_unavailable_device(tiny_model_dir):
     with pytest.raises(LayerScopeError, match="not available"):
         models.load_model(str(tiny_model_dir("gpt2")), device="cuda:7")
+
+
+# -- revisions: training checkpoints as `<model>@<revision>` ---------------------------------
+needs_checkpoints = pytest.mark.skipif(
+    not models.checkpoints("demo"), reason="no bundled demo checkpoints"
+)
+
+
+@needs_checkpoints
+def test_bundled_checkpoints_are_revisions_of_demo():
+    ck = models.checkpoints("demo")
+    steps = [n for n, _ in ck]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 3000 and len(ck) >= 9
+    assert all(ref == f"demo@step{n}" for n, ref in ck)
+    first, mid = models.resolve("demo@step0"), models.resolve(f"demo@step{steps[3]}")
+    # step 0 is the untrained twin's files, yet its own model (the revision is fingerprinted)
+    assert first.path == models.resolve("demo-untrained").path
+    assert first.model_id != models.resolve("demo-untrained").model_id
+    assert (first.revision, mid.revision) == ("step0", f"step{steps[3]}")
+    assert mid.path.name == f"step{steps[3]}" and mid.model_id != first.model_id
+    assert models.family(f"demo@step{steps[3]}") == "demo" and models.step_of("x@step12") == 12
+    assert models.step_of("demo") is None and models.step_of("gpt2@main") is None
+
+
+@needs_checkpoints
+def test_a_bundled_checkpoint_loads_in_float32_from_fp16_weights():
+    ref = models.checkpoints("demo")[-1][1]
+    assert models.pick_dtype("auto", model=ref) is torch.float32
+    lm = models.load_model(ref)
+    assert lm.info.ref == ref and lm.info.revision == "step3000"
+    assert next(lm.model.parameters()).dtype is torch.float32
+
+
+@pytest.mark.parametrize(
+    "ref, match",
+    [
+        ("demo@step123", r"no checkpoint 'step123'; its checkpoints are step0, "),
+        ("demo-seed1@step5", "has no training checkpoints"),
+    ],
+)
+@needs_checkpoints
+def test_unknown_checkpoints_say_which_exist(ref, match):
+    with pytest.raises(LayerScopeError, match=match):
+        models.resolve(ref)
+
+
+def _hub_cache(root, repo: str, revisions: dict, tiny):
+    """A Hugging Face cache layout (refs/<revision> -> snapshots/<commit>/) built by hand."""
+    import shutil
+
+    base = root / f"models--{repo.replace('/', '--')}"
+    for rev, seed in revisions.items():
+        commit = f"{seed:040d}"
+        (base / "refs").mkdir(parents=True, exist_ok=True)
+        (base / "refs" / rev).write_text(commit)
+        shutil.copytree(tiny(seed), base / "snapshots" / commit)
+    return base
+
+
+def test_hub_revisions_resolve_offline_to_their_own_snapshot(monkeypatch, tmp_path):
+    """`org/model@step3000` (Pythia's revision names) goes through the hub path: with the
+    hub offline, snapshot_download finds the revision's snapshot in the local cache."""
+    from tests.conftest import save_tiny
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    base = _hub_cache(
+        tmp_path / "hub",
+        "org/tiny",
+        {"step1000": 1, "step3000": 2},
+        lambda seed: save_tiny("gpt2", tmp_path / f"w{seed}", seed=seed),
+    )
+    a, b = models.resolve("org/tiny@step1000"), models.resolve("org/tiny@step3000")
+    assert a.path == base / "snapshots" / f"{1:040d}" and a.revision == "step1000"
+    assert b.path == base / "snapshots" / f"{2:040d}" and b.revision == "step3000"
+    assert a.model_id != b.model_id
+    assert models.load_model("org/tiny@step3000").info.revision == "step3000"
+    with pytest.raises(LayerScopeError, match="not in the local Hugging Face cache"):
+        models.resolve("org/tiny@step9")

@@ -93,3 +93,29 @@ def test_errors_are_mostly_contrasts(store):
     assert acc["plain"] > 0.9 and acc["negated"] > 0.9 and acc["contrast"] < 0.65
     wrong = res.misclassified(best)
     assert (wrong["group"] == "contrast").mean() > 0.7
+
+
+def test_grammar_is_represented_before_it_is_used(store):
+    """The training story: decodable at 600, probe >= 0.9 at 700 while the behaviour is ~53%,
+    80% at 750 and 100% at 800; last layer max |activation| 0.2 -> over 200, effective rank
+    about 60 -> about 12."""
+    from backend.demo.train import CHECKPOINT_STEPS
+    from backend.jobs.base import JobSpec
+    from backend.jobs.worker import Worker
+    from backend.tour import CHECKPOINT_STEPS as TOUR_STEPS
+    from backend.views import training as T
+
+    assert TOUR_STEPS == CHECKPOINT_STEPS
+    refs = [m for m, _ in STORY["training"].needs]
+    spec = JobSpec("demo", "agreement", kind="checkpoints", options={"checkpoints": refs})
+    assert Worker(store).run(spec).status == "done"  # runs are cached: behaviour only
+    d = T.compute(store, T.Request("agreement", tuple(refs))).to_dict()
+    step = dict(zip(d["steps"], range(len(d["steps"]))))
+    acc = d["behaviour"]["answer_accuracy"]
+    assert d["onsets"]["decodable"] == 600 and d["onsets"]["probe"] == 700
+    assert d["onsets"]["behaviour"] == 800
+    assert abs(acc[step[700]] - 0.53) < 0.01 and abs(acc[step[750]] - 0.80) < 0.01
+    assert acc[step[800]] > 0.995
+    mx, er = d["stats"]["max_abs"], d["stats"]["effective_rank"]
+    assert round(mx[0][-1], 1) == 0.2 and mx[-1][-1] > 200
+    assert 55 < er[0][-1] < 65 and 11 < er[-1][-1] < 13

@@ -133,6 +133,15 @@ MAPPED = {
         "max_prompts": (["--max-prompts", "5"], "max_prompts"),
         "answers": (["--answers", "a;b"], "answers"),
     },
+    "training": {
+        "checkpoints": (["--checkpoints", "0,5"], "checkpoints"),
+        "pool": (["--pool", "mean"], "pool"),
+        "folds": (["--folds", "3"], "folds"),
+        "method": (["--method", "ridge"], "method"),
+        "cka_units": (["--cka-units", "last"], "cka_units"),
+        "layer": (["--layer", "2"], "layer"),
+        "max_runs": (["--max-runs", "3"], "max_runs"),
+    },
 }
 
 #: per command, options that are not Request fields (besides ELSEWHERE), and why
@@ -163,6 +172,7 @@ COMMAND_ELSEWHERE = {
     "steering": {
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
     },
+    "training": {},
 }
 
 BASE = {
@@ -175,6 +185,7 @@ BASE = {
     "patching": ["--model", "m", "--clean", "a b", "--corrupted", "c d"],
     "attention": ["--model", "m", "--prompt", "a b"],
     "steering": ["--model", "m", "--set", "s", "--layer", "1"],
+    "training": ["--set", "s", "--model", "m"],
 }
 
 
@@ -221,6 +232,13 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.attention, "compute", capture)
     elif command == "steering":
         monkeypatch.setattr(mod.steering, "compute", capture)
+    elif command == "training":
+        monkeypatch.setattr(mod.catalog, "ensure_set", lambda store, name: None)
+        monkeypatch.setattr(
+            mod.training, "checkpoint_refs", lambda m, w, store=None: [f"{m}@{w}", f"{m}@end"]
+        )
+        monkeypatch.setattr(mod.training, "coverage", lambda store, req: ({}, []))
+        monkeypatch.setattr(mod.training, "compute", capture)
 
 
 def _patch_generation(monkeypatch, mod):
