@@ -1,10 +1,10 @@
 """Steering: add a direction to the residual stream after one layer while generating."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from backend.errors import LayerScopeError
+from backend.figures.steering import steering_figure
 from backend.views import steering
 from pages import _ui
 
@@ -66,28 +66,7 @@ result = _ui.computed_on_click(
 )
 
 if result.flip_rate is not None:
-    fig = go.Figure()
-    for kind, name in (("direction", f"{req.direction} direction"), ("control", "random control")):
-        fig.add_trace(
-            go.Scatter(x=result.alphas, y=result.flip_rate[kind], mode="lines+markers", name=name)
-        )
-    for kind, name, dash in (("direction", req.direction, "dot"), ("control", "random", "dash")):
-        for lab, vals in (result.toward or {}).get(kind, {}).items():
-            fig.add_trace(
-                go.Scatter(
-                    x=result.alphas,
-                    y=vals,
-                    mode="lines",
-                    line={"dash": dash},
-                    name=f"{lab} → other answer ({name})",
-                )
-            )
-    fig.update_layout(
-        xaxis_title="α (units of the layer's typical norm)",
-        yaxis_title="share of prompts",
-        yaxis_range=[0, 1.02],
-        height=380,
-    )
+    fig = steering_figure(result)
     _ui.chart(fig, key="steer_fig")
 st.caption(
     f"Layer {req.layer}; direction norm {result.direction_norm:.3f} (the control has the same); "
