@@ -32,7 +32,7 @@ c = st.columns(3)
 with c[0]:
     layer = _ui.qp_int("Layer", "layer", min(2, n_layers), 0, n_layers)
 direction = _ui.qp_text(
-    "Direction (means, random or a .npy path)", "direction", "means", where=c[1]
+    "Direction (means, probe, random or a .npy path)", "direction", "means", where=c[1]
 )
 alphas_text = _ui.qp_text("α (comma-separated)", "alphas", "-2,-1,-0.5,0,0.5,1,2", where=c[2])
 max_prompts = _ui.qp_int("Prompts of the set (the first N)", "n", 32, 1, max(1, len(runs)))

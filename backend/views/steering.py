@@ -6,6 +6,9 @@ Direction kinds:
 - ``"means"``: mean pooled last-token state of the second label minus that of the first, at
   the layer, from the store's runs of the labelled set (``labels``; default: the set's two
   labels in sorted order, e.g. plural → singular on the agreement set);
+- ``"probe"``: the weight vector of a ridge probe (the Probes page's ``ridge`` method, fitted
+  on all of the set's pooled last-token states of the two labels at the layer), pointing to
+  the second label: what the probe reads, as a direction to add;
 - ``"random"``: a seeded Gaussian direction (then the control is another seeded one);
 - a path to a ``.npy`` vector of d_model values.
 
@@ -42,6 +45,7 @@ from backend.store import Store
 VERSION = 1  #: bump when the computation changes what a stored result means
 CACHE_KIND = "steering"
 MAX_PROMPTS = 64
+DIRECTIONS = ("means", "probe", "random")  #: besides a path to a .npy vector
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,13 @@ class Request:
             raise LayerScopeError("Give at least one α, e.g. -8,-4,0,4,8.")
         if not all(np.isfinite(self.alphas)):
             raise LayerScopeError("Every α must be a finite number.")
-        if self.direction not in ("means", "random") and not self.direction.endswith(".npy"):
+        if self.direction not in DIRECTIONS and not self.direction.endswith(".npy"):
             raise LayerScopeError(
-                f"Unknown direction '{self.direction}': use means, random or a path to a .npy."
+                f"Unknown direction '{self.direction}': use means, probe, random or a path to "
+                "a .npy."
             )
-        if self.direction == "means" and not self.set_name:
-            raise LayerScopeError("The 'means' direction needs a labelled set (--set).")
+        if self.direction in ("means", "probe") and not self.set_name:
+            raise LayerScopeError(f"The '{self.direction}' direction needs a labelled set (--set).")
         if not 1 <= self.max_new_tokens <= 512:
             raise LayerScopeError("Ask for between 1 and 512 new tokens.")
         if self.temperature < 0:
@@ -250,6 +255,26 @@ def means_direction(
     return (out[1] - out[0]).astype(np.float64)
 
 
+def probe_direction(
+    store: Store, runs: pd.DataFrame, layer: int, labels: tuple[str, str]
+) -> np.ndarray:
+    """The raw-space weight vector of a ridge probe for labels[1] vs labels[0] on the pooled
+    last-token states at ``layer`` (fitted on all of them), signed to point to labels[1]."""
+    from backend.analysis import linear
+    from backend.analysis.probes import grouped_folds
+    from backend.views.units import prompt_units
+
+    x, meta = prompt_units(store, runs, [layer], "last")
+    lab = meta["label"].astype(str).to_numpy()
+    keep = np.isin(lab, labels)
+    y = (lab[keep] == labels[1]).astype(np.int64)
+    if y.min() == y.max():
+        raise LayerScopeError(f"The probe direction needs prompts of both labels {labels}.")
+    tests = [te for _, te in grouped_folds(y, np.arange(len(y)), 2)]
+    fit = linear.ridge_layer(x[0, keep], y, y, tests, 2)
+    return fit.weights[0].astype(np.float64)
+
+
 def _label_token(tok, label: str) -> int | None:
     for s in (" " + label.strip(), label):
         ids = tok.encode(s, add_special_tokens=False)
@@ -321,7 +346,7 @@ def _compute(store: Store, req: Request, lm) -> Result:
         runs = set_runs_or_error(store, req.set_name, lm.info.model_id)
         if labels is None:
             found = sorted({str(v) for v in runs["label"].dropna()})
-            if len(found) != 2 and req.direction == "means":
+            if len(found) != 2 and req.direction in ("means", "probe"):
                 raise LayerScopeError(
                     f"The set has {len(found)} labels ({', '.join(found)}); name the two to "
                     "compare (--labels A,B)."
@@ -332,6 +357,8 @@ def _compute(store: Store, req: Request, lm) -> Result:
 
     if req.direction == "means":
         direction = means_direction(store, runs, req.layer, tuple(labels))
+    elif req.direction == "probe":
+        direction = probe_direction(store, runs, req.layer, tuple(labels))
     elif req.direction == "random":
         direction = random_like(np.ones(d), req.seed + 1)
     else:

@@ -242,3 +242,29 @@ def test_cli_json_has_the_documented_keys(labelled, capsys):
                  "--direction", "random"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_probe_direction_is_a_ridge_probes_weights_pointing_to_the_second_label(labelled, db):
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from backend.store import Store
+
+    path = labelled
+    lm = models.load_model(str(path))
+    req = V.Request(str(path), set_name="num", layer=2, direction="probe", alphas=(0, 4),
+                    max_new_tokens=2)  # fmt: skip
+    with Store(str(db)) as s:
+        res = V.compute(s, req, lm=lm)
+        runs = s.set_runs("num", lm.info.model_id)
+        x = s.pooled(runs["run_id"].tolist(), "last", [2])[0].astype(np.float64)
+    y = (runs["label"].to_numpy() == "singular").astype(int)
+    sc = StandardScaler().fit(x)
+    ref = RidgeClassifier(alpha=10.0).fit(sc.transform(x), y).decision_function(sc.transform(x))
+    w = np.asarray(res.direction)
+    ours = (x - x.mean(0)) @ w  # the probe's decision values, up to its bias
+    np.testing.assert_allclose(ours, ref - ref.mean(), atol=0.02 * np.abs(ref).max())
+    assert (x[y == 1] @ w).mean() > (x[y == 0] @ w).mean()  # towards 'singular'
+    assert res.to_dict()["direction_kind"] == "probe"
+    with pytest.raises(LayerScopeError, match="needs a labelled set"):
+        V.Request(str(path), prompts=("the cat",), direction="probe")
