@@ -50,14 +50,17 @@ against = _ui.qp_text(
 c = st.columns(3)
 with c[0]:
     metric = _ui.qp_radio(
-        "Metric", list(patching.METRICS), "metric", format_func=lambda m: {
-            "logit-diff": "logit difference", "prob": "p(answer)"}[m],  # fmt: skip
+        "Metric",
+        list(patching.METRICS),
+        "metric",
+        format_func=lambda m: {"logit-diff": "logit difference", "prob": "p(answer)"}[m],
     )
 with c[1]:
     component = _ui.qp_radio(
-        "Patch", ["resid", "attn", "mlp"], "component",
-        format_func=lambda m: {"resid": "residual", "attn": "attention out",
-                               "mlp": "MLP out"}[m],  # fmt: skip
+        "Patch",
+        ["resid", "attn", "mlp"],
+        "component",
+        format_func=lambda m: {"resid": "residual", "attn": "attention out", "mlp": "MLP out"}[m],
     )
 with c[2]:
     paired = [n for n in DEMO_SETS if load_pairs(n)]

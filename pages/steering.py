@@ -79,3 +79,17 @@ i = st.selectbox(
     key="steer_prompt",
 )
 st.dataframe(pd.DataFrame(result.continuations_frame(i)), hide_index=True)
+
+if st.button("Store the steered runs (every layer; one prompt set per α)", key="steer_store"):
+    try:
+        with st.spinner("Generating again with every layer recorded…"):
+            stored = steering.store_runs(s, req, lm=_ui.loaded_model(sel.model))
+    except LayerScopeError as e:
+        _ui.message(e)
+        st.stop()
+    st.success(
+        "Stored as prompt sets: "
+        + ", ".join(f"α = {a:g}: **{_ui.md(n)}**" for a, n in stored.items())
+        + ". Pick one in the sidebar (e.g. on Trajectories) next to the α = 0 set: plain "
+        "generation."
+    )

@@ -128,8 +128,11 @@ class Result:
                     "token": self.tokens[p],
                     "corrupted_token": self.corrupted_tokens[p],
                     "recovery": rec[li, pi],
-                    **({} if iv is None else {"recovery_lo": iv.lo[li, pi],
-                                              "recovery_hi": iv.hi[li, pi]}),  # fmt: skip
+                    **(
+                        {}
+                        if iv is None
+                        else {"recovery_lo": iv.lo[li, pi], "recovery_hi": iv.hi[li, pi]}
+                    ),
                     "metric": self.patched[li, pi],
                     "top1": self.top_tokens[li][pi][0],
                     "p_top1": self.top_probs[li, pi, 0],
@@ -403,8 +406,7 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         what = f"p({names[answer]!r})" if req.metric == "prob" else (
             f"logit({names[answer]!r}) - logit({names[against]!r})")  # fmt: skip
         raise LayerScopeError(
-            f"The metric {what} is the same after both prompts ({clean_m:.4f}): nothing to "
-            "recover."
+            f"The metric {what} is the same after both prompts ({clean_m:.4f}): nothing to recover."
         )
     cells = [(layer, p) for layer in layers for p in positions]
     ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,

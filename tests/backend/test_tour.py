@@ -115,4 +115,7 @@ def test_cause_moves_from_the_subject_to_the_last_position():
     _, attn = rec("attn")
     assert round(attn[2][-1], 2) == 0.95
     _, mlp = rec("mlp")
-    assert max(v[-1] for v in mlp.values()) < 0.16 and round(max(v[-1] for v in mlp.values()), 2) == 0.15
+    assert (
+        max(v[-1] for v in mlp.values()) < 0.16
+        and round(max(v[-1] for v in mlp.values()), 2) == 0.15
+    )

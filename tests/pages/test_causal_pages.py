@@ -92,3 +92,18 @@ def test_probes_button_opens_steering_with_the_probe_direction(app_db):
     assert at.query_params["direction"] in ("probe", ["probe"])
     assert at.query_params["layer"] in ("2", ["2"])
     assert any(t.value == "probe" for t in at.text_input)  # the Steering page, prefilled
+
+
+def test_steering_page_stores_the_steered_runs_as_sets(app_db):
+    from backend.cli import main
+
+    argv = ["extract", "--db", str(app_db), "--model", "demo", "--set", "agreement", "--json"]
+    assert main(argv) == 0
+    q = {"model": "demo", "set": "agreement", "layer": "2", "n": "3", "alphas": "0,1"}
+    at = open_page("steering", q)
+    at.button(key="steer_compute").click().run()
+    _ok(at)
+    at.button(key="steer_store").click().run()
+    _ok(at)
+    text = " ".join(m.value for m in at.success).replace("\\", "")
+    assert "agreement+steer(L2 means 0)" in text and "agreement+steer(L2 means 1)" in text

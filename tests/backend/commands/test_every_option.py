@@ -169,6 +169,7 @@ COMMAND_ELSEWHERE = {
     "attention": {"prompt": "required: always given (BASE)"},
     "steering": {
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
+        "store_runs": "after compute: views.steering.store_runs with the same Request",
     },
 }
 

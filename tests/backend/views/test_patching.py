@@ -226,9 +226,11 @@ def test_component_patching_equals_a_hand_written_hook(store, tiny_model_dir, fa
         # the clean module output, recorded by a hook of our own
         _, mod = _component_hook(lm.blocks, component, layer, 0, None)
         seen = {}
-        h = mod.register_forward_hook(
-            lambda _m, _a, out: seen.__setitem__("o", (out[0] if isinstance(out, tuple) else out))
-        )
+
+        def record(_m, _a, out, seen=seen):
+            seen["o"] = out[0] if isinstance(out, tuple) else out
+
+        h = mod.register_forward_hook(record)
         _logits(lm, ids_clean)
         h.remove()
         for pos in (subject, len(ids_clean) - 1):
