@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from backend.demo.sets import DEMO_SETS, load_pairs
 from backend.errors import LayerScopeError
 from backend.figures.patching import distribution_figure, patching_figure
 from backend.views import patching
@@ -63,7 +62,7 @@ with c[1]:
         format_func=lambda m: {"resid": "residual", "attn": "attention out", "mlp": "MLP out"}[m],
     )
 with c[2]:
-    paired = [n for n in DEMO_SETS if load_pairs(n)]
+    paired = patching.paired_sets()
     pairs_from = _ui.qp_select("Mean over the minimal pairs of", [ONE, *paired], "pairs")
 
 try:

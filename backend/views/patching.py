@@ -258,16 +258,22 @@ def cache_key(req: Request) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
+def paired_sets() -> list[str]:
+    """The bundled sets that have minimal pairs."""
+    from backend.demo.sets import DEMO_SETS, load_pairs
+
+    return [n for n in DEMO_SETS if load_pairs(n)]
+
+
 def set_pairs(set_name: str) -> list[tuple[str, str]]:
     """The (clean, corrupted) minimal pairs of a bundled set (its ``pair`` column)."""
-    from backend.demo.sets import DEMO_SETS, load_pairs
+    from backend.demo.sets import load_pairs
 
     pairs = load_pairs(set_name)
     if not pairs:
-        with_pairs = [n for n in DEMO_SETS if load_pairs(n)]
         raise LayerScopeError(
             f"The set '{set_name}' has no minimal pairs; the bundled sets with a pair column "
-            f"are: {', '.join(with_pairs)}."
+            f"are: {', '.join(paired_sets())}."
         )
     return [(a, b) for a, b in pairs]
 
