@@ -518,7 +518,7 @@ def cell_distribution(
         position=position,
         component=req.component,
         tokens=[names[int(i)] for i in ids],
-        patched=probs[0][ids],
-        clean=probs[1][ids],
-        corrupted=probs[2][ids],
+        patched=probs[0][ids].astype(np.float64),
+        clean=probs[1][ids].astype(np.float64),
+        corrupted=probs[2][ids].astype(np.float64),
     )
