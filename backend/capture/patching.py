@@ -212,6 +212,8 @@ def patch_cells(
     corrupted_outputs: list | None = None,
     budget: int = BATCH_BYTES,
     component: str = "resid",
+    corrupted_values: torch.Tensor | None = None,
+    corrupted_logits: torch.Tensor | None = None,
 ) -> Readout:
     """Readout of the corrupted prompt with the residual stream at each (layer, position) of
     ``cells`` replaced by ``clean_states[layer, position]``, one cell per row.
@@ -219,11 +221,22 @@ def patch_cells(
     ``corrupted_outputs`` (each block's output on the corrupted prompt, from ``run_plain``)
     lets a batch skip the blocks below its layer. (Running only the positions from the first
     patched one on, with the corrupted run's keys and values as the prefix, was measured
-    slower here: transformers' cached forward costs more than the positions it saves.)"""
+    slower here: transformers' cached forward costs more than the positions it saves.)
+    ``corrupted_values`` (the corrupted run's own values, same layout as ``clean_states``)
+    with its last-position ``corrupted_logits``: a cell whose clean value equals the corrupted
+    one exactly (every position before the first differing token, in a causal model; equal
+    embeddings) patches nothing, so its readout is the corrupted run's, with no forward pass.
+    ``component`` "attn" / "mlp": ``clean_states`` holds ``component_outputs`` instead, and
+    the patch goes into that module of block ``layer`` (blocks below it are skipped)."""
     blocks = lm.blocks
     T = len(corrupted_ids)
     clean_states = clean_states.to(device=lm.device, dtype=lm.dtype)
-    order = sorted(range(len(cells)), key=lambda i: cells[i])
+    same: list[int] = []
+    if corrupted_values is not None and corrupted_logits is not None:
+        cv = corrupted_values.to(device=lm.device, dtype=lm.dtype)
+        same = [i for i, (la, p) in enumerate(cells) if torch.equal(clean_states[la, p], cv[la, p])]
+    todo = set(range(len(cells))) - set(same)
+    order = sorted(todo, key=lambda i: cells[i])
     B = batch_size(lm, T, budget)
     can_skip = corrupted_outputs is not None and all(
         not isinstance(o, tuple) or all(x is None for x in o[1:]) for o in corrupted_outputs
@@ -237,6 +250,10 @@ def patch_cells(
     top_ids = np.zeros((len(cells), k), dtype=np.int64)
     top_probs = np.zeros((len(cells), k), dtype=np.float32)
     prob = np.zeros(len(cells))
+    if same:  # no-op patches: the corrupted run's readout
+        ro = readout(corrupted_logits[None].to(lm.device), answer, against, k)
+        metric[same], top_ids[same], top_probs[same], prob[same] = (
+            ro.metric[0], ro.top_ids[0], ro.top_probs[0], ro.prob[0])  # fmt: skip
     for rows in batches:
         n = len(rows)
         layer = cells[rows[0]][0]

@@ -392,7 +392,9 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
     clean_ids, corr_ids = ids or _tokenize_pair(lm, clean, corrupted)
     layers, positions = _cells(req, lm.info.n_layers, len(clean_ids))
     values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
-    _, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
+    corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
+    if req.component != "resid":
+        corr_states = P.component_outputs(lm, corr_ids, req.component)
 
     tok = lm.tokenizer
     answer = token_id(tok, req.answer) if req.answer else int(clean_last.float().argmax())
@@ -416,7 +418,8 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         )
     cells = [(layer, p) for layer in layers for p in positions]
     ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
-                       corrupted_outputs=corr_outputs, component=req.component)  # fmt: skip
+                       corrupted_outputs=corr_outputs, component=req.component,
+                       corrupted_values=corr_states, corrupted_logits=corr_last)  # fmt: skip
     nl, npos, k = len(layers), len(positions), ro.top_ids.shape[1]
     names = decode(lm, ro.top_ids)
     top_tokens = [

@@ -300,3 +300,26 @@ def test_cell_distribution_is_one_patched_forward(store, tiny_model_dir, compone
     tid = lm.tokenizer.convert_tokens_to_ids(d.tokens[0])
     assert d.clean[0] == pytest.approx(float(clean_p[tid]), abs=1e-5)
     assert set(d.to_frame().columns) == {"token", "patched", "clean", "corrupted"}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_no_op_cells_skip_their_forward_and_change_nothing(tiny_model_dir, family, monkeypatch):
+    from backend.capture import patching as P
+
+    lm = models.load_model(str(tiny_model_dir(family)))
+    ids_clean = lm.tokenizer(CLEAN)["input_ids"]
+    ids_corr = lm.tokenizer(CORRUPTED)["input_ids"]
+    clean, _, _ = P.run_plain(lm, ids_clean)
+    corr, outs, last = P.run_plain(lm, ids_corr)
+    cells = [(layer, p) for layer in range(lm.info.n_layers + 1) for p in range(len(ids_clean))]
+    full = P.patch_cells(lm, ids_corr, clean, cells, 5, 6, corrupted_outputs=outs)
+    rows = []
+    real = P._last_logits
+    monkeypatch.setattr(P, "_last_logits", lambda lm_, ids: rows.append(len(ids)) or real(lm_, ids))
+    fast = P.patch_cells(lm, ids_corr, clean, cells, 5, 6, corrupted_outputs=outs,
+                         corrupted_values=corr, corrupted_logits=last)  # fmt: skip
+    np.testing.assert_allclose(fast.metric, full.metric, atol=1e-5)
+    assert (fast.top_ids == full.top_ids).all()
+    first = next(p for p in range(len(ids_clean)) if ids_clean[p] != ids_corr[p])
+    same = [(la, p) for la, p in cells if p < first or (la == 0 and ids_clean[p] == ids_corr[p])]
+    assert sum(rows) == len(cells) - len(same)  # positions before the first difference: no pass
