@@ -95,16 +95,16 @@ def test_errors_are_mostly_contrasts(store):
     assert (wrong["group"] == "contrast").mean() > 0.7
 
 
-def test_cause_moves_from_the_subject_to_the_last_position():
+def test_cause_moves_from_the_subject_to_the_last_position(store):
     from backend.views import patching as V
 
     p = STORY["cause"].params
-    lm = models.get_model("demo", "auto")
+    lm = models.get_model("demo", "auto")  # the set's clean states come from the store (fp16)
 
     def rec(component):
         req = V.Request("demo", p["clean"], p["corrupted"], component=component,
                         set_name=p["pairs"], pairs=True)  # fmt: skip
-        r = V._compute(None, req, lm)
+        r = V.compute(store, req, lm=lm, use_cache=False)
         return r, {layer: r.recovery[i] for i, layer in enumerate(r.layers)}
 
     r, by = rec("resid")
