@@ -97,6 +97,31 @@ STORIES: tuple[Story, ...] = (
         needs=(("demo", "agreement"),),
     ),
     Story(
+        key="cause",
+        title="Cause, not just correlation",
+        narration=(
+            "A probe says where the subject's number can be read; patching says where the model "
+            "uses it. Take two prompts that differ only in number ('the cat near the dogs "
+            "often' / 'the cats near the dog often'), run the plural one, and copy a single "
+            "vector from the singular run into it: if the singular verb comes back, that vector "
+            "carried the number. The heatmap is the mean over the agreement set's pairs of the "
+            "same shape."
+        ),
+        notice="Averaged over 25 pairs, copying the subject's vector ('cat', position 2) alone "
+        "brings the answer back at layers 0 and 1 (recovery 1.00 and 0.99) but hardly at layer "
+        "2 (0.05), where the last position takes over (0.96; 1.00 from layer 3 on). Switch "
+        "Patch to 'attention out': block 2's attention output at the last position recovers "
+        "0.95 by itself — the number is moved by attention, while no MLP output recovers "
+        "more than 0.15.",
+        page="patching",
+        params={
+            "model": "demo",
+            "clean": "the cat near the dogs often",
+            "corrupted": "the cats near the dog often",
+            "pairs": "agreement",
+        },
+    ),
+    Story(
         key="errors",
         title="Which prompts does the model get wrong, and why?",
         narration=(

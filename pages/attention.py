@@ -16,7 +16,8 @@ with st.expander("What am I looking at?", expanded=present):
         "eager attention. **Sink share**: the mass a head puts on the first token, averaged "
         "over the later queries — many heads park most of their attention there when they "
         "have nothing to do. **Entropy**: how spread a head's attention is (0 = one token). "
-        "Pick a layer and head below to see its full pattern (queries down, keys across)."
+        "Hover a head to see the tokens it attends to most; click it (or pick a layer and "
+        "head below) to see its full pattern (queries down, keys across)."
     )
 
 prompt = _ui.qp_text("Prompt", "prompt", "the cat near the dogs often")
@@ -31,7 +32,16 @@ res = _ui.computed_on_click(
 )
 st.session_state["att_result"] = (key, res)  # kept for reruns (layer / head pickers)
 
-_ui.show_figure(heads_figure(res), "att_heads", "attention-heads", data=res.to_frame())
+event = _ui.show_figure(
+    heads_figure(res), "att_heads", "attention-heads", data=res.to_frame(),
+    on_select="rerun", selection_mode="points",
+)  # fmt: skip
+points = (event or {}).get("selection", {}).get("points", []) if event else []
+picked = next((p["customdata"] for p in points if p.get("customdata")), None)
+if picked is not None:  # a clicked head: enlarged below (its pickers follow)
+    for k, v in zip(("att_layer", "att_head"), picked):
+        st.session_state.pop(f"qp_{k}", None)  # the slider takes the URL's value again
+        st.query_params[k] = str(int(v))
 c = st.columns(2)
 with c[0]:
     layer = _ui.qp_int("Layer", "att_layer", res.layers[0], res.layers[0], res.layers[-1])

@@ -3,12 +3,13 @@
 import streamlit as st
 
 from backend.errors import LayerScopeError
-from backend.figures.patching import patching_figure
+from backend.figures.patching import distribution_figure, patching_figure
 from backend.views import patching
 from pages import _ui
 
 #: a minimal pair the demo model gets right: 'smiles' (singular) vs 'fall' (plural) on top
 CLEAN, CORRUPTED = "the cat near the dogs often", "the cats near the dog often"
+ONE = "this pair only"
 
 st.title("Patching")
 present = _ui.presenting()
@@ -19,14 +20,18 @@ with st.expander("What am I looking at?", expanded=present):
     st.markdown(
         "Two prompts with the same number of tokens differ minimally (**clean** and "
         "**corrupted**). The metric is the logit difference between an **answer** token and an "
-        "**against** token at the last position (default: each prompt's own top-1 next token). "
-        "Each cell runs the corrupted prompt with the residual stream at one **layer** and "
-        "**position** replaced by the clean run's, and shows the **recovery** = (patched − "
+        "**against** token at the last position (default: each prompt's own top-1 next token), "
+        "or the probability of the answer. Each cell runs the corrupted prompt with one "
+        "**layer** and **position** of the residual stream (or of block L's attention or MLP "
+        "output) replaced by the clean run's, and shows the **recovery** = (patched − "
         "corrupted) / (clean − corrupted): 0 = nothing came back, 1 = the clean behaviour is "
         "fully restored by that one vector (red). Layer 0 is the embedding output. "
-        "On the demo the number of the subject is carried at the subject's position in the "
-        "early layers and moves to the last position later. Pitfall: recovery says what is "
-        "*sufficient* in this pair, not everything the model uses."
+        "**Pairs**: the mean recovery over a bundled set's minimal pairs shaped like the typed "
+        "one (same number of tokens, same differing positions), each with its own answer, and "
+        "a 95% bootstrap interval over pairs on hover. **Click a cell** to see the patched "
+        "next-token distribution. On the demo the number of the subject is carried at the "
+        "subject's position in the early layers and moves to the last position later. "
+        "Pitfall: recovery says what is *sufficient* in this pair, not everything the model uses."
     )
 
 c = st.columns(2)
@@ -41,9 +46,31 @@ answer = _ui.qp_text(
 against = _ui.qp_text(
     "Against token (optional)", "against", "", help="default: the corrupted run's top-1", where=c[1]
 )
+c = st.columns(3)
+with c[0]:
+    metric = _ui.qp_radio(
+        "Metric",
+        list(patching.METRICS),
+        "metric",
+        format_func=lambda m: {"logit-diff": "logit difference", "prob": "p(answer)"}[m],
+    )
+with c[1]:
+    component = _ui.qp_radio(
+        "Patch",
+        ["resid", "attn", "mlp"],
+        "component",
+        format_func=lambda m: {"resid": "residual", "attn": "attention out", "mlp": "MLP out"}[m],
+    )
+with c[2]:
+    paired = patching.paired_sets()
+    pairs_from = _ui.qp_select("Mean over the minimal pairs of", [ONE, *paired], "pairs")
 
 try:
-    req = patching.Request(sel.model, clean, corrupted, answer or None, against or None)
+    req = patching.Request(
+        sel.model, clean, corrupted, answer or None, against or None,
+        metric=metric, component=component,
+        set_name=None if pairs_from == ONE else pairs_from, pairs=pairs_from != ONE,
+    )  # fmt: skip
     result = patching.cached(s, req)  # a stored result shows at once; computing needs a click
 except LayerScopeError as e:
     _ui.message(e)
@@ -57,16 +84,68 @@ result = _ui.computed_on_click(
     stored=result,
 )
 
-_ui.show_figure(patching_figure(result), "patch_fig", "patching", data=result.to_frame())
+event = _ui.show_figure(
+    patching_figure(result), "patch_fig", "patching", data=result.to_frame(),
+    on_select="rerun", selection_mode="points",
+)  # fmt: skip
+what = result.metric_label if result.pair_recovery is None else (
+    "p(answer)" if result.metric == "prob" else "logit(answer) − logit(against)")  # fmt: skip
+mean = "mean " if result.pair_recovery is not None else ""
 st.caption(
-    f"Metric logit({_ui.md(repr(result.answer))}) − logit({_ui.md(repr(result.against))}): "
-    f"clean **{result.clean_metric:.3f}**, corrupted **{result.corrupted_metric:.3f}**. "
-    f"Clean states: {result.clean_source}" + (" (stored result)." if result.from_cache else ".")
+    f"Metric {_ui.md(what)}: {mean}clean **{result.clean_metric:.3f}**, {mean}corrupted "
+    f"**{result.corrupted_metric:.3f}**. Clean states: {result.clean_source}"
+    + (" (stored result)." if result.from_cache else ".")
 )
+iv = result.interval()
+if iv is not None:
+    st.caption(
+        f"Mean recovery over **{iv.n_pairs}** pairs of the set {_ui.md(pairs_from)} shaped like "
+        f"the typed pair ({result.n_skipped} more skipped: same answer and against, or nothing "
+        f"to recover); each pair's own answers; interval: {iv.description}."
+    )
 rec = result.recovery
 li, pi = divmod(int(abs(rec - 1).argmin()), rec.shape[1])
 st.markdown(
     f"Closest to full recovery: layer **{result.layers[li]}**, position "
     f"**{result.positions[pi]}** ({_ui.md(repr(result.tokens[result.positions[pi]]))}), "
     f"recovery {rec[li, pi]:.2f}."
+)
+
+# a clicked cell (or ?cell=L,P): its patched next-token distribution, computed on the click
+points = (event or {}).get("selection", {}).get("points", []) if event else []
+cell = next((tuple(p["customdata"]) for p in points if p.get("customdata")), None)
+clicked = cell is not None
+if clicked:
+    st.query_params["cell"] = f"{cell[0]},{cell[1]}"
+elif st.query_params.get("cell"):  # from a link: computed only on the button
+    try:
+        cell = tuple(int(v) for v in st.query_params["cell"].split(","))[:2]
+    except ValueError:
+        cell = None
+if cell is None or len(cell) != 2:
+    st.caption("Click a cell to see its patched next-token distribution (the typed pair).")
+    st.stop()
+key = (req, int(cell[0]), int(cell[1]))
+held = st.session_state.get("patch_cell")
+if not clicked and (held is None or held[0] != key):
+    label = f"Next-token distribution with layer {cell[0]}, position {cell[1]} patched"
+    clicked = st.button(label, key="patch_cell_go")
+    if not clicked:
+        st.stop()
+if held is None or held[0] != key:
+    try:
+        with st.spinner("Patching that one cell…"):
+            dist = patching.cell_distribution(s, req, *key[1:], lm=_ui.loaded_model(sel.model))
+    except LayerScopeError as e:
+        _ui.message(e)
+        st.stop()
+    st.session_state["patch_cell"] = held = (key, dist)
+dist = held[1]
+_ui.show_figure(
+    distribution_figure(dist), "patch_cell_fig", f"patching-L{dist.layer}-P{dist.position}",
+    data=dist.to_frame(),
+)  # fmt: skip
+st.caption(
+    f"The typed pair's corrupted prompt with layer {dist.layer}, position {dist.position} "
+    f"patched: its top {len(dist.tokens)} next tokens, next to the clean and corrupted runs'."
 )

@@ -155,6 +155,10 @@ st.caption(
 st.subheader("Error analysis")
 layer = _ui.qp_int("Inspect layer", "layer", best, min(res.layers), max(res.layers))
 li = res.layers.index(layer)
+steerable = len(res.classes) == 2 and unit == "prompt"  # the probe's weights as a direction
+if steerable and st.button(f"Steer with this direction (layer {layer})", key="probe_steer"):
+    q = {"model": sel.model, "set": sel.set_name, "layer": str(layer), "direction": "probe"}
+    st.switch_page("pages/steering.py", query_params=q)
 a, b = st.columns(2)
 with a:
     _ui.chart(confusion_figure(res, layer), key="probe_cm")

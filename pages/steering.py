@@ -1,10 +1,10 @@
 """Steering: add a direction to the residual stream after one layer while generating."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from backend.errors import LayerScopeError
+from backend.figures.steering import steering_figure
 from backend.views import steering
 from pages import _ui
 
@@ -32,7 +32,7 @@ c = st.columns(3)
 with c[0]:
     layer = _ui.qp_int("Layer", "layer", min(2, n_layers), 0, n_layers)
 direction = _ui.qp_text(
-    "Direction (means, random or a .npy path)", "direction", "means", where=c[1]
+    "Direction (means, probe, random or a .npy path)", "direction", "means", where=c[1]
 )
 alphas_text = _ui.qp_text("α (comma-separated)", "alphas", "-2,-1,-0.5,0,0.5,1,2", where=c[2])
 max_prompts = _ui.qp_int("Prompts of the set (the first N)", "n", 32, 1, max(1, len(runs)))
@@ -66,28 +66,7 @@ result = _ui.computed_on_click(
 )
 
 if result.flip_rate is not None:
-    fig = go.Figure()
-    for kind, name in (("direction", f"{req.direction} direction"), ("control", "random control")):
-        fig.add_trace(
-            go.Scatter(x=result.alphas, y=result.flip_rate[kind], mode="lines+markers", name=name)
-        )
-    for kind, name, dash in (("direction", req.direction, "dot"), ("control", "random", "dash")):
-        for lab, vals in (result.toward or {}).get(kind, {}).items():
-            fig.add_trace(
-                go.Scatter(
-                    x=result.alphas,
-                    y=vals,
-                    mode="lines",
-                    line={"dash": dash},
-                    name=f"{lab} → other answer ({name})",
-                )
-            )
-    fig.update_layout(
-        xaxis_title="α (units of the layer's typical norm)",
-        yaxis_title="share of prompts",
-        yaxis_range=[0, 1.02],
-        height=380,
-    )
+    fig = steering_figure(result)
     _ui.chart(fig, key="steer_fig")
 st.caption(
     f"Layer {req.layer}; direction norm {result.direction_norm:.3f} (the control has the same); "
@@ -100,3 +79,17 @@ i = st.selectbox(
     key="steer_prompt",
 )
 st.dataframe(pd.DataFrame(result.continuations_frame(i)), hide_index=True)
+
+if st.button("Store the steered runs (every layer; one prompt set per α)", key="steer_store"):
+    try:
+        with st.spinner("Generating again with every layer recorded…"):
+            stored = steering.store_runs(s, req, lm=_ui.loaded_model(sel.model))
+    except LayerScopeError as e:
+        _ui.message(e)
+        st.stop()
+    st.success(
+        "Stored as prompt sets: "
+        + ", ".join(f"α = {a:g}: **{_ui.md(n)}**" for a, n in stored.items())
+        + ". Pick one in the sidebar (e.g. on Trajectories) next to the α = 0 set: plain "
+        "generation."
+    )

@@ -19,3 +19,15 @@ def entropy(att: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
     return h.mean(axis=-1)
+
+
+def top_keys(att: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` keys each head attends to most, by its attention averaged over query
+    positions >= 1 (as ``sink_share``). ``att`` (..., T, T) -> (indices, weights), each
+    (..., k'), k' = min(k, T), heaviest first."""
+    if att.shape[-1] < 2:
+        raise ValueError("top keys need at least 2 tokens")
+    mean = att[..., 1:, :].mean(axis=-2)  # (..., T) mass per key
+    k = min(k, mean.shape[-1])
+    idx = np.argsort(-mean, axis=-1, kind="stable")[..., :k]
+    return idx, np.take_along_axis(mean, idx, axis=-1)

@@ -7,6 +7,11 @@ corrupted input, row r patched at its own position, every row at the same layer 
 a byte budget). Blocks below that layer are not run: their output is the corrupted run's,
 already known, so each such block returns it (expanded to the batch) instead of computing
 it again — about half the work of a full grid.
+
+``component`` "attn" / "mlp" patches instead the output of block L's attention or MLP
+module (L = 1..n_layers) at one position: the block's residual add and everything after it
+then run on the patched value. Module names per family: ``attn`` (GPT-2), ``self_attn``
+(Llama, Qwen2, Mistral), ``attention`` (GPT-NeoX); ``mlp`` everywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +24,11 @@ import numpy as np
 import torch
 
 from backend.capture.extract import ResidualRecorder
+from backend.errors import LayerScopeError
 from backend.models import LoadedModel
+
+COMPONENTS = ("resid", "attn", "mlp")
+_MODULES = {"attn": ("attn", "self_attn", "attention"), "mlp": ("mlp",)}
 
 BATCH_BYTES = 256 * 2**20  #: activation budget per patched forward pass
 MAX_BATCH = 512
@@ -33,6 +42,7 @@ class Readout:
     metric: np.ndarray  #: (n,)
     top_ids: np.ndarray  #: (n, k)
     top_probs: np.ndarray  #: (n, k)
+    prob: np.ndarray | None = None  #: (n,) probability of the answer token
 
 
 def readout(logits: torch.Tensor, answer: int, against: int, k: int) -> Readout:
@@ -44,7 +54,39 @@ def readout(logits: torch.Tensor, answer: int, against: int, k: int) -> Readout:
         metric=(logits[:, answer] - logits[:, against]).cpu().numpy().astype(np.float64),
         top_ids=top.indices.cpu().numpy(),
         top_probs=top.values.cpu().numpy(),
+        prob=probs[:, answer].cpu().numpy().astype(np.float64),
     )
+
+
+def component_module(block, component: str) -> torch.nn.Module:
+    """The attention ("attn") or MLP ("mlp") module of one transformer block."""
+    for name in _MODULES[component]:
+        m = getattr(block, name, None)
+        if isinstance(m, torch.nn.Module):
+            return m
+    raise LayerScopeError(
+        f"Could not find the {component} module of a {type(block).__name__} block "
+        f"(looked for {', '.join(_MODULES[component])})."
+    )
+
+
+def component_outputs(lm: LoadedModel, ids: Sequence[int], component: str) -> torch.Tensor:
+    """(n_layers + 1, T, d): row L = the output of block L's ``component`` module (row 0 is
+    zeros, so that rows are indexed by layer like the residual states)."""
+    outs: list = [None] * len(lm.blocks)
+    handles = [
+        component_module(b, component).register_forward_hook(
+            lambda _m, _a, out, i=i: outs.__setitem__(i, _hidden(out)[0])
+        )
+        for i, b in enumerate(lm.blocks)
+    ]
+    try:
+        with torch.inference_mode():
+            _last_logits(lm, torch.tensor([list(ids)], device=lm.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.cat([torch.zeros_like(outs[0])[None], torch.stack(outs)])
 
 
 def _last_logits(lm: LoadedModel, input_ids: torch.Tensor) -> torch.Tensor:
@@ -109,9 +151,10 @@ def _constant(value):
     return forward
 
 
-def _patch_hooks(blocks, layer: int, patch) -> list:
+def _patch_hooks(blocks, layer: int, patch, component: str = "resid") -> list:
     """A hook writing ``patch = (rows, positions, values)`` into the residual stream at
-    ``layer``: a pre-hook on block 0 for layer 0, a forward hook on block L - 1 for L >= 1."""
+    ``layer``: a pre-hook on block 0 for layer 0, a forward hook on block L - 1 for L >= 1;
+    or into the output of block L's attention / MLP module (``component``)."""
 
     def patched(h):
         rs, ps, vals = patch
@@ -127,9 +170,35 @@ def _patch_hooks(blocks, layer: int, patch) -> list:
     def post(_mod, _args, out):
         return _with_hidden(out, patched(_hidden(out)))
 
+    if component != "resid":
+        if layer < 1:
+            raise LayerScopeError("Attention and MLP outputs exist for layers 1..n_layers only.")
+        return [component_module(blocks[layer - 1], component).register_forward_hook(post)]
     if layer == 0:
         return [blocks[0].register_forward_pre_hook(pre, with_kwargs=True)]
     return [blocks[layer - 1].register_forward_hook(post)]
+
+
+def cell_logits(
+    lm: LoadedModel,
+    corrupted_ids: Sequence[int],
+    values: torch.Tensor,
+    layer: int,
+    position: int,
+    component: str = "resid",
+) -> torch.Tensor:
+    """Last-position logits (vocab,) of the corrupted prompt with one cell patched by
+    ``values[layer, position]`` (residual states or ``component_outputs``)."""
+    v = values[layer, [position]].to(device=lm.device, dtype=lm.dtype)
+    patch = (torch.zeros(1, dtype=torch.long, device=lm.device),
+             torch.tensor([position], device=lm.device), v)  # fmt: skip
+    handles = _patch_hooks(lm.blocks, layer, patch, component)
+    try:
+        with torch.inference_mode():
+            return _last_logits(lm, torch.tensor([list(corrupted_ids)], device=lm.device))[0]
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def patch_cells(
@@ -142,6 +211,9 @@ def patch_cells(
     k: int = 5,
     corrupted_outputs: list | None = None,
     budget: int = BATCH_BYTES,
+    component: str = "resid",
+    corrupted_values: torch.Tensor | None = None,
+    corrupted_logits: torch.Tensor | None = None,
 ) -> Readout:
     """Readout of the corrupted prompt with the residual stream at each (layer, position) of
     ``cells`` replaced by ``clean_states[layer, position]``, one cell per row.
@@ -149,11 +221,22 @@ def patch_cells(
     ``corrupted_outputs`` (each block's output on the corrupted prompt, from ``run_plain``)
     lets a batch skip the blocks below its layer. (Running only the positions from the first
     patched one on, with the corrupted run's keys and values as the prefix, was measured
-    slower here: transformers' cached forward costs more than the positions it saves.)"""
+    slower here: transformers' cached forward costs more than the positions it saves.)
+    ``corrupted_values`` (the corrupted run's own values, same layout as ``clean_states``)
+    with its last-position ``corrupted_logits``: a cell whose clean value equals the corrupted
+    one exactly (every position before the first differing token, in a causal model; equal
+    embeddings) patches nothing, so its readout is the corrupted run's, with no forward pass.
+    ``component`` "attn" / "mlp": ``clean_states`` holds ``component_outputs`` instead, and
+    the patch goes into that module of block ``layer`` (blocks below it are skipped)."""
     blocks = lm.blocks
     T = len(corrupted_ids)
     clean_states = clean_states.to(device=lm.device, dtype=lm.dtype)
-    order = sorted(range(len(cells)), key=lambda i: cells[i])
+    same: list[int] = []
+    if corrupted_values is not None and corrupted_logits is not None:
+        cv = corrupted_values.to(device=lm.device, dtype=lm.dtype)
+        same = [i for i, (la, p) in enumerate(cells) if torch.equal(clean_states[la, p], cv[la, p])]
+    todo = set(range(len(cells))) - set(same)
+    order = sorted(todo, key=lambda i: cells[i])
     B = batch_size(lm, T, budget)
     can_skip = corrupted_outputs is not None and all(
         not isinstance(o, tuple) or all(x is None for x in o[1:]) for o in corrupted_outputs
@@ -166,6 +249,11 @@ def patch_cells(
     metric = np.zeros(len(cells))
     top_ids = np.zeros((len(cells), k), dtype=np.int64)
     top_probs = np.zeros((len(cells), k), dtype=np.float32)
+    prob = np.zeros(len(cells))
+    if same:  # no-op patches: the corrupted run's readout
+        ro = readout(corrupted_logits[None].to(lm.device), answer, against, k)
+        metric[same], top_ids[same], top_probs[same], prob[same] = (
+            ro.metric[0], ro.top_ids[0], ro.top_probs[0], ro.prob[0])  # fmt: skip
     for rows in batches:
         n = len(rows)
         layer = cells[rows[0]][0]
@@ -177,9 +265,9 @@ def patch_cells(
         )
         handles, skipped = [], []
         try:
-            handles = _patch_hooks(blocks, layer, patch)
-            if can_skip:
-                for b in range(layer):  # blocks below the layer give the corrupted output
+            handles = _patch_hooks(blocks, layer, patch, component)
+            if can_skip:  # blocks below the patched one give the corrupted output
+                for b in range(layer if component == "resid" else layer - 1):
                     out = corrupted_outputs[b]
                     h = _hidden(out).expand(n, -1, -1).contiguous()
                     blocks[b].forward = _constant(_with_hidden(out, h))
@@ -195,4 +283,5 @@ def patch_cells(
         metric[rows] = ro.metric
         top_ids[rows] = ro.top_ids
         top_probs[rows] = ro.top_probs
-    return Readout(metric, top_ids, top_probs)
+        prob[rows] = ro.prob
+    return Readout(metric, top_ids, top_probs, prob)

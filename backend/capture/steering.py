@@ -16,6 +16,7 @@ seeded with ``sample_seed(seed, prompt, sample)``), so α = 0 reproduces plain g
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,6 +102,10 @@ class Steered:
 
     new_ids: list[list[int]]
     typical_norm: float
+    #: with ``capture``: per row, (n_layers + 1, n_prompt + n_generated, d) residual states as
+    #: the steered model computed them (storage precision, ``extract.to_storage``)
+    hidden: list | None = None
+    prompt: object = None  #: with ``capture``: the tokenised prompt (ids, offsets, special)
 
 
 def unit(v) -> torch.Tensor:
@@ -122,12 +127,14 @@ def steer_generate(
     sample: int = 0,
     start: int = 0,
     norm: float | None = None,
+    capture: bool = False,
 ) -> Steered:
     """Continuations of ``text``, row r steered by ``alphas[r] * units[r] * typical_norm``.
 
     ``sampling`` None = greedy; else every row samples with the seed of sample ``sample`` of
     ``capture.generate`` (``sample_seed(sampling.seed, text, sample)``), so the rows differ
-    only by their steering."""
+    only by their steering. ``capture`` also records every layer's (steered) residual states
+    of every row, prompt and generated tokens, as ``capture.generate`` does."""
     if not lm.info.is_causal:
         raise LayerScopeError(f"{lm.info.ref} is not a causal language model: it cannot generate.")
     units = torch.as_tensor(units, dtype=torch.float32)
@@ -157,8 +164,18 @@ def steer_generate(
     new = torch.zeros((n, n_new), dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     steps = 0
-    with torch.inference_mode(), SteeringHook(lm, layer, units, alphas, start, norm) as hook:
+    buf = None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        hook = stack.enter_context(SteeringHook(lm, layer, units, alphas, start, norm))
+        # registered after the steering hook: records the states as steered
+        rec = stack.enter_context(extract.ResidualRecorder(lm)) if capture else None
         out = _forward(lm, torch.tensor([prompt.ids] * n, device=lm.device))
+        if rec is not None:
+            d_ = rec.states[0].shape[-1]
+            buf = torch.empty((len(rec.states), n, n_p + n_new, d_), dtype=rec.states[0].dtype)
+            for li, st in enumerate(rec.states):
+                buf[li, :, :n_p] = st
         for k in range(n_new):
             logits = out.logits[:, -1]
             nxt = logits.float().argmax(-1) if gens is None else sample_next(logits, sampling, gens)
@@ -166,11 +183,20 @@ def steer_generate(
             steps = k + 1
             if eos is not None:
                 done |= new[:, k] == eos
-            if done.all() or k == n_new - 1:
+            last = bool(done.all()) or k == n_new - 1
+            if last and rec is None:
                 break
             out = _forward(lm, nxt[:, None], _cache_of(out))
+            if rec is not None:  # the states of the token just fed (the last one too)
+                for li, st in enumerate(rec.states):
+                    buf[li, :, n_p + k] = st[:, -1]
+            if last:
+                break
     rows = []
     for r in range(n):
         g = new[r, :steps].tolist()
         rows.append(g[: g.index(eos) + 1] if eos in g else g)
-    return Steered(rows, float(hook.norm))
+    hidden = None
+    if buf is not None:
+        hidden = [extract.to_storage(buf[:, r, : n_p + len(g)]) for r, g in enumerate(rows)]
+    return Steered(rows, float(hook.norm), hidden, prompt if capture else None)

@@ -6,6 +6,8 @@ from backend.commands._common import add_model_args
 from backend.errors import LayerScopeError
 from backend.views import patching
 
+COMPONENT = {"resid": "the residual stream", "attn": "block L's attention output",
+             "mlp": "block L's MLP output"}  # fmt: skip
 HELP = "activation patching: copy clean residual states into a corrupted run, layer × position"
 
 
@@ -27,6 +29,31 @@ def register(p) -> None:
     p.add_argument("--layers", help="comma-separated layers to patch (default: all)")
     p.add_argument("--positions", help="comma-separated positions to patch (default: all)")
     p.add_argument("--top", type=int, default=5, help="patched next tokens kept per cell")
+    p.add_argument(
+        "--metric",
+        default="logit-diff",
+        choices=list(patching.METRICS),
+        help="logit(answer) - logit(against), or p(answer) (answer = clean top-1 by default)",
+    )
+    p.add_argument(
+        "--component",
+        default="resid",
+        choices=["resid", "attn", "mlp"],
+        help="patch the residual stream, or the output of block L's attention / MLP",
+    )
+    p.add_argument("--set", dest="set_name", help="a bundled set with minimal pairs (--pairs)")
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="mean recovery over the set's pairs shaped like --clean/--corrupted, with an interval",
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap over pairs")
+    p.add_argument(
+        "--cell",
+        help="LAYER,POSITION: also print that cell's patched next-token distribution "
+        "(typed pair), next to the clean and corrupted ones",
+    )
     p.add_argument("--no-cache", action="store_true", help="recompute even if stored")
 
 
@@ -42,21 +69,54 @@ def run(args, store) -> dict:
         top_k=args.top,
         dtype=args.dtype,
         device=args.device,
+        metric=args.metric,
+        component=args.component,
+        set_name=args.set_name,
+        pairs=args.pairs,
+        n_boot=args.n_boot,
+        seed=args.seed,
     )
+    cell = _ints(args.cell, "cell")
+    if cell is not None and len(cell) != 2:
+        raise LayerScopeError("--cell takes LAYER,POSITION, e.g. 2,6.")
     res = patching.compute(store, req, use_cache=not args.no_cache)
-    return {"model": req.model, **res.to_dict(), "from_cache": res.from_cache}
+    out = {"model": req.model, **res.to_dict(), "from_cache": res.from_cache}
+    if cell is not None:
+        d = patching.cell_distribution(store, req, *cell)
+        out["cell"] = {"layer": d.layer, "position": d.position,
+                       **d.to_frame().round(6).to_dict(orient="list")}  # fmt: skip
+    return out
 
 
 def prose(r: dict) -> str:
     toks = r["tokens"]
     width = max(8, *(len(repr(t)) for t in toks))
+    what = (
+        f"p({r['answer']!r})"
+        if r["metric"] == "prob"
+        else f"logit({r['answer']!r}) - logit({r['against']!r})"
+    )
+    mean = f" (mean over {r['n_pairs']} pairs; answers per pair)" if "n_pairs" in r else ""
     lines = [
-        f"metric = logit({r['answer']!r}) - logit({r['against']!r}): clean "
-        f"{r['clean_metric']:.3f}, corrupted {r['corrupted_metric']:.3f} "
-        f"(clean states {r['clean_source']})",
-        "recovery (0 = corrupted, 1 = clean) per layer × position:",
+        f"metric = {what}{mean}: clean {r['clean_metric']:.3f}, corrupted "
+        f"{r['corrupted_metric']:.3f} (clean states {r['clean_source']})",
+        f"recovery (0 = corrupted, 1 = clean) per layer × position, patching "
+        f"{COMPONENT[r['component']]}:",
         "layer " + " ".join(f"{toks[p]!r:>{width}}" for p in r["positions"]),
     ]
     for li, layer in enumerate(r["layers"]):
         lines.append(f"{layer:>5} " + " ".join(f"{v:>{width}.2f}" for v in r["recovery"][li]))
+    if "n_pairs" in r:
+        lines.append(f"interval: {r['interval']}; {r['pairs_skipped']} aligned pairs skipped")
+        for li, layer in enumerate(r["layers"]):
+            cells = " ".join(
+                f"{f'{lo:.2f}..{hi:.2f}':>{width}}"
+                for lo, hi in zip(r["recovery_lo"][li], r["recovery_hi"][li])
+            )
+            lines.append(f"{layer:>5} {cells}")
+    if "cell" in r:
+        c = r["cell"]
+        lines.append(f"layer {c['layer']}, position {c['position']} patched: next token")
+        for t, p, cl, co in zip(c["token"], c["patched"], c["clean"], c["corrupted"]):
+            lines.append(f"  {t!r:>14} patched {p:.3f}  clean {cl:.3f}  corrupted {co:.3f}")
     return "\n".join(lines)

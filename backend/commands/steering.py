@@ -23,7 +23,7 @@ def register(p) -> None:
     p.add_argument("--prompt", action="append", help="a prompt to steer (repeatable)")
     p.add_argument("--layer", type=int, required=True, help="residual stream after block L")
     p.add_argument(
-        "--direction", default="means", help="means | random | PATH.npy (default: means)"
+        "--direction", default="means", help="means | probe | random | PATH.npy (default: means)"
     )
     p.add_argument("--labels", help="two labels FROM,TO for the means direction")
     p.add_argument(
@@ -40,6 +40,12 @@ def register(p) -> None:
         "--answers",
         help="per label (in --labels order) its answer words: A1,A2;B1,B2 (default: the "
         "agreement set's verbs, else learnt from the unsteered first tokens)",
+    )
+    p.add_argument(
+        "--store-runs",
+        action="store_true",
+        help="also store the direction's steered generations as runs (every layer), one "
+        "prompt set per α named <set>+steer(L<layer> <direction> <α>)",
     )
     p.add_argument("--no-cache", action="store_true", help="recompute even if stored")
 
@@ -75,7 +81,11 @@ def run(args, store) -> dict:
         device=args.device,
     )
     res = steering.compute(store, req, use_cache=not args.no_cache)
-    return {"model": req.model, **res.to_dict(), "from_cache": res.from_cache}
+    out = {"model": req.model, **res.to_dict(), "from_cache": res.from_cache}
+    if args.store_runs:  # the direction's steered generations as runs, one prompt set per α
+        sets = steering.store_runs(store, req)
+        out["stored_sets"] = {f"{a:g}": name for a, name in sets.items()}
+    return out
 
 
 def _f(v) -> str:
@@ -105,4 +115,6 @@ def prose(r: dict) -> str:
     for i, a in enumerate(r["alphas"]):
         d, c = r["continuations"]["direction"][0][i], r["continuations"]["control"][0][i]
         lines.append(f"{a:>5g}  {d!r}  | random: {c!r}")
+    for a, name in (r.get("stored_sets") or {}).items():
+        lines.append(f"steered runs at α = {a} stored as the prompt set {name!r}")
     return "\n".join(lines)

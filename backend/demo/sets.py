@@ -7,6 +7,7 @@ is one the training corpus never contains, see ``corpus.heldout``).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -67,6 +68,37 @@ GROUPS = {  # (n, groups cycled so that each set is balanced)
 AMBIGUITY = {"fact": 36, "free": 12, "count": 21, "repeat": 43, "list": 88}  # all of the first 3
 
 
+def minimal_pair(name: str, prompt: str) -> str:
+    """The prompt's minimal pair (same number of words, the label flipped), or "" if none.
+
+    agreement: every noun and relative-clause verb takes the other number ("the cat near the
+    dogs often" <-> "the cats near the dog often"); sentiment: a single-adjective clause swaps
+    "not" and "very" ("the bed was not warm" <-> "the bed was very warm"); other sets: none."""
+    from backend.demo import words as W
+
+    words = prompt.split()
+    if name == "agreement":
+        flip = {**W.NOUNS, **W.REL_VERBS}
+        flip |= {v: k for k, v in flip.items()}
+        return " ".join(flip.get(w, w) for w in words)
+    if name == "sentiment" and "but" not in words:
+        m = re.fullmatch(r"(review : the \w+ was) (not|very) (\w+) (\. verdict :)", prompt)
+        if m:
+            swap = {"not": "very", "very": "not"}[m[2]]
+            return f"{m[1]} {swap} {m[3]} {m[4]}"
+    return ""
+
+
+def load_pairs(name: str) -> list[tuple[str, str]]:
+    """(clean, corrupted) minimal pairs of a bundled set: its rows with a ``pair``."""
+    if name not in DEMO_SETS:
+        return []
+    df = pd.read_csv(DEMO_SETS[name][0], dtype=str, keep_default_na=False)
+    if "pair" not in df:
+        return []
+    return [(t, p) for t, p in zip(df["text"], df["pair"]) if p]
+
+
 def load_demo_set(name: str) -> pd.DataFrame:
     """Columns text, label, group (str or None), token_labels (list of str or None)."""
     path, _ = DEMO_SETS[name]
@@ -95,6 +127,9 @@ def write_sets() -> dict[str, int]:
             "group": [e.group for e in rows],
             "token_labels": [" ".join(e.token_labels) if e.token_labels else "" for e in rows],
         })  # fmt: skip
+        pairs = [minimal_pair(name, e.prompt) for e in rows]
+        if any(pairs):  # only the sets with minimal pairs get the column
+            df["pair"] = pairs
         df.to_csv(path, index=False)
         counts[name] = len(df)
         log.info("%s: %d prompts -> %s", name, len(df), path)

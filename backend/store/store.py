@@ -252,7 +252,9 @@ class Store:
     def save_prompt_set(
         self, name: str, prompts: pd.DataFrame, description: str = "", source: str = ""
     ) -> int:
-        """Store a named set (columns text, optional label, group, token_labels). Replaces the
+        """Store a named set (columns text, optional label, group, token_labels, prompt_id: by
+        default the hash of the text; steered runs give their own so that a set of them never
+        picks up a plain run of the same text). Replaces the
         set's membership if the name exists; runs are never touched. Returns the prompt count."""
         name = validate_set_name(name)
         if prompts is None or len(prompts) == 0:
@@ -267,7 +269,11 @@ class Store:
             ]
         tl = prompts["token_labels"] if "token_labels" in prompts else [None] * len(df)
         df["token_labels"] = [None if _missing(v) else [str(x) for x in v] for v in tl]
-        df["prompt_id"] = [prompt_id(t) for t in df["text"]]
+        df["prompt_id"] = (  # given ids: texts whose runs are not plain captures (steering)
+            prompts["prompt_id"].astype(str).tolist()
+            if "prompt_id" in prompts
+            else [prompt_id(t) for t in df["text"]]
+        )
         df["idx"] = np.arange(len(df), dtype=np.int32)
         df["set_name"] = name
         try:

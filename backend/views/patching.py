@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,12 @@ import pandas as pd
 from backend.errors import LayerScopeError
 from backend.store import Store
 
-VERSION = 1  #: bump when the computation changes what a stored result means
+VERSION = 2  #: bump when the computation changes what a stored result means
 CACHE_KIND = "patching"
+
+
+METRICS = ("logit-diff", "prob")
+MIN_PAIRS = 2
 
 
 @dataclass(frozen=True)
@@ -30,17 +34,31 @@ class Request:
     corrupted: str
     answer: str | None = None  #: default: the clean run's top-1 next token
     against: str | None = None  #: default: the corrupted run's top-1 next token
-    layers: tuple[int, ...] | None = None  #: default: 0..n_layers
+    layers: tuple[int, ...] | None = None  #: default: 0..n_layers (1..n_layers for attn / mlp)
     positions: tuple[int, ...] | None = None  #: default: every position
     top_k: int = 5
     dtype: str = "auto"
     device: str = "cpu"
+    metric: str = "logit-diff"  #: "logit-diff" = logit(answer) - logit(against); "prob" = p(answer)
+    component: str = "resid"  #: "resid" | "attn" | "mlp": what is copied at (layer, position)
+    set_name: str | None = None  #: with ``pairs``: a bundled set whose minimal pairs to average
+    pairs: bool = False  #: mean over the set's pairs aligned with the typed one
+    n_boot: int = 1000  #: bootstrap resamples of pairs for the interval
+    seed: int = 0
 
     def __post_init__(self):
         if not self.clean.strip() or not self.corrupted.strip():
             raise LayerScopeError("Type both a clean and a corrupted prompt.")
         if self.top_k < 1:
             raise LayerScopeError("--top must be at least 1.")
+        if self.metric not in METRICS:
+            raise LayerScopeError(f"Unknown metric '{self.metric}': use logit-diff or prob.")
+        if self.component not in ("resid", "attn", "mlp"):
+            raise LayerScopeError(f"Unknown component '{self.component}': use resid, attn or mlp.")
+        if self.pairs and not self.set_name:
+            raise LayerScopeError("--pairs needs a set with minimal pairs (--set agreement).")
+        if self.n_boot < 0:
+            raise LayerScopeError("--n-boot must be 0 or more.")
         for name in ("answer", "against"):
             v = getattr(self, name)
             if v is not None and not v.strip():
@@ -49,6 +67,10 @@ class Request:
 
 @dataclass(frozen=True)
 class Result:
+    """One pair's map, or (``pairs``) the mean over aligned minimal pairs: then the metrics and
+    ``patched`` are means over the pairs, ``recovery`` the mean of each pair's recovery (with
+    a bootstrap interval over pairs), and the tokens, answer and top tokens the typed pair's."""
+
     request: Request
     layers: list[int]
     positions: list[int]
@@ -56,21 +78,48 @@ class Result:
     corrupted_tokens: list[str]
     answer: str
     against: str
-    clean_metric: float  #: logit(answer) - logit(against) after the clean prompt
+    clean_metric: float  #: the metric after the clean prompt
     corrupted_metric: float
     patched: np.ndarray  #: (n_layers_sel, n_positions_sel) metric with that cell patched
     top_tokens: list  #: [layer][position][k] text of the patched top-k next tokens
     top_probs: np.ndarray  #: (n_layers_sel, n_positions_sel, k)
     clean_source: str  #: "cache (fp16)" when the clean states came from the store, else "computed"
+    metric: str = "logit-diff"
+    component: str = "resid"
+    pair_recovery: np.ndarray | None = None  #: (n_pairs, n_layers_sel, n_positions_sel)
+    pair_texts: list | None = None  #: [(clean, corrupted)] of the pairs averaged
+    pair_metrics: list | None = None  #: [(clean, corrupted)] metric of each pair
+    n_skipped: int = 0  #: aligned pairs left out: same answer and against, or nothing to recover
     from_cache: bool = field(default=False, compare=False)
 
     @property
     def recovery(self) -> np.ndarray:
         """(patched - corrupted) / (clean - corrupted): 0 = corrupted behaviour, 1 = clean."""
+        if self.pair_recovery is not None:
+            return self.pair_recovery.mean(0)
         return (self.patched - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
+
+    @property
+    def n_pairs(self) -> int:
+        return 1 if self.pair_recovery is None else len(self.pair_recovery)
+
+    def interval(self):
+        """``analysis.patching.PairMean`` of the recovery over pairs (seeded), or None."""
+        if self.pair_recovery is None:
+            return None
+        from backend.analysis.patching import pair_interval
+
+        return pair_interval(self.pair_recovery, self.request.n_boot, self.request.seed)
+
+    @property
+    def metric_label(self) -> str:
+        if self.metric == "prob":
+            return f"p({self.answer!r})"
+        return f"logit({self.answer!r}) - logit({self.against!r})"
 
     def to_frame(self) -> pd.DataFrame:
         rec = self.recovery
+        iv = self.interval()
         return pd.DataFrame(
             [
                 {
@@ -79,6 +128,11 @@ class Result:
                     "token": self.tokens[p],
                     "corrupted_token": self.corrupted_tokens[p],
                     "recovery": rec[li, pi],
+                    **(
+                        {}
+                        if iv is None
+                        else {"recovery_lo": iv.lo[li, pi], "recovery_hi": iv.hi[li, pi]}
+                    ),
                     "metric": self.patched[li, pi],
                     "top1": self.top_tokens[li][pi][0],
                     "p_top1": self.top_probs[li, pi, 0],
@@ -89,11 +143,13 @@ class Result:
         )
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "layers": list(self.layers),
             "positions": list(self.positions),
             "tokens": list(self.tokens),
             "corrupted_tokens": list(self.corrupted_tokens),
+            "metric": self.metric,
+            "component": self.component,
             "answer": self.answer,
             "against": self.against,
             "clean_metric": round(self.clean_metric, 6),
@@ -104,6 +160,18 @@ class Result:
             "top_probs": self.top_probs.round(4).tolist(),
             "clean_source": self.clean_source,
         }
+        iv = self.interval()
+        if iv is not None:
+            d |= {
+                "n_pairs": iv.n_pairs,
+                "recovery_lo": iv.lo.round(6).tolist(),
+                "recovery_hi": iv.hi.round(6).tolist(),
+                "interval": iv.description,
+                "pairs": [list(p) for p in self.pair_texts],
+                "pair_metrics": [[round(a, 6), round(b, 6)] for a, b in self.pair_metrics],
+                "pairs_skipped": self.n_skipped,
+            }
+        return d
 
     # the derived cache's payload: everything, at full precision
     def _payload(self) -> bytes:
@@ -113,11 +181,15 @@ class Result:
             "patched_metric": self.patched.tolist(),
             "top_probs": self.top_probs.tolist(),
         }
+        if self.pair_recovery is not None:
+            d |= {"pair_recovery": self.pair_recovery.tolist(),
+                  "pair_metrics": [list(m) for m in self.pair_metrics]}  # fmt: skip
         return json.dumps(d).encode()
 
     @classmethod
     def _from_payload(cls, req: Request, raw: bytes) -> Result:
         d = json.loads(raw)
+        pr = d.get("pair_recovery")
         return cls(
             request=req,
             layers=d["layers"],
@@ -132,8 +204,32 @@ class Result:
             top_tokens=d["top_tokens"],
             top_probs=np.asarray(d["top_probs"], dtype=np.float32),
             clean_source=d["clean_source"],
+            metric=d.get("metric", "logit-diff"),
+            component=d.get("component", "resid"),
+            pair_recovery=None if pr is None else np.asarray(pr, dtype=np.float64),
+            pair_texts=[tuple(p) for p in d["pairs"]] if pr is not None else None,
+            pair_metrics=[tuple(m) for m in d["pair_metrics"]] if pr is not None else None,
+            n_skipped=int(d.get("pairs_skipped", 0)),
             from_cache=True,
         )
+
+
+@dataclass(frozen=True)
+class CellDistribution:
+    """The next-token distribution of the corrupted prompt with one cell patched, next to the
+    clean and corrupted runs' own: the patched top-k, plus each run's top-1 if not among them."""
+
+    layer: int
+    position: int
+    component: str
+    tokens: list[str]
+    patched: np.ndarray  #: (n,) probabilities, descending
+    clean: np.ndarray  #: (n,) the same tokens after the clean prompt
+    corrupted: np.ndarray  #: (n,) ... and after the corrupted prompt
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"token": self.tokens, "patched": self.patched,
+                             "clean": self.clean, "corrupted": self.corrupted})  # fmt: skip
 
 
 def cache_key(req: Request) -> str:
@@ -154,8 +250,32 @@ def cache_key(req: Request) -> str:
         list(req.layers) if req.layers is not None else None,
         list(req.positions) if req.positions is not None else None,
         req.top_k,
+        req.metric,
+        req.component,
     ]
+    if req.pairs:  # the pairs themselves, so an edited set is a new key
+        parts += [req.set_name, req.n_boot, req.seed, set_pairs(req.set_name)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def paired_sets() -> list[str]:
+    """The bundled sets that have minimal pairs."""
+    from backend.demo.sets import DEMO_SETS, load_pairs
+
+    return [n for n in DEMO_SETS if load_pairs(n)]
+
+
+def set_pairs(set_name: str) -> list[tuple[str, str]]:
+    """The (clean, corrupted) minimal pairs of a bundled set (its ``pair`` column)."""
+    from backend.demo.sets import load_pairs
+
+    pairs = load_pairs(set_name)
+    if not pairs:
+        raise LayerScopeError(
+            f"The set '{set_name}' has no minimal pairs; the bundled sets with a pair column "
+            f"are: {', '.join(paired_sets())}."
+        )
+    return [(a, b) for a, b in pairs]
 
 
 def cached(store: Store, req: Request) -> Result | None:
@@ -180,11 +300,13 @@ def token_id(tokenizer, text: str) -> int:
 
 
 def _cells(req: Request, n_layers: int, n_tokens: int) -> tuple[list[int], list[int]]:
-    layers = list(range(n_layers + 1)) if req.layers is None else sorted(set(req.layers))
+    low = 0 if req.component == "resid" else 1  # attn / mlp outputs exist from block 1 on
+    layers = list(range(low, n_layers + 1)) if req.layers is None else sorted(set(req.layers))
     positions = list(range(n_tokens)) if req.positions is None else sorted(set(req.positions))
-    bad_l = [x for x in layers if not 0 <= x <= n_layers]
+    bad_l = [x for x in layers if not low <= x <= n_layers]
     if bad_l:
-        raise LayerScopeError(f"Layer {bad_l[0]} does not exist: the model has 0..{n_layers}.")
+        what = "the model has" if req.component == "resid" else f"{req.component} outputs exist at"
+        raise LayerScopeError(f"Layer {bad_l[0]} does not exist: {what} {low}..{n_layers}.")
     bad_p = [p for p in positions if not 0 <= p < n_tokens]
     if bad_p:
         raise LayerScopeError(
@@ -197,8 +319,9 @@ def _cells(req: Request, n_layers: int, n_tokens: int) -> tuple[list[int], list[
 
 
 def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Result:
-    """Patch every (layer, position) cell of the request; answer from the store's derived
-    cache when it holds this request, and store the result there."""
+    """Patch every (layer, position) cell of the request (for one pair, or for each of the
+    set's aligned pairs); answer from the store's derived cache when it holds this request,
+    and store the result there."""
     key = cache_key(req)
     if use_cache:
         raw = store.cache_get(CACHE_KIND, key)
@@ -209,13 +332,8 @@ def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Resu
     return res
 
 
-def _compute(store: Store, req: Request, lm) -> Result:
-    import torch
-
+def _model(req: Request, lm):
     from backend import models
-    from backend.capture import extract
-    from backend.capture import patching as P
-    from backend.views.lens import decode
 
     if lm is None:
         lm = models.get_model(req.model, req.dtype, req.device)
@@ -223,38 +341,66 @@ def _compute(store: Store, req: Request, lm) -> Result:
         raise LayerScopeError(
             f"Patching reads the next-token logits; {lm.info.ref} has no language-model head."
         )
+    return lm
+
+
+def _tokenize_pair(lm, clean: str, corrupted: str):
+    from backend import models
+    from backend.capture import extract
+
     limit = models.max_positions(lm.model.config.to_dict())
-    clean_tk, corr_tk = extract.tokenize(lm.tokenizer, [req.clean, req.corrupted], limit)
+    clean_tk, corr_tk = extract.tokenize(lm.tokenizer, [clean, corrupted], limit)
     if len(clean_tk.ids) != len(corr_tk.ids) or clean_tk.truncated or corr_tk.truncated:
         raise LayerScopeError(
             f"The clean prompt has {clean_tk.n_full} tokens and the corrupted one "
             f"{corr_tk.n_full}; patching needs the same number of tokens"
             + (f" (at most {limit})." if clean_tk.truncated or corr_tk.truncated else ".")
         )
-    n_tokens = len(clean_tk.ids)
-    layers, positions = _cells(req, lm.info.n_layers, n_tokens)
+    return list(clean_tk.ids), list(corr_tk.ids)
 
+
+def _clean_values(store: Store, lm, req: Request, clean: str, clean_ids):
+    """(values (n_layers + 1, T, d) to copy from, last-position clean logits, source)."""
+    import torch
+
+    from backend.capture import extract
+    from backend.capture import patching as P
+
+    if req.component != "resid":
+        values = P.component_outputs(lm, clean_ids, req.component)
+        _, _, last = P.run_plain(lm, clean_ids)
+        return values, last, "computed"
     # clean residual states: the store's cached run when there is one (fp16), else computed
     dtype = str(lm.dtype).removeprefix("torch.")
     settings = extract.CaptureSettings(dtype=dtype).key()
-    run_id = extract.make_run_id(lm.info.model_id, req.clean, settings)
-    clean_states = None
-    if store.existing_runs([run_id]):
-        clean_states = torch.from_numpy(store.run_layers(run_id))
-        clean_source = "cache (fp16)"
+    run_id = extract.make_run_id(lm.info.model_id, clean, settings)
+    if store is not None and store.existing_runs([run_id]):
+        states = torch.from_numpy(store.run_layers(run_id))
         with torch.inference_mode():
-            clean_last = P.clean_logits(lm, clean_states[-1, -1:].to(lm.device))[0]
-    if clean_states is None:
-        clean_states, _, clean_last = P.run_plain(lm, clean_tk.ids)
-        clean_source = "computed"
-    _, corr_outputs, corr_last = P.run_plain(lm, corr_tk.ids)
+            last = P.clean_logits(lm, states[-1, -1:].to(lm.device))[0]
+        return states, last, "cache (fp16)"
+    states, _, last = P.run_plain(lm, clean_ids)
+    return states, last, "computed"
 
-    answer = token_id(lm.tokenizer, req.answer) if req.answer else int(clean_last.float().argmax())
-    against = (
-        token_id(lm.tokenizer, req.against) if req.against else int(corr_last.float().argmax())
-    )
+
+def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -> Result:
+    """One pair's map (``clean`` / ``corrupted`` may be a set's pair, not the typed one)."""
+    from backend.capture import extract
+    from backend.capture import patching as P
+    from backend.views.lens import decode
+
+    clean_ids, corr_ids = ids or _tokenize_pair(lm, clean, corrupted)
+    layers, positions = _cells(req, lm.info.n_layers, len(clean_ids))
+    values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
+    corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
+    if req.component != "resid":
+        corr_states = P.component_outputs(lm, corr_ids, req.component)
+
+    tok = lm.tokenizer
+    answer = token_id(tok, req.answer) if req.answer else int(clean_last.float().argmax())
+    against = token_id(tok, req.against) if req.against else int(corr_last.float().argmax())
     names = decode(lm, [answer, against])
-    if answer == against:
+    if answer == against and req.metric == "logit-diff":
         raise LayerScopeError(
             f"The answer and the against token are the same ({names[answer]!r}): the clean and "
             "corrupted prompts have the same top-1 next token; name two tokens "
@@ -262,44 +408,120 @@ def _compute(store: Store, req: Request, lm) -> Result:
         )
     ro_clean = P.readout(clean_last[None], answer, against, req.top_k)
     ro_corr = P.readout(corr_last[None], answer, against, req.top_k)
-    clean_m, corr_m = float(ro_clean.metric[0]), float(ro_corr.metric[0])
+    pick = (lambda ro: ro.prob) if req.metric == "prob" else (lambda ro: ro.metric)
+    clean_m, corr_m = float(pick(ro_clean)[0]), float(pick(ro_corr)[0])
     if abs(clean_m - corr_m) < 1e-6:
+        what = f"p({names[answer]!r})" if req.metric == "prob" else (
+            f"logit({names[answer]!r}) - logit({names[against]!r})")  # fmt: skip
         raise LayerScopeError(
-            f"The metric logit({names[answer]!r}) - logit({names[against]!r}) is the same "
-            f"after both prompts ({clean_m:.4f}): nothing to recover."
+            f"The metric {what} is the same after both prompts ({clean_m:.4f}): nothing to recover."
         )
-
     cells = [(layer, p) for layer in layers for p in positions]
-    ro = P.patch_cells(
-        lm,
-        corr_tk.ids,
-        clean_states,
-        cells,
-        answer,
-        against,
-        req.top_k,
-        corrupted_outputs=corr_outputs,
-    )
+    ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
+                       corrupted_outputs=corr_outputs, component=req.component,
+                       corrupted_values=corr_states, corrupted_logits=corr_last)  # fmt: skip
     nl, npos, k = len(layers), len(positions), ro.top_ids.shape[1]
     names = decode(lm, ro.top_ids)
     top_tokens = [
         [[names[int(i)] for i in ro.top_ids[li * npos + pi]] for pi in range(npos)]
         for li in range(nl)
     ]
-    tokens = extract.decode_tokens(lm.tokenizer, clean_tk.ids)
-    corrupted_tokens = extract.decode_tokens(lm.tokenizer, corr_tk.ids)
     return Result(
         request=req,
         layers=layers,
         positions=positions,
-        tokens=tokens,
-        corrupted_tokens=corrupted_tokens,
+        tokens=extract.decode_tokens(tok, clean_ids),
+        corrupted_tokens=extract.decode_tokens(tok, corr_ids),
         answer=decode(lm, [answer])[answer],
         against=decode(lm, [against])[against],
         clean_metric=clean_m,
         corrupted_metric=corr_m,
-        patched=ro.metric.reshape(nl, npos),
+        patched=pick(ro).reshape(nl, npos),
         top_tokens=top_tokens,
         top_probs=ro.top_probs.reshape(nl, npos, k),
         clean_source=clean_source,
+        metric=req.metric,
+        component=req.component,
+    )
+
+
+def _differs(a, b) -> tuple[int, ...]:
+    return tuple(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+
+
+def _compute(store: Store, req: Request, lm) -> Result:
+    lm = _model(req, lm)
+    typed_ids = _tokenize_pair(lm, req.clean, req.corrupted)
+    first = _one(store, req, lm, req.clean, req.corrupted, typed_ids)
+    if not req.pairs:
+        return first
+    # the set's pairs aligned with the typed one: same token count, same differing positions
+    shape = (len(typed_ids[0]), _differs(*typed_ids))
+    results, texts, skipped = [first], [(req.clean, req.corrupted)], 0
+    for clean, corrupted in set_pairs(req.set_name):
+        if (clean, corrupted) == (req.clean, req.corrupted):
+            continue
+        try:
+            ids = _tokenize_pair(lm, clean, corrupted)
+        except LayerScopeError:
+            continue
+        if (len(ids[0]), _differs(*ids)) != shape:
+            continue
+        try:
+            results.append(_one(store, req, lm, clean, corrupted, ids))
+        except LayerScopeError:  # same top-1 token or nothing to recover in this pair
+            skipped += 1
+            continue
+        texts.append((clean, corrupted))
+    if len(results) < MIN_PAIRS:
+        raise LayerScopeError(
+            f"No pair of the set '{req.set_name}' lines up with the typed one (same number of "
+            f"tokens, {shape[0]}, and the same differing positions, {list(shape[1])}); type a "
+            "pair shaped like the set's, e.g. 'the cat near the dogs often' / 'the cats near "
+            "the dog often' for agreement."
+        )
+    return Result(
+        **{k: getattr(first, k) for k in ("request", "layers", "positions", "tokens",
+                                          "corrupted_tokens", "answer", "against", "top_tokens",
+                                          "top_probs", "clean_source", "metric", "component")},
+        clean_metric=float(np.mean([r.clean_metric for r in results])),
+        corrupted_metric=float(np.mean([r.corrupted_metric for r in results])),
+        patched=np.mean([r.patched for r in results], axis=0),
+        pair_recovery=np.stack([r.recovery for r in results]),
+        pair_texts=texts,
+        pair_metrics=[(r.clean_metric, r.corrupted_metric) for r in results],
+        n_skipped=skipped,
+    )  # fmt: skip
+
+
+def cell_distribution(
+    store: Store | None, req: Request, layer: int, position: int, k: int = 10, lm=None
+) -> CellDistribution:
+    """The typed pair's corrupted prompt with the one cell (layer, position) patched: its
+    next-token distribution (top ``k``) against the clean and corrupted runs'. One forward
+    pass (plus the clean and corrupted ones): computed on a click, not for every cell."""
+    from backend.capture import patching as P
+    from backend.views.lens import decode
+
+    lm = _model(req, lm)
+    clean_ids, corr_ids = _tokenize_pair(lm, req.clean, req.corrupted)
+    _cells(replace(req, layers=(layer,), positions=(position,)), lm.info.n_layers, len(clean_ids))
+    values, clean_last, _ = _clean_values(store, lm, req, req.clean, clean_ids)
+    _, _, corr_last = P.run_plain(lm, corr_ids)
+    patched = P.cell_logits(lm, corr_ids, values, layer, position, req.component)
+    probs = [x.float().softmax(-1).cpu().numpy() for x in (patched, clean_last, corr_last)]
+    ids = list(np.argsort(-probs[0])[:k])
+    for p in probs[1:]:
+        if int(p.argmax()) not in ids:
+            ids.append(int(p.argmax()))
+    ids = sorted(ids, key=lambda i: -probs[0][i])
+    names = decode(lm, ids)
+    return CellDistribution(
+        layer=layer,
+        position=position,
+        component=req.component,
+        tokens=[names[int(i)] for i in ids],
+        patched=probs[0][ids].astype(np.float64),
+        clean=probs[1][ids].astype(np.float64),
+        corrupted=probs[2][ids].astype(np.float64),
     )

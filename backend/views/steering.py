@@ -6,6 +6,9 @@ Direction kinds:
 - ``"means"``: mean pooled last-token state of the second label minus that of the first, at
   the layer, from the store's runs of the labelled set (``labels``; default: the set's two
   labels in sorted order, e.g. plural → singular on the agreement set);
+- ``"probe"``: the weight vector of a ridge probe (the Probes page's ``ridge`` method, fitted
+  on all of the set's pooled last-token states of the two labels at the layer), pointing to
+  the second label: what the probe reads, as a direction to add;
 - ``"random"``: a seeded Gaussian direction (then the control is another seeded one);
 - a path to a ``.npy`` vector of d_model values.
 
@@ -36,12 +39,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from backend.capture.records import CapturedRun
 from backend.errors import LayerScopeError
 from backend.store import Store
 
 VERSION = 1  #: bump when the computation changes what a stored result means
 CACHE_KIND = "steering"
 MAX_PROMPTS = 64
+DIRECTIONS = ("means", "probe", "random")  #: besides a path to a .npy vector
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,13 @@ class Request:
             raise LayerScopeError("Give at least one α, e.g. -8,-4,0,4,8.")
         if not all(np.isfinite(self.alphas)):
             raise LayerScopeError("Every α must be a finite number.")
-        if self.direction not in ("means", "random") and not self.direction.endswith(".npy"):
+        if self.direction not in DIRECTIONS and not self.direction.endswith(".npy"):
             raise LayerScopeError(
-                f"Unknown direction '{self.direction}': use means, random or a path to a .npy."
+                f"Unknown direction '{self.direction}': use means, probe, random or a path to "
+                "a .npy."
             )
-        if self.direction == "means" and not self.set_name:
-            raise LayerScopeError("The 'means' direction needs a labelled set (--set).")
+        if self.direction in ("means", "probe") and not self.set_name:
+            raise LayerScopeError(f"The '{self.direction}' direction needs a labelled set (--set).")
         if not 1 <= self.max_new_tokens <= 512:
             raise LayerScopeError("Ask for between 1 and 512 new tokens.")
         if self.temperature < 0:
@@ -250,6 +256,26 @@ def means_direction(
     return (out[1] - out[0]).astype(np.float64)
 
 
+def probe_direction(
+    store: Store, runs: pd.DataFrame, layer: int, labels: tuple[str, str]
+) -> np.ndarray:
+    """The raw-space weight vector of a ridge probe for labels[1] vs labels[0] on the pooled
+    last-token states at ``layer`` (fitted on all of them), signed to point to labels[1]."""
+    from backend.analysis import linear
+    from backend.analysis.probes import grouped_folds
+    from backend.views.units import prompt_units
+
+    x, meta = prompt_units(store, runs, [layer], "last")
+    lab = meta["label"].astype(str).to_numpy()
+    keep = np.isin(lab, labels)
+    y = (lab[keep] == labels[1]).astype(np.int64)
+    if y.min() == y.max():
+        raise LayerScopeError(f"The probe direction needs prompts of both labels {labels}.")
+    tests = [te for _, te in grouped_folds(y, np.arange(len(y)), 2)]
+    fit = linear.ridge_layer(x[0, keep], y, y, tests, 2)
+    return fit.weights[0].astype(np.float64)
+
+
 def _label_token(tok, label: str) -> int | None:
     for s in (" " + label.strip(), label):
         ids = tok.encode(s, add_special_tokens=False)
@@ -300,13 +326,10 @@ def _toward(tok, labels, plabels, base, first_ids, na, answers=None) -> dict:
     return out
 
 
-def _compute(store: Store, req: Request, lm) -> Result:
-    import torch
-
+def _inputs(store: Store, req: Request, lm):
+    """(lm, runs, labels, direction, control, prompts, prompt labels, sampling)."""
     from backend import models
-    from backend.capture import steering as S
     from backend.capture.records import Sampling
-    from backend.views.lens import decode
     from backend.views.units import set_runs_or_error
 
     if lm is None:
@@ -321,7 +344,7 @@ def _compute(store: Store, req: Request, lm) -> Result:
         runs = set_runs_or_error(store, req.set_name, lm.info.model_id)
         if labels is None:
             found = sorted({str(v) for v in runs["label"].dropna()})
-            if len(found) != 2 and req.direction == "means":
+            if len(found) != 2 and req.direction in ("means", "probe"):
                 raise LayerScopeError(
                     f"The set has {len(found)} labels ({', '.join(found)}); name the two to "
                     "compare (--labels A,B)."
@@ -332,6 +355,8 @@ def _compute(store: Store, req: Request, lm) -> Result:
 
     if req.direction == "means":
         direction = means_direction(store, runs, req.layer, tuple(labels))
+    elif req.direction == "probe":
+        direction = probe_direction(store, runs, req.layer, tuple(labels))
     elif req.direction == "random":
         direction = random_like(np.ones(d), req.seed + 1)
     else:
@@ -360,6 +385,16 @@ def _compute(store: Store, req: Request, lm) -> Result:
     if req.temperature > 0:
         sampling = Sampling(samples=1, max_new_tokens=req.max_new_tokens,
                             temperature=req.temperature, seed=req.seed)  # fmt: skip
+    return lm, runs, labels, direction, control, prompts, plabels, sampling
+
+
+def _compute(store: Store, req: Request, lm) -> Result:
+    import torch
+
+    from backend.capture import steering as S
+    from backend.views.lens import decode
+
+    lm, runs, labels, direction, control, prompts, plabels, sampling = _inputs(store, req, lm)
     alphas = list(req.alphas)
     na = len(alphas)
     units = torch.stack(
@@ -422,3 +457,96 @@ def _compute(store: Store, req: Request, lm) -> Result:
         toward=toward,
         labels=labels,
     )
+
+
+@dataclass
+class SteeredRun(CapturedRun):
+    """A steered generation as a prompt run, under a prompt id of its own."""
+
+    steer_prompt_id: str = ""
+
+    @property
+    def prompt_id(self) -> str:
+        return self.steer_prompt_id
+
+
+def steered_set_name(set_name: str | None, layer: int, direction: str, alpha: float) -> str:
+    """``<set>+steer(L2 means 4)``: the prompt set of one α's steered runs."""
+    kind = direction if direction in DIRECTIONS else "npy"
+    base = (set_name or "typed")[:32]
+    return f"{base}+steer(L{layer} {kind} {alpha:g})"
+
+
+def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
+    """The request's steered generations (the direction, every α; not the control) stored as
+    ordinary prompt runs with every layer, one prompt set per α; returns {α: set name}.
+
+    A run's text is the prompt followed by its steered continuation, its tokens the prompt's
+    and the generated ones, its states those the steered model computed (the steering hook
+    runs before the recorder), and its id hashes (model, text, dtype, layer, the direction's
+    bytes, α, start, sampling) into the settings, so asking again is a cache hit. Labels and
+    groups follow the prompt. α = 0 is plain generation: its runs are the unsteered ones (a
+    Trajectories view of the α = 0 set against another α shows steered vs plain). Each run has
+    its own prompt id (``steer-<run id>``, the same text), so a set of steered runs shows
+    exactly them, and a plain capture of the same text never mixes with them."""
+    from backend.capture import extract
+    from backend.capture import steering as S
+
+    lm, runs, _, direction, _, prompts, plabels, sampling = _inputs(store, req, lm)
+    tok, alphas = lm.tokenizer, list(req.alphas)
+    dtype = str(lm.dtype).removeprefix("torch.")
+    groups = ([None] * len(prompts) if req.prompts
+              else runs.head(req.max_prompts)["group"].tolist())  # fmt: skip
+    base = {
+        "v": 1,
+        "dtype": dtype,
+        "steer": {
+            "layer": req.layer,
+            "direction": req.direction,
+            "direction_sha": hashlib.sha256(
+                np.asarray(direction, np.float64).tobytes()
+            ).hexdigest(),
+            "start": req.start,
+            "max_new_tokens": req.max_new_tokens,
+            "sampling": None if sampling is None else sampling.key(),
+        },
+    }
+    captured: dict[float, list] = {a: [] for a in alphas}
+    rows: dict[float, list] = {a: [] for a in alphas}
+    special_ids = set(tok.all_special_ids)
+    for text, lab, grp in zip(prompts, plabels, groups):
+        out = S.steer_generate(lm, text, req.layer, S.unit(direction), alphas,
+                               req.max_new_tokens, sampling=sampling, start=req.start,
+                               capture=True)  # fmt: skip
+        pr = out.prompt
+        for a, g, h in zip(alphas, out.new_ids, out.hidden):
+            full = text + tok.decode(g, skip_special_tokens=True)
+            settings = {**base, "steer": {**base["steer"], "alpha": a}}
+            ids = list(pr.ids) + list(g)
+            run_id = extract.make_run_id(lm.info.model_id, full, settings)
+            captured[a].append(
+                SteeredRun(
+                    steer_prompt_id=f"steer-{run_id}",
+                    run_id=run_id,
+                    text=full,
+                    token_ids=ids,
+                    tokens=extract.decode_tokens(tok, ids),
+                    offsets=list(pr.offsets) + [(-1, -1)] * len(g),
+                    special=list(pr.special) + [t in special_ids for t in g],
+                    hidden=h,
+                    settings=settings,
+                    n_prompt_tokens=len(pr.ids),
+                )
+            )
+            rows[a].append({"text": full, "label": lab, "group": grp,
+                            "prompt_id": f"steer-{run_id}"})  # fmt: skip
+    names = {}
+    for a in alphas:
+        have = store.existing_runs([r.run_id for r in captured[a]])
+        store.ingest(lm.info.model_id, [r for r in captured[a] if r.run_id not in have])
+        name = steered_set_name(req.set_name, req.layer, req.direction, a)
+        desc = (f"{req.set_name or 'typed prompts'} steered at layer {req.layer} with the "
+                f"{req.direction} direction, α = {a:g} (prompt + steered continuation)")  # fmt: skip
+        store.save_prompt_set(name, pd.DataFrame(rows[a]), description=desc, source="steering")
+        names[a] = name
+    return names

@@ -119,3 +119,29 @@ def test_grammar_is_represented_before_it_is_used(store):
     mx, er = d["stats"]["max_abs"], d["stats"]["effective_rank"]
     assert round(mx[0][-1], 1) == 0.2 and mx[-1][-1] > 200
     assert 55 < er[0][-1] < 65 and 11 < er[-1][-1] < 13
+
+
+def test_cause_moves_from_the_subject_to_the_last_position(store):
+    from backend.views import patching as V
+
+    p = STORY["cause"].params
+    lm = models.get_model("demo", "auto")  # the set's clean states come from the store (fp16)
+
+    def rec(component):
+        req = V.Request("demo", p["clean"], p["corrupted"], component=component,
+                        set_name=p["pairs"], pairs=True)  # fmt: skip
+        r = V.compute(store, req, lm=lm, use_cache=False)
+        return r, {layer: r.recovery[i] for i, layer in enumerate(r.layers)}
+
+    r, by = rec("resid")
+    assert r.n_pairs == 25 and r.tokens[2] == "cat"
+    assert round(by[0][2], 2) == 1.00 and round(by[1][2], 2) == 0.99  # the subject, early
+    assert round(by[2][2], 2) == 0.05 and round(by[2][-1], 2) == 0.96  # the last position, later
+    assert min(by[3][-1], by[4][-1]) > 0.995
+    _, attn = rec("attn")
+    assert round(attn[2][-1], 2) == 0.95
+    _, mlp = rec("mlp")
+    assert (
+        max(v[-1] for v in mlp.values()) < 0.16
+        and round(max(v[-1] for v in mlp.values()), 2) == 0.15
+    )

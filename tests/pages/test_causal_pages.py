@@ -59,3 +59,51 @@ def test_steering_computes_on_click_only_and_draws_both_curves(app_db):
     again = open_page("steering", q)  # the stored result, no click
     _ok(again)
     assert "stored result" in " ".join(c.value for c in again.caption)
+
+
+def test_patching_pairs_show_the_mean_and_a_cell_opens_its_distribution(app_db):
+    q = {"model": "demo", "pairs": "agreement", "component": "attn", "cell": "2,6"}
+    at = open_page("patching", q)
+    _ok(at)
+    assert not at.get("plotly_chart")  # a link computes nothing, not even the cell
+    at.button(key="patch_compute").click().run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 1
+    text = " ".join(c.value for c in at.caption)
+    assert "Mean recovery over **25** pairs" in text and "bootstrap over 25 pairs" in text
+    fig = at.get("plotly_chart")[0].proto.spec
+    assert "n = 25 pairs" in fig and "attention output" in fig
+    at.button(key="patch_cell_go").click().run()  # the cell named in the link, on the click
+    _ok(at)
+    assert [c.key for c in at.get("plotly_chart")][-1] == "patch_cell_fig"
+    assert "layer 2, position 6 patched" in " ".join(c.value for c in at.caption)
+
+
+def test_probes_button_opens_steering_with_the_probe_direction(app_db):
+    from backend.cli import main
+
+    argv = ["extract", "--db", str(app_db), "--model", "demo", "--set", "agreement", "--json"]
+    assert main(argv) == 0
+    at = open_page("probes", {"model": "demo", "set": "agreement", "baseline": "(none)",
+                              "layer": "2"})  # fmt: skip
+    _ok(at)
+    at.button(key="probe_steer").click().run()
+    _ok(at)
+    assert at.query_params["direction"] in ("probe", ["probe"])
+    assert at.query_params["layer"] in ("2", ["2"])
+    assert any(t.value == "probe" for t in at.text_input)  # the Steering page, prefilled
+
+
+def test_steering_page_stores_the_steered_runs_as_sets(app_db):
+    from backend.cli import main
+
+    argv = ["extract", "--db", str(app_db), "--model", "demo", "--set", "agreement", "--json"]
+    assert main(argv) == 0
+    q = {"model": "demo", "set": "agreement", "layer": "2", "n": "3", "alphas": "0,1"}
+    at = open_page("steering", q)
+    at.button(key="steer_compute").click().run()
+    _ok(at)
+    at.button(key="steer_store").click().run()
+    _ok(at)
+    text = " ".join(m.value for m in at.success).replace("\\", "")
+    assert "agreement+steer(L2 means 0)" in text and "agreement+steer(L2 means 1)" in text

@@ -118,6 +118,12 @@ MAPPED = {
         "layers": (["--layers", "1,2"], "layers"),
         "positions": (["--positions", "0"], "positions"),
         "top": (["--top", "3"], "top_k"),
+        "metric": (["--metric", "prob"], "metric"),
+        "component": (["--component", "mlp"], "component"),
+        "set_name": (["--set", "s"], "set_name"),
+        "pairs": (["--set", "s", "--pairs"], "pairs"),
+        "n_boot": (["--n-boot", "10"], "n_boot"),
+        "seed": (["--seed", "3"], "seed"),
     },
     "attention": {},
     "steering": {
@@ -166,11 +172,13 @@ COMMAND_ELSEWHERE = {
     "patching": {
         "clean": "required: always given (BASE), so there is no non-default to try",
         "corrupted": "required: always given (BASE)",
+        "cell": "after compute: views.patching.cell_distribution of that one cell",
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
     },
     "attention": {"prompt": "required: always given (BASE)"},
     "steering": {
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
+        "store_runs": "after compute: views.steering.store_runs with the same Request",
     },
     "training": {},
 }

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from backend import models
 from backend.cli import main
@@ -183,3 +184,142 @@ def test_cli_json_has_the_documented_keys(db, tiny_model_dir, capsys):
     assert main(["patching", "--model", path, "--clean", CLEAN, "--corrupted", "the cat"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+# -- metrics, components, pairs, one cell's distribution --------------------------------------
+PAIRS = [
+    (CLEAN, CORRUPTED),
+    ("the dog near the cats is", "the dogs near the cat is"),
+    ("a cat near a dogs is", "a cats near a dog is"),
+    ("the big cat near the dogs is", "the big cats near the dog is"),  # 7 tokens: not aligned
+]
+
+
+def _component_hook(blocks, component, layer, pos, value):
+    """A hand-written forward hook on block ``layer``'s attention / MLP module."""
+    names = {"attn": ("attn", "self_attn", "attention"), "mlp": ("mlp",)}[component]
+    block = blocks[layer - 1]
+    mod = next(getattr(block, n) for n in names if isinstance(getattr(block, n, None), nn.Module))
+
+    def hook():
+        def post(_m, _a, out):
+            h = (out[0] if isinstance(out, tuple) else out).clone()
+            h[0, pos] = value
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        return mod.register_forward_hook(post)
+
+    return hook, mod
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("component", ["attn", "mlp"])
+def test_component_patching_equals_a_hand_written_hook(store, tiny_model_dir, family, component):
+    path = tiny_model_dir(family)
+    lm = models.load_model(str(path))
+    ids_clean = lm.tokenizer(CLEAN)["input_ids"]
+    ids_corr = lm.tokenizer(CORRUPTED)["input_ids"]
+    subject = next(p for p in range(len(ids_clean)) if ids_clean[p] != ids_corr[p])
+    res = V.compute(store, _req(path, component=component), lm=lm)
+    assert res.layers == list(range(1, lm.info.n_layers + 1)) and res.component == component
+    for layer in (1, lm.info.n_layers):
+        # the clean module output, recorded by a hook of our own
+        _, mod = _component_hook(lm.blocks, component, layer, 0, None)
+        seen = {}
+
+        def record(_m, _a, out, seen=seen):
+            seen["o"] = out[0] if isinstance(out, tuple) else out
+
+        h = mod.register_forward_hook(record)
+        _logits(lm, ids_clean)
+        h.remove()
+        for pos in (subject, len(ids_clean) - 1):
+            hook, _ = _component_hook(lm.blocks, component, layer, pos, seen["o"][0, pos])
+            want = _diff(lm, _logits(lm, ids_corr, hook))
+            assert res.patched[layer - 1, pos] == pytest.approx(want, abs=1e-4)
+    with pytest.raises(LayerScopeError, match="Layer 0"):
+        V.compute(store, _req(path, component=component, layers=(0,)), lm=lm)
+
+
+def test_prob_metric_is_the_answer_probability(store, tiny_model_dir):
+    path = tiny_model_dir("gpt2")
+    lm = models.load_model(str(path))
+    res = V.compute(store, _req(path, metric="prob"), lm=lm)
+    a = lm.tokenizer.convert_tokens_to_ids("is")
+    ids_clean = lm.tokenizer(CLEAN)["input_ids"]
+    ids_corr = lm.tokenizer(CORRUPTED)["input_ids"]
+    assert res.clean_metric == pytest.approx(float(_logits(lm, ids_clean).softmax(-1)[a]), abs=1e-6)
+    assert res.corrupted_metric == pytest.approx(float(_logits(lm, ids_corr).softmax(-1)[a]), 1e-5)
+    assert res.recovery[-1, -1] == pytest.approx(1.0, abs=1e-4)
+    logit = V.compute(store, _req(path), lm=lm)
+    assert res.to_dict()["metric"] == "prob" and logit.to_dict()["metric"] == "logit-diff"
+    assert V.cached(store, _req(path, metric="prob")) is not None  # its own cache entry
+
+
+def test_pairs_average_the_aligned_pairs_with_an_interval(store, tiny_model_dir, monkeypatch):
+    from backend.demo import sets
+
+    monkeypatch.setattr(sets, "load_pairs", lambda name: PAIRS if name == "toy" else [])
+    path = tiny_model_dir("gpt2")
+    lm = models.load_model(str(path))
+    res = V.compute(store, _req(path, set_name="toy", pairs=True), lm=lm)
+    assert res.n_pairs == 3 and res.pair_texts == PAIRS[:3]  # the 7-token pair is not aligned
+    one = [V.compute(store, V.Request(str(path), c, x, answer="is", against="are"), lm=lm)
+           for c, x in PAIRS[:3]]  # fmt: skip
+    np.testing.assert_allclose(res.recovery, np.mean([r.recovery for r in one], 0), atol=1e-9)
+    assert res.clean_metric == pytest.approx(np.mean([r.clean_metric for r in one]))
+    iv = res.interval()
+    assert (iv.lo <= res.recovery + 1e-9).all() and (res.recovery <= iv.hi + 1e-9).all()
+    d = res.to_dict()
+    assert {"recovery_lo", "recovery_hi", "n_pairs", "interval", "pairs"} <= set(d)
+    assert d["n_pairs"] == 3 and np.shape(d["recovery_lo"]) == np.shape(d["recovery"])
+    again = V.cached(store, _req(path, set_name="toy", pairs=True))
+    np.testing.assert_allclose(again.recovery, res.recovery)
+    assert again.interval().description == iv.description
+    with pytest.raises(LayerScopeError, match="no minimal pairs"):
+        V.compute(store, _req(path, set_name="nope", pairs=True), lm=lm)
+    with pytest.raises(LayerScopeError, match="lines up"):
+        V.compute(store, V.Request(str(path), "the cat is", "the cats is", answer="is",
+                                   against="are", set_name="toy", pairs=True), lm=lm)  # fmt: skip
+
+
+@pytest.mark.parametrize("component", ["resid", "mlp"])
+def test_cell_distribution_is_one_patched_forward(store, tiny_model_dir, component):
+    path = tiny_model_dir("llama")
+    lm = models.load_model(str(path))
+    req = _req(path, component=component)
+    res = V.compute(store, req, lm=lm)
+    d = V.cell_distribution(store, req, 2, 2, k=4, lm=lm)
+    assert len(d.tokens) >= 4 and (np.diff(d.patched) <= 1e-7).all()
+    # its top-1 is the grid's top-1 of that cell, with the same probability
+    li, pi = res.layers.index(2), res.positions.index(2)
+    assert d.tokens[0] == res.top_tokens[li][pi][0]
+    assert d.patched[0] == pytest.approx(float(res.top_probs[li, pi, 0]), abs=1e-5)
+    ids_clean = lm.tokenizer(CLEAN)["input_ids"]
+    clean_p = _logits(lm, ids_clean).softmax(-1)
+    tid = lm.tokenizer.convert_tokens_to_ids(d.tokens[0])
+    assert d.clean[0] == pytest.approx(float(clean_p[tid]), abs=1e-5)
+    assert set(d.to_frame().columns) == {"token", "patched", "clean", "corrupted"}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_no_op_cells_skip_their_forward_and_change_nothing(tiny_model_dir, family, monkeypatch):
+    from backend.capture import patching as P
+
+    lm = models.load_model(str(tiny_model_dir(family)))
+    ids_clean = lm.tokenizer(CLEAN)["input_ids"]
+    ids_corr = lm.tokenizer(CORRUPTED)["input_ids"]
+    clean, _, _ = P.run_plain(lm, ids_clean)
+    corr, outs, last = P.run_plain(lm, ids_corr)
+    cells = [(layer, p) for layer in range(lm.info.n_layers + 1) for p in range(len(ids_clean))]
+    full = P.patch_cells(lm, ids_corr, clean, cells, 5, 6, corrupted_outputs=outs)
+    rows = []
+    real = P._last_logits
+    monkeypatch.setattr(P, "_last_logits", lambda lm_, ids: rows.append(len(ids)) or real(lm_, ids))
+    fast = P.patch_cells(lm, ids_corr, clean, cells, 5, 6, corrupted_outputs=outs,
+                         corrupted_values=corr, corrupted_logits=last)  # fmt: skip
+    np.testing.assert_allclose(fast.metric, full.metric, atol=1e-5)
+    assert (fast.top_ids == full.top_ids).all()
+    first = next(p for p in range(len(ids_clean)) if ids_clean[p] != ids_corr[p])
+    same = [(la, p) for la, p in cells if p < first or (la == 0 and ids_clean[p] == ids_corr[p])]
+    assert sum(rows) == len(cells) - len(same)  # positions before the first difference: no pass

@@ -242,3 +242,64 @@ def test_cli_json_has_the_documented_keys(labelled, capsys):
                  "--direction", "random"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_probe_direction_is_a_ridge_probes_weights_pointing_to_the_second_label(labelled, db):
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from backend.store import Store
+
+    path = labelled
+    lm = models.load_model(str(path))
+    req = V.Request(str(path), set_name="num", layer=2, direction="probe", alphas=(0, 4),
+                    max_new_tokens=2)  # fmt: skip
+    with Store(str(db)) as s:
+        res = V.compute(s, req, lm=lm)
+        runs = s.set_runs("num", lm.info.model_id)
+        x = s.pooled(runs["run_id"].tolist(), "last", [2])[0].astype(np.float64)
+    y = (runs["label"].to_numpy() == "singular").astype(int)
+    sc = StandardScaler().fit(x)
+    ref = RidgeClassifier(alpha=10.0).fit(sc.transform(x), y).decision_function(sc.transform(x))
+    w = np.asarray(res.direction)
+    ours = (x - x.mean(0)) @ w  # the probe's decision values, up to its bias
+    np.testing.assert_allclose(ours, ref - ref.mean(), atol=0.02 * np.abs(ref).max())
+    assert (x[y == 1] @ w).mean() > (x[y == 0] @ w).mean()  # towards 'singular'
+    assert res.to_dict()["direction_kind"] == "probe"
+    with pytest.raises(LayerScopeError, match="needs a labelled set"):
+        V.Request(str(path), prompts=("the cat",), direction="probe")
+
+
+def test_steered_runs_are_stored_as_runs_and_alpha_zero_is_plain(labelled, db):
+    from backend.capture import patching as P
+    from backend.store import Store
+
+    path = labelled
+    lm = models.load_model(str(path))
+    req = V.Request(str(path), set_name="num", layer=2, alphas=(0, 6), max_new_tokens=3)
+    with Store(str(db)) as s:
+        names = V.store_runs(s, req, lm=lm)
+        assert names == {0.0: "num+steer(L2 means 0)", 6.0: "num+steer(L2 means 6)"}
+        n_runs = len(s.runs_for_model(lm.info.model_id))
+        assert V.store_runs(s, req, lm=lm) == names  # the same runs: a cache hit
+        assert len(s.runs_for_model(lm.info.model_id)) == n_runs
+        plain, steered = (
+            s.set_runs(names[0.0], lm.info.model_id),
+            s.set_runs(names[6.0], lm.info.model_id),
+        )
+        assert len(plain) == len(steered) == len(SET)
+        assert list(plain["label"]) == [lab for _, lab in SET]
+        res = V.compute(s, req, lm=lm)
+        for i, r in enumerate(plain.itertuples()):
+            assert r.text == SET[i][0] + res.continuations["direction"][i][0]
+            ids = s.tokens(r.run_id)["token_id"].tolist()
+            want, _, _ = P.run_plain(lm, ids)  # α = 0: the plain forward of the same tokens
+            np.testing.assert_allclose(s.run_layers(r.run_id), want.numpy(), atol=2e-2)
+            info = s.get_run(r.run_id)
+            assert info["kind"] == "prompt" and info["settings"]["steer"]["alpha"] == 0.0
+        # α = 6: layers below the steered one are the plain prompt's, the steered one is not
+        r0, r6 = plain["run_id"][0], steered["run_id"][0]
+        n_p = len(lm.tokenizer(SET[0][0])["input_ids"])
+        a, b = s.run_layers(r0)[:, :n_p], s.run_layers(r6)[:, :n_p]
+        np.testing.assert_allclose(a[:2], b[:2], atol=1e-3)
+        assert np.abs(a[2] - b[2]).max() > 0.1
