@@ -585,6 +585,22 @@ def _caption(fig, fallback: str) -> str:
     return title or fallback
 
 
+TITLE_WRAP = 48  #: characters per title line at presenter size on a 1280-px projector
+
+
+def wrap_title(text: str, width: int = TITLE_WRAP) -> str:
+    """Break a long title into lines of at most ``width`` characters at spaces (plotly does
+    not wrap titles; at presenter size they ran off the right edge)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join([*lines, line])
+
+
 def present_figure(fig):
     """Presenter styling: larger fonts and markers; figures keep their fixed colour scales."""
     fig.update_layout(
@@ -593,6 +609,23 @@ def present_figure(fig):
         legend=dict(font=dict(size=18)),
         hoverlabel=dict(font_size=18),
     )
+    # Streamlit's chart theme sets axis fonts itself: set them on the axes, not only globally
+    axis = dict(tickfont=dict(size=18), title_font=dict(size=20))
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+    fig.update_scenes(xaxis=axis, yaxis=axis, zaxis=axis)
+    fig.update_annotations(font_size=18)
+    title = fig.layout.title.text if fig.layout.title else None
+    if title and "<br>" not in title and len(title) > TITLE_WRAP:
+        wrapped = wrap_title(title)
+        lines = wrapped.count("<br>") + 1
+        fig.update_layout(
+            title_text=wrapped, margin_t=max(fig.layout.margin.t or 0, 40 + 34 * lines)
+        )
+    for fr in fig.frames or ():  # animation frames retitle the figure as the slider moves
+        t = fr.layout.title.text if fr.layout and fr.layout.title else None
+        if t and "<br>" not in t and len(t) > TITLE_WRAP:
+            fr.layout.title.text = wrap_title(t)
     for tr in fig.data:
         if getattr(tr, "marker", None) is not None and hasattr(tr.marker, "size"):
             with contextlib.suppress(ValueError, TypeError):
