@@ -2,9 +2,11 @@
 norms, the probe's verdict on it, and links to every view of it."""
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from backend.errors import LayerScopeError
 from backend.figures._parts import plain
 from pages import _ui
 
@@ -94,11 +96,37 @@ if sets is not None and len(sets):
     q = {"model": model_ref, "set": pick_set}
     cols = st.columns(4)
     cols[0].page_link("pages/lens.py", label="its logit lens", query_params={**q, "run": run_id})
-    cols[1].page_link("pages/trajectories.py", label="the set's trajectories", query_params=q)
+    cols[1].page_link(
+        "pages/trajectories.py",
+        label="its path in the trajectories",
+        query_params={**q, "highlight": run_id},
+    )
     cols[2].page_link("pages/probes.py", label="the set's probes", query_params=q)
     cols[3].page_link(
         "pages/similarity.py", label="prompt × prompt", query_params={**q, "kind": "prompt"}
     )
+    if info.get("has_lm_head", True) and st.button(
+        "Its lens row: the next-token guess at the last position, layer by layer",
+        key="prompt_lens",
+    ):  # loads the model on the click only
+        from backend.views import lens
+
+        try:
+            one = lens.compute_run(s, _ui.loaded_model(model_ref), run_id, kind="logit")
+        except LayerScopeError as e:
+            _ui.message(e)
+        else:
+            res, last = one.lens, len(one.tokens) - 1
+            guesses = pd.DataFrame(
+                {
+                    "layer": list(res.layers),
+                    "top guess": [one.names[i] for i in res.top_ids[:, last, 0]],
+                    "p": res.top_probs[:, last, 0].round(3),
+                    "rank of the final answer": res.final_rank[:, last],
+                }
+            )
+            st.dataframe(guesses, hide_index=True)
+            st.caption(f"{_ui.md(one.commitment_text(last))}.")
     if isinstance(row["label"], str) and run["kind"] == "prompt":
         layer = _ui.qp_int("Probe layer", "layer", h.shape[0] - 1, 0, h.shape[0] - 1)
         if st.button("What does the probe say about this prompt?", key="prompt_probe"):

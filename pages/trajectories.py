@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -12,7 +13,12 @@ from backend.analysis.projection import (
     silhouette_per_layer,
 )
 from backend.errors import LayerScopeError
-from backend.figures.trajectories import COLOURINGS, silhouette_figure, trajectory_figure
+from backend.figures.trajectories import (
+    COLOURINGS,
+    highlight_unit,
+    silhouette_figure,
+    trajectory_figure,
+)
 from backend.jobs.base import JobSpec
 from backend.views import trajectories as TV
 from pages import _ui
@@ -189,6 +195,15 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
     proj = TV.cached(s, req, meta) or _fast(replace(req, method="pca"), len(runs))
 
 fig = trajectory_figure(proj, meta, colour, show_lines=lines, marker_size=6)
+# ?highlight=<run id> (the Prompt page's link): that prompt's path, in black
+marked = st.query_params.get("highlight")
+if marked:
+    units = np.flatnonzero(meta["run_id"].to_numpy() == marked)
+    if len(units):
+        text = str(meta["text"].iloc[units[0]])
+        highlight_unit(fig, proj, units, f"this prompt: {text[:40]}")
+    else:
+        st.caption("The highlighted prompt is not among the units drawn here.")
 axes = list("xyz")[: proj.dims]
 table = pd.concat(
     [

@@ -384,3 +384,32 @@ def silhouette_figure(
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
+
+
+def highlight_unit(fig: go.Figure, proj: Projection, units, name: str) -> go.Figure:
+    """Mark given units (e.g. one prompt opened from the Prompt page) on a trajectory figure:
+    their whole path across the drawn layers as a thick black line with a star at each layer,
+    added after the animated traces (frames leave it in place)."""
+    three = proj.dims == 3
+    for n, u in enumerate(units):
+        c = proj.coords[:, int(u), :]
+        fig.add_trace(
+            go.Scatter3d(**_xyz(c, True), mode="lines+markers")
+            if three
+            else go.Scattergl(**_xyz(c, False), mode="lines+markers"),
+        )
+        tr = fig.data[-1]
+        tr.update(
+            name=plain(name) if n == 0 else None,
+            showlegend=n == 0,
+            legendgroup="highlight",
+            line={"color": "black", "width": 4},
+            marker={
+                "symbol": "diamond" if three else "star",
+                "size": 9 if three else 14,
+                "color": "black",
+            },
+            text=[f"layer {L}" for L in proj.layers],
+            hovertemplate=plain(name) + " · %{text}<extra></extra>",
+        )
+    return fig

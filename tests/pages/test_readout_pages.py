@@ -203,6 +203,22 @@ def test_prompt_page_is_the_error_analysis_landing_spot(env):
     assert not at.exception, at.exception
     verdict = [m.value for m in at.markdown if "predicts" in m.value]
     assert verdict and ("right" in verdict[0] or "wrong" in verdict[0])
+    # its lens row, on a click: one column per layer, the last layer = the model's answer
+    assert not any("top guess" in d.value.columns for d in at.dataframe)
+    at.button(key="prompt_lens").click().run()
+    assert not at.exception, at.exception
+    (row,) = [d.value for d in at.dataframe if "top guess" in d.value.columns]
+    n_layers = s.get_model(mid)["n_layers"] + 1
+    assert len(row) == n_layers and row["rank of the final answer"].iloc[-1] == 0
+    assert any("layer" in c.value for c in at.caption)
+    # its path in the trajectories: the link carries it, the page draws it in black
+    (link,) = [e.proto for e in at.get("page_link") if "trajectories" in e.proto.page]
+    assert f"highlight={r['run_id']}" in link.query_string or r["run_id"] in str(link)
+    traj = open_page(
+        "trajectories", {"model": "demo", "set": "agreement", "highlight": r["run_id"]}
+    )
+    assert not traj.exception, traj.exception
+    assert '"this prompt: ' in traj.get("plotly_chart")[0].proto.spec
 
 
 def test_lens_report_holds_every_figure_of_the_page_with_its_settings(env):

@@ -4,7 +4,12 @@ import plotly.graph_objects as go
 import pytest
 
 from backend.analysis.projection import Projection
-from backend.figures.trajectories import categories, silhouette_figure, trajectory_figure
+from backend.figures.trajectories import (
+    categories,
+    highlight_unit,
+    silhouette_figure,
+    trajectory_figure,
+)
 
 
 def _proj(n_layers=3, n_units=10, k=2):
@@ -137,3 +142,15 @@ def test_3d_lines_are_drawn_visibly_and_the_legend_leaves_the_colour_bar_alone()
     assert line.type == "scatter3d" and line.mode == "lines" and line.line.width >= 2
     assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
     assert fig.data[1].marker.showscale  # the colour bar stays on the right
+
+
+def test_a_highlighted_prompt_is_its_whole_path_in_black_and_frames_leave_it():
+    proj, meta = _proj(n_layers=4, n_units=6), _meta(6)
+    fig = trajectory_figure(proj, meta, "label")
+    n = len(fig.data)
+    highlight_unit(fig, proj, [3], "this prompt: <b>x</b>")
+    tr = fig.data[-1]
+    assert len(fig.data) == n + 1 and tr.line.color == "black"
+    np.testing.assert_allclose(np.c_[tr.x, tr.y], proj.coords[:, 3, :])
+    assert "<b>" not in tr.name and "<b>" not in tr.hovertemplate  # user text is inert
+    assert all(n not in (f.traces or ()) for f in fig.frames)
