@@ -82,6 +82,10 @@ def _remove_files(paths: list[str]) -> None:
 
 
 WAL_CHECKPOINT = "256MB"  #: automatic checkpoint threshold (see Store.__init__)
+#: block size of a new cache file (an existing file keeps its own). DuckDB's default, 256 KB,
+#: left ~5 MB of part-filled blocks in every file (tables, columns and metadata each end in
+#: a block of their own): 2.8 bytes per value for 96 short prompts instead of 2.0.
+BLOCK_SIZE = 65536
 
 
 class Store:
@@ -111,7 +115,8 @@ class Store:
                     f"Cannot create the folder for the cache {self.path}: {e.strerror or e}."
                 ) from None
         try:
-            self.con = duckdb.connect(target, read_only=read_only)
+            config = {} if read_only else {"default_block_size": str(BLOCK_SIZE)}
+            self.con = duckdb.connect(target, read_only=read_only, config=config)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise LayerScopeError(_lock_message(self.path, e)) from None

@@ -172,3 +172,71 @@ def test_near_ties_count_as_on_top_and_show_as_ties():
     assert clear.commitment.tolist() == [2] and not clear.tied[1, 0]
     summ = LE.summarize([res], "last")
     assert summ.agreement.tolist() == [0.0, 1.0, 1.0]
+
+
+def _reference(hidden, w, b=None):
+    """float64 readout of every layer at once: log-probabilities (L, P, V)."""
+    z = torch.as_tensor(hidden, dtype=torch.float64) @ w.double().T
+    if b is not None:
+        z = z + b.double()
+    return torch.log_softmax(z, -1)
+
+
+def _gpt2ish(vocab=3001, d=96, n_l=5, n_pos=40, seed=0, bias=False):
+    """Random unembedding of GPT-2's init scale and layer-normed residual states whose later
+    layers drift towards the final one (so KL shrinks with depth, as in a real model)."""
+    g = torch.Generator().manual_seed(seed)
+    unembed = torch.nn.Linear(d, vocab, bias=bias)
+    with torch.no_grad():
+        unembed.weight.copy_(torch.randn(vocab, d, generator=g) * 0.02 * 8)
+        if bias:
+            unembed.bias.copy_(torch.randn(vocab, generator=g) * 0.1)
+    final = torch.randn(n_pos, d, generator=g)
+    mix = torch.linspace(0, 1, n_l)[:, None, None]
+    hidden = (1 - mix) * torch.randn(n_l, n_pos, d, generator=g) + mix * final
+    norm = torch.nn.LayerNorm(d, elementwise_affine=False)
+    return hidden.numpy(), norm, unembed
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_readout_matches_the_float64_reference(bias):
+    hidden, norm, unembed = _gpt2ish(bias=bias)
+    res = LE.logit_lens(hidden, norm, unembed, k=5, chunk_bytes=4 * 160 * 512)
+    with torch.inference_mode():
+        x = norm(torch.as_tensor(hidden))
+        logp = _reference(x, unembed.weight, unembed.bias if bias else None)
+    p = logp.exp()
+    top_p, top_i = p.topk(5, -1)
+    # top-1 identical to the reference in every cell
+    np.testing.assert_array_equal(res.top_ids[..., 0], top_i[..., 0].numpy())
+    np.testing.assert_allclose(res.top_probs, top_p.numpy(), atol=2e-6)
+    kl = (p[-1] * (logp[-1] - logp)).sum(-1).numpy()
+    ent = -(p * logp).sum(-1).numpy()
+    tol = 5e-5  # float32 sums of ~3,000 terms, against float64
+    np.testing.assert_allclose(res.kl_to_final, kl, atol=tol)
+    np.testing.assert_allclose(res.entropy, ent, atol=tol)
+    assert kl[0].mean() > 0.1  # the early layers really differ from the final one
+    rank = (logp > logp.gather(-1, logp[-1].argmax(-1).expand(len(logp), -1)[..., None])).sum(-1)
+    agree = (res.final_rank == rank.numpy()).mean()
+    assert agree == 1.0
+    ratio = logp.gather(-1, top_i[-1:, :, :1].expand(len(logp), -1, -1))[..., 0] - logp.amax(-1)
+    np.testing.assert_allclose(res.final_ratio, ratio.exp().numpy(), atol=1e-4)
+
+
+def test_bf16_unembedding_reads_out_like_its_float32_upcast():
+    """A bf16 model's lens (the norm in bf16, as the model runs it): on a CPU without AMX
+    the unembedding runs in float32, ~10x faster there; either way the top-1 must be the
+    float64 reference's in >= 99.9% of cells and the KL within 1e-3."""
+    hidden, norm, unembed = _gpt2ish()
+    norm, unembed = norm.to(torch.bfloat16), unembed.to(torch.bfloat16)
+    res = LE.logit_lens(hidden, norm, unembed, k=3)
+    with torch.inference_mode():
+        x = norm(torch.as_tensor(hidden).bfloat16()).float()
+        logp = _reference(x, unembed.weight.float())
+    p = logp.exp()
+    assert (res.top_ids[..., 0] == logp.argmax(-1).numpy()).mean() >= 0.999
+    kl = (p[-1] * (logp[-1] - logp)).sum(-1).numpy()
+    np.testing.assert_allclose(res.kl_to_final, kl, atol=1e-3)
+    if LE._slow_half(unembed.weight):  # this CPU: exactly the float32 readout
+        np.testing.assert_allclose(res.kl_to_final, kl, atol=5e-5)
+        np.testing.assert_array_equal(res.top_ids[..., 0], logp.argmax(-1).numpy())

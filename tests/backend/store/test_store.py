@@ -165,3 +165,30 @@ def test_many_small_transactions_pack_densely(tmp_path):
             n_values += sum(r.hidden.size for r in runs)
         s.checkpoint()
     assert path.stat().st_size / n_values < 2.3, path.stat().st_size / n_values
+
+
+def test_short_prompts_pack_densely_and_old_block_sizes_still_open(tmp_path):
+    """96 runs of ~12 tokens (a few MB of vectors): the fixed cost of DuckDB's blocks (every
+    table and its metadata end in a block of their own) stays small with 64 KB blocks; a
+    file made with the default 256 KB blocks keeps them and reads as before."""
+    import duckdb
+
+    from backend.store import store as store_mod
+
+    path = tmp_path / "short.duckdb"
+    with Store(path) as s:
+        s.upsert_model(Info())
+        runs = [fake_run(" ".join(f"w{i}_{k}" for k in range(12)), d=256) for i in range(96)]
+        for b in range(0, 96, 16):
+            s.ingest("m", runs[b : b + 16])
+        s.checkpoint()
+        size = s.con.sql("SELECT block_size FROM pragma_database_size()").fetchall()[0][0]
+    assert size == store_mod.BLOCK_SIZE == 65536
+    bpv = path.stat().st_size / sum(r.hidden.size for r in runs)
+    assert bpv < 3.0, bpv  # 2.68 here; 4.68 with 256 KB blocks (2.4 MB of vectors)
+    old = tmp_path / "old.duckdb"
+    duckdb.connect(str(old)).close()  # DuckDB's default block size
+    with Store(old) as s:
+        stocked(s)
+        assert s.con.sql("SELECT block_size FROM pragma_database_size()").fetchall()[0][0] == 262144
+        assert s.run_layers(s.set_runs("s", "m")["run_id"][0]).shape == (4, 3, 16)
