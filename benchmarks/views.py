@@ -538,7 +538,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="gpt2,pythia,qwen,llama")
     ap.add_argument("--tokens", type=int, default=20_000)
-    ap.add_argument("--tokens-1b", type=int, default=None, help="tokens for llama (default: --tokens)")
+    ap.add_argument(
+        "--tokens-1b", type=int, default=None, help="tokens for llama (default: --tokens)"
+    )
     ap.add_argument("--small", action="store_true", help="real configs scaled down")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--views", default=None, help="comma list: trajectories,similarity,...")

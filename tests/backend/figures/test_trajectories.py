@@ -137,3 +137,22 @@ def test_3d_lines_are_drawn_visibly_and_the_legend_leaves_the_colour_bar_alone()
     assert line.type == "scatter3d" and line.mode == "lines" and line.line.width >= 2
     assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
     assert fig.data[1].marker.showscale  # the colour bar stays on the right
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("colour", ["label", "group", "layer", "position", "token"])
+def test_fast_build_gives_the_json_plotly_validation_would(k, colour):
+    """Traces are built as plain dicts without plotly's validation (speed): the figure's JSON
+    must equal a fully validated rebuild's, and later changes are validated again."""
+    import json
+
+    proj, meta = _proj(4, 12, k), _meta(12, labels=("a<b>", "b & c"))
+    meta.loc[::5, "label"] = None
+    meta.loc[::3, "pos"] = -1
+    fig = trajectory_figure(proj, meta, colour)
+    validated = go.Figure(fig.to_dict())
+    assert json.loads(fig.to_json()) == json.loads(validated.to_json())
+    with pytest.raises(ValueError):
+        fig.update_layout(height="tall")
+    with pytest.raises(ValueError):
+        fig.data[-1].marker.size = "big"

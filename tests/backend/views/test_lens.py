@@ -76,6 +76,12 @@ def test_set_lens_at_last_positions_reads_out_only_the_last_position(tiny):
         assert got.n_positions == full.n_positions == len(runs)
         for a, b in zip(
             (got.kl_mean, got.entropy_mean, got.rank_median, got.agreement, got.commitment_counts),
-            (full.kl_mean, full.entropy_mean, full.rank_median, full.agreement, full.commitment_counts),
+            (
+                full.kl_mean,
+                full.entropy_mean,
+                full.rank_median,
+                full.agreement,
+                full.commitment_counts,
+            ),
         ):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
