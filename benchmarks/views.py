@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 #: the real configs (config.json of the hub checkpoints), random weights
 REAL = {
@@ -134,9 +134,16 @@ _WIDTH = ("n_embd", "hidden_size")
 _DEPTH = ("n_layer", "num_hidden_layers")
 
 
+SMALL_VOCAB = 4096
+
+
 def small_config(name: str) -> dict:
-    """The real config scaled down (2 layers, d = 64, 4 heads, real vocabulary and rope)."""
+    """The real config scaled down: 2 layers, d = 64, 4 heads, a vocabulary of 4,096 with the
+    special tokens moved along with the end of the vocabulary; rope and the rest as is."""
     cfg = dict(REAL[name])
+    cfg["vocab_size"] = SMALL_VOCAB
+    for k in ("bos_token_id", "eos_token_id"):
+        cfg[k] = _small_id(name, cfg[k])
     for k in _WIDTH:
         if k in cfg:
             cfg[k] = 64
@@ -165,15 +172,27 @@ SPECIAL = {  #: the real special tokens at their real ids
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-def bpe_vocab(name: str) -> tuple[dict[str, int], list[tuple[str, str]], list[str]]:
+def _small_id(name: str, i: int) -> int:
+    return i if i < SMALL_VOCAB else i - REAL[name]["vocab_size"] + SMALL_VOCAB
+
+
+def specials(name: str, small: bool = False) -> dict[int, str]:
+    return {_small_id(name, i) if small else i: t for i, t in SPECIAL[name].items()}
+
+
+def bpe_vocab(
+    name: str, small: bool = False
+) -> tuple[dict[str, int], list[tuple[str, str]], list[str]]:
     """A byte-level BPE vocabulary of the real size: the 256 byte symbols, then words of one
     to four letters after a space ("Ġa", "Ġab", "Ġabc", "Ġabcd", ...), each built by one merge
     from its prefix, and the model's special tokens at their real ids. Every word of the
     prompts (`` abcd``) is one token for the real pre-tokenizers (GPT-2's regex, Qwen's)
-    -> (vocab, merges, words: the 3-4 letter words without the Ġ, usable in prompts)."""
+    -> (vocab, merges, words: the 3-4 letter words without the Ġ, usable in prompts).
+    ``small``: the same over a vocabulary of SMALL_VOCAB."""
     from tokenizers import pre_tokenizers
 
-    size, special = REAL[name]["vocab_size"], SPECIAL[name]
+    size = SMALL_VOCAB if small else REAL[name]["vocab_size"]
+    special = specials(name, small)
     n_regular = size - len(special)
     tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
     merges, words, level = [], [], ["Ġ"]
@@ -186,7 +205,7 @@ def bpe_vocab(name: str) -> tuple[dict[str, int], list[tuple[str, str]], list[st
                 tokens.append(prefix + c)
                 merges.append((prefix, c))
                 nxt.append(prefix + c)
-                if len(prefix) >= 3:
+                if len(prefix) >= 3 or (small and len(prefix) >= 2):
                     words.append(prefix[1:] + c)
         level = nxt
     ids = [i for i in range(size) if i not in special]
@@ -216,11 +235,11 @@ def make_model(name: str, path: Path, small: bool = False) -> Path:
     model.save_pretrained(tmp)
     del model
     gc.collect()
-    vocab, merges, _ = bpe_vocab(name)
+    vocab, merges, _ = bpe_vocab(name, small)
     tk = Tokenizer(tkm.BPE(vocab, merges, ignore_merges=name == "llama"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    special = SPECIAL[name]
+    special = specials(name, small)
     tk.add_special_tokens([AddedToken(t, special=True) for t in special.values()])
     bos, eos = special[cfg["bos_token_id"]], special[cfg["eos_token_id"]]
     if name in ADDS_BOS:
@@ -283,6 +302,8 @@ class Harness:
     words: list[str]
     repeat: int = 3
     rows: list[Row] = field(default_factory=list)
+    log: Callable[[str], None] | None = None
+    profile: bool = False  #: cProfile each first render; the top functions go in the note
 
     def measure(
         self,
@@ -295,12 +316,21 @@ class Harness:
     ) -> object:
         """First render = compute + figure + to_json (+ the pickle st.cache_data stores);
         cached = ``again(result, pickled)`` (it returns the figure), median of ``repeat``."""
+        prof = None
+        if self.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
         t0 = time.perf_counter()
         res = compute()
         t1 = time.perf_counter()
         js = figure(res).to_json()
         blob = pickle.dumps(res)
         first = time.perf_counter() - t0
+        if prof is not None:
+            prof.disable()
+            note = "; ".join(filter(None, [note, "top: " + top_functions(prof)]))
         cached = None
         if again is not None:
             ts = []
@@ -310,6 +340,11 @@ class Harness:
                 ts.append(time.perf_counter() - t)
             cached = statistics.median(ts)
         self.rows.append(Row(view, first, t1 - t0, cached, interaction, note, len(js)))
+        if self.log is not None:
+            self.log(
+                f"  {view}: first {first:.2f} s (compute {t1 - t0:.2f}), cached "
+                + ("—" if cached is None else f"{cached * 1000:.0f} ms")
+            )
         return res
 
 
@@ -317,17 +352,31 @@ def warm_imports() -> None:
     """What a running server has imported already (the views import these lazily)."""
     import plotly.express  # noqa: F401
     import plotly.graph_objects as go
-    import scipy.cluster.hierarchy  # noqa: F401
-    import scipy.linalg  # noqa: F401
-    import scipy.optimize  # noqa: F401
-    import scipy.spatial.distance  # noqa: F401
-    import scipy.special  # noqa: F401
+    import scipy.cluster.hierarchy
+    import scipy.linalg
+    import scipy.optimize
+    import scipy.spatial.distance
+    import scipy.special
     import scipy.stats  # noqa: F401
-    import sklearn.metrics  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
+    import sklearn.metrics
+    import sklearn.model_selection
     import sklearn.neighbors  # noqa: F401
 
     go.Figure(go.Heatmap(z=[[0, 1]])).to_json()
+
+
+def top_functions(prof, n: int = 3) -> str:
+    """The n functions with the most own time (tottime) in a profile: where a render goes."""
+    import pstats
+
+    st = pstats.Stats(prof)
+    rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    total = sum(v[2] for v in st.stats.values()) or 1.0
+    out = []
+    for (file, _line, fn), v in rows:
+        where = Path(file).name if file != "~" else ""
+        out.append(f"{fn} ({where}) {v[2]:.2f} s = {v[2] / total:.0%}")
+    return ", ".join(out)
 
 
 def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
@@ -483,17 +532,21 @@ def accept(
     repeat: int = 3,
     only: set[str] | None = None,
     log: Callable[[str], None] = print,
+    keep_db: bool = False,
+    profile: bool = False,
 ) -> dict:
-    """Build, extract and render every view for one model; -> info dict with ``rows``."""
+    """Build, extract and render every view for one model; -> info dict with ``rows``.
+    ``keep_db``: keep the store in ``work`` (a rerun finds the runs cached: no forward pass)."""
     from backend import models
     from backend.store import Store
 
-    words = bpe_vocab(name)[2]
+    words = bpe_vocab(name, small)[2]
     t = time.perf_counter()
     model_dir = make_model(name, work / f"{name}{'-small' if small else ''}", small)
     build = time.perf_counter() - t
-    db = work / f"{name}{'-small' if small else ''}-{os.getpid()}.duckdb"
-    db.unlink(missing_ok=True)
+    db = work / f"{name}{'-small' if small else ''}.duckdb"
+    if not keep_db:
+        db.unlink(missing_ok=True)
     info = {"model": name, "build_s": build}
     with Store(db) as s:
         mid, cap, toks = extract(s, model_dir, prompt_set(n_tokens, words), "accept")
@@ -503,14 +556,15 @@ def accept(
         lm = models.get_model(str(model_dir))
         info["load_s"] = time.perf_counter() - t
         info["dtype"] = str(lm.dtype).removeprefix("torch.")
-        h = Harness(s, model_dir, mid, "accept", words, repeat)
+        h = Harness(s, model_dir, mid, "accept", words, repeat, log=log, profile=profile)
         try:
             info["rows"] = run_views(h, lm, only)
         finally:
             del lm
             models._get_model_cached.cache_clear()
             gc.collect()
-    db.unlink(missing_ok=True)
+    if not keep_db:
+        db.unlink(missing_ok=True)
     return info
 
 
@@ -545,6 +599,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--views", default=None, help="comma list: trajectories,similarity,...")
     ap.add_argument("--work", default=None, help="keeps the built models (default: a temp dir)")
+    ap.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep each store in --work: reruns skip the extraction (capture time then reads ~0)",
+    )
+    ap.add_argument("--profile", action="store_true", help="cProfile each first render")
     a = ap.parse_args()
     import torch
 
@@ -555,7 +615,7 @@ def main() -> None:
     infos = []
     for name in a.models.split(","):
         n = a.tokens_1b if name == "llama" and a.tokens_1b else a.tokens
-        info = accept(name, work, n, a.small, a.repeat, only)
+        info = accept(name, work, n, a.small, a.repeat, only, keep_db=a.keep_db, profile=a.profile)
         infos.append(info)
         print(
             f"{name}: dtype {info['dtype']}, capture {info['tokens']:,} tokens in "
