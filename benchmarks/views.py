@@ -460,8 +460,8 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
             "lens, one prompt",
             lambda: lens.compute_run(s, lm, rid, kind="logit", set_name=name),
             lens_page,
-            "position change (page recomputes)",
-            lambda r, b: lens_page(lens.compute_run(s, lm, rid, kind="logit", set_name=name)),
+            "position change (cache hit)",
+            unpickled_then(lambda r: (FL.lens_curves(r.lens, 1).to_json(), lens_page(r))[1]),
             note=f"{int(runs['n_tokens'].iloc[0])} positions",
         )
         req = lens.Request(mid, name, "last")
@@ -568,6 +568,18 @@ def accept(
     return info
 
 
+def gflops() -> float:
+    """What this (shared) machine gives right now: float32 GFLOPS of a 1024^3 matmul (median
+    of 5) — read the seconds above against it."""
+    a = np.random.default_rng(0).normal(size=(1024, 1024)).astype(np.float32)
+    ts = []
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ a
+        ts.append(time.perf_counter() - t)
+    return 2 * 1024**3 / statistics.median(ts) / 1e9
+
+
 def table(infos: list[dict], target_first: dict[str, float]) -> str:
     out = [
         "| model | view | first render (compute) | cached interaction | note |",
@@ -611,7 +623,10 @@ def main() -> None:
     work = Path(a.work or tempfile.mkdtemp(prefix="layerscope-accept-"))
     work.mkdir(parents=True, exist_ok=True)
     only = set(a.views.split(",")) if a.views else None
-    print(f"# load average {os.getloadavg()}, torch threads {torch.get_num_threads()}")
+    print(
+        f"# load average {os.getloadavg()}, torch threads {torch.get_num_threads()}, "
+        f"matmul {gflops():.0f} GFLOPS"
+    )
     infos = []
     for name in a.models.split(","):
         n = a.tokens_1b if name == "llama" and a.tokens_1b else a.tokens
@@ -623,7 +638,7 @@ def main() -> None:
             f"model load {info['load_s']:.1f} s"
         )
         print(table([info], {"llama": 5.0}), flush=True)
-    print(f"# load average {os.getloadavg()}")
+    print(f"# load average {os.getloadavg()}, matmul {gflops():.0f} GFLOPS")
     print(table(infos, {"llama": 5.0}))
 
 
