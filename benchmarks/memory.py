@@ -52,6 +52,8 @@ def child(kind: str, model_dir: str, db: str, n_tokens: int) -> None:
         from backend.store import Store
 
         with Store(db) as s:
+            if os.environ.get("MEM_DUCKDB_LIMIT"):  # diagnosis: cap DuckDB's buffer pool
+                s.con.execute(f"SET memory_limit = '{os.environ['MEM_DUCKDB_LIMIT']}'")
             s.save_prompt_set("mem", prompt_set(n_tokens, bpe_vocab("gpt2")[2]))
             p = Worker(s).run(JobSpec(model=model_dir, set_name="mem"))
             out = {"seconds": time.perf_counter() - t, "tokens": p.result.get("tokens")}

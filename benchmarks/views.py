@@ -510,14 +510,16 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
     return h.rows
 
 
-def extract(store, model_dir: Path, texts: pd.DataFrame, set_name: str) -> tuple[str, float, int]:
+def extract(
+    store, model_dir: Path, texts: pd.DataFrame, set_name: str, dtype: str = "auto"
+) -> tuple[str, float, int]:
     """The real extract job into ``store``; -> (model_id, seconds, tokens)."""
     from backend.jobs.base import JobSpec
     from backend.jobs.worker import Worker
 
     store.save_prompt_set(set_name, texts)
     t0 = time.perf_counter()
-    p = Worker(store).run(JobSpec(model=str(model_dir), set_name=set_name))
+    p = Worker(store).run(JobSpec(model=str(model_dir), set_name=set_name, dtype=dtype))
     dt = time.perf_counter() - t0
     if p.status != "done":
         raise RuntimeError(f"extract failed: {p.status} {p.message}")
@@ -534,6 +536,7 @@ def accept(
     log: Callable[[str], None] = print,
     keep_db: bool = False,
     profile: bool = False,
+    dtype: str = "auto",
 ) -> dict:
     """Build, extract and render every view for one model; -> info dict with ``rows``.
     ``keep_db``: keep the store in ``work`` (a rerun finds the runs cached: no forward pass)."""
@@ -549,11 +552,11 @@ def accept(
         db.unlink(missing_ok=True)
     info = {"model": name, "build_s": build}
     with Store(db) as s:
-        mid, cap, toks = extract(s, model_dir, prompt_set(n_tokens, words), "accept")
+        mid, cap, toks = extract(s, model_dir, prompt_set(n_tokens, words), "accept", dtype)
         info.update(capture_s=cap, tokens=toks, dtype=str(s.get_model(mid).get("dtype", "")))
         log(f"{name}: built in {build:.1f} s; extracted {toks:,} tokens in {cap:.1f} s")
         t = time.perf_counter()
-        lm = models.get_model(str(model_dir))
+        lm = models.get_model(str(model_dir), dtype)
         info["load_s"] = time.perf_counter() - t
         info["dtype"] = str(lm.dtype).removeprefix("torch.")
         h = Harness(s, model_dir, mid, "accept", words, repeat, log=log, profile=profile)
@@ -617,6 +620,7 @@ def main() -> None:
         help="keep each store in --work: reruns skip the extraction (capture time then reads ~0)",
     )
     ap.add_argument("--profile", action="store_true", help="cProfile each first render")
+    ap.add_argument("--dtype", default="auto", help="extract and read out in this dtype")
     a = ap.parse_args()
     import torch
 
@@ -630,7 +634,17 @@ def main() -> None:
     infos = []
     for name in a.models.split(","):
         n = a.tokens_1b if name == "llama" and a.tokens_1b else a.tokens
-        info = accept(name, work, n, a.small, a.repeat, only, keep_db=a.keep_db, profile=a.profile)
+        info = accept(
+            name,
+            work,
+            n,
+            a.small,
+            a.repeat,
+            only,
+            keep_db=a.keep_db,
+            profile=a.profile,
+            dtype=a.dtype,
+        )
         infos.append(info)
         print(
             f"{name}: dtype {info['dtype']}, capture {info['tokens']:,} tokens in "
