@@ -154,10 +154,13 @@ def compute(view: str, request, version=None):
     ``version`` what changes when the inputs in the store change (e.g. the number of runs). A
     user-caused problem becomes one message and stops the page."""
     try:
-        return _compute(view, request, version)
+        result = _compute(view, request, version)
     except LayerScopeError as e:
         message(e)
         st.stop()
+    if getattr(result, "notice", None):  # a set too large to gather whole: sampled, said so
+        st.caption(f"Units: {md(result.notice)}.")
+    return result
 
 
 @st.cache_data(show_spinner="Reading out every prompt…", max_entries=16)

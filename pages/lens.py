@@ -76,8 +76,16 @@ pick = st.selectbox(
 run_id = ids[pick]
 st.query_params["run"] = run_id
 
+
+@st.cache_data(show_spinner="Reading out the prompt…", max_entries=32)
+def _lens_run(model_ref: str, run_id: str, kind: str, set_name: str):
+    """One prompt's lens: cached, so moving the position slider redraws without a readout."""
+    lm_ = _ui.loaded_model(model_ref)
+    return lens.compute_run(_ui.store(), lm_, run_id, kind=kind, set_name=set_name)
+
+
 try:
-    one = lens.compute_run(s, lm, run_id, kind=kind, set_name=sel.set_name)
+    one = _lens_run(sel.model, run_id, kind, sel.set_name)
 except LayerScopeError as e:
     _ui.message(e)
     st.stop()

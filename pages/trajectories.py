@@ -220,9 +220,10 @@ event = _ui.show_figure(
     data=table[["run_id", "pos", "token", "label", "group", "layer", *axes, "text"]],
 )
 sampled = f"a random sample of {proj.n_units:,} of {n_all:,} units" if req.sample else "all drawn"
+capped = f" Units read: {TV.units.notice_of(meta)}." if TV.units.notice_of(meta) else ""
 st.caption(
     f"{proj.n_units:,} {unit} units × {len(proj.layers)} layers = {proj.n_points:,} "
-    f"points, {sampled}. {proj.description}"
+    f"points, {sampled}.{capped} {proj.description}"
 )
 
 if scores is not None:

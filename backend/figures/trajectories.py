@@ -32,6 +32,8 @@ COLOURINGS = ("label", "group", "layer", "position", "token")
 META_COLUMNS = ("text", "label", "group", "pos", "token")
 LINE = "rgba(120,120,120,0.25)"
 LINE_3D = "rgba(70,70,70,0.55)"
+#: "Viridis" as plotly's validation spells it out (traces are built as plain dicts)
+VIRIDIS = [list(c) for c in go.scattergl.Marker(colorscale="Viridis").colorscale]
 
 
 def _snip(text: str, n: int = 60) -> str:
@@ -41,11 +43,20 @@ def _snip(text: str, n: int = 60) -> str:
 
 def hover_texts(meta: pd.DataFrame) -> list[str]:
     """One hover text per unit (the layer is added per trace): token, prompt, label."""
+    esc: dict = {}  # units share texts, tokens and labels: escape each distinct one once
+
+    def once(v, cut: bool = False) -> str:
+        out = esc.get((v, cut))
+        if out is None:
+            out = esc[(v, cut)] = plain(_snip(v) if cut else v)
+        return out
+
     out = []
-    for t, text, lab, pos in zip(meta["token"], meta["text"], meta["label"], meta["pos"]):
-        tok = f"token <b>{plain(t)}</b> (pos {pos})<br>" if pos >= 0 else ""
-        lab = "" if lab is None or (isinstance(lab, float) and np.isnan(lab)) else plain(lab)
-        out.append(f"{tok}{plain(_snip(text))}" + (f"<br>label {lab}" if lab != "" else ""))
+    cols = (meta[c].tolist() for c in ("token", "text", "label", "pos"))  # not Arrow scalars
+    for t, text, lab, pos in zip(*cols):
+        tok = f"token <b>{once(t)}</b> (pos {pos})<br>" if pos >= 0 else ""
+        lab = "" if lab is None or (isinstance(lab, float) and np.isnan(lab)) else once(lab)
+        out.append(f"{tok}{once(text, True)}" + (f"<br>label {lab}" if lab != "" else ""))
     return out
 
 
@@ -78,6 +89,12 @@ def categories(values: pd.Series, max_named: int = len(PALETTE)) -> tuple[list[s
     return names, codes
 
 
+def _trace(three: bool, **props) -> dict:
+    """A marker/line trace as a plain dict: go.Scattergl(...) validates and copies every
+    array (13 frames x categories of 10k-point arrays: most of a colour change's time)."""
+    return {"type": "scatter3d" if three else "scattergl", **props}
+
+
 def _xyz(c: np.ndarray, three: bool) -> dict:
     d = {"x": c[:, 0], "y": c[:, 1]}
     if three:
@@ -89,12 +106,12 @@ def _marker_traces(
     proj: Projection, i: int, meta: pd.DataFrame, colour: str, hover: np.ndarray, size: int
 ) -> list:
     three = proj.dims == 3
-    scatter = go.Scatter3d if three else go.Scattergl
     c, layer = proj.coords[i], proj.layers[i]
     tmpl = f"%{{hovertext}}<br>layer {layer}<extra></extra>"
     if colour == "position":
         return [
-            scatter(
+            _trace(
+                three,
                 **_xyz(c, three),
                 mode="markers",
                 hovertext=hover,
@@ -104,9 +121,9 @@ def _marker_traces(
                 marker={
                     "size": size,
                     "color": meta["pos"].astype(float).to_numpy(),
-                    "colorscale": "Viridis",
+                    "colorscale": VIRIDIS,
                     "showscale": True,
-                    "colorbar": {"title": "position"},
+                    "colorbar": {"title": {"text": "position"}},
                 },
             )
         ]
@@ -116,7 +133,8 @@ def _marker_traces(
         m = codes == j
         col = PALETTE[j] if j < len(PALETTE) else OTHER
         traces.append(
-            scatter(
+            _trace(
+                three,
                 **_xyz(c[m], three),
                 mode="markers",
                 name=name,
@@ -134,20 +152,16 @@ def _frame_traces(proj: Projection, i: int, traces) -> list:
     """Frame i: only the coordinates (and the layer in the hover) change; the units of each
     trace, their colours and hover texts stay, so frames carry no repeated text."""
     three = proj.dims == 3
-    scatter = go.Scatter3d if three else go.Scattergl
     c, tmpl = proj.coords[i], f"%{{hovertext}}<br>layer {proj.layers[i]}<extra></extra>"
-    return [
-        scatter(**_xyz(c[np.asarray(t.customdata, dtype=int)], three), hovertemplate=tmpl)
-        for t in traces
-    ]
+    return [_trace(three, **_xyz(c[t["customdata"]], three), hovertemplate=tmpl) for t in traces]
 
 
 def _layer_traces(proj: Projection, hover: np.ndarray, size: int) -> list:
     three = proj.dims == 3
-    scatter = go.Scatter3d if three else go.Scattergl
     lo, hi = min(proj.layers), max(proj.layers)
     return [
-        scatter(
+        _trace(
+            three,
             **_xyz(proj.coords[i], three),
             mode="markers",
             name=f"layer {layer}",
@@ -159,9 +173,9 @@ def _layer_traces(proj: Projection, hover: np.ndarray, size: int) -> list:
                 "color": np.full(proj.n_units, layer),
                 "cmin": lo,
                 "cmax": hi,
-                "colorscale": "Viridis",
+                "colorscale": VIRIDIS,
                 "showscale": i == 0,
-                "colorbar": {"title": "layer"},
+                "colorbar": {"title": {"text": "layer"}},
             },
         )
         for i, layer in enumerate(proj.layers)
@@ -173,10 +187,10 @@ def _line_trace(proj: Projection):
     seg = np.full((n_u, n_l + 1, k), np.nan, dtype=np.float32)  # NaN row breaks each line
     seg[:, :n_l] = proj.coords.transpose(1, 0, 2)
     seg = seg.reshape(-1, k)
-    scatter = go.Scatter3d if k == 3 else go.Scattergl
     # WebGL 3D lines of width 1 in a faint grey vanish against the scene: darker and wider there
     line = {"color": LINE_3D, "width": 3} if k == 3 else {"color": LINE, "width": 1}
-    return scatter(
+    return _trace(
+        k == 3,
         **_xyz(seg, k == 3),
         mode="lines",
         hoverinfo="skip",
@@ -259,6 +273,18 @@ def _title(proj: Projection, shown: str) -> str:
     )
 
 
+def _unvalidated_figure(traces: list[dict]) -> go.Figure:
+    """A figure holding ``traces`` as given (plotly's validation copies and checks each array:
+    ~2/3 of a 130k-point figure's build); the layout and every later change (presenter
+    styling) are validated as usual. tests/backend/figures/test_trajectories_figure.py checks
+    the JSON equals a validated rebuild's."""
+    fig = go.Figure(data=traces, _validate=False)
+    fig._validate = fig.layout._validate = True
+    for t in fig.data:
+        t._validate = True
+    return fig
+
+
 def trajectory_figure(
     proj: Projection,
     meta: pd.DataFrame,
@@ -286,19 +312,21 @@ def trajectory_figure(
     hover = np.asarray(hover_texts(meta), dtype=object)
     static = [_line_trace(proj)] if show_lines and n_l > 1 else []
     if colour == "layer":
-        fig = go.Figure(static + _layer_traces(proj, hover, max(marker_size - 1, 2)))
+        markers = _layer_traces(proj, hover, max(marker_size - 1, 2))
     else:
-        fig = go.Figure(static + _marker_traces(proj, active, meta, colour, hover, marker_size))
+        markers = _marker_traces(proj, active, meta, colour, hover, marker_size)
+    fig = _unvalidated_figure(static + markers)
+    if colour != "layer":
         idx = list(range(len(static), len(fig.data)))
-        fig.frames = [  # each frame retitles the figure, so the title follows the slider
-            go.Frame(
-                data=_frame_traces(proj, i, fig.data[len(static) :]),
+        fig._frame_objs = tuple(  # fig.frames = ... would validate each frame a second time
+            go.Frame(  # each frame retitles the figure, so the title follows the slider
+                data=_frame_traces(proj, i, markers),
                 name=str(L),
                 traces=idx,
                 layout={"title": {"text": title or _title(proj, f"layer {L} of {n_l}")}},
             )
             for i, L in enumerate(proj.layers)
-        ]
+        )
         if n_l > 1:
             fig.update_layout(**_animation(proj, active))
     shown = "all layers" if colour == "layer" else f"layer {proj.layers[active]} of {n_l}"

@@ -87,6 +87,11 @@ class Result:
     baseline: ProbeResult | None = None
 
     @property
+    def notice(self) -> str | None:
+        """How the units were sampled when the set had more than ``units.MAX_UNITS``."""
+        return units.notice_of(self.meta)
+
+    @property
     def n_prompts(self) -> int:
         return int(self.meta["run_id"].nunique())
 
@@ -175,6 +180,7 @@ class Result:
             "folds": r.folds,
             "n_units": len(r.y),
             "n_prompts": self.n_prompts,
+            **({"notice": self.notice} if self.notice else {}),
             **_per_layer(r),
         }
         wrong = self.misclassified(best).head(10)

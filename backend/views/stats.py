@@ -34,6 +34,11 @@ class Result:
     n_prompts: int
 
     @property
+    def notice(self) -> str | None:
+        """How the tokens were sampled when the runs held more than ``units.MAX_UNITS``."""
+        return units.notice_of(self.meta)
+
+    @property
     def names(self) -> list[str]:
         return self.meta["name"].tolist()
 
@@ -76,6 +81,7 @@ class Result:
         return {
             "n_tokens": len(names),
             "n_prompts": self.n_prompts,
+            **({"notice": self.notice} if self.notice else {}),
             "layers": list(s.layers),
             "norm_quantiles": {
                 "q": [0.05, 0.25, 0.5, 0.75, 0.95],

@@ -164,6 +164,11 @@ class Result:
     meta: pd.DataFrame  #: one row per unit: run_id, idx, text, label, group, pos, token
     silhouette: np.ndarray | None  #: (n_layers_sel,) cosine silhouette of the labels, or None
 
+    @property
+    def notice(self) -> str | None:
+        """How the units were sampled when the set had more than ``units.MAX_UNITS``."""
+        return units.notice_of(self.meta)
+
     def to_frame(self) -> pd.DataFrame:
         """One row per (unit, layer) point with its coordinates."""
         p, axes = self.projection, "xyz"[: self.projection.dims]
@@ -188,6 +193,7 @@ class Result:
             "layers": list(p.layers),
             "n_units": p.n_units,
             "n_points": p.n_points,
+            **({"notice": self.notice} if self.notice else {}),
             "explained_variance": None if ev is None else np.round(ev, 6).tolist(),
             "silhouette": None
             if self.silhouette is None

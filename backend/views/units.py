@@ -3,6 +3,11 @@
 Returns arrays (n_layers_sel, n_units, d_model) and a unit table with the text behind each
 point (run, prompt, position, token, label, group) so that views never lose track of what a
 point stands for.
+
+A set larger than a view can hold whole (more than ``MAX_UNITS`` units) is sampled uniformly
+without replacement with a fixed seed, before any vector is read, and says so: the unit
+table's ``attrs["notice"]`` reads "showing 100,000 of 1,204,311 tokens, random sample, seed 0"
+(:func:`notice_of`; the views' results expose it as ``.notice`` and the pages show it).
 """
 
 from __future__ import annotations
@@ -12,6 +17,27 @@ import pandas as pd
 
 from backend.errors import LayerScopeError
 from backend.store import Store
+
+MAX_UNITS = 100_000  #: units a view gathers whole; beyond, a seeded uniform sample
+SEED = 0
+
+
+def sample_notice(kept: int, total: int, what: str, seed: int = SEED) -> str:
+    return f"showing {kept:,} of {total:,} {what}, random sample, seed {seed}"
+
+
+def notice_of(meta: pd.DataFrame) -> str | None:
+    """The sampling notice of a unit table (None when every unit is there)."""
+    return meta.attrs.get("notice")
+
+
+def _pick(n: int, max_units: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of a uniform sample without replacement of ``max_units`` (default
+    ``MAX_UNITS``, read at call time) of n, or None (keep all)."""
+    max_units = MAX_UNITS if max_units is None else max_units
+    if n <= max_units:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, max_units, replace=False))
 
 
 def parse_layers(spec: str | None, n_layers: int) -> list[int]:
@@ -41,26 +67,44 @@ def set_runs_or_error(store: Store, set_name: str, model_id: str) -> pd.DataFram
 
 
 def prompt_units(
-    store: Store, runs: pd.DataFrame, layers: list[int], pool: str = "last"
+    store: Store,
+    runs: pd.DataFrame,
+    layers: list[int],
+    pool: str = "last",
+    max_units: int | None = None,
+    seed: int = SEED,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """One unit per run (prompt), pooled per layer."""
+    """One unit per run (prompt), pooled per layer; beyond ``max_units`` prompts a seeded
+    sample (said in the unit table's notice)."""
+    n_all = len(runs)
+    pick = _pick(n_all, max_units, seed)
+    if pick is not None:
+        runs = runs.iloc[pick]
     x = store.pooled(runs["run_id"].tolist(), pool, layers)
     meta = runs[["run_id", "idx", "text", "label", "group"]].reset_index(drop=True).copy()
     meta["pos"] = -1
     meta["token"] = ""
+    if pick is not None:
+        meta.attrs["notice"] = sample_notice(len(pick), n_all, "prompts", seed)
     return x, meta
 
 
 def token_units(
-    store: Store, runs: pd.DataFrame, layers: list[int], skip_special: bool = True
+    store: Store,
+    runs: pd.DataFrame,
+    layers: list[int],
+    skip_special: bool = True,
+    max_units: int | None = None,
+    seed: int = SEED,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Every token of the given runs; per-token labels when the set has them."""
-    xs, metas = [], []
+    """Every token of the given runs; per-token labels when the set has them. Beyond
+    ``max_units`` tokens a seeded sample, chosen from the token tables before any vector is
+    read (said in the unit table's notice)."""
+    kept, metas = [], []
     for r in runs.itertuples():
-        h = store.run_layers(r.run_id)[layers]
         toks = store.tokens(r.run_id)
         keep = ~toks["is_special"].to_numpy() if skip_special else np.ones(len(toks), bool)
-        xs.append(h[:, keep])
+        kept.append(np.flatnonzero(keep))
         m = toks.loc[keep, ["pos", "token"]].copy()
         m["run_id"], m["idx"], m["text"], m["group"] = r.run_id, r.idx, r.text, r.group
         m["label"] = r.label
@@ -68,9 +112,24 @@ def token_units(
         if isinstance(tl, list) and len(tl) == int(keep.sum()):
             m["label"] = tl
         metas.append(m)
-    if not xs:
+    if not metas:
         raise LayerScopeError("No tokens to show.")
-    return np.concatenate(xs, axis=1), pd.concat(metas, ignore_index=True)
+    meta = pd.concat(metas, ignore_index=True)
+    pick = _pick(len(meta), max_units, seed)
+    start = np.cumsum([0] + [len(k) for k in kept])
+    xs = []
+    for i, r in enumerate(runs.itertuples()):
+        rows = kept[i]
+        if pick is not None:  # the sampled rows of this run, as positions in its tokens
+            lo, hi = np.searchsorted(pick, [start[i], start[i + 1]])
+            rows = rows[pick[lo:hi] - start[i]]
+            if not len(rows):
+                continue
+        xs.append(store.run_layers(r.run_id)[layers][:, rows])
+    if pick is not None:
+        meta = meta.iloc[pick].reset_index(drop=True)
+        meta.attrs["notice"] = sample_notice(len(pick), int(start[-1]), "tokens", seed)
+    return np.concatenate(xs, axis=1), meta
 
 
 def with_token_labels(store: Store, set_name: str, runs: pd.DataFrame) -> pd.DataFrame:

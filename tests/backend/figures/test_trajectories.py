@@ -154,3 +154,22 @@ def test_a_highlighted_prompt_is_its_whole_path_in_black_and_frames_leave_it():
     np.testing.assert_allclose(np.c_[tr.x, tr.y], proj.coords[:, 3, :])
     assert "<b>" not in tr.name and "<b>" not in tr.hovertemplate  # user text is inert
     assert all(n not in (f.traces or ()) for f in fig.frames)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("colour", ["label", "group", "layer", "position", "token"])
+def test_fast_build_gives_the_json_plotly_validation_would(k, colour):
+    """Traces are built as plain dicts without plotly's validation (speed): the figure's JSON
+    must equal a fully validated rebuild's, and later changes are validated again."""
+    import json
+
+    proj, meta = _proj(4, 12, k), _meta(12, labels=("a<b>", "b & c"))
+    meta.loc[::5, "label"] = None
+    meta.loc[::3, "pos"] = -1
+    fig = trajectory_figure(proj, meta, colour)
+    validated = go.Figure(fig.to_dict())
+    assert json.loads(fig.to_json()) == json.loads(validated.to_json())
+    with pytest.raises(ValueError):
+        fig.update_layout(height="tall")
+    with pytest.raises(ValueError):
+        fig.data[-1].marker.size = "big"

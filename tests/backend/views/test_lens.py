@@ -59,3 +59,29 @@ def test_cli_lens_tuned_trains_if_missing_and_prints_both_kls(tiny, capsys):
     assert "layer  kl_logit  kl_tuned" in out and "held-out" in out
     code, _, err = run_json(capsys, "lens", "--model", model, "--prompt", "a b", "--lens", "tuned")
     assert code == 2 and "--set NAME with --lens tuned" in err
+
+
+def test_set_lens_at_last_positions_reads_out_only_the_last_position(tiny):
+    """'last' reads one position per prompt; the numbers equal the full readout's last
+    position (positions are independent after the store)."""
+    from backend.analysis.lens import summarize
+
+    model, db = tiny
+    lm = models.get_model(model, "auto", "cpu")
+    with Store(str(db)) as store:
+        model_id = store.find_model(model)["model_id"]
+        got = LV.compute_set(store, lm, LV.Request(model_id, "lab", "last")).summary
+        runs = store.set_runs("lab", model_id)["run_id"]
+        full = summarize([LV.lens_for_hidden(lm, store.run_layers(r), 1) for r in runs], "last")
+        assert got.n_positions == full.n_positions == len(runs)
+        for a, b in zip(
+            (got.kl_mean, got.entropy_mean, got.rank_median, got.agreement, got.commitment_counts),
+            (
+                full.kl_mean,
+                full.entropy_mean,
+                full.rank_median,
+                full.agreement,
+                full.commitment_counts,
+            ),
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

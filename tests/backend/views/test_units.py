@@ -1,0 +1,107 @@
+"""Unit gathering: a set larger than a view can hold is sampled uniformly without replacement,
+with a fixed seed, and says so."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backend.capture.records import CapturedRun, make_run_id
+from backend.store import Store
+from backend.views import trajectories as TV
+from backend.views import units
+
+N_LAYERS, D = 2, 4
+LENGTHS = (3, 5, 2, 4)  # 14 tokens, the first of each run special
+
+
+class Info:  # the fields upsert_model reads, without loading a model
+    model_id, ref, name, architecture = "m", "fake", "fake", "Fake"
+    n_layers, d_model, vocab_size, has_lm_head, is_causal, revision = (
+        N_LAYERS,
+        D,
+        10,
+        True,
+        True,
+        None,
+    )
+
+    def to_json(self):
+        return '{"n_layers": 2}'
+
+
+def _run(i: int, n: int) -> CapturedRun:
+    """Every vector says which run, position and layer it is: (layer, i, pos, 0)."""
+    h = np.zeros((N_LAYERS + 1, n, D), np.float32)
+    h[:, :, 0] = np.arange(N_LAYERS + 1)[:, None]
+    h[:, :, 1], h[:, :, 2] = i, np.arange(n)
+    text = " ".join(f"w{i}_{p}" for p in range(n))
+    return CapturedRun(
+        run_id=make_run_id("m", text, {}),
+        text=text,
+        token_ids=list(range(n)),
+        tokens=text.split(),
+        offsets=[(0, 1)] * n,
+        special=[p == 0 for p in range(n)],
+        hidden=h,
+    )
+
+
+@pytest.fixture
+def store():
+    with Store(":memory:") as s:
+        s.upsert_model(Info())
+        runs = [_run(i, n) for i, n in enumerate(LENGTHS)]
+        s.ingest("m", runs)
+        texts = [r.text for r in runs]
+        s.save_prompt_set("s", pd.DataFrame({"text": texts, "label": ["a", "b", "a", "b"]}))
+        yield s
+
+
+def _units(store, **kw):
+    runs = units.set_runs_or_error(store, "s", "m")
+    return units.token_units(store, runs, [0, 2], skip_special=False, **kw)
+
+
+def test_under_the_cap_every_token_and_no_notice(store):
+    x, meta = _units(store)
+    assert x.shape == (2, sum(LENGTHS), D) and units.notice_of(meta) is None
+
+
+def test_over_the_cap_a_seeded_sample_that_says_so(store, monkeypatch):
+    monkeypatch.setattr(units, "MAX_UNITS", 5)
+    x, meta = _units(store)
+    assert units.notice_of(meta) == "showing 5 of 14 tokens, random sample, seed 0"
+    assert x.shape == (2, 5, D) and len(meta) == 5
+    assert not meta.duplicated(["run_id", "pos"]).any()  # without replacement
+    # each vector is the one its row names (run, position), at each requested layer
+    run_no = {r: i for i, r in enumerate(units.set_runs_or_error(store, "s", "m")["run_id"])}
+    np.testing.assert_array_equal(x[:, :, 1], [[run_no[r] for r in meta["run_id"]]] * 2)
+    np.testing.assert_array_equal(x[:, :, 2], [meta["pos"].to_numpy()] * 2)
+    np.testing.assert_array_equal(x[:, :, 0], [[0] * 5, [2] * 5])
+    again_x, again = _units(store)  # deterministic
+    pd.testing.assert_frame_equal(meta, again)
+    np.testing.assert_array_equal(x, again_x)
+    _, other = _units(store, seed=1)
+    assert units.notice_of(other).endswith("seed 1")
+
+
+def test_the_sample_is_uniform_without_replacement():
+    n, k, seeds = 20, 5, 2000
+    counts = np.zeros(n)
+    for seed in range(seeds):
+        pick = units._pick(n, k, seed)
+        assert len(np.unique(pick)) == k and (np.diff(pick) > 0).all()
+        counts[pick] += 1
+    # inclusion probability k/n = 0.25 each; 4 standard deviations ~ 0.039
+    assert np.abs(counts / seeds - k / n).max() < 0.04
+
+
+def test_prompt_units_and_a_view_say_so(store, monkeypatch):
+    monkeypatch.setattr(units, "MAX_UNITS", 3)
+    runs = units.set_runs_or_error(store, "s", "m")
+    x, meta = units.prompt_units(store, runs, [1])
+    assert x.shape == (1, 3, D)
+    assert units.notice_of(meta) == "showing 3 of 4 prompts, random sample, seed 0"
+    res = TV.compute(store, TV.Request("m", "s", (0, 1, 2), unit="token", max_runs=4))
+    assert res.notice == "showing 3 of 10 tokens, random sample, seed 0"  # specials skipped
+    assert res.to_dict()["notice"] == res.notice and res.projection.n_units == 3
