@@ -232,6 +232,8 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu", model=None):
     (:func:`model_dtype`: float32 for GPT-2 and the demo, bf16 for bf16-native checkpoints),
     on every device: a bf16 kernel on the CPU is not a reason to compute an fp32 model in
     bf16 (stored states then deviate ~2-6% at the last layer; see benchmarks/RESULTS.md).
+    One exception: a bf16/fp16 checkpoint on a CPU without half-precision matmul kernels
+    computes in float32 (exact for its weights, and ~100x faster there).
     ``model`` is a reference (see :func:`resolve`), a :class:`ModelRef` or a config dict;
     without it 'auto' is float32 (the faithful choice when the model is unknown).
     """
@@ -242,7 +244,34 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu", model=None):
         return names[dtype]
     if dtype != "auto":
         raise LayerScopeError(f"Unknown dtype '{dtype}': use auto, float32, bfloat16 or float16.")
-    return torch.float32 if model is None else model_dtype(model)
+    if model is None:
+        return torch.float32
+    own = model_dtype(model)
+    if device == "cpu" and own in (torch.bfloat16, torch.float16) and not cpu_has_half_kernels():
+        # no AMX / AVX512-bf16: a bf16 matmul ran ~100x slower than fp32 here (0.07 vs 8.6
+        # GFLOP/s; benchmarks/RESULTS.md), and fp32 holds bf16/fp16 weights exactly
+        return torch.float32
+    return own
+
+
+def cpu_has_half_kernels() -> bool:
+    """Whether this CPU has fast bf16 matmul instructions (AMX or AVX512-bf16): the flags in
+    /proc/cpuinfo, else PyTorch's AMX probe. LAYERSCOPE_CPU_HALF=0/1 overrides."""
+    forced = os.environ.get("LAYERSCOPE_CPU_HALF")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpu_flags_half()
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags_half() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+        return "amx_bf16" in flags or "avx512_bf16" in flags
+    except OSError:
+        import torch
+
+        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def model_dtype(model):

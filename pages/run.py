@@ -47,7 +47,8 @@ with left:
         dtype = st.selectbox(
             "dtype",
             ["auto", "float32", "bfloat16", "float16"],
-            help="auto = bfloat16 where the CPU has AMX/AVX512-bf16, else float32",
+            help="auto = the checkpoint's own dtype (bf16 checkpoints compute in float32 on a "
+            "CPU without AMX / AVX512-bf16, where bf16 is ~100x slower)",
         )
         device = st.selectbox("device", models.available_devices())
         max_tokens = st.number_input("max tokens per prompt (0 = no limit)", 0, 100_000, 0)

@@ -57,8 +57,9 @@ def _copy_with_config(src, dst, **changes):
     return dst
 
 
-def test_dtype_auto_is_the_checkpoints_own_dtype(tiny_model_dir, tmp_path):
+def test_dtype_auto_is_the_checkpoints_own_dtype(tiny_model_dir, tmp_path, monkeypatch):
     """Expected dtypes are written out, not recomputed with the helper under test."""
+    monkeypatch.setenv("LAYERSCOPE_CPU_HALF", "1")  # a CPU with bf16 kernels
     fp32 = tiny_model_dir("gpt2")
     bf16 = _copy_with_config(fp32, tmp_path / "bf16", dtype="bfloat16")
     old = _copy_with_config(fp32, tmp_path / "old", dtype=None, torch_dtype="float16")
@@ -77,8 +78,10 @@ def test_dtype_auto_is_the_checkpoints_own_dtype(tiny_model_dir, tmp_path):
     assert next(lm.model.parameters()).dtype is torch.bfloat16
 
 
-def test_dtype_auto_without_a_config_dtype_reads_the_weights(tiny_model_dir, tmp_path):
+def test_dtype_auto_without_a_config_dtype_reads_the_weights(tiny_model_dir, tmp_path, monkeypatch):
     import transformers as tf
+
+    monkeypatch.setenv("LAYERSCOPE_CPU_HALF", "1")
 
     src = tiny_model_dir("gpt2")
     m = tf.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
@@ -87,6 +90,24 @@ def test_dtype_auto_without_a_config_dtype_reads_the_weights(tiny_model_dir, tmp
     assert models.pick_dtype("auto", model=str(tmp_path / "nocfg")) is torch.bfloat16
     plain = _copy_with_config(src, tmp_path / "plain", dtype=None, torch_dtype=None)
     assert models.pick_dtype("auto", model=str(plain)) is torch.float32
+
+
+def test_half_checkpoints_compute_in_fp32_on_a_cpu_without_half_kernels(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """No AMX / AVX512-bf16: a bf16 matmul is ~100x slower than fp32 there, and fp32 holds
+    bf16 and fp16 weights exactly; explicit dtypes and other devices are unaffected."""
+    monkeypatch.setenv("LAYERSCOPE_CPU_HALF", "0")
+    fp32 = tiny_model_dir("gpt2")
+    bf16 = _copy_with_config(fp32, tmp_path / "bf16", dtype="bfloat16")
+    fp16 = _copy_with_config(fp32, tmp_path / "fp16", dtype="float16")
+    assert models.pick_dtype("auto", model=str(bf16)) is torch.float32
+    assert models.pick_dtype("auto", model=str(fp16)) is torch.float32
+    assert models.pick_dtype("auto", "cuda", model=str(bf16)) is torch.bfloat16
+    assert models.pick_dtype("bfloat16", model=str(bf16)) is torch.bfloat16
+    assert models.load_model(str(bf16)).dtype is torch.float32
+    monkeypatch.setenv("LAYERSCOPE_CPU_HALF", "1")
+    assert models.pick_dtype("auto", model=str(bf16)) is torch.bfloat16
 
 
 def test_offline_hub_id_gives_one_line_message(monkeypatch, tmp_path):
