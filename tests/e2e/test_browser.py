@@ -155,7 +155,9 @@ def test_every_tour_story_shows_its_notice_on_a_drawn_view(server, page):
         compute = page.get_by_role("button", name="Compute")
         if page.locator(".js-plotly-plot").count() == 0 and compute.count():
             compute.first.click()  # views that compute only on a click (causal views)
-        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=180_000)
+        # the Training story computes probes, statistics and CKA on nine checkpoints (~40 s
+        # on an idle two-core machine, minutes on a busy one)
+        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=480_000)
         page.wait_for_timeout(1500)
         shot(page, f"4{i}-tour-{story.key}")
         assert_no_exception(page, f"tour story {story.key}")
