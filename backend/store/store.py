@@ -94,6 +94,7 @@ class Store:
     def __init__(self, path: str | Path | None = None, read_only: bool = False, _con=None):
         self.path = Path(path) if path not in (None, ":memory:") else path or default_db_path()
         self._lock = threading.Lock()
+        self.read_only = read_only
         if _con is not None:
             self.con = _con
             self._root = False
@@ -876,6 +877,9 @@ class Store:
         return row[0] if row else None
 
     def cache_put(self, kind: str, key: str, payload: bytes) -> None:
+        """Keep a derived result; a read-only store keeps nothing (the caller recomputes)."""
+        if self.read_only:
+            return
         self.con.execute(
             """INSERT INTO derived VALUES (?, ?, ?, now())
                ON CONFLICT (kind, key) DO UPDATE SET payload = excluded.payload""",

@@ -6,10 +6,14 @@ CLI prints ``Result.to_dict()``.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import re
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from backend.analysis.probes import ProbeResult, misclassified, run_probes
@@ -243,7 +247,90 @@ def probe_units(store: Store, req: Request, model_id: str | None = None):
     )
 
 
+CACHE_KIND = "probes"  #: derived-cache kind of a fitted probe (arrays only: no pickles)
+_ARRAYS = ("accuracy", "ci_low", "ci_high", "fold_accuracy", "macro_f1", "control", "pred")
+_ARRAYS += ("scores", "y", "weights", "bias", "pooled_accuracy", "control_task")
+
+
+def _cache_key(store: Store, req: Request, model_id: str) -> str:
+    """Everything that decides the fit: the request's settings, the model, and the set's runs
+    with their labels (a replaced set with other labels is another key)."""
+    runs = units.set_runs_or_error(store, req.set_name, model_id)
+    cols = [c for c in ("run_id", "idx", "label", "group") if c in runs.columns]
+    if req.unit == "token":
+        runs = units.with_token_labels(store, req.set_name, runs.head(req.max_runs or len(runs)))
+        cols.append("token_labels")
+    parts = {
+        "v": 1,
+        "model_id": model_id,
+        "unit": req.unit,
+        "pool": req.pool,
+        "folds": req.folds,
+        "method": req.method,
+        "layers": list(req.layers) if req.layers else None,
+        "max_runs": req.max_runs,
+        "max_units": units.MAX_UNITS,
+        "runs": runs[cols].astype(str).to_numpy().tolist(),
+    }
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _to_payload(res: ProbeResult, meta: pd.DataFrame) -> bytes:
+    arrays = {k: getattr(res, k) for k in _ARRAYS if getattr(res, k) is not None}
+    scalars = {
+        "layers": list(res.layers),
+        "classes": list(res.classes),
+        "majority": float(res.majority),
+        "folds": int(res.folds),
+        "method": res.method,
+        "interval_method": res.interval_method,
+    }
+    buf, table = io.BytesIO(), io.BytesIO()
+    meta.to_parquet(table, index=False)
+    np.savez(
+        buf,
+        **arrays,
+        _scalars=np.frombuffer(json.dumps(scalars).encode(), dtype=np.uint8),
+        _meta=np.frombuffer(table.getvalue(), dtype=np.uint8),
+    )
+    return buf.getvalue()
+
+
+def _from_payload(raw: bytes) -> tuple[ProbeResult, pd.DataFrame]:
+    z = np.load(io.BytesIO(raw), allow_pickle=False)  # a cache file is input: no pickles
+    sc = json.loads(z["_scalars"].tobytes())
+    meta = pd.read_parquet(io.BytesIO(z["_meta"].tobytes()))
+    arrays = {k: (z[k] if k in z.files else None) for k in _ARRAYS}
+    res = ProbeResult(
+        layers=tuple(sc["layers"]),
+        classes=tuple(sc["classes"]),
+        majority=sc["majority"],
+        folds=sc["folds"],
+        method=sc["method"],
+        interval_method=sc["interval_method"],
+        **arrays,
+    )
+    return res, meta
+
+
 def _fit(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd.DataFrame]:
+    """The fitted probe from the store's derived cache, else fitted and stored (a probe with
+    its controls and bootstrap interval is the slowest read-only view: seconds per model)."""
+    if store is None:  # arrays given directly (tests): nothing to cache in
+        return _fit_now(store, req, model_id)
+    key = _cache_key(store, req, model_id)
+    raw = store.cache_get(CACHE_KIND, key)
+    if raw is not None:
+        try:
+            return _from_payload(raw)
+        except (ValueError, KeyError, OSError, TypeError):  # damaged or old entry: refit
+            pass
+    res, meta = _fit_now(store, req, model_id)
+    store.cache_put(CACHE_KIND, key, _to_payload(res, meta))
+    return res, meta
+
+
+def _fit_now(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd.DataFrame]:
     x, y, g, meta = probe_units(store, req, model_id)
     layers = list(req.layers) if req.layers else None
     # token units: Hewitt & Liang's control task (each token type gets a random label)

@@ -89,3 +89,43 @@ def test_encoders_pool_by_mean_by_default(row, pool):
     assert PV.pool_label(pool, row).endswith(PV.POOL_WHY[pool].split(": ", 1)[1])
     other = "last" if pool == "mean" else "mean"
     assert PV.pool_label(other, row).endswith("(chosen)")
+
+
+@pytest.mark.slow
+def test_a_fitted_probe_is_kept_in_the_store_and_refit_when_labels_change(tmp_path, monkeypatch):
+    """The second compute (another process: a new Store on the same file) reads the fit from
+    the derived cache instead of refitting; a set whose labels changed is fitted again; a
+    damaged entry is refitted, never unpickled."""
+    from backend.cli import main
+    from backend.demo.sets import load_demo_set
+    from backend.store import Store
+
+    db = tmp_path / "p.duckdb"
+    with Store(db) as s:
+        s.save_prompt_set("agr", load_demo_set("agreement").head(60))
+    assert main(["extract", "--db", str(db), "--model", "demo", "--set", "agr", "--json"]) == 0
+    with Store(db) as s:
+        mid = s.find_model("demo")["model_id"]
+        req = PV.Request(mid, "agr", folds=3, method="ridge")
+        first = PV.compute(s, req)
+    fits = []
+    real = PV.run_probes
+    monkeypatch.setattr(PV, "run_probes", lambda *a, **k: fits.append(1) or real(*a, **k))
+    with Store(db) as s:
+        again = PV.compute(s, req)
+        assert fits == []  # from the cache
+        for k in PV._ARRAYS:
+            a, b = getattr(first.probe, k), getattr(again.probe, k)
+            assert (a is None and b is None) or np.array_equal(a, b), k
+        pd.testing.assert_frame_equal(first.meta, again.meta)
+        assert again.to_dict() == first.to_dict()
+        # the same texts with other labels: another key, a new fit
+        flipped = s.get_set("agr").assign(label=lambda d: d["label"].iloc[::-1].to_numpy())
+        s.save_prompt_set("agr", flipped[["text", "label", "group"]])
+        PV.compute(s, req)
+        assert fits == [1]
+        # a damaged entry is refitted
+        key = PV._cache_key(s, req, mid)
+        s.cache_put(PV.CACHE_KIND, key, b"not an npz")
+        PV.compute(s, req)
+        assert fits == [1, 1]
