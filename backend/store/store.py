@@ -137,8 +137,13 @@ class Store:
             self.con.execute(f"SET wal_autocheckpoint = '{WAL_CHECKPOINT}'")
             self._migrate()
             # only one process can open the file for writing, so jobs still marked as
-            # running belong to a process that died (kill -9, power loss)
-            self.mark_interrupted_jobs()
+            # running belong to a process that died (kill -9, power loss). Housekeeping: on a
+            # full disk it waits for the next open, so reads and `delete` still work.
+            try:
+                self.mark_interrupted_jobs()
+            except duckdb.Error as e:
+                if not _disk_full(e):
+                    raise
 
     # -- lifecycle ------------------------------------------------------------------------
     def cursor(self) -> Store:
