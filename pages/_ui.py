@@ -604,6 +604,10 @@ def wrap_title(text: str, width: int = TITLE_WRAP) -> str:
     return "<br>".join([*lines, line])
 
 
+def _too_long(title: str | None) -> bool:
+    return bool(title) and "<br>" not in title and len(title) > TITLE_WRAP
+
+
 def present_figure(fig):
     """Presenter styling: larger fonts and markers; figures keep their fixed colour scales."""
     fig.update_layout(
@@ -619,16 +623,15 @@ def present_figure(fig):
     fig.update_scenes(xaxis=axis, yaxis=axis, zaxis=axis)
     fig.update_annotations(font_size=18)
     title = fig.layout.title.text if fig.layout.title else None
-    if title and "<br>" not in title and len(title) > TITLE_WRAP:
+    if _too_long(title):
         wrapped = wrap_title(title)
         lines = wrapped.count("<br>") + 1
         fig.update_layout(
             title_text=wrapped, margin_t=max(fig.layout.margin.t or 0, 40 + 34 * lines)
         )
     for fr in fig.frames or ():  # animation frames retitle the figure as the slider moves
-        t = fr.layout.title.text if fr.layout and fr.layout.title else None
-        if t and "<br>" not in t and len(t) > TITLE_WRAP:
-            fr.layout.title.text = wrap_title(t)
+        if fr.layout and fr.layout.title and _too_long(fr.layout.title.text):
+            fr.layout.title.text = wrap_title(fr.layout.title.text)
     for tr in fig.data:
         if getattr(tr, "marker", None) is not None and hasattr(tr.marker, "size"):
             with contextlib.suppress(ValueError, TypeError):

@@ -69,7 +69,9 @@ def run(args, store) -> dict:
         max_tokens=args.max_tokens,
         batch_tokens=args.batch_tokens,
         trust_remote_code=args.trust_remote_code,
-        options=_engine_options(args),
+        options=engine_options(
+            args.engine, args.workers, args.gpus_per_worker, args.ray_address, args.shard_root
+        ),
     )
     p = run_job(store, spec, quiet=args.json)
     r = p.result
@@ -122,12 +124,6 @@ def _run_checkpoints(args, store, set_name: str) -> dict:
         "status": p.status,
         "engine": args.engine,
     }
-
-
-def _engine_options(args) -> dict:
-    return engine_options(
-        args.engine, args.workers, args.gpus_per_worker, args.ray_address, args.shard_root
-    )
 
 
 def prose(r: dict) -> str:

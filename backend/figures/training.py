@@ -34,20 +34,26 @@ def _axes(fig: go.Figure, cols: int, title_y: str = "layer") -> None:
     fig.update_yaxes(title=title_y, type="category", row=1, col=1)
 
 
-def probe_figure(res: Result) -> go.Figure:
-    """Probe accuracy per (checkpoint, layer) next to the same probe on shuffled labels."""
+def _two_heatmaps(res: Result, left, right, titles, names, bar_title: str, scale: str):
+    """Two checkpoint × layer heatmaps side by side on one fixed 0…1 scale (one colour bar)."""
     fig = make_subplots(
-        rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
-        subplot_titles=("probe accuracy (cross-validated)", "shuffled-label control"),
-    )  # fmt: skip
-    bar = {"title": "accuracy", "len": 0.9}
-    fig.add_trace(_heat(res, res.probe_accuracy, "accuracy", 0, 1, "Viridis", colorbar=bar), 1, 1)
-    fig.add_trace(
-        _heat(res, res.probe_control, "shuffled control", 0, 1, "Viridis", showscale=False), 1, 2
+        rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06, subplot_titles=titles
     )
+    bar = {"title": bar_title, "len": 0.9}
+    fig.add_trace(_heat(res, left, names[0], 0, 1, scale, colorbar=bar), 1, 1)
+    fig.add_trace(_heat(res, right, names[1], 0, 1, scale, showscale=False), 1, 2)
     _axes(fig, 2)
     fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 50, "b": 10})
     return fig
+
+
+def probe_figure(res: Result) -> go.Figure:
+    """Probe accuracy per (checkpoint, layer) next to the same probe on shuffled labels."""
+    return _two_heatmaps(
+        res, res.probe_accuracy, res.probe_control,
+        ("probe accuracy (cross-validated)", "shuffled-label control"),
+        ("accuracy", "shuffled control"), "accuracy", "Viridis",
+    )  # fmt: skip
 
 
 def behaviour_figure(res: Result) -> go.Figure:
@@ -92,19 +98,11 @@ def behaviour_figure(res: Result) -> go.Figure:
 
 def cka_figure(res: Result) -> go.Figure:
     """Per layer, linear CKA of each checkpoint to the final one and to the previous one."""
-    fig = make_subplots(
-        rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
-        subplot_titles=(f"CKA to the final checkpoint ({plain(res.refs[-1])})",
-                        "CKA to the previous checkpoint"),
+    return _two_heatmaps(
+        res, res.cka_final, res.cka_previous,
+        (f"CKA to the final checkpoint ({plain(res.refs[-1])})", "CKA to the previous checkpoint"),
+        ("CKA to final", "CKA to previous"), "CKA", "Magma",
     )  # fmt: skip
-    bar = {"title": "CKA", "len": 0.9}
-    fig.add_trace(_heat(res, res.cka_final, "CKA to final", 0, 1, "Magma", colorbar=bar), 1, 1)
-    fig.add_trace(
-        _heat(res, res.cka_previous, "CKA to previous", 0, 1, "Magma", showscale=False), 1, 2
-    )
-    _axes(fig, 2)
-    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 50, "b": 10})
-    return fig
 
 
 def stats_figure(res: Result) -> go.Figure:
