@@ -398,6 +398,7 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LayerScopeError(f"Could not load model '{ref}': {first}") from None
     model.eval().to(device)
+    fuse_activations(model)
     base = model.base_model
     _blocks_name, blocks = _find_blocks(base, model.config)
     norm_name, final_norm = _find_final_norm(base)
@@ -428,6 +429,43 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
         mref.path,
     )
     return LoadedModel(model, tokenizer, info, blocks, base, final_norm, unembed, device, tdtype)
+
+
+@lru_cache(maxsize=1)
+def _tanh_gelu_class():
+    """GELU, tanh approximation, as one fused kernel (``F.gelu(x, approximate="tanh")``).
+
+    The same function as transformers' ``NewGELUActivation`` / ``FastGELUActivation`` (GPT-2,
+    GPT-J, CodeGen, ...), which compose it from seven elementwise ops: ~30% of a GPT-2-small
+    CPU forward went to them. Measured against a float64 evaluation of the formula, both are
+    equally exact (max error 4.3e-7 on N(0, 9) inputs); they differ from each other by <= 1 ulp.
+    Defined lazily: this module is imported by readers that never import torch.
+    """
+    import torch.nn.functional as F
+    from torch import nn
+
+    class TanhGELU(nn.Module):
+        def forward(self, x):
+            return F.gelu(x, approximate="tanh")
+
+    return TanhGELU
+
+
+def fuse_activations(model) -> int:
+    """Swap composed tanh-GELU modules for the fused kernel; returns how many were swapped.
+
+    ``LAYERSCOPE_FUSED_GELU=0`` keeps the checkpoint's own modules."""
+    if os.environ.get("LAYERSCOPE_FUSED_GELU", "1") == "0":
+        return 0
+    from transformers.activations import FastGELUActivation, NewGELUActivation
+
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                setattr(parent, name, _tanh_gelu_class()())
+                swapped += 1
+    return swapped
 
 
 def _find_blocks(base, config):

@@ -214,3 +214,34 @@ def test_hub_revisions_resolve_offline_to_their_own_snapshot(monkeypatch, tmp_pa
     assert models.load_model("org/tiny@step3000").info.revision == "step3000"
     with pytest.raises(LayerScopeError, match="not in the local Hugging Face cache"):
         models.resolve("org/tiny@step9")
+
+
+def test_composed_tanh_gelu_is_swapped_for_the_fused_kernel_with_the_same_states(
+    tiny_model_dir, monkeypatch
+):
+    """GPT-2's gelu_new is seven elementwise ops; the loaded model runs the fused kernel and
+    its states and logits match the checkpoint's own modules (HF, unmodified) to float rounding."""
+    import transformers as tf
+
+    path = tiny_model_dir("gpt2")
+    lm = models.load_model(str(path), dtype="float32")
+    acts = [type(m.mlp.act).__name__ for m in lm.blocks]
+    assert acts == ["TanhGELU"] * len(lm.blocks)
+    plain = tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    assert type(plain.transformer.h[0].mlp.act).__name__ == "NewGELUActivation"
+    ids = torch.tensor([[2, 5, 9, 11, 7, 4, 8]])
+    with torch.inference_mode():
+        ours = lm.model(input_ids=ids, output_hidden_states=True)
+        ref = plain(input_ids=ids, output_hidden_states=True)
+    for a, b in zip(ours.hidden_states, ref.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.logits, ref.logits, rtol=1e-5, atol=1e-5)
+
+    monkeypatch.setenv("LAYERSCOPE_FUSED_GELU", "0")
+    kept = models.load_model(str(path), dtype="float32")
+    assert type(kept.blocks[0].mlp.act).__name__ == "NewGELUActivation"
+
+
+def test_other_activations_are_left_alone(tiny_model_dir):
+    lm = models.load_model(str(tiny_model_dir("gpt_neox")), dtype="float32")
+    assert models.fuse_activations(lm.model) == 0
