@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from backend.analysis.projection import Projection
-from backend.figures._parts import plain
+from backend.figures._parts import plain, typed, untyped
 
 PALETTE = [
     "#2563eb",
@@ -96,9 +96,11 @@ def _trace(three: bool, **props) -> dict:
 
 
 def _xyz(c: np.ndarray, three: bool) -> dict:
-    d = {"x": c[:, 0], "y": c[:, 1]}
+    """Coordinates as typed-array specs (see ``_parts.typed``: what plotly's serialiser would
+    make of them, built without its per-array copies and checks)."""
+    d = {"x": typed(c[:, 0]), "y": typed(c[:, 1])}
     if three:
-        d["z"] = c[:, 2]
+        d["z"] = typed(c[:, 2])
     return d
 
 
@@ -117,10 +119,10 @@ def _marker_traces(
                 hovertext=hover,
                 hovertemplate=tmpl,
                 name=f"layer {layer}",
-                customdata=np.arange(proj.n_units),
+                customdata=typed(np.arange(proj.n_units)),
                 marker={
                     "size": size,
-                    "color": meta["pos"].astype(float).to_numpy(),
+                    "color": typed(meta["pos"].astype(float).to_numpy()),
                     "colorscale": VIRIDIS,
                     "showscale": True,
                     "colorbar": {"title": {"text": "position"}},
@@ -141,7 +143,7 @@ def _marker_traces(
                 legendgroup=name,
                 hovertext=hover[m],
                 hovertemplate=tmpl,
-                customdata=np.flatnonzero(m),
+                customdata=typed(np.flatnonzero(m)),
                 marker={"size": size, "color": col},
             )
         )
@@ -153,7 +155,10 @@ def _frame_traces(proj: Projection, i: int, traces) -> list:
     trace, their colours and hover texts stay, so frames carry no repeated text."""
     three = proj.dims == 3
     c, tmpl = proj.coords[i], f"%{{hovertext}}<br>layer {proj.layers[i]}<extra></extra>"
-    return [_trace(three, **_xyz(c[t["customdata"]], three), hovertemplate=tmpl) for t in traces]
+    return [
+        _trace(three, **_xyz(c[untyped(t["customdata"])], three), hovertemplate=tmpl)
+        for t in traces
+    ]
 
 
 def _layer_traces(proj: Projection, hover: np.ndarray, size: int) -> list:
@@ -167,10 +172,10 @@ def _layer_traces(proj: Projection, hover: np.ndarray, size: int) -> list:
             name=f"layer {layer}",
             hovertext=hover,
             hovertemplate=f"%{{hovertext}}<br>layer {layer}<extra></extra>",
-            customdata=np.arange(proj.n_units),
+            customdata=typed(np.arange(proj.n_units)),
             marker={
                 "size": size,
-                "color": np.full(proj.n_units, layer),
+                "color": typed(np.full(proj.n_units, layer)),
                 "cmin": lo,
                 "cmax": hi,
                 "colorscale": VIRIDIS,

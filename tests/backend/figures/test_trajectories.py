@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import pytest
 
 from backend.analysis.projection import Projection
+from backend.figures._parts import untyped
 from backend.figures.trajectories import (
     categories,
     highlight_unit,
@@ -44,10 +45,10 @@ def test_label_traces_carry_every_unit_once_with_its_label():
     fig = trajectory_figure(proj, meta, "label")
     m = _markers(fig)
     assert sorted(t.name for t in m) == ["plural", "singular"]
-    ids = np.concatenate([np.asarray(t.customdata) for t in m])
+    ids = np.concatenate([untyped(t.customdata) for t in m])
     assert sorted(ids) == list(range(10))
     for t in m:
-        assert all(meta.loc[int(i), "label"] == t.name for i in t.customdata)
+        assert all(meta.loc[int(i), "label"] == t.name for i in untyped(t.customdata))
         assert all(f"label {t.name}" in h for h in t.hovertext)
     assert "10 units × 3 layers = 30 points" in fig.layout.title.text
 
@@ -56,11 +57,11 @@ def test_markers_show_the_chosen_layer_and_frames_every_layer():
     proj, meta = _proj(), _meta(10)
     fig = trajectory_figure(proj, meta, "label", layer=1)
     t = _markers(fig)[0]
-    np.testing.assert_allclose(t.x, proj.coords[1, np.asarray(t.customdata), 0])
+    np.testing.assert_allclose(untyped(t.x), proj.coords[1, untyped(t.customdata), 0])
     assert [f.name for f in fig.frames] == ["0", "1", "2"]
     for li, f in enumerate(fig.frames):
         for tr, base in zip(f.data, _markers(fig)):
-            np.testing.assert_allclose(tr.y, proj.coords[li, np.asarray(base.customdata), 1])
+            np.testing.assert_allclose(untyped(tr.y), proj.coords[li, untyped(base.customdata), 1])
             assert f"layer {li}" in tr.hovertemplate
     assert fig.layout.sliders[0].active == 1
     assert next(b.label for b in fig.layout.updatemenus[0].buttons).startswith("▶")
@@ -70,7 +71,7 @@ def test_trajectory_lines_join_each_units_layers():
     proj = _proj(3, 4)
     line = trajectory_figure(proj, _meta(4)).data[0]
     assert line.mode == "lines" and isinstance(line, go.Scattergl)
-    y = np.asarray(line.y, dtype=float)
+    y = untyped(line.y).astype(float)
     assert len(y) == 4 * 4 and np.isnan(y[3::4]).all()  # 3 layers + a break per unit
     np.testing.assert_allclose(y[:3], proj.coords[:, 0, 1])
 
@@ -86,26 +87,26 @@ def test_many_categories_fold_into_other_without_dropping_points():
     fig = trajectory_figure(_proj(2, n), _meta(n, tokens=[f"w{i}" for i in range(n)]), "token")
     m = _markers(fig)
     assert len(m) == 13 and m[-1].name == "other (28 values)"
-    assert sum(len(t.x) for t in m) == n
+    assert sum(len(untyped(t.x)) for t in m) == n
 
 
 def test_colour_by_layer_shows_all_layers_without_frames():
     fig = trajectory_figure(_proj(4, 5), _meta(5), "layer")
     assert len(_markers(fig)) == 4 and not fig.frames
-    assert sum(len(t.x) for t in _markers(fig)) == 20
+    assert sum(len(untyped(t.x)) for t in _markers(fig)) == 20
 
 
 def test_position_is_a_continuous_scale():
     fig = trajectory_figure(_proj(2, 8), _meta(8), "position")
     (m,) = _markers(fig)
-    assert list(m.marker.color) == list(np.arange(8) % 4) and m.marker.showscale
+    assert list(untyped(m.marker.color)) == list(np.arange(8) % 4) and m.marker.showscale
 
 
 def test_hundred_thousand_points_are_all_drawn():
     proj = Projection(np.zeros((10, 10_000, 2), np.float32), tuple(range(10)), "pca", None, "")
     meta = _meta(10_000)
     fig = trajectory_figure(proj, meta, "label", show_lines=False)
-    assert sum(len(t.x) for t in _markers(fig)) == 10_000 and len(fig.frames) == 10
+    assert sum(len(untyped(t.x)) for t in _markers(fig)) == 10_000 and len(fig.frames) == 10
     assert "100,000 points" in fig.layout.title.text
 
 
@@ -151,7 +152,7 @@ def test_a_highlighted_prompt_is_its_whole_path_in_black_and_frames_leave_it():
     highlight_unit(fig, proj, [3], "this prompt: <b>x</b>")
     tr = fig.data[-1]
     assert len(fig.data) == n + 1 and tr.line.color == "black"
-    np.testing.assert_allclose(np.c_[tr.x, tr.y], proj.coords[:, 3, :])
+    np.testing.assert_allclose(np.c_[untyped(tr.x), untyped(tr.y)], proj.coords[:, 3, :])
     assert "<b>" not in tr.name and "<b>" not in tr.hovertemplate  # user text is inert
     assert all(n not in (f.traces or ()) for f in fig.frames)
 
