@@ -627,9 +627,7 @@ class Store:
         if len(ns) and all(c == codec.F16 for c in codecs):
             # every blob fp16: view the Arrow column's contiguous buffer, copy runs in order
             flat = codec.f16_view(t["data"].combine_chunks(), int(ns_db.sum()), d)
-            src = np.r_[0, np.cumsum(ns_db)]
-            for i, j in enumerate(order):
-                out[dst[i] : dst[i + 1]] = flat[src[j] : src[j + 1]]
+            codec.gather_f16(out, flat, dst, np.r_[0, np.cumsum(ns_db)], order)
         else:
             blobs = t["data"].to_pylist()
             for i, j in enumerate(order):

@@ -70,3 +70,19 @@ def test_non_finite_values_raise_naming_the_layer(bad, dtype):
     h[2, 1, 0] = bad
     with pytest.raises(ValueError, match="layer 2 of run abc holds NaN/inf"):
         codec.encode_run(h, "abc")
+
+
+@pytest.mark.parametrize("threshold", [10**12, 1])  # serial, and split over threads
+def test_gather_f16_puts_every_run_where_the_request_order_says(monkeypatch, threshold):
+    monkeypatch.setattr(codec, "PARALLEL_VALUES", threshold)
+    rng = np.random.default_rng(0)
+    ns_db = rng.integers(1, 9, 37)
+    flat = rng.normal(size=(int(ns_db.sum()), 5)).astype(np.float16)
+    src = np.r_[0, np.cumsum(ns_db)]
+    order = rng.permutation(37)  # stored row j is requested at position i
+    ns = ns_db[order]
+    dst = np.r_[0, np.cumsum(ns)]
+    out = np.full((int(ns.sum()), 5), np.nan, dtype=np.float32)
+    codec.gather_f16(out, flat, dst, src, order)
+    want = np.concatenate([flat[src[j] : src[j + 1]] for j in order]).astype(np.float32)
+    np.testing.assert_array_equal(out, want)
