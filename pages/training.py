@@ -67,8 +67,13 @@ if missing or unmeasured:
 n_layers = int(s.get_model(next(iter(have.values())))["n_layers"])
 c1, c2 = st.columns(2)
 with c1:
-    layer = _ui.qp_int(
-        "Trajectory layer", "layer", -1, -1, n_layers, help="-1: the final model's best probe layer"
+    layer = _ui.qp_select(
+        "Trajectory layer",
+        [-1, *range(n_layers + 1)],
+        "layer",
+        default=-1,
+        format_func=lambda v: "best probe layer (final model)" if v < 0 else f"layer {v}",
+        help="The layer whose PCA is animated over checkpoints.",
     )
 with c2:
     colour = _ui.qp_radio("Colour", ["label", "group"], "color")

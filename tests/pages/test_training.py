@@ -39,3 +39,10 @@ def test_training_page_offers_the_job_then_draws_every_chart(env):
     said = " ".join(m.value for m in at.markdown)
     assert "Decodable (the Probes view's verdict) from **step" in said
     assert not at.info  # every checkpoint has runs and behaviour now
+    box = at.selectbox(key="qp_layer")
+    assert box.value == -1 and "best probe layer" in box.format_func(-1)
+    at = box.select(2).run(timeout=600)
+    assert not at.exception, at.exception
+    assert at.query_params["layer"] in ("2", ["2"]) and "at layer 2" in " ".join(
+        str(c.proto.spec) for c in at.get("plotly_chart")
+    )
