@@ -25,7 +25,9 @@ def lens_figure(
     ``names[id]`` gives a token's text."""
     # shorten the raw text, then escape: cutting "&lt;" would show a stray "&l"
     raw_tokens = [str(t) for t in tokens]
-    raw = dict(names.items() if isinstance(names, Mapping) else enumerate(names))
+    # only the ids the grid shows (a vocabulary has 50k-150k names; escaping all of them
+    # was most of a redraw)
+    raw = {int(i): str(names[int(i)]) for i in np.unique(res.top_ids)}
     tokens = [plain(t) for t in raw_tokens]
     names = {i: plain(n) for i, n in raw.items()}
     top = res.top_ids[..., 0]
