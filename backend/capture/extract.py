@@ -186,7 +186,13 @@ def capture(
                         settings=settings.key(),
                     )
                 )
+            # the batch's float32 states (13 x 8,192 x 768 x 4 B = 327 MB for GPT-2 small) go
+            # now, not when the next forward overwrites them layer by layer; and the batch is
+            # not kept here while the next one is computed (the writer owns it)
+            rec.states = [None] * len(rec.states)
+            hidden = None
             yield runs
+            del runs
 
 
 def decode_tokens(tokenizer, ids: Sequence[int]) -> list[str]:

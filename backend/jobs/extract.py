@@ -14,6 +14,7 @@ from backend.jobs.base import Estimate, JobContext, JobSpec
 from backend.store import Store
 
 log = logging.getLogger(__name__)
+QUEUE_BATCHES = 1  #: converted batches waiting for the writer (each ~165 MB for GPT-2 small)
 
 
 def _extract_plan(store: Store, spec: JobSpec, texts: list[str] | None = None):
@@ -132,8 +133,11 @@ def run_extract(ctx: JobContext) -> dict:
 def pipelined_ingest(store: Store, model_id: str, batches, on_written) -> None:
     """Write batch k to DuckDB on a helper thread while the model computes batch k+1
     (DuckDB and torch both release the GIL). Each batch is still one transaction; an error on
-    either side stops both and is raised here. A checkpoint at the end packs the file."""
-    q: queue.Queue = queue.Queue(maxsize=2)
+    either side stops both and is raised here. A checkpoint at the end packs the file.
+
+    At most three converted batches exist at once: the one being written, one waiting in the
+    queue, one the producer holds while the queue is full (memory must not grow with the set)."""
+    q: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     failure: list[BaseException] = []
     cur = store.cursor()
 

@@ -27,24 +27,30 @@ def _bf16_bits(x32: np.ndarray) -> np.ndarray:
     return (rounded >> np.uint32(16)).astype("<u2")
 
 
-def encode(x: np.ndarray, what: str = "hidden state") -> tuple[str, bytes]:
-    """(n_tokens, d_model) float16/float32 array -> (codec, little-endian bytes).
-
-    float16 input is stored as is; float32 as fp16 when every value is below fp16's limit,
-    else as bf16 bits. NaN/inf raise ValueError naming ``what`` (e.g. "layer 3 of run ab12").
-    """
+def encode_array(x: np.ndarray, what: str = "hidden state") -> tuple[str, np.ndarray]:
+    """(n_tokens, d_model) float16/float32 array -> (codec, little-endian 2-byte array) whose
+    bytes are the blob: float16 input as is (no copy when already little-endian); float32 as
+    fp16 when every value is below fp16's limit, else as bf16 bits. NaN/inf raise ValueError
+    naming ``what`` (e.g. "layer 3 of run ab12")."""
     x = np.asarray(x)
     if x.dtype == np.float16:
         if ((x.view(np.uint16) & _F16_EXP) == _F16_EXP).any():
             raise ValueError(f"{what} holds NaN/inf; refusing to store it")
-        return F16, x.astype("<f2", copy=False).tobytes()
+        return F16, x.astype("<f2", copy=False)
     x = x.astype(np.float32, copy=False)
     peak = np.abs(x).max(initial=0.0)
     if not np.isfinite(peak):
         raise ValueError(f"{what} holds NaN/inf; refusing to store it")
     if peak < FP16_MAX:
-        return F16, x.astype("<f2").tobytes()
-    return BF16, _bf16_bits(x).tobytes()
+        return F16, x.astype("<f2")
+    return BF16, _bf16_bits(x)
+
+
+def encode(x: np.ndarray, what: str = "hidden state") -> tuple[str, bytes]:
+    """(n_tokens, d_model) float16/float32 array -> (codec, little-endian bytes); see
+    ``encode_array``."""
+    c, arr = encode_array(x, what)
+    return c, arr.tobytes()
 
 
 def encode_run(hidden: np.ndarray, run_id: str) -> list[tuple[str, bytes]]:

@@ -86,6 +86,7 @@ WAL_CHECKPOINT = "256MB"  #: automatic checkpoint threshold (see Store.__init__)
 #: left ~5 MB of part-filled blocks in every file (tables, columns and metadata each end in
 #: a block of their own): 2.8 bytes per value for 96 short prompts instead of 2.0.
 BLOCK_SIZE = 65536
+DUCKDB_VACUUM_TASKS = 100  #: DuckDB's default max_vacuum_tasks, used by deletes' checkpoints
 
 
 class Store:
@@ -135,6 +136,12 @@ class Store:
             # frequent automatic checkpoints leave half-filled blob blocks behind (the file
             # grew to 1.7x its blobs); jobs checkpoint once at the end instead (1.01x).
             self.con.execute(f"SET wal_autocheckpoint = '{WAL_CHECKPOINT}'")
+            # A checkpoint's vacuum merged the new row groups (one per ~256 MB of batches)
+            # into the table's earlier ones, i.e. rewrote every stored blob through memory:
+            # the peak of a job grew with the table (+0.9 GB for 1 GB of blobs, 20 s instead
+            # of 2.5 s, the file grew by the rewritten copy). Appends never need it; deletes
+            # turn it back on for their own checkpoint (``_checkpoint(vacuum=True)``).
+            self.con.execute("SET max_vacuum_tasks = 0")
             self._migrate()
             # only one process can open the file for writing, so jobs still marked as
             # running belong to a process that died (kill -9, power loss). Housekeeping: on a
@@ -342,7 +349,7 @@ class Store:
             self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
             self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
         _remove_files(dead)
-        self.con.execute("CHECKPOINT")
+        self._checkpoint(vacuum=True)
 
     # -- runs -----------------------------------------------------------------------------
     def existing_runs(self, run_ids: list[str]) -> set[str]:
@@ -360,8 +367,15 @@ class Store:
         run_rows, tok_cols, act = (
             [],
             {k: [] for k in ("run_id", "pos", "token_id", "token", "s", "e", "sp")},
-            {k: [] for k in ("run_id", "layer", "n_tokens", "d_model", "codec", "data")},
+            {k: [] for k in ("run_id", "layer", "n_tokens", "d_model", "codec")},
         )
+        # every blob of the batch is encoded straight into one buffer that Arrow wraps without
+        # a copy (a list of bytes objects, then pa.array, held the batch's vectors twice more)
+        blob_sizes = [2 * r.hidden[0].size for r in runs for _ in range(len(r.hidden))]
+        offsets = np.zeros(len(blob_sizes) + 1, dtype=np.int64)
+        np.cumsum(blob_sizes, out=offsets[1:])
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        row = 0
         for r in runs:
             _, n, d = r.hidden.shape
             run_rows.append(
@@ -387,8 +401,11 @@ class Store:
             tok_cols["s"] += [o[0] for o in r.offsets]
             tok_cols["e"] += [o[1] for o in r.offsets]
             tok_cols["sp"] += list(r.special)
-            for layer, (c, blob) in enumerate(codec.encode_run(r.hidden, r.run_id)):
-                for k, v in zip(act, (r.run_id, layer, n, d, c, blob)):
+            for layer in range(len(r.hidden)):
+                c, arr = codec.encode_array(r.hidden[layer], f"layer {layer} of run {r.run_id}")
+                data[offsets[row] : offsets[row + 1]] = arr.reshape(-1).view(np.uint8)
+                row += 1
+                for k, v in zip(act, (r.run_id, layer, n, d, c)):
                     act[k].append(v)
         runs_tbl = pa.table(
             list(zip(*run_rows)),
@@ -410,8 +427,10 @@ class Store:
         tok_tbl = pa.table(tok_cols)
         act_tbl = pa.table(
             {
-                **{k: act[k] for k in act if k != "data"},
-                "data": pa.array(act["data"], type=pa.binary()),
+                **act,
+                "data": pa.Array.from_buffers(
+                    pa.large_binary(), row, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+                ),
             }
         )
         with self._lock:
@@ -542,11 +561,23 @@ class Store:
             dead = self._delete_runs_in_doomed()
             self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
         _remove_files(dead)
-        self.con.execute("CHECKPOINT")
+        self._checkpoint(vacuum=True)
 
     def checkpoint(self) -> None:
         """Write the WAL into the file (after a job: packs the blobs densely)."""
-        self.con.execute("CHECKPOINT")
+        self._checkpoint()
+
+    def _checkpoint(self, vacuum: bool = False) -> None:
+        """CHECKPOINT; ``vacuum``: also compact row groups that lost rows (after a delete),
+        which rewrites the table's blobs (see ``__init__``: off otherwise)."""
+        if not vacuum:
+            self.con.execute("CHECKPOINT")
+            return
+        self.con.execute(f"SET max_vacuum_tasks = {DUCKDB_VACUUM_TASKS}")
+        try:
+            self.con.execute("CHECKPOINT")
+        finally:
+            self.con.execute("SET max_vacuum_tasks = 0")
 
     def _delete_runs_in_doomed(self) -> list[str]:
         """Delete the runs listed in temp table ``doomed``; unregister the shard files no
