@@ -141,6 +141,20 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64)
     return batches
 
 
+#: one batch's captured float32 states (every layer) stay within this: the forward's own
+#: working set grows the same way, and at 8,192 tokens GPT-2 small's extract job peaked at
+#: +2.0 GB over the model (benchmarks/RESULTS.md, peak memory); 160 MB is ~4,000 of its tokens
+STATES_BUDGET = 160_000_000
+
+
+def budget_tokens(lm: LoadedModel, batch_tokens: int, budget: int | None = None) -> int:
+    """Tokens per forward batch: ``batch_tokens`` at most, and at most what keeps one batch's
+    states (n_layers + 1 float32 vectors of d_model per token) within ``budget``."""
+    per_token = (lm.info.n_layers + 1) * lm.info.d_model * 4
+    budget = STATES_BUDGET if budget is None else budget
+    return int(max(16, min(batch_tokens, budget // per_token)))
+
+
 def capture(
     lm: LoadedModel,
     items: Sequence[tuple[str, Tokenized]],
@@ -151,12 +165,13 @@ def capture(
 ) -> Iterator[list[CapturedRun]]:
     """Yield lists of CapturedRun, one list per forward batch. ``items`` = (run_id, Tokenized).
 
-    ``hidden`` is numpy in storage precision (see ``to_storage``; float32 with ``exact``)."""
+    ``hidden`` is numpy in storage precision (see ``to_storage``; float32 with ``exact``).
+    Batches hold at most ``budget_tokens(lm, batch_tokens)`` tokens, padding included."""
     tok = lm.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     lengths = [len(t.ids) for _, t in items]
     with torch.inference_mode(), ResidualRecorder(lm) as rec:
-        for batch in plan_batches(lengths, batch_tokens):
+        for batch in plan_batches(lengths, budget_tokens(lm, batch_tokens)):
             if should_stop is not None and should_stop():
                 return
             width = max(lengths[i] for i in batch)

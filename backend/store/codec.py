@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 
@@ -116,6 +117,6 @@ def gather_f16(out: np.ndarray, flat: np.ndarray, dst, src, order) -> None:
     # split at run boundaries into parts of about equal tokens
     cuts = np.searchsorted(dst, np.linspace(0, dst[-1], workers + 1)[1:-1]).tolist()
     bounds = [0, *cuts, n]
-    futures = [_pool().submit(part, a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    futures = [_pool().submit(part, a, b) for a, b in pairwise(bounds) if b > a]
     for f in futures:
         f.result()

@@ -117,3 +117,23 @@ def test_an_unknown_word_is_text_not_a_special_token():
     assert tok.convert_ids_to_tokens(t.ids) == ["<bos>", "the", "<unk>", "runs"]
     assert t.special == [True, False, False, False]
     assert t.offsets[2] == (4, 9)
+
+
+def test_batches_keep_their_states_within_the_budget(tiny_model_dir, monkeypatch):
+    """A wide model's batches shrink so one batch's captured states fit STATES_BUDGET; the
+    states are the same as with one big batch."""
+    lm = models.load_model(str(tiny_model_dir("gpt2")), dtype="float32")
+    per_token = (lm.info.n_layers + 1) * lm.info.d_model * 4
+    assert extract.budget_tokens(lm, 8192) == min(8192, extract.STATES_BUDGET // per_token)
+    assert extract.budget_tokens(lm, 100) == 100  # --batch-tokens stays an upper bound
+    big = _capture(lm, TEXTS)
+    seen = []
+    real_plan = extract.plan_batches
+    monkeypatch.setattr(extract, "STATES_BUDGET", per_token * 16)  # 16 tokens per batch
+    monkeypatch.setattr(
+        extract, "plan_batches", lambda lengths, bt, **kw: seen.append(bt) or real_plan(lengths, bt)
+    )
+    small = _capture(lm, TEXTS)
+    assert seen == [16]
+    for t in TEXTS:
+        torch.testing.assert_close(small[t].hidden, big[t].hidden, atol=1e-5, rtol=1e-4)

@@ -108,7 +108,12 @@ def test_capture_does_not_keep_a_batch_it_yielded():
     lm = LM()
     lm.blocks, lm.base = blocks, base
     items = [
-        (f"r{i}", cx.Tokenized(f"p{i}", [1] * (4 + i), [(0, 1)] * (4 + i), [False] * (4 + i), False, 4 + i))
+        (
+            f"r{i}",
+            cx.Tokenized(
+                f"p{i}", [1] * (4 + i), [(0, 1)] * (4 + i), [False] * (4 + i), False, 4 + i
+            ),
+        )
         for i in range(6)
     ]
     n = 0
