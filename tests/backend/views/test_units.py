@@ -161,3 +161,27 @@ def test_a_sampled_trajectory_reads_only_its_sample(store, monkeypatch):
     assert meta["pos"].tolist() == all_meta["pos"].iloc[keep].tolist()
     assert [layer for _, layer in asked] == [0, 2]
     assert set(asked[0][0]) == set(meta["run_id"]) and len(asked[0][0]) == meta["run_id"].nunique()
+
+
+def test_stats_read_each_layer_once_for_every_run(store, monkeypatch):
+    """The Stats view (and the Training view, once per checkpoint) reads one query per layer
+    for all its runs, never run by run; the same statistics as the per-run reads."""
+    from backend.analysis.stats import layer_stats
+    from backend.views import stats
+
+    runs = units.set_runs_or_error(store, "s", "m")
+    ref_x, ref = _naive_token_units(store, runs, [0, 1, 2], skip_special=False)
+    asked = []
+    real_layer = store.layer
+
+    def spy(ids, layer):
+        asked.append(layer)
+        return real_layer(ids, layer)
+
+    monkeypatch.setattr(store, "layer", spy)
+    monkeypatch.setattr(store, "run_layers", lambda *a: pytest.fail("per-run read"))
+    res = stats.compute(store, stats.Request("m", "s"))
+    assert asked == [0, 1, 2] and res.meta["pos"].tolist() == ref["pos"].tolist()
+    want = layer_stats(ref_x, [0, 1, 2])
+    for f in ("norm_quantiles", "median_abs", "top_values", "top_units", "effective_rank"):
+        np.testing.assert_array_equal(getattr(res.stats, f), getattr(want, f))
