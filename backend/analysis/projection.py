@@ -99,7 +99,9 @@ def _standardize(x: np.ndarray) -> np.ndarray:
     """Centre each layer and scale it to unit average variance per dimension."""
     mu = x.mean(axis=1, keepdims=True)
     sd = x.std(axis=(1, 2), keepdims=True)
-    return ((x - mu) / np.where(sd > 0, sd, 1)).astype(np.float32)
+    out = x - mu  # one new array, divided in place; no float32 copy of a float32 result
+    out /= np.where(sd > 0, sd, 1)
+    return out.astype(np.float32, copy=False)
 
 
 def _eig_desc(m: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
