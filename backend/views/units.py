@@ -142,21 +142,12 @@ def token_table(
     return meta
 
 
-def read_tokens(store: Store, run_ids: list[str], pos: np.ndarray, layers: list[int]) -> np.ndarray:
+def read_tokens(store: Store, run_ids: list[str], pos, layers: list[int]) -> np.ndarray:
     """The vectors of token units (run_ids[i], pos[i]) at each layer: float32 (len(layers),
-    n_units, d_model). One read per layer of the runs that hold a unit (``Store.layer``: a
-    whole blob per run was faster than a slice per unit for more than a few units per run),
-    gathered at once, so a sample never holds every token of every layer in memory."""
-    codes, uniq = pd.factorize(pd.Series(list(run_ids), dtype=object))
-    pos = np.asarray(pos, dtype=np.int64)
-    out = None
-    for li, layer in enumerate(layers):
-        x, idx = store.layer(uniq.tolist(), layer)  # runs in ``uniq`` order, each from pos 0
-        if out is None:
-            rows = np.flatnonzero(idx["pos"].to_numpy() == 0)[codes] + pos
-            out = np.empty((len(layers), len(rows), x.shape[1]), dtype=np.float32)
-        out[li] = x[rows]
-    return out
+    n_units, d_model). One ``Store.rows`` read per layer (only the units' rows are converted),
+    so a sample never holds every token of every layer in memory."""
+    run_ids, pos = list(run_ids), np.asarray(pos, dtype=np.int64)
+    return np.stack([store.rows(run_ids, pos, layer) for layer in layers])
 
 
 def with_token_labels(store: Store, set_name: str, runs: pd.DataFrame) -> pd.DataFrame:

@@ -76,14 +76,24 @@ def test_pooled_follows_the_request_even_when_a_run_repeats(store):
     np.testing.assert_array_equal(last[0, 0], last[0, 2])
 
 
-def test_rows_are_the_layers_rows_sliced_in_sql(store):
-    """Store.rows (one blob slice per unit) = the same rows picked out of Store.layer, bit for
-    bit, in request order, with negative positions from the end and repeated runs."""
+@pytest.mark.parametrize("slices_per_run", [100, 0])  # blobs sliced in SQL | read whole
+def test_rows_are_the_layers_rows(store, monkeypatch, slices_per_run):
+    """Store.rows (a blob slice per unit, or each blob once and the rows gathered) = the same
+    rows picked out of Store.layer, bit for bit, in request order, with negative positions
+    from the end, repeated runs and bf16-coded runs."""
+    from backend.store import store as store_module
+
+    monkeypatch.setattr(store_module, "_SLICES_PER_RUN", slices_per_run)
     runs = stocked(store)
+    big = fake_run("p q r s t", scale=1e5)  # beyond fp16: stored as bf16
+    store.ingest("m", [big])
+    runs.append(big)
     ids = [r.run_id for r in runs]
     want_ids = [ids[2], ids[0], ids[1], ids[2], ids[0], ids[2]]
     pos = [3, -1, 0, -4, 1, 1]
     for layer in range(4):
+        if layer == 3:
+            want_ids, pos = [ids[3], *want_ids, ids[3]], [-2, *pos, 0]
         x, idx = store.layer(ids, layer)
         start = {r: int(np.flatnonzero(idx["run_id"].to_numpy() == r)[0]) for r in ids}
         n = {r.run_id: len(r.tokens) for r in runs}
