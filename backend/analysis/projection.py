@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.analysis._threads import one_blas_thread
+
 log = logging.getLogger(__name__)
 
 METHODS = ("pca", "umap", "aligned", "aligned-umap")
@@ -97,7 +99,9 @@ def _standardize(x: np.ndarray) -> np.ndarray:
     """Centre each layer and scale it to unit average variance per dimension."""
     mu = x.mean(axis=1, keepdims=True)
     sd = x.std(axis=(1, 2), keepdims=True)
-    return ((x - mu) / np.where(sd > 0, sd, 1)).astype(np.float32)
+    out = x - mu  # one new array, divided in place; no float32 copy of a float32 result
+    out /= np.where(sd > 0, sd, 1)
+    return out.astype(np.float32, copy=False)
 
 
 def _eig_desc(m: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -105,7 +109,8 @@ def _eig_desc(m: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
     from scipy.linalg import eigh
 
     n = m.shape[0]
-    w, v = eigh(m, subset_by_index=[n - k, n - 1], driver="evr")
+    with one_blas_thread():  # 10-30x faster than 2 threads on a shared machine
+        w, v = eigh(m, subset_by_index=[n - k, n - 1], driver="evr")
     return np.clip(w[::-1], 0, None), v[:, ::-1], float(np.trace(m))
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.analysis._threads import one_blas_thread
+
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -53,7 +55,9 @@ def effective_rank(x: np.ndarray) -> float:
     if x.ndim != 2:
         raise ValueError("effective rank needs a 2-D matrix (n_units, d)")
     g = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
-    s = np.sqrt(np.clip(np.linalg.eigvalsh(g), 0, None))
+    with one_blas_thread():  # 10-30x faster than 2 threads on a shared machine
+        ev = np.linalg.eigvalsh(g)
+    s = np.sqrt(np.clip(ev, 0, None))
     s = s[s > s.max() * 1e-12] if s.max() > 0 else s[:0]
     if not len(s):
         return 0.0

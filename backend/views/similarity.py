@@ -16,6 +16,7 @@ import pandas as pd
 from backend.analysis import similarity as S
 from backend.errors import LayerScopeError
 from backend.store import Store
+from backend.views.units import read_tokens
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +52,43 @@ class View:
 
 
 def gather(
-    store: Store, runs: pd.DataFrame, layers: list[int], units: str
+    store: Store, runs: pd.DataFrame, layers: list[int], units: str, max_units: int | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Vectors of the set's units: (len(layers), n_units, d_model) and one row per unit."""
-    cols = ["run_id", "idx", "prompt_id", "text", "label", "group"]
+    """Vectors of the set's units: (len(layers), n_units, d_model) and one row per unit;
+    beyond ``max_units`` units the view's seeded sample (:func:`_sample`), drawn from the unit
+    table before any vector is read."""
+    meta = unit_table(store, runs, units)
+    pick = None if max_units is None else _sample(len(meta), max_units)
+    if pick is not None:
+        meta = meta.iloc[pick].reset_index(drop=True)
+    return read_units(store, meta, layers, units), meta
+
+
+_COLS = ["run_id", "idx", "prompt_id", "text", "label", "group"]
+
+
+def unit_table(store: Store, runs: pd.DataFrame, units: str) -> pd.DataFrame:
+    """One row per unit, no vector read: a prompt (pos = the pooling) or a non-special token
+    (run_id, pos, then the run's columns), in the set's order."""
     if units in ("last", "mean"):
-        x = store.pooled(runs["run_id"].tolist(), units, layers)
-        meta = runs[cols].reset_index(drop=True).assign(pos=units)
-        return x, meta
+        return runs[_COLS].reset_index(drop=True).assign(pos=units)
     if units != "tokens":
         raise LayerScopeError(f"Units must be one of {', '.join(UNITS)}; got '{units}'.")
-    ids = runs["run_id"].tolist()
-    xs, idx = [], None
-    for layer in layers:
-        x, idx = store.layer(ids, layer)
-        xs.append(x)
-    keep = ~store.special_mask(ids, len(idx))
-    meta = idx.loc[keep, ["run_id", "pos"]].merge(runs[cols], on="run_id", how="left")
-    return np.stack(xs)[:, keep], meta.reset_index(drop=True)
+    runs = runs.reset_index(drop=True)
+    t = store.token_table(runs["run_id"].tolist())
+    t = t[~t["is_special"].to_numpy(dtype=bool)]
+    k = t["k"].to_numpy()
+    meta = pd.DataFrame({"run_id": t["run_id"].to_numpy(), "pos": t["pos"].to_numpy(np.int64)})
+    for col in _COLS[1:]:
+        meta[col] = runs[col].to_numpy()[k]
+    return meta
+
+
+def read_units(store: Store, meta: pd.DataFrame, layers: list[int], units: str) -> np.ndarray:
+    """The vectors of a unit table's rows at each layer: (len(layers), n_units, d_model)."""
+    if units in ("last", "mean"):
+        return store.pooled(meta["run_id"].tolist(), units, layers)
+    return read_tokens(store, meta["run_id"].tolist(), meta["pos"].to_numpy(), layers)
 
 
 def _sample(n: int, max_units: int) -> np.ndarray | None:
@@ -104,7 +124,7 @@ def compute(store: Store, req: Request) -> View:
         return _token_view(store, runs, layers, req)
     if kind == "prompt":
         return _prompt_view(store, runs, layers, req)
-    x, meta = gather(store, runs, layers, req.units)
+    meta = unit_table(store, runs, req.units)  # the units first; only the sample is read
     n_available = len(meta)
     if kind == "model-cka":
         if req.other_model_id is None:
@@ -112,7 +132,7 @@ def compute(store: Store, req: Request) -> View:
         other = store.get_model(req.other_model_id)
         o_runs = _runs(store, req.set_name, req.other_model_id, other["ref"])
         o_layers = _layers(store, req.other_model_id)
-        y, o_meta = gather(store, o_runs, o_layers, req.units)
+        o_meta = unit_table(store, o_runs, req.units)
         names = (store.get_model(req.model_id)["ref"], other["ref"])
         try:
             S.require_same_units(_keys(meta), _keys(o_meta), names)
@@ -122,14 +142,18 @@ def compute(store: Store, req: Request) -> View:
             _require_same_tokens(store, meta, o_meta, names)
     pick = _sample(len(meta), req.max_units)
     if pick is not None:
-        x, meta = x[:, pick], meta.iloc[pick].reset_index(drop=True)
+        meta = meta.iloc[pick].reset_index(drop=True)
+    x = read_units(store, meta, layers, req.units)
     try:
         if kind == "layer-cosine":
             m = S.layer_cosine_matrix(x, layers)
         elif kind == "layer-cka":
             m = S.layer_cka(x, layers, debiased)
         else:
-            m = S.model_cka(x, y if pick is None else y[:, pick], layers, o_layers, debiased)
+            if pick is not None:
+                o_meta = o_meta.iloc[pick].reset_index(drop=True)
+            y = read_units(store, o_meta, o_layers, req.units)
+            m = S.model_cka(x, y, layers, o_layers, debiased)
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
     return View(m, meta, n_available, _caption(req.units, len(meta), n_available, runs))
@@ -226,11 +250,7 @@ def turning_units(
 ) -> pd.DataFrame:
     """The k units of a layer x layer view whose vectors differ most between layers i and j
     (lowest cosine), with that cosine. For the pair a user clicked."""
-    runs = _runs(store, req.set_name, req.model_id)
-    x, meta = gather(store, runs, [i, j], req.units)
-    keys = dict(zip(_keys(meta), range(len(meta))))
-    rows = [keys[u] for u in _keys(view.units)]
-    a, b = x[0][rows], x[1][rows]
+    a, b = read_units(store, view.units, [i, j], req.units)  # only the view's units
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     worst = np.argsort(cos)[:k]
     return view.units.iloc[worst].assign(cosine=cos[worst]).reset_index(drop=True)

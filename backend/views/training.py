@@ -291,10 +291,8 @@ class Result:
 
 def _cka_units(store: Store, set_name: str, model_id: str, layers, units_: str):
     runs = units.set_runs_or_error(store, set_name, model_id)
-    x, meta = similarity.gather(store, runs, layers, units_)
-    pick = similarity._sample(len(meta), similarity.MAX_UNITS)  # the Similarity view's sample
-    if pick is not None:
-        x, meta = x[:, pick], meta.iloc[pick].reset_index(drop=True)
+    # the Similarity view's sample, drawn before reading
+    x, meta = similarity.gather(store, runs, layers, units_, similarity.MAX_UNITS)
     return x, list(zip(meta["prompt_id"], meta["pos"]))
 
 

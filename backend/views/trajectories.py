@@ -72,14 +72,26 @@ def load_units(store: Store, req: Request) -> tuple[np.ndarray, pd.DataFrame, in
     layers = list(req.layers)
     if req.unit == "prompt":
         x, meta = units.prompt_units(store, runs, layers, req.pool)
-    else:
-        picked = units.with_token_labels(store, req.set_name, runs.head(req.max_runs))
-        x, meta = units.token_units(store, picked, layers)
-    n_all = x.shape[1]
-    if req.sample is not None and req.sample < n_all:
-        keep = np.sort(np.random.default_rng(req.seed).choice(n_all, req.sample, replace=False))
-        x, meta = x[:, keep], meta.iloc[keep].reset_index(drop=True)
-    return x, meta, n_all
+        n_all = x.shape[1]
+        keep = _sample(req, n_all)
+        if keep is not None:
+            x, meta = x[:, keep], meta.iloc[keep].reset_index(drop=True)
+        return x, meta, n_all
+    # token units: the sample is drawn from the token table, then only it is read
+    picked = units.with_token_labels(store, req.set_name, runs.head(req.max_runs))
+    meta = units.token_table(store, picked)
+    n_all = len(meta)
+    keep = _sample(req, n_all)
+    if keep is not None:
+        meta = meta.iloc[keep].reset_index(drop=True)
+    return units.read_tokens(store, meta["run_id"].tolist(), meta["pos"], layers), meta, n_all
+
+
+def _sample(req: Request, n_all: int) -> np.ndarray | None:
+    """Sorted indices of the request's seeded sample of ``n_all`` units, or None (all)."""
+    if req.sample is None or req.sample >= n_all:
+        return None
+    return np.sort(np.random.default_rng(req.seed).choice(n_all, req.sample, replace=False))
 
 
 def cache_key(req: Request, meta: pd.DataFrame) -> str:

@@ -100,36 +100,54 @@ def token_units(
     """Every token of the given runs; per-token labels when the set has them. Beyond
     ``max_units`` tokens a seeded sample, chosen from the token tables before any vector is
     read (said in the unit table's notice)."""
-    kept, metas = [], []
-    for r in runs.itertuples():
-        toks = store.tokens(r.run_id)
-        keep = ~toks["is_special"].to_numpy() if skip_special else np.ones(len(toks), bool)
-        kept.append(np.flatnonzero(keep))
-        m = toks.loc[keep, ["pos", "token"]].copy()
-        m["run_id"], m["idx"], m["text"], m["group"] = r.run_id, r.idx, r.text, r.group
-        m["label"] = r.label
-        tl = getattr(r, "token_labels", None)
-        if isinstance(tl, list) and len(tl) == int(keep.sum()):
-            m["label"] = tl
-        metas.append(m)
-    if not metas:
+    meta = token_table(store, runs, skip_special, max_units, seed)
+    return read_tokens(store, meta["run_id"].tolist(), meta["pos"].to_numpy(), layers), meta
+
+
+def token_table(
+    store: Store,
+    runs: pd.DataFrame,
+    skip_special: bool = True,
+    max_units: int | None = None,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """The unit table of :func:`token_units` without reading a vector (one query for every
+    run's tokens): pos, token, run_id, idx, text, group, label; beyond ``max_units`` tokens the
+    seeded sample, with its notice. A view that keeps a sample of it reads only that sample
+    (:func:`read_tokens`)."""
+    runs = runs.reset_index(drop=True)
+    t = store.token_table(runs["run_id"].tolist())
+    if skip_special:
+        t = t[~t["is_special"].to_numpy(dtype=bool)]
+    k = t["k"].to_numpy()
+    if not len(k):
         raise LayerScopeError("No tokens to show.")
-    meta = pd.concat(metas, ignore_index=True)
+    meta = pd.DataFrame({"pos": t["pos"].to_numpy(), "token": t["token"].to_numpy()})
+    for col in ("run_id", "idx", "text", "group"):
+        meta[col] = runs[col].to_numpy()[k]
+    meta["idx"] = meta["idx"].astype(np.int64)
+    label = runs["label"].to_numpy(dtype=object)[k]
+    if "token_labels" in runs:  # per-token labels of a run whose kept tokens they match
+        counts = np.bincount(k, minlength=len(runs))
+        starts = np.r_[0, np.cumsum(counts)]
+        for i, tl in enumerate(runs["token_labels"]):
+            if isinstance(tl, list) and len(tl) == counts[i]:
+                label[starts[i] : starts[i + 1]] = tl
+    meta["label"] = label
     pick = _pick(len(meta), max_units, seed)
-    start = np.cumsum([0] + [len(k) for k in kept])
-    xs = []
-    for i, r in enumerate(runs.itertuples()):
-        rows = kept[i]
-        if pick is not None:  # the sampled rows of this run, as positions in its tokens
-            lo, hi = np.searchsorted(pick, [start[i], start[i + 1]])
-            rows = rows[pick[lo:hi] - start[i]]
-            if not len(rows):
-                continue
-        xs.append(store.run_layers(r.run_id)[layers][:, rows])
     if pick is not None:
+        n_all = len(meta)
         meta = meta.iloc[pick].reset_index(drop=True)
-        meta.attrs["notice"] = sample_notice(len(pick), int(start[-1]), "tokens", seed)
-    return np.concatenate(xs, axis=1), meta
+        meta.attrs["notice"] = sample_notice(len(pick), n_all, "tokens", seed)
+    return meta
+
+
+def read_tokens(store: Store, run_ids: list[str], pos, layers: list[int]) -> np.ndarray:
+    """The vectors of token units (run_ids[i], pos[i]) at each layer: float32 (len(layers),
+    n_units, d_model). One ``Store.rows`` read per layer (only the units' rows are converted),
+    so a sample never holds every token of every layer in memory."""
+    run_ids, pos = list(run_ids), np.asarray(pos, dtype=np.int64)
+    return np.stack([store.rows(run_ids, pos, layer) for layer in layers])
 
 
 def with_token_labels(store: Store, set_name: str, runs: pd.DataFrame) -> pd.DataFrame:

@@ -169,3 +169,17 @@ def test_wide_pca_gram_route_matches_sklearn():
     ref = PCA(3, svd_solver="full").fit(x.reshape(-1, 64).astype(np.float64))
     _match_up_to_sign(proj.coords.reshape(-1, 3), ref.transform(x.reshape(-1, 64)), 1e-3)
     np.testing.assert_allclose(proj.explained_variance, ref.explained_variance_ratio_, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardize_in_place_gives_the_same_bits(dtype):
+    """The standardisation divides its one centred array in place: bit for bit the formula
+    ((x - mean) / sd) cast to float32, a constant (sd 0) layer included."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(3, 50, 16)) * rng.uniform(0.1, 50, size=(3, 1, 16))).astype(dtype)
+    x[1] = 2.0
+    mu, sd = x.mean(axis=1, keepdims=True), x.std(axis=(1, 2), keepdims=True)
+    want = ((x - mu) / np.where(sd > 0, sd, 1)).astype(np.float32)
+    got = P._standardize(x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)

@@ -92,6 +92,9 @@ def test_ray_runs_equal_local_runs_and_are_cache_hits_both_ways(tmp_path, tiny_m
         np.testing.assert_array_equal(xa, xb)
         pd.testing.assert_frame_equal(ia, ib)
     np.testing.assert_array_equal(native.pooled(ids, "mean"), sharded.pooled(ids, "mean"))
+    np.testing.assert_array_equal(native.pooled(ids, "last"), sharded.pooled(ids, "last"))
+    pos = [0, -2, 1][: len(ids)] + [-1] * max(0, len(ids) - 3)
+    np.testing.assert_array_equal(native.rows(ids, pos, 2), sharded.rows(ids, pos, 2))
     # a view: layer CKA is the same matrix on shard-resident and native runs
     req = V.Request(kind="layer-cka", model_id=a["model_id"], set_name="s")
     ma, mb = V.compute(native, req).matrix, V.compute(sharded, req).matrix

@@ -76,6 +76,64 @@ def test_pooled_follows_the_request_even_when_a_run_repeats(store):
     np.testing.assert_array_equal(last[0, 0], last[0, 2])
 
 
+@pytest.mark.parametrize("slices_per_run", [100, 0])  # blobs sliced in SQL | read whole
+def test_rows_are_the_layers_rows(store, monkeypatch, slices_per_run):
+    """Store.rows (a blob slice per unit, or each blob once and the rows gathered) = the same
+    rows picked out of Store.layer, bit for bit, in request order, with negative positions
+    from the end, repeated runs and bf16-coded runs."""
+    from backend.store import store as store_module
+
+    monkeypatch.setattr(store_module, "_SLICES_PER_RUN", slices_per_run)
+    runs = stocked(store)
+    big = fake_run("p q r s t", scale=1e5)  # beyond fp16: stored as bf16
+    store.ingest("m", [big])
+    runs.append(big)
+    ids = [r.run_id for r in runs]
+    want_ids = [ids[2], ids[0], ids[1], ids[2], ids[0], ids[2]]
+    pos = [3, -1, 0, -4, 1, 1]
+    for layer in range(4):
+        if layer == 3:
+            want_ids, pos = [ids[3], *want_ids, ids[3]], [-2, *pos, 0]
+        x, idx = store.layer(ids, layer)
+        start = {r: int(np.flatnonzero(idx["run_id"].to_numpy() == r)[0]) for r in ids}
+        n = {r.run_id: len(r.tokens) for r in runs}
+        expect = np.stack([x[start[r] + (p % n[r])] for r, p in zip(want_ids, pos)])
+        np.testing.assert_array_equal(store.rows(want_ids, pos, layer), expect)
+    with pytest.raises(LayerScopeError, match="outside"):
+        store.rows([ids[1]], [2], 0)  # a 2-token run
+    with pytest.raises(LayerScopeError, match="outside"):
+        store.rows([ids[1]], [-3], 0)
+    with pytest.raises(LayerScopeError, match="no layer 9"):
+        store.rows([ids[1]], [0], 9)
+
+
+def test_pooled_last_equals_the_last_row_of_each_runs_layer(store):
+    """The pooled 'last' read (one slice per run) gives what reading every token and keeping
+    each run's last row gave, bf16-coded runs included."""
+    runs = stocked(store)
+    big = fake_run("p q r s t", scale=1e5)  # beyond fp16: stored as bf16
+    store.ingest("m", [big])
+    ids = [runs[1].run_id, big.run_id, runs[0].run_id, runs[1].run_id]
+    got = store.pooled(ids, "last")
+    for layer in range(4):
+        x, idx = store.layer(ids, layer)
+        ends = np.r_[np.flatnonzero(idx["pos"].to_numpy() == 0)[1:], len(idx)] - 1
+        np.testing.assert_array_equal(got[layer], x[ends])
+
+
+def test_token_table_follows_the_request(store):
+    runs = stocked(store)
+    ids = [runs[2].run_id, runs[0].run_id, runs[2].run_id]
+    t = store.token_table(ids)
+    assert t["k"].tolist() == [0] * 4 + [1] * 3 + [2] * 4
+    assert t["run_id"].tolist() == [ids[0]] * 4 + [ids[1]] * 3 + [ids[2]] * 4
+    assert t["token"].tolist()[4:7] == ["a", "b", "c"] and t["pos"].tolist()[:4] == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(
+        t[t["k"] == 1][["pos", "token", "is_special"]].reset_index(drop=True),
+        store.tokens(ids[1])[["pos", "token", "is_special"]],
+    )
+
+
 def test_fp16_storage_is_two_bytes_per_value(store):
     runs = stocked(store)
     total = store.summary()["activation_bytes"]

@@ -105,3 +105,83 @@ def test_prompt_units_and_a_view_say_so(store, monkeypatch):
     res = TV.compute(store, TV.Request("m", "s", (0, 1, 2), unit="token", max_runs=4))
     assert res.notice == "showing 3 of 10 tokens, random sample, seed 0"  # specials skipped
     assert res.to_dict()["notice"] == res.notice and res.projection.n_units == 3
+
+
+def _naive_token_units(store, runs, layers, skip_special=True):
+    """The reference: every run read whole (all layers), its kept rows, concatenated."""
+    xs, metas = [], []
+    for r in runs.itertuples():
+        toks = store.tokens(r.run_id)
+        keep = ~toks["is_special"].to_numpy() if skip_special else np.ones(len(toks), bool)
+        xs.append(store.run_layers(r.run_id)[layers][:, keep])
+        tl = getattr(r, "token_labels", None)
+        label = tl if isinstance(tl, list) and len(tl) == keep.sum() else [r.label] * keep.sum()
+        metas.append(pd.DataFrame({"run_id": r.run_id, "pos": toks["pos"][keep], "label": label}))
+    return np.concatenate(xs, axis=1), pd.concat(metas, ignore_index=True)
+
+
+@pytest.mark.parametrize("skip_special", [True, False])
+def test_token_units_equal_reading_every_run_whole(store, skip_special):
+    """One token-table query and one read per layer give the per-run reads' numbers and
+    table, per-token labels included (a run whose labels do not match its tokens keeps its
+    prompt label)."""
+    runs = units.set_runs_or_error(store, "s", "m").iloc[[2, 0, 3, 1]]
+    runs = runs.assign(token_labels=[["p", "q"], None, ["x"] * 3, ["t"] * 4])
+    if not skip_special:
+        runs["token_labels"] = [["p", "q"], None, ["x"] * 3, ["t"] * 5]
+    x, meta = units.token_units(store, runs, [2, 0], skip_special=skip_special)
+    ref_x, ref = _naive_token_units(store, runs, [2, 0], skip_special)
+    np.testing.assert_array_equal(x, ref_x)
+    assert meta["run_id"].tolist() == ref["run_id"].tolist()
+    assert meta["pos"].tolist() == ref["pos"].tolist()
+    assert meta["label"].tolist() == ref["label"].tolist()
+
+
+def test_a_sampled_trajectory_reads_only_its_sample(store, monkeypatch):
+    """Token units with a sample: the units are drawn from the token table first and only the
+    runs holding them are read, one query per layer (never a run's every layer one by one);
+    the same units and vectors as reading everything and sampling after."""
+    req = TV.Request("m", "s", (0, 2), unit="token", max_runs=4, sample=3, seed=5)
+    runs = units.set_runs_or_error(store, "s", "m")
+    all_x, all_meta = _naive_token_units(store, runs, [0, 2])
+    keep = np.sort(np.random.default_rng(5).choice(len(all_meta), 3, replace=False))
+    asked = []
+    real_rows = store.rows
+
+    def spy(ids, pos, layer):
+        asked.append((tuple(ids), layer))
+        return real_rows(ids, pos, layer)
+
+    monkeypatch.setattr(store, "rows", spy)
+    monkeypatch.setattr(store, "run_layers", lambda *a: pytest.fail("per-run read"))
+    x, meta, n_all = TV.load_units(store, req)
+    assert n_all == len(all_meta) == 10
+    np.testing.assert_array_equal(x, all_x[:, keep])
+    assert meta["run_id"].tolist() == all_meta["run_id"].iloc[keep].tolist()
+    assert meta["pos"].tolist() == all_meta["pos"].iloc[keep].tolist()
+    assert [layer for _, layer in asked] == [0, 2]
+    assert all(list(ids) == meta["run_id"].tolist() for ids, _ in asked)  # the sample only
+
+
+def test_stats_read_each_layer_once_for_every_run(store, monkeypatch):
+    """The Stats view (and the Training view, once per checkpoint) reads one query per layer
+    for all its runs, never run by run; the same statistics as the per-run reads."""
+    from backend.analysis.stats import layer_stats
+    from backend.views import stats
+
+    runs = units.set_runs_or_error(store, "s", "m")
+    ref_x, ref = _naive_token_units(store, runs, [0, 1, 2], skip_special=False)
+    asked = []
+    real_rows = store.rows
+
+    def spy(ids, pos, layer):
+        asked.append(layer)
+        return real_rows(ids, pos, layer)
+
+    monkeypatch.setattr(store, "rows", spy)
+    monkeypatch.setattr(store, "run_layers", lambda *a: pytest.fail("per-run read"))
+    res = stats.compute(store, stats.Request("m", "s"))
+    assert asked == [0, 1, 2] and res.meta["pos"].tolist() == ref["pos"].tolist()
+    want = layer_stats(ref_x, [0, 1, 2])
+    for f in ("norm_quantiles", "median_abs", "top_values", "top_units", "effective_rank"):
+        np.testing.assert_array_equal(getattr(res.stats, f), getattr(want, f))
