@@ -104,6 +104,7 @@ def test_capture_does_not_keep_a_batch_it_yielded():
 
     class LM:
         tokenizer, device = Tok(), "cpu"
+        info = type("Info", (), {"n_layers": 2, "d_model": 4})()
 
     lm = LM()
     lm.blocks, lm.base = blocks, base
