@@ -253,7 +253,13 @@ def read_benchmarks(db: Path, n_values: int, n_read_tokens: int, work: Path) -> 
                 rid, k, total = f"r{k}", k + 1, total + n
                 batch.append(
                     extract.CapturedRun(
-                        rid, rid, [0] * n, ["w0"] * n, [(-1, -1)] * n, [False] * n, pool[:, :n]
+                        rid,
+                        rid,
+                        [0] * n,
+                        ["w0"] * n,
+                        [(-1, -1)] * n,
+                        [False] * n,
+                        pool[:, :n].numpy(),
                     )
                 )
                 ids.append(rid)

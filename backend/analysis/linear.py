@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.analysis._threads import one_blas_thread
+
 
 @dataclass(frozen=True)
 class LayerFit:
@@ -68,12 +70,17 @@ def ridge_layer(
     """
     n, d = x.shape
     k = len(tests)
-    m0 = x.astype(np.float64).mean(0)
-    xc = x.astype(np.float64) - m0
+    m0 = x.mean(0, dtype=np.float64)
+    xc = x - m0  # float64
     masks = _masks(n, tests)
     mu, sd = _stats(xc, masks)
     idx = [np.asarray(te) for te in tests]
-    g_te = np.stack([xc[i].T @ xc[i] for i in idx])  # (k, d, d)
+    xs = xc[np.concatenate(idx)]  # the rows grouped by fold: each fold's Gram from a slice
+    ends = np.cumsum([0, *map(len, idx)])
+    g_te = np.empty((k, d, d))
+    for f in range(k):
+        part = xs[ends[f] : ends[f + 1]]
+        np.matmul(part.T, part, out=g_te[f])
     gram = np.concatenate([g_te.sum(0, keepdims=True) - g_te, g_te.sum(0, keepdims=True)])
     n_tr = masks.sum(1).astype(np.float64)
 
@@ -87,10 +94,13 @@ def ridge_layer(
     mf = masks.astype(np.float64)  # (k + 1, n)
     t_mean = (mf @ t) / n_tr[:, None]  # (k + 1, 2 * rows)
     centred = mf[:, :, None] * (t[None] - t_mean[:, None])  # (k + 1, n, 2 * rows)
-    rhs = np.einsum("nd,knr->kdr", xc, centred) / sd[:, :, None]
+    kk, _, r2 = centred.shape  # X^T (masked, centred targets) for every fit: one GEMM
+    rhs = (xc.T @ centred.transpose(1, 0, 2).reshape(n, kk * r2)).reshape(d, kk, r2)
+    rhs = rhs.transpose(1, 0, 2) / sd[:, :, None]
     scatter = gram - n_tr[:, None, None] * mu[:, :, None] * mu[:, None, :]
     a = scatter / (sd[:, :, None] * sd[:, None, :]) + alpha * np.eye(d)
-    w = np.linalg.solve(a, rhs)  # (k + 1, d, 2 * rows); a is symmetric positive definite
+    with one_blas_thread():  # LAPACK on 2 threads of a shared machine: several times slower
+        w = np.linalg.solve(a, rhs)  # (k + 1, d, 2 * rows); a is symmetric positive definite
     scores, ctrl = [], []
     for f, i in enumerate(idx):
         z = ((xc[i] - mu[f]) / sd[f]) @ w[f] + t_mean[f]
@@ -129,6 +139,9 @@ def logistic_layer(
     xc = x.astype(np.float64) - m0
     masks = _masks(n, tests)
     mu, sd = _stats(xc, masks)
+    # the two products with the data per iteration run in float32 (memory-bound: the float64
+    # copy is twice the bytes); the objective, gradient and L-BFGS stay float64
+    x32 = xc.astype(np.float32)
     stat = list(range(k)) * 2 + [k]  # which training set each problem uses
     p_masks = masks[stat].astype(np.float64)  # (P, n)
     n_p = p_masks.sum(1)
@@ -150,7 +163,8 @@ def logistic_layer(
     def decision(v, c):
         a = v * inv_sd[:, :, None]  # raw-space weights (P, d, rows)
         b = c - np.einsum("pd,pdr->pr", shift, v)
-        return (xc @ a.transpose(1, 0, 2).reshape(d, P * rows)).reshape(n, P, rows) + b
+        a32 = a.transpose(1, 0, 2).reshape(d, P * rows).astype(np.float32)
+        return (x32 @ a32).astype(np.float64).reshape(n, P, rows) + b
 
     def objective(theta):
         v, c = unpack(theta)
@@ -165,7 +179,8 @@ def logistic_layer(
         penalty = np.square(v).sum((1, 2)) / (2 * C * n_p)
         loss = (nll * weight).sum() + penalty.sum()
         g = g * weight[:, :, None]  # dloss/dz (n, P, rows)
-        g_a = (xc.T @ g.reshape(n, P * rows)).reshape(d, P, rows).transpose(1, 0, 2)
+        g_a = (x32.T @ g.reshape(n, P * rows).astype(np.float32)).astype(np.float64)
+        g_a = g_a.reshape(d, P, rows).transpose(1, 0, 2)
         g_b = g.sum(0)  # (P, rows)
         g_v = g_a * inv_sd[:, :, None] - shift[:, :, None] * g_b[:, None, :]
         g_v += v / (C * n_p)[:, None, None]
