@@ -148,8 +148,12 @@ STATES_BUDGET = 160_000_000
 
 
 def budget_tokens(lm: LoadedModel, batch_tokens: int, budget: int | None = None) -> int:
-    """Tokens per forward batch: ``batch_tokens`` at most, and at most what keeps one batch's
-    states (n_layers + 1 float32 vectors of d_model per token) within ``budget``."""
+    """Tokens per forward batch: ``batch_tokens`` at most, and on the CPU at most what keeps
+    one batch's states (n_layers + 1 float32 vectors of d_model per token) within ``budget``.
+    On an accelerator the forward's activations live in device memory and big batches are what
+    keeps it busy, so ``batch_tokens`` alone decides there."""
+    if str(getattr(lm, "device", "cpu")) != "cpu":
+        return int(batch_tokens)
     per_token = (lm.info.n_layers + 1) * lm.info.d_model * 4
     budget = STATES_BUDGET if budget is None else budget
     return int(max(16, min(batch_tokens, budget // per_token)))

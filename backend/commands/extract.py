@@ -24,8 +24,8 @@ def register(p) -> None:
         "--batch-tokens",
         type=int,
         default=8192,
-        help="most tokens per forward batch, padding included (a batch's captured states also "
-        "stay within 160 MB: ~4,000 tokens of GPT-2 small, ~1,100 of a 1B model)",
+        help="most tokens per forward batch, padding included (on the CPU a batch's captured "
+        "states also stay within 160 MB: ~4,000 tokens of GPT-2 small, ~1,100 of a 1B model)",
     )
     p.add_argument(
         "--engine",

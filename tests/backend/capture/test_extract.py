@@ -126,6 +126,8 @@ def test_batches_keep_their_states_within_the_budget(tiny_model_dir, monkeypatch
     per_token = (lm.info.n_layers + 1) * lm.info.d_model * 4
     assert extract.budget_tokens(lm, 8192) == min(8192, extract.STATES_BUDGET // per_token)
     assert extract.budget_tokens(lm, 100) == 100  # --batch-tokens stays an upper bound
+    gpu = type("LM", (), {"info": lm.info, "device": "cuda"})()
+    assert extract.budget_tokens(gpu, 16384, budget=1) == 16384  # device memory: no CPU budget
     big = _capture(lm, TEXTS)
     seen = []
     real_plan = extract.plan_batches
