@@ -79,11 +79,13 @@ def anisotropy(x: np.ndarray) -> float:
     return float((s @ s - self_sum) / (n * (n - 1)))
 
 
-def top_entries(a: np.ndarray, top: int) -> np.ndarray:
-    """Flat indices of the ``top`` largest entries of a (n,), largest first."""
+def top_entries(a: np.ndarray, top: int, negated: bool = False) -> np.ndarray:
+    """Flat indices of the ``top`` largest entries of a (n,), largest first (``negated``: a
+    holds the negated values already, so no negated copy is made)."""
+    neg = a if negated else -a
     top = min(top, a.size)
-    idx = np.argpartition(-a, top - 1)[:top]
-    return idx[np.argsort(-a[idx], kind="stable")]
+    idx = np.argpartition(neg, top - 1)[:top]
+    return idx[np.argsort(neg[idx], kind="stable")]
 
 
 def _distinct(flat: np.ndarray, idx: np.ndarray, d: int, top: int) -> np.ndarray:
@@ -110,10 +112,15 @@ def layer_stats(x: np.ndarray, layers=None, top: int = 5) -> LayerStats:
     n_l, _n_u, d = x.shape
     layers = tuple(range(n_l)) if layers is None else tuple(layers)
     norms = np.linalg.norm(x, axis=2)
-    vals, dims, units = [], [], []
+    vals, dims, units, medians = [], [], [], []
     for layer in x:
         flat = layer.reshape(-1)
-        idx = _distinct(flat, top_entries(np.abs(flat), top * 50), d, top)
+        # one working copy per layer, -|x|: the top entries, then the median in place (the
+        # median over the whole stack copied it twice and partitioned 140M values at once)
+        neg = np.abs(flat)
+        np.negative(neg, out=neg)
+        idx = _distinct(flat, top_entries(neg, top * 50, negated=True), d, top)
+        medians.append(-np.median(neg, overwrite_input=True))
         vals.append(flat[idx])
         units.append(idx // d)
         dims.append(idx % d)
@@ -121,7 +128,7 @@ def layer_stats(x: np.ndarray, layers=None, top: int = 5) -> LayerStats:
         layers,
         np.quantile(norms, QUANTILES, axis=1).T,
         norms.argmax(1),
-        np.median(np.abs(x).reshape(n_l, -1), axis=1),
+        np.array(medians, dtype=np.float32),
         np.array(vals),
         np.array(dims),
         np.array(units),
