@@ -90,13 +90,12 @@ def decode_into(out: np.ndarray, codec: str, data: bytes) -> None:
 
 
 PARALLEL_VALUES = 4_000_000  #: reads at least this big cast on every core
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 @lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="cast"
-    )
+    return ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="cast")
 
 
 def gather_f16(out: np.ndarray, flat: np.ndarray, dst, src, order) -> None:
@@ -110,7 +109,7 @@ def gather_f16(out: np.ndarray, flat: np.ndarray, dst, src, order) -> None:
             j = order[i]
             out[dst[i] : dst[i + 1]] = flat[src[j] : src[j + 1]]
 
-    n, workers = len(order), _pool()._max_workers
+    n, workers = len(order), _WORKERS
     if out.size < PARALLEL_VALUES or workers < 2 or n < 2:
         part(0, n)
         return

@@ -623,25 +623,35 @@ class Store:
     def _layer_blobs(self, run_ids: list[str], layer: int) -> pa.Table:
         """[k (1-based request index), n_tokens, d_model, codec, data]: one whole blob per
         requested run at ``layer``, in DuckDB's order; every run must have it."""
+        run_ids = list(run_ids)
+        return self._join_layer(
+            """SELECT q.k, a.n_tokens, a.d_model, a.codec, a.data
+               FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q""",
+            [run_ids, run_ids],
+            run_ids,
+            layer,
+        )
+
+    def _join_layer(self, select: str, params: list, run_ids: list[str], layer: int) -> pa.Table:
+        """``select`` (a request subquery ``q`` with run_id and k; ``params`` its parameters)
+        joined with every stored blob ``a`` of ``layer``, Parquet shards read in place; every
+        requested run must have one."""
         paths = self._shard_paths(run_ids, layer)
         if paths:  # some runs live in Parquet shards: read those files in place
             t = self._blobs(
-                """SELECT q.k, a.n_tokens, a.d_model, a.codec, a.data
-                   FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
-                   JOIN (SELECT run_id, n_tokens, d_model, codec, data FROM activations
-                         WHERE layer = ?
-                         UNION ALL
-                         SELECT run_id, n_tokens, d_model, codec, data
-                         FROM read_parquet(?, hive_partitioning = true)
-                         WHERE run_id IN (SELECT run_id FROM run_shards)) a USING (run_id)""",
-                [list(run_ids), list(run_ids), layer, paths],
+                select
+                + """ JOIN (SELECT run_id, n_tokens, d_model, codec, data FROM activations
+                            WHERE layer = ?
+                            UNION ALL
+                            SELECT run_id, n_tokens, d_model, codec, data
+                            FROM read_parquet(?, hive_partitioning = true)
+                            WHERE run_id IN (SELECT run_id FROM run_shards)) a
+                      USING (run_id)""",
+                [*params, layer, paths],
             )
         else:
             t = self._blobs(
-                """SELECT q.k, a.n_tokens, a.d_model, a.codec, a.data
-                   FROM (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS k) q
-                   JOIN activations a USING (run_id) WHERE a.layer = ?""",
-                [list(run_ids), list(run_ids), layer],
+                select + " JOIN activations a USING (run_id) WHERE a.layer = ?", [*params, layer]
             )
         if t.num_rows != len(run_ids):
             found = {run_ids[k - 1] for k in t["k"].to_pylist()}
@@ -704,28 +714,7 @@ class Store:
                                * a.d_model * 2) AS data
                    FROM (SELECT unnest(?) AS run_id, unnest(?) AS p,
                                 generate_subscripts(?, 1) AS k) q"""
-        paths = self._shard_paths(run_ids, layer)
-        if paths:  # some runs live in Parquet shards: slice those files' blobs in place
-            t = self._blobs(
-                select
-                + """ JOIN (SELECT run_id, n_tokens, d_model, codec, data FROM activations
-                            WHERE layer = ?
-                            UNION ALL
-                            SELECT run_id, n_tokens, d_model, codec, data
-                            FROM read_parquet(?, hive_partitioning = true)
-                            WHERE run_id IN (SELECT run_id FROM run_shards)) a
-                      USING (run_id)""",
-                [run_ids, pos, run_ids, layer, paths],
-            )
-        else:
-            t = self._blobs(
-                select + " JOIN activations a USING (run_id) WHERE a.layer = ?",
-                [run_ids, pos, run_ids, layer],
-            )
-        if t.num_rows != len(run_ids):
-            found = {run_ids[k - 1] for k in t["k"].to_pylist()}
-            missing = len(set(run_ids) - found)
-            raise LayerScopeError(f"{missing} of {len(run_ids)} runs have no layer {layer} stored.")
+        t = self._join_layer(select, [run_ids, pos, run_ids], run_ids, layer)
         p, n = t["p"].to_numpy(), t["n_tokens"].to_numpy()
         bad = (p >= n) | (p < -n)
         if bad.any():

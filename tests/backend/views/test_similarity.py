@@ -6,47 +6,24 @@ import pandas as pd
 import pytest
 
 from backend.analysis import similarity as S
-from backend.capture.records import CapturedRun, make_run_id
+from backend.capture.records import CapturedRun
 from backend.store import Store
 from backend.views import similarity as V
+from tests.backend.views._fake import fake_info, fake_run
 
 N_LAYERS, D = 3, 8
 LENGTHS = (4, 6, 3, 5, 2)
 
 
-class Info:  # the fields upsert_model reads, without loading a model
-    model_id, ref, name, architecture = "m", "fake", "fake", "Fake"
-    n_layers, d_model, vocab_size, has_lm_head, is_causal, revision = (
-        N_LAYERS,
-        D,
-        10,
-        True,
-        True,
-        None,
-    )
-
-    def to_json(self):
-        return '{"n_layers": 3}'
-
-
 def _run(i: int, n: int) -> CapturedRun:
-    text = " ".join(f"w{i}_{p}" for p in range(n))
     h = np.random.default_rng(i).normal(size=(N_LAYERS + 1, n, D)).astype(np.float32)
-    return CapturedRun(
-        run_id=make_run_id("m", text, {}),
-        text=text,
-        token_ids=list(range(n)),
-        tokens=text.split(),
-        offsets=[(0, 1)] * n,
-        special=[p == 0 for p in range(n)],
-        hidden=h,
-    )
+    return fake_run(i, h)
 
 
 @pytest.fixture
 def store():
     with Store(":memory:") as s:
-        s.upsert_model(Info())
+        s.upsert_model(fake_info(N_LAYERS, D))
         runs = [_run(i, n) for i, n in enumerate(LENGTHS)]
         s.ingest("m", runs)
         labels = ["a", "b", "a", "b", "a"]

@@ -5,28 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backend.capture.records import CapturedRun, make_run_id
+from backend.capture.records import CapturedRun
 from backend.store import Store
 from backend.views import trajectories as TV
 from backend.views import units
+from tests.backend.views._fake import fake_info, fake_run
 
 N_LAYERS, D = 2, 4
 LENGTHS = (3, 5, 2, 4)  # 14 tokens, the first of each run special
-
-
-class Info:  # the fields upsert_model reads, without loading a model
-    model_id, ref, name, architecture = "m", "fake", "fake", "Fake"
-    n_layers, d_model, vocab_size, has_lm_head, is_causal, revision = (
-        N_LAYERS,
-        D,
-        10,
-        True,
-        True,
-        None,
-    )
-
-    def to_json(self):
-        return '{"n_layers": 2}'
 
 
 def _run(i: int, n: int) -> CapturedRun:
@@ -34,22 +20,13 @@ def _run(i: int, n: int) -> CapturedRun:
     h = np.zeros((N_LAYERS + 1, n, D), np.float32)
     h[:, :, 0] = np.arange(N_LAYERS + 1)[:, None]
     h[:, :, 1], h[:, :, 2] = i, np.arange(n)
-    text = " ".join(f"w{i}_{p}" for p in range(n))
-    return CapturedRun(
-        run_id=make_run_id("m", text, {}),
-        text=text,
-        token_ids=list(range(n)),
-        tokens=text.split(),
-        offsets=[(0, 1)] * n,
-        special=[p == 0 for p in range(n)],
-        hidden=h,
-    )
+    return fake_run(i, h)
 
 
 @pytest.fixture
 def store():
     with Store(":memory:") as s:
-        s.upsert_model(Info())
+        s.upsert_model(fake_info(N_LAYERS, D))
         runs = [_run(i, n) for i, n in enumerate(LENGTHS)]
         s.ingest("m", runs)
         texts = [r.text for r in runs]
