@@ -7,8 +7,6 @@ A user-caused problem prints one line `error: ...` and exits 2; never a tracebac
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import logging
 import math
@@ -17,23 +15,6 @@ import sys
 
 from backend.errors import LayerScopeError
 
-COMMANDS = (
-    "extract",
-    "ls",
-    "export",
-    "delete",
-    "jobs",
-    "trajectories",
-    "similarity",
-    "probes",
-    "lens",
-    "stats",
-    "generation",
-    "patching",
-    "attention",
-    "steering",
-    "training",
-)
 #: the verbs users already know, kept as aliases of the feature's one name
 ALIASES = {
     "trajectories": ["project"],
@@ -45,9 +26,9 @@ ALIASES = {
 
 
 def _modules():
-    for name in COMMANDS:
-        if importlib.util.find_spec(f"backend.commands.{name}") is not None:
-            yield name, importlib.import_module(f"backend.commands.{name}")
+    from backend.commands import COMMANDS
+
+    yield from COMMANDS.items()
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

@@ -144,9 +144,9 @@ def loaded_model(ref: str, dtype: str = "auto", device: str = "cpu"):
 # -- view results (each backend.views.<name>.compute, cached per request) --------------------
 @st.cache_data(show_spinner="Computing…", max_entries=64)
 def _compute(view: str, request, version) -> object:
-    import importlib
+    from backend.views import VIEWS
 
-    return importlib.import_module(f"backend.views.{view}").compute(store(), request)
+    return VIEWS[view].compute(store(), request)
 
 
 def compute(view: str, request, version=None):
