@@ -127,9 +127,9 @@ def read_at_scale(work: Path, n_tokens: int, d: int = D, per_run: int = 100) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from backend.capture.records import CapturedRun, make_run_id
     from backend.jobs.ray_engine import SHARD_SCHEMA
     from backend.models import ModelInfo
+    from backend.records import CapturedRun, make_run_id
     from backend.store import codec
 
     info = ModelInfo("synthetic", "synthetic", "synthetic", "Synthetic", 1, d, 10, False, True,

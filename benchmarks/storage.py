@@ -31,7 +31,7 @@ import pandas as pd
 from backend.jobs.base import JobSpec
 from backend.jobs.worker import Worker
 from backend.store import Store
-from backend.store import store as store_mod
+from backend.store import connection as store_mod
 
 N_LAYERS = 6
 

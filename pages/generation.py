@@ -9,7 +9,6 @@ import streamlit as st
 from backend import catalog, models
 from backend.analysis.commitment import correlation_grid
 from backend.analysis.similarity import SimilarityMatrix
-from backend.capture.records import Sampling
 from backend.errors import LayerScopeError
 from backend.figures.generation import (
     commitment_heatmap,
@@ -21,6 +20,7 @@ from backend.figures.generation import (
 )
 from backend.figures.similarity import similarity_figure
 from backend.jobs.base import JobSpec
+from backend.records import Sampling
 from backend.views import generation as G
 from pages import _ui
 

@@ -48,7 +48,7 @@ def _run_by_run(s, model_id: str) -> None:
     import json
 
     from backend.analysis.similarity import SimilarityMatrix
-    from backend.capture.records import Sampling
+    from backend.records import Sampling
     from backend.views import generation as G
 
     req = s.sampled_requests(model_id)

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.capture.records import (
+from backend.models import LoadedModel
+from backend.records import (
     CAPTURE_VERSION,
+    FP16_MAX,
     CapturedRun,
     CaptureSettings,
     make_run_id,
     prompt_id,
 )
-from backend.models import LoadedModel
-from backend.store.codec import FP16_MAX
 
 log = logging.getLogger(__name__)
 __all__ = [  # the run records and ids live in records.py (torch-free); re-exported here

@@ -22,8 +22,8 @@ import torch
 
 from backend import models
 from backend.capture import extract
-from backend.capture.records import GEN_VERSION, Sampling, request_id, sample_run_id, sample_seed
 from backend.errors import LayerScopeError
+from backend.records import GEN_VERSION, Sampling, request_id, sample_run_id, sample_seed
 
 log = logging.getLogger(__name__)
 __all__ = [

@@ -24,9 +24,9 @@ import torch
 
 from backend.capture import extract
 from backend.capture.generate import _cache_of, _forward, max_positions, sample_next
-from backend.capture.records import Sampling, sample_seed
 from backend.errors import LayerScopeError
 from backend.models import LoadedModel
+from backend.records import Sampling, sample_seed
 
 
 def _hidden(x):

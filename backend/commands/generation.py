@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from backend import catalog, models, prompts
-from backend.capture.records import Sampling
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec
 from backend.patterns import Pattern
+from backend.records import Sampling
 from backend.views import generation as generation_views
 
 HELP = "sample N continuations per prompt, capture every layer, report commitment"

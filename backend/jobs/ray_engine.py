@@ -95,7 +95,7 @@ class CaptureUDF:
         import torch
 
         from backend import models
-        from backend.capture.records import CaptureSettings
+        from backend.records import CaptureSettings
 
         if threads:
             torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ from backend.jobs.base import Budget, JobContext, JobSpec, Progress, check_budge
 from backend.jobs.extract import estimate
 from backend.jobs.kinds import JOB_KINDS
 from backend.store import Store
-from backend.store.store import disk_full_message
+from backend.store.connection import disk_full_message
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from itertools import pairwise
 
 import numpy as np
 
-FP16_MAX = 65504.0
+from backend.records import FP16_MAX
+
 F16 = "f16"
 BF16 = "bf16"
 _F16_EXP = np.uint16(0x7C00)  #: fp16 exponent bits; all set = inf or NaN

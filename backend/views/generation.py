@@ -41,9 +41,9 @@ from backend.analysis.commitment import (
     run_similarity,
     surface_agreement_by_step,
 )
-from backend.capture.records import Sampling, request_id
 from backend.errors import LayerScopeError
 from backend.patterns import Pattern
+from backend.records import Sampling, request_id
 from backend.store import Store
 
 NONE = "(none)"

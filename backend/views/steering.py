@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backend.capture.records import CapturedRun
 from backend.errors import LayerScopeError
+from backend.records import CapturedRun
 from backend.store import Store
 
 VERSION = 1  #: bump when the computation changes what a stored result means
@@ -329,7 +329,7 @@ def _toward(tok, labels, plabels, base, first_ids, na, answers=None) -> dict:
 def _inputs(store: Store, req: Request, lm):
     """(lm, runs, labels, direction, control, prompts, prompt labels, sampling)."""
     from backend import models
-    from backend.capture.records import Sampling
+    from backend.records import Sampling
     from backend.views.units import set_runs_or_error
 
     if lm is None:

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backend.capture.records import CapturedRun, make_run_id
 from backend.errors import LayerScopeError
+from backend.records import CapturedRun, make_run_id
 from backend.store import Store, codec
 from backend.store.schema import SCHEMA_VERSION
 
@@ -81,7 +81,7 @@ def test_rows_are_the_layers_rows(store, monkeypatch, slices_per_run):
     """Store.rows (a blob slice per unit, or each blob once and the rows gathered) = the same
     rows picked out of Store.layer, bit for bit, in request order, with negative positions
     from the end, repeated runs and bf16-coded runs."""
-    from backend.store import store as store_module
+    from backend.store import vectors as store_module
 
     monkeypatch.setattr(store_module, "_SLICES_PER_RUN", slices_per_run)
     runs = stocked(store)
@@ -257,7 +257,7 @@ def test_short_prompts_pack_densely_and_old_block_sizes_still_open(tmp_path):
     file made with the default 256 KB blocks keeps them and reads as before."""
     import duckdb
 
-    from backend.store import store as store_mod
+    from backend.store import connection as store_mod
 
     path = tmp_path / "short.duckdb"
     with Store(path) as s:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from backend.capture.records import CapturedRun, make_run_id
+from backend.records import CapturedRun, make_run_id
 
 
 def fake_info(n_layers: int, d: int):

@@ -23,9 +23,9 @@ def test_decided_at_by_hand():
 def test_strip_on_a_tiny_model_matches_an_independent_lens(tmp_path, tiny_model_dir):
     from backend import models
     from backend.analysis.lens import logit_lens
-    from backend.capture.records import Sampling
     from backend.jobs.base import JobSpec
     from backend.jobs.worker import Worker
+    from backend.records import Sampling
     from backend.store import Store
     from backend.views.generation import commitment_strip
 

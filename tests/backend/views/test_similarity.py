@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from backend.analysis import similarity as S
-from backend.capture.records import CapturedRun
+from backend.records import CapturedRun
 from backend.store import Store
 from backend.views import similarity as V
 from tests.backend.views._fake import fake_info, fake_run

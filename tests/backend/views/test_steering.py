@@ -188,7 +188,7 @@ class _NoTok:
 
 def test_sampled_alpha_zero_matches_capture_generate(tiny_model_dir):
     from backend.capture.generate import generate
-    from backend.capture.records import Sampling
+    from backend.records import Sampling
 
     lm = models.load_model(str(tiny_model_dir("gpt2")))
     s = Sampling(samples=1, max_new_tokens=5, temperature=1.0, seed=4)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backend.capture.records import CapturedRun
+from backend.records import CapturedRun
 from backend.store import Store
 from backend.views import trajectories as TV
 from backend.views import units

@@ -16,6 +16,8 @@ import numpy as np
 
 from backend.errors import LayerScopeError
 
+FP16_MAX = 65504.0  #: the largest finite float16: a run beyond it is stored as bf16 bits
+
 CAPTURE_VERSION = 1
 GEN_VERSION = 2  #: bump when sampling changes what a seed produces (2: per-prompt seeds)
 
