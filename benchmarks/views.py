@@ -474,7 +474,7 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
             note=f"{len(runs)} prompts",
         )
     if want("stats"):
-        req = stats.Request(mid, name)
+        req = stats.Request(model_id=mid, set_name=name)
         h.measure(
             "stats",
             lambda: stats.compute(s, req),
@@ -485,7 +485,7 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
         )
     clean, corrupted = patch_pair(h.words)
     if want("attention"):
-        req = attention.Request(str(h.model_dir), clean)
+        req = attention.Request(model=str(h.model_dir), prompt=clean)
         h.measure(
             "attention (one prompt)",
             lambda: attention.compute(None, req),

@@ -26,7 +26,7 @@ held = st.session_state.get("att_result")
 res = _ui.computed_on_click(
     "att_compute",
     "Running the model with eager attention…",
-    lambda: attention.compute(None, attention.Request(sel.model, prompt)),
+    lambda: attention.compute(None, attention.Request(model=sel.model, prompt=prompt)),
     "Press **Compute** to read every head's attention for this prompt.",
     stored=held[1] if held is not None and held[0] == key else None,
 )

@@ -23,7 +23,11 @@ with st.expander("What am I looking at?", expanded=present):
     )
 
 
-result = _ui.compute("stats", stats.Request(sel.model_id, sel.set_name, MAX_RUNS), len(runs))
+result = _ui.compute(
+    "stats",
+    stats.Request(model_id=sel.model_id, set_name=sel.set_name, max_runs=MAX_RUNS),
+    len(runs),
+)
 st_, table = result.stats, result.to_frame()
 _ui.show_figure(
     stats_figure(st_, result.names), "stats_fig", f"layer-stats-{sel.set_name}", data=table

@@ -41,7 +41,7 @@ max_new = 6
 try:
     alphas = tuple(float(x) for x in alphas_text.split(",") if x.strip())
     req = steering.Request(
-        sel.model,
+        model=sel.model,
         set_name=sel.set_name,
         layer=int(layer),
         direction=direction.strip() or "means",

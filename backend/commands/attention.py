@@ -14,7 +14,9 @@ def register(p) -> None:
 
 
 def run(args, store) -> dict:
-    req = attention.Request(args.model or "demo", args.prompt, args.dtype, args.device)
+    req = attention.Request(
+        model=args.model or "demo", prompt=args.prompt, dtype=args.dtype, device=args.device
+    )
     return {"model": req.model, **attention.compute(store, req).to_dict()}
 
 

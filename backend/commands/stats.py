@@ -15,7 +15,9 @@ def register(p) -> None:
 
 def run(args, store) -> dict:
     model_id, _ = ensure_runs(store, args)
-    res = stats.compute(store, stats.Request(model_id, args.set_name, max_runs=args.max_runs))
+    res = stats.compute(
+        store, stats.Request(model_id=model_id, set_name=args.set_name, max_runs=args.max_runs)
+    )
     return {"model": args.model, "set": args.set_name, **res.to_dict()}
 
 

@@ -15,7 +15,7 @@ from backend.errors import LayerScopeError
 from backend.store import Store
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     model: str
     prompt: str
@@ -79,7 +79,7 @@ def _eager(path: str, model_id: str, dtype: str, device: str):
         return model.eval().to(device), models.load_tokenizer(mref.path)
 
 
-def compute(store: Store | None, req: Request) -> Result:
+def compute(store: Store | None, req: Request, lm=None) -> Result:
     import torch
 
     from backend import models

@@ -15,7 +15,7 @@ from backend.store import Store
 from backend.views import units
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     model_id: str
     set_name: str
@@ -105,7 +105,7 @@ class Result:
         }
 
 
-def compute(store: Store, req: Request) -> Result:
+def compute(store: Store, req: Request, lm=None) -> Result:
     """Statistics over every token (special ones included: they carry the massive
     activations) of up to ``max_runs`` runs of the set."""
     runs = units.set_runs_or_error(store, req.set_name, req.model_id).head(req.max_runs)

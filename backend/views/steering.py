@@ -49,7 +49,7 @@ MAX_PROMPTS = 64
 DIRECTIONS = ("means", "probe", "random")  #: besides a path to a .npy vector
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     model: str
     prompts: tuple[str, ...] = ()  #: typed prompts (when no set)

@@ -102,7 +102,7 @@ def checkpoint_refs(model: str, which: str, store: Store | None = None) -> list[
     return sorted(dict.fromkeys(refs), key=lambda r: models.step_of(r) or 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     set_name: str
     checkpoints: tuple[str, ...]  #: model references in training order (demo@step0, ...)
@@ -326,7 +326,7 @@ def _trajectory(store: Store, req: Request, ids: list[str], layer: int, steps):
     return project(np.stack(xs), steps, "pca", dims=2), meta
 
 
-def compute(store: Store, req: Request) -> Result:
+def compute(store: Store, req: Request, lm=None) -> Result:
     """Every checkpoint that has the set's runs, in training order (LayerScopeError when fewer
     than two have)."""
     have, missing = coverage(store, req)
@@ -346,7 +346,10 @@ def compute(store: Store, req: Request) -> Result:
         )
         probe_results.append(probes.compute(store, preq).probe)
     layer_stats = tuple(
-        stats.compute(store, stats.Request(mid, req.set_name, req.max_runs)).stats for mid in ids
+        stats.compute(
+            store, stats.Request(model_id=mid, set_name=req.set_name, max_runs=req.max_runs)
+        ).stats
+        for mid in ids
     )
     cka_final, cka_prev, n_cka = _cka(store, req, ids, layers)
     layer = req.layer if req.layer is not None else probe_results[-1].best_layer()

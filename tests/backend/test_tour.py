@@ -109,7 +109,7 @@ def test_grammar_is_represented_before_it_is_used(store):
     refs = [m for m, _ in STORY["training"].needs]
     spec = JobSpec("demo", "agreement", kind="checkpoints", options={"checkpoints": refs})
     assert Worker(store).run(spec).status == "done"  # runs are cached: behaviour only
-    d = T.compute(store, T.Request("agreement", tuple(refs))).to_dict()
+    d = T.compute(store, T.Request(set_name="agreement", checkpoints=tuple(refs))).to_dict()
     step = dict(zip(d["steps"], range(len(d["steps"]))))
     acc = d["behaviour"]["answer_accuracy"]
     assert d["onsets"]["decodable"] == 600 and d["onsets"]["probe"] == 700

@@ -19,7 +19,7 @@ def test_weights_are_the_models_own_and_rows_sum_to_one(tiny_model_dir, family):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = tiny_model_dir(family)
-    res = A.compute(None, A.Request(str(path), PROMPT))
+    res = A.compute(None, A.Request(model=str(path), prompt=PROMPT))
     ref = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     ids = AutoTokenizer.from_pretrained(path)(PROMPT)["input_ids"]
     with torch.inference_mode():

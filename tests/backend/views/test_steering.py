@@ -127,12 +127,12 @@ def test_means_direction_and_its_random_control(labelled, db):
 
     path = labelled
     lm = models.load_model(str(path))
-    req = V.Request(str(path), set_name="num", layer=2, alphas=(-4, 0, 4), max_new_tokens=3)
+    req = V.Request(model=str(path), set_name="num", layer=2, alphas=(-4, 0, 4), max_new_tokens=3)
     with Store(str(db)) as s:
         res = V.compute(s, req, lm=lm)
         again = V.compute(s, req)
         assert again.from_cache and again.flip_rate == res.flip_rate
-        assert V.cached(s, V.Request(str(path), set_name="num", layer=1)) is None
+        assert V.cached(s, V.Request(model=str(path), set_name="num", layer=1)) is None
         runs = s.set_runs("num", lm.info.model_id)
         x = s.pooled(runs["run_id"].tolist(), "last", [2])[0]
     lab = runs["label"].to_numpy()
@@ -172,7 +172,7 @@ def test_given_answers_and_the_agreement_sets_verbs():
     assert "run" in known[0] and "runs" in known[1]
     assert V.known_answers("other", ["plural", "singular"]) is None
     with pytest.raises(LayerScopeError, match="both labels"):
-        V.Request("m", ("p",), direction="random", answers=(("x",), ()))
+        V.Request(model="m", prompts=("p",), direction="random", answers=(("x",), ()))
 
 
 class _OneTok:
@@ -202,15 +202,19 @@ def test_bad_layer_and_bad_npy_are_one_sentence(store, tiny_model_dir, tmp_path)
     path = tiny_model_dir("gpt2")
     lm = models.load_model(str(path))
     with pytest.raises(LayerScopeError, match="Layer 9 does not exist") as e:
-        V.compute(store, V.Request(str(path), (PROMPT,), direction="random", layer=9), lm=lm)
+        V.compute(
+            store, V.Request(model=str(path), prompts=(PROMPT,), direction="random", layer=9), lm=lm
+        )
     assert "\n" not in str(e.value)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.ones(lm.info.d_model + 3))
     with pytest.raises(LayerScopeError, match="d_model") as e:
-        V.compute(store, V.Request(str(path), (PROMPT,), direction=str(bad), layer=1), lm=lm)
+        V.compute(
+            store, V.Request(model=str(path), prompts=(PROMPT,), direction=str(bad), layer=1), lm=lm
+        )
     assert "\n" not in str(e.value)
     with pytest.raises(LayerScopeError, match="labelled set"):
-        V.Request(str(path), (PROMPT,), direction="means")
+        V.Request(model=str(path), prompts=(PROMPT,), direction="means")
 
 
 def test_npy_direction_and_typed_prompts(store, tiny_model_dir, tmp_path):
@@ -218,7 +222,9 @@ def test_npy_direction_and_typed_prompts(store, tiny_model_dir, tmp_path):
     lm = models.load_model(str(path))
     v = tmp_path / "v.npy"
     np.save(v, np.arange(lm.info.d_model, dtype=np.float32))
-    res = V.compute(store, V.Request(str(path), (PROMPT,), direction=str(v), layer=1), lm=lm)
+    res = V.compute(
+        store, V.Request(model=str(path), prompts=(PROMPT,), direction=str(v), layer=1), lm=lm
+    )
     assert res.flip_rate is None
     np.testing.assert_allclose(res.direction, np.arange(lm.info.d_model))
     assert len(res.continuations["direction"][0]) == len(res.alphas)
@@ -252,7 +258,7 @@ def test_probe_direction_is_a_ridge_probes_weights_pointing_to_the_second_label(
 
     path = labelled
     lm = models.load_model(str(path))
-    req = V.Request(str(path), set_name="num", layer=2, direction="probe", alphas=(0, 4),
+    req = V.Request(model=str(path), set_name="num", layer=2, direction="probe", alphas=(0, 4),
                     max_new_tokens=2)  # fmt: skip
     with Store(str(db)) as s:
         res = V.compute(s, req, lm=lm)
@@ -267,7 +273,7 @@ def test_probe_direction_is_a_ridge_probes_weights_pointing_to_the_second_label(
     assert (x[y == 1] @ w).mean() > (x[y == 0] @ w).mean()  # towards 'singular'
     assert res.to_dict()["direction_kind"] == "probe"
     with pytest.raises(LayerScopeError, match="needs a labelled set"):
-        V.Request(str(path), prompts=("the cat",), direction="probe")
+        V.Request(model=str(path), prompts=("the cat",), direction="probe")
 
 
 def test_steered_runs_are_stored_as_runs_and_alpha_zero_is_plain(labelled, db):
@@ -276,7 +282,7 @@ def test_steered_runs_are_stored_as_runs_and_alpha_zero_is_plain(labelled, db):
 
     path = labelled
     lm = models.load_model(str(path))
-    req = V.Request(str(path), set_name="num", layer=2, alphas=(0, 6), max_new_tokens=3)
+    req = V.Request(model=str(path), set_name="num", layer=2, alphas=(0, 6), max_new_tokens=3)
     with Store(str(db)) as s:
         names = V.store_runs(s, req, lm=lm)
         assert names == {0.0: "num+steer(L2 means 0)", 6.0: "num+steer(L2 means 6)"}

@@ -49,7 +49,7 @@ def db(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(db):
     with Store(db[0], read_only=True) as s:
-        return training.compute(s, training.Request("agreement", REFS))
+        return training.compute(s, training.Request(set_name="agreement", checkpoints=REFS))
 
 
 def test_one_job_one_progress_over_every_checkpoint(db):
@@ -79,7 +79,7 @@ def test_numbers_equal_the_per_model_views(db, result):
             kw = {"kind": "model-cka", "model_id": mid, "set_name": "agreement"}
             m = similarity.compute(s, similarity.Request(**kw, other_model_id=final)).matrix
             np.testing.assert_allclose(result.cka_final[i], np.diag(m.values), rtol=1e-6)
-            st = stats.compute(s, stats.Request(mid, "agreement")).stats
+            st = stats.compute(s, stats.Request(model_id=mid, set_name="agreement")).stats
             np.testing.assert_array_equal(result.stat("effective_rank")[i], st.effective_rank)
             np.testing.assert_array_equal(result.stat("massive_ratio")[i], st.massive_ratio)
             if i:
@@ -155,12 +155,17 @@ def test_the_cli_reads_the_cache_without_torch(db):
 
 def test_missing_checkpoints_are_listed_never_computed(db):
     with Store(db[0], read_only=True) as s:
-        req = training.Request("agreement", ("demo@step0", "demo@step200", "demo@step3000"))
+        req = training.Request(
+            set_name="agreement", checkpoints=("demo@step0", "demo@step200", "demo@step3000")
+        )
         assert training.coverage(s, req)[1] == ["demo@step200"]
         res = training.compute(s, req)
         assert res.missing == ("demo@step200",) and res.steps == (0, 3000)
         with pytest.raises(LayerScopeError, match="Only 1 of 2 checkpoints"):
-            training.compute(s, training.Request("agreement", ("demo@step0", "demo@step200")))
+            training.compute(
+                s,
+                training.Request(set_name="agreement", checkpoints=("demo@step0", "demo@step200")),
+            )
 
 
 def test_a_bad_checkpoint_list_is_one_clear_message(db, capsys):

@@ -157,7 +157,7 @@ def test_stats_read_each_layer_once_for_every_run(store, monkeypatch):
 
     monkeypatch.setattr(store, "rows", spy)
     monkeypatch.setattr(store, "run_layers", lambda *a: pytest.fail("per-run read"))
-    res = stats.compute(store, stats.Request("m", "s"))
+    res = stats.compute(store, stats.Request(model_id="m", set_name="s"))
     assert asked == [0, 1, 2] and res.meta["pos"].tolist() == ref["pos"].tolist()
     want = layer_stats(ref_x, [0, 1, 2])
     for f in ("norm_quantiles", "median_abs", "top_values", "top_units", "effective_rank"):
