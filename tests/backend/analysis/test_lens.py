@@ -225,18 +225,26 @@ def test_readout_matches_the_float64_reference(bias):
 
 def test_bf16_unembedding_reads_out_like_its_float32_upcast():
     """A bf16 model's lens (the norm in bf16, as the model runs it): on a CPU without AMX
-    the unembedding runs in float32, ~10x faster there; either way the top-1 must be the
-    float64 reference's in >= 99.9% of cells and the KL within 1e-3."""
+    the unembedding runs in float32, ~10x faster there, and the top-1 is the float64
+    reference's in every cell; with AMX the logits are bf16 products, as the model's own, so
+    where two tokens are within bf16 rounding of each other (this random model's logits are
+    near-uniform: 1.5% of cells) either may come first — never one further behind than
+    bf16's relative precision (2^-8) of the largest |logit|; KL within 0.5% (+1e-3)."""
     hidden, norm, unembed = _gpt2ish()
     norm, unembed = norm.to(torch.bfloat16), unembed.to(torch.bfloat16)
     res = LE.logit_lens(hidden, norm, unembed, k=3)
-    with torch.inference_mode():
+    with torch.no_grad():
         x = norm(torch.as_tensor(hidden).bfloat16()).float()
-        logp = _reference(x, unembed.weight.float())
+        w = unembed.weight.float()
+        logp = _reference(x, w)
+        scale = (x @ w.T).abs().amax(-1)
     p = logp.exp()
-    assert (res.top_ids[..., 0] == logp.argmax(-1).numpy()).mean() >= 0.999
+    chosen = torch.as_tensor(res.top_ids[..., 0]).long()
+    gap = logp.amax(-1) - logp.gather(-1, chosen[..., None])[..., 0]
+    assert (gap <= 2**-8 * scale + 1e-6).all()
+    assert (res.top_ids[..., 0] == logp.argmax(-1).numpy()).mean() >= 0.95
     kl = (p[-1] * (logp[-1] - logp)).sum(-1).numpy()
-    np.testing.assert_allclose(res.kl_to_final, kl, atol=1e-3)
+    np.testing.assert_allclose(res.kl_to_final, kl, rtol=5e-3, atol=1e-3)  # bf16 logits
     if LE._slow_half(unembed.weight):  # this CPU: exactly the float32 readout
         np.testing.assert_allclose(res.kl_to_final, kl, atol=5e-5)
         np.testing.assert_array_equal(res.top_ids[..., 0], logp.argmax(-1).numpy())
