@@ -64,7 +64,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         f"fast tier: {t['n']} tests, {t['cpu']:.1f} s CPU, {t['wall']:.1f} s "
         f"wall" + (f"; budget {b:.0f} s CPU" if b else " (no budget set)")
     )
-    for cpu, nodeid in sorted(t["tests"], reverse=True)[:5]:
+    for cpu, nodeid in sorted(t["tests"], reverse=True)[:15]:
         tr.write_line(f"  {cpu:6.2f} s CPU  {nodeid}")
 
 

@@ -3,6 +3,8 @@ budget -> the session fails; slow tests do not count; no budget set -> only a re
 
 import pytest
 
+from tests.conftest import ROOT
+
 BURN = """
 import time, pytest
 
@@ -22,6 +24,8 @@ def test_slow():
 
 @pytest.fixture
 def run(pytester, monkeypatch):
+    """A pytest run of BURN in its own process (its totals are its own)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(BURN)
     pytester.makeini("[pytest]\nmarkers =\n    slow: slow\n    browser: browser\n")
 
@@ -30,7 +34,7 @@ def run(pytester, monkeypatch):
             monkeypatch.delenv("LAYERSCOPE_FAST_BUDGET_S", raising=False)
         else:
             monkeypatch.setenv("LAYERSCOPE_FAST_BUDGET_S", str(budget))
-        return pytester.runpytest_inprocess("-p", "tests._budget")
+        return pytester.runpytest_subprocess("-p", "tests._budget")
 
     return go
 

@@ -147,6 +147,7 @@ def test_a_cache_held_by_another_process_is_a_page_message(app_db):
         holder.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     __import__("importlib").util.find_spec("ray") is None, reason="Ray not installed"
 )

@@ -74,6 +74,7 @@ def test_bundled_models_load_through_the_local_dir_path(name):
 
 
 @needs_models
+@pytest.mark.slow
 def test_agreement_accuracy_trained_vs_untrained():
     from backend.demo.evidence import agreement_accuracy
 
@@ -87,6 +88,7 @@ def test_agreement_accuracy_trained_vs_untrained():
 
 
 @needs_models
+@pytest.mark.slow
 def test_number_probe_beats_untrained_twin_and_shuffled_control():
     from backend.demo.evidence import probe_curve, probe_data
 
@@ -101,6 +103,7 @@ def test_number_probe_beats_untrained_twin_and_shuffled_control():
 
 
 @needs_models
+@pytest.mark.slow
 def test_sentiment_needs_training_not_just_the_words():
     """Negation and 'but' make the verdict a composition: an untrained network mixing the
     words cannot read it (measured on all 300 prompts: 0.82 trained vs 0.44 untrained)."""

@@ -14,7 +14,7 @@ def test_attention_heads_hover_top_tokens_and_cells_are_clickable():
     rng = np.random.default_rng(0)
     att = rng.random((2, 3, 4, 4)) * np.tril(np.ones((4, 4)))
     att /= att.sum(-1, keepdims=True)
-    res = AR(AQ("m", "x"), ["<s>", BOLD, "b", "c"], att, att[..., 1:, 0].mean(-1),
+    res = AR(AQ(model="m", prompt="x"), ["<s>", BOLD, "b", "c"], att, att[..., 1:, 0].mean(-1),
              np.zeros((2, 3)))  # fmt: skip
     idx, w = top_keys(att, 2)
     want = att[..., 1:, :].mean(-2)

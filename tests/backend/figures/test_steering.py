@@ -9,7 +9,7 @@ from tests.backend.figures._strings import BOLD, assert_inert
 
 
 def test_steering_figure_draws_direction_control_and_toward_lines():
-    req = S.Request("m", set_name="s", layer=2, direction="means", alphas=(-1, 0, 1))
+    req = S.Request(model="m", set_name="s", layer=2, direction="means", alphas=(-1, 0, 1))
     res = S.Result(
         request=req, alphas=[-1.0, 0.0, 1.0], prompts=["p"], prompt_labels=["x"],
         direction=[1.0], control=[1.0], direction_norm=1.0, typical_norms=[1.0],

@@ -19,6 +19,7 @@ def tiny(db, labelled, tiny_model_dir):  # noqa: F811
     return model, db
 
 
+@pytest.mark.slow
 def test_tuned_lens_view_trains_stores_and_beats_the_logit_lens(tiny):
     model, db = tiny
     lm = models.get_model(model, "auto", "cpu")
