@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
@@ -196,8 +197,14 @@ def engine_options(
         raise LayerScopeError(
             "The Ray engine needs Ray: pip install -r requirements-scale.txt (ray[data])."
         )
-    if workers < 1 or gpus_per_worker < 0:
+    if workers < 1 or not math.isfinite(gpus_per_worker) or gpus_per_worker < 0:
         raise LayerScopeError("Ray needs at least 1 worker and a GPU share of at least 0.")
+    cores = os.cpu_count() or 1
+    if not ray_address and gpus_per_worker == 0 and workers > cores:
+        raise LayerScopeError(
+            f"This machine has {cores} CPU cores: use at most {cores} Ray workers here (each "
+            "loads its own copy of the model), or --ray-address ADDRESS for a cluster."
+        )
     return {
         "engine": "ray",
         "workers": int(workers),

@@ -174,6 +174,29 @@ def _init_ray(address: str | None, workers: int, gpus_per_worker: float) -> bool
     return True
 
 
+def check_resources(resources: dict, workers: int, gpus_per_worker: float) -> None:
+    """Refuse, before anything is submitted, actors the cluster can never place (Ray would
+    wait for them forever): ``workers`` actors of one CPU, or of ``gpus_per_worker`` GPUs."""
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if gpus_per_worker > 0:
+        if gpus < gpus_per_worker:
+            raise LayerScopeError(
+                f"The Ray cluster has {gpus:g} GPUs, so a worker asking for {gpus_per_worker:g} "
+                "can never start: use --gpus-per-worker 0 (CPU workers) or a cluster with GPUs."
+            )
+        fit = int(gpus // gpus_per_worker)
+        if workers > fit:
+            raise LayerScopeError(
+                f"The Ray cluster's {gpus:g} GPUs hold {fit} workers of {gpus_per_worker:g} GPU "
+                f"each, not {workers}: use --workers {fit} or a smaller --gpus-per-worker."
+            )
+    elif workers > cpus:
+        raise LayerScopeError(
+            f"The Ray cluster has {cpus:g} CPUs, so {workers} CPU workers cannot all start: "
+            f"use --workers {int(cpus)} or fewer."
+        )
+
+
 def run_ray_extract(
     store: Store,
     spec: JobSpec,
@@ -228,6 +251,7 @@ def run_ray_extract(
     settings_json = json.dumps(settings.key(), sort_keys=True)
     missing = sorted(missing, key=lambda m: -len(m[1]))  # similar lengths share a batch
     try:
+        check_resources(ray.cluster_resources(), workers, gpus_per_worker)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         for w, start in enumerate(range(0, len(missing), wave_runs)):

@@ -309,3 +309,23 @@ def test_json_output_is_strict_even_with_undefined_numbers():
     out = dumps({"r": float("nan"), "grid": np.array([[np.nan, 1.0], [np.inf, 2.0]]), "n": 3})
     assert json.loads(out) == {"r": None, "grid": [[None, 1.0], [None, 2.0]], "n": 3}
     assert "NaN" not in out and "Infinity" not in out
+
+
+def test_ray_workers_beyond_this_machines_cores_are_refused(monkeypatch):
+    """`--workers 200` on a 2-core machine started 53 Ray processes (7 GB): the CLI and the Run
+    page share engine_options, which now refuses more CPU workers than cores (a cluster
+    address lifts the limit: its own resources are checked when the job starts); a NaN GPU
+    share is refused too."""
+    import importlib.util
+
+    from backend.jobs.base import engine_options
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray not installed")
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert engine_options("ray", workers=2)["workers"] == 2
+    with pytest.raises(LayerScopeError, match="2 CPU cores"):
+        engine_options("ray", workers=200)
+    assert engine_options("ray", workers=200, ray_address="10.0.0.1:6379")["workers"] == 200
+    with pytest.raises(LayerScopeError, match="GPU share"):
+        engine_options("ray", workers=1, gpus_per_worker=float("nan"))

@@ -189,3 +189,30 @@ def test_a_driver_killed_before_registering_leaves_nothing_visible(tmp_path, tin
         assert p.status == "done", p.message
         assert (p.result["runs"], p.result["cached_runs"]) == (len(TEXTS), 0)
         assert store.summary()["shard_runs"] == len(TEXTS)
+
+
+def test_a_gpu_worker_on_a_cluster_without_gpus_is_refused_not_left_waiting(
+    tmp_path, tiny_model_dir
+):
+    """`--gpus-per-worker 1` on this GPU-less local cluster: one message, at once, nothing
+    stored (it used to wait forever for a GPU that never comes)."""
+    store = _store(tmp_path, "gpu")
+    p = _ray_job(store, str(tiny_model_dir("gpt2")), gpus_per_worker=1.0)
+    assert p.status == "failed"
+    assert "0 GPUs" in p.message and "--gpus-per-worker 0" in p.message, p.message
+    assert store.summary()["runs"] == 0
+    store.close()
+
+
+def test_check_resources_counts_what_the_cluster_can_place():
+    from backend.errors import LayerScopeError
+    from backend.jobs.ray_engine import check_resources
+
+    check_resources({"CPU": 2.0}, 2, 0.0)
+    check_resources({"CPU": 8.0, "GPU": 2.0}, 4, 0.5)
+    with pytest.raises(LayerScopeError, match="use --workers 2 or fewer"):
+        check_resources({"CPU": 2.0}, 3, 0.0)
+    with pytest.raises(LayerScopeError, match="0 GPUs"):
+        check_resources({"CPU": 16.0}, 1, 1.0)
+    with pytest.raises(LayerScopeError, match="hold 2 workers"):
+        check_resources({"CPU": 16.0, "GPU": 2.0}, 3, 1.0)
