@@ -9,28 +9,12 @@ import time
 
 from backend import models
 from backend.capture import extract
-from backend.errors import LayerScopeError
 from backend.jobs.base import Estimate, JobContext, JobSpec
+from backend.jobs.plan import extract_plan
 from backend.store import Store
 
 log = logging.getLogger(__name__)
 QUEUE_BATCHES = 1  #: converted batches waiting for the writer (each ~165 MB for GPT-2 small)
-
-
-def _extract_plan(store: Store, spec: JobSpec, texts: list[str] | None = None):
-    mref = models.resolve(spec.model)
-    dtype = str(models.pick_dtype(spec.dtype, spec.device, model=mref)).removeprefix("torch.")
-    settings = extract.CaptureSettings(max_tokens=spec.max_tokens, dtype=dtype)
-    if texts is None:
-        prompts = store.get_set(spec.set_name)
-        if prompts.empty:
-            raise LayerScopeError(f"The prompt set '{spec.set_name}' is empty or does not exist.")
-        texts = prompts["text"].tolist()
-    texts = list(dict.fromkeys(texts))
-    ids = [extract.make_run_id(mref.model_id, t, settings.key()) for t in texts]
-    have = store.existing_runs(ids)
-    missing = [(i, t) for i, t in zip(ids, texts) if i not in have]
-    return mref, settings, texts, missing
 
 
 def token_limit(spec: JobSpec, cfg: dict) -> int | None:
@@ -43,7 +27,7 @@ def token_limit(spec: JobSpec, cfg: dict) -> int | None:
 def estimate(store: Store, spec: JobSpec, texts: list[str] | None = None) -> Estimate:
     """Cost of a job before it runs: tokens, bytes on disk, model memory, time. ``texts``:
     prompts not saved as a set yet (the Run page estimates before anything is written)."""
-    mref, settings, texts, missing = _extract_plan(store, spec, texts)
+    mref, settings, texts, missing = extract_plan(store, spec, texts)
     cfg = models.read_config(mref)
     n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0
     d = cfg.get("hidden_size") or cfg.get("n_embd") or 0
@@ -72,7 +56,7 @@ def run_extract(ctx: JobContext) -> dict:
 
         return run_ray_job(ctx)
     store, spec, p = ctx.store, ctx.spec, ctx.progress
-    mref, settings, texts, missing = _extract_plan(store, spec)
+    mref, settings, texts, missing = extract_plan(store, spec, repair=True)
     p.runs_total, p.runs_cached = len(texts), len(texts) - len(missing)
     result = {
         "set": spec.set_name,

@@ -1,7 +1,7 @@
 """The Ray engine of the ``extract`` job: capture on a Ray cluster into Parquet shards.
 
 Same semantics as the local engine (``backend/jobs/extract.py``): the driver computes the
-plan with the same ``_extract_plan`` (same run ids, only the missing runs are sent), and the
+plan with the same ``jobs.plan.extract_plan`` (same run ids, only the missing runs are sent), and the
 workers call the same ``capture.extract.tokenize`` + ``capture`` and the same codec, so a run
 computed by either engine is a cache hit for both.
 
@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobContext, JobSpec
+from backend.jobs.plan import extract_plan
 from backend.store import Store
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,6 @@ def run_ray_extract(
     local Ray started with workers + 1 CPUs unless one is running or ``address`` is given).
     Each wave of at most ``wave_runs`` runs is one shard and one transaction.
     """
-    from backend.jobs.extract import _extract_plan
     from backend.models import ModelInfo
 
     if workers < 1:
@@ -226,7 +226,7 @@ def run_ray_extract(
         raise LayerScopeError("--gpus-per-worker must be 0 or more.")
     if gpus_per_worker > 0 and spec.device == "cpu":
         spec = dataclasses.replace(spec, device="cuda")  # plan and actors: the same dtype
-    mref, settings, texts, missing = _extract_plan(store, spec)
+    mref, settings, texts, missing = extract_plan(store, spec, repair=True)
     result = {
         "set": spec.set_name,
         "model": spec.model,

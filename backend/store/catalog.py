@@ -161,4 +161,5 @@ class _Catalog:
             self.con.execute("DELETE FROM set_prompts WHERE set_name = ?", [name])
             self.con.execute("DELETE FROM prompt_sets WHERE set_name = ?", [name])
         _remove_files(dead)
+        self.remove_orphan_shards()
         self._checkpoint(vacuum=True)

@@ -233,6 +233,7 @@ class _Runs:
             dead = self._delete_runs_in_doomed()
             self.con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
         _remove_files(dead)
+        self.remove_orphan_shards()
         self._checkpoint(vacuum=True)
 
     def checkpoint(self) -> None:

@@ -1,6 +1,6 @@
 """DDL of the activation store (owned by backend.store; bump SCHEMA_VERSION on change)."""
 
-SCHEMA_VERSION = 2  #: 2: Parquet shards (shards, run_shards)
+SCHEMA_VERSION = 3  #: 2: Parquet shards (shards, run_shards); 3: shards.crc32
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -32,6 +32,8 @@ SCHEMA = [
         model_id VARCHAR, job_id VARCHAR, path VARCHAR PRIMARY KEY, layer SMALLINT,
         n_runs INTEGER, bytes BIGINT, created_at TIMESTAMP)""",
     # where a run's vectors live when not in `activations`: the shard job that holds them
+    # each file's CRC-32 at registration (NULL for files registered before schema 3)
+    "ALTER TABLE shards ADD COLUMN IF NOT EXISTS crc32 BIGINT",
     """CREATE TABLE IF NOT EXISTS run_shards (
         run_id VARCHAR PRIMARY KEY, model_id VARCHAR, job_id VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS jobs (

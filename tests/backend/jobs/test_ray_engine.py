@@ -216,3 +216,55 @@ def test_check_resources_counts_what_the_cluster_can_place():
         check_resources({"CPU": 16.0}, 1, 1.0)
     with pytest.raises(LayerScopeError, match="hold 2 workers"):
         check_resources({"CPU": 16.0, "GPU": 2.0}, 3, 1.0)
+
+
+def test_a_damaged_shard_is_reported_and_extract_recomputes_exactly_its_runs(
+    tmp_path, tiny_model_dir
+):
+    """A registered shard file that goes missing, is cut to zero bytes or has other bytes:
+    views get one message (not DuckDB's IOException), `damaged_shards` names the shard, and
+    the next extract (either engine) recomputes exactly those runs, to the same bits; a
+    driver's unregistered leftovers go with the next delete."""
+    from backend.errors import LayerScopeError
+
+    model = str(tiny_model_dir("gpt2"))
+    store = _store(tmp_path, "damage")
+    p = _ray_job(store, model)
+    assert p.status == "done", p.message
+    mid = p.result["model_id"]
+    ids = store.set_runs("s", mid)["run_id"].tolist()
+    want = {rid: store.run_layers(rid) for rid in ids}
+    files = sorted((tmp_path / "shards").rglob("*.parquet"))
+    flip = lambda f: f.write_bytes(
+        bytes(b ^ 0xFF if i == 100 else b for i, b in enumerate(f.read_bytes()))
+    )
+    cases = [  # (damage, its size changes, the engine that recomputes)
+        (lambda f: f.unlink(), True, "ray"),
+        (flip, False, "ray"),  # same size, other bytes: only the checksum sees it
+        (lambda f: f.write_bytes(b""), True, "local"),
+    ]
+    for hurt, resized, engine in cases:
+        files = sorted((tmp_path / "shards").rglob("*.parquet"))
+        target = files[-1]
+        hurt(target)
+        bad = store.damaged_shards(mid)
+        assert len(bad) == 1, bad
+        if resized:  # every read of those runs says so
+            with pytest.raises(LayerScopeError, match=r"missing or damaged.*extract again"):
+                store.layer(ids, int(target.parent.name.split("=")[1]))
+        if engine == "ray":
+            again = _ray_job(store, model)
+        else:
+            again = Worker(store).run(JobSpec(model=model, set_name="s"))
+        assert again.status == "done", again.message
+        assert (again.result["runs"], again.result["cached_runs"]) == (len(ids), 0)
+        assert store.damaged_shards(mid) == {}
+        for rid in ids:
+            np.testing.assert_array_equal(store.run_layers(rid), want[rid])
+    # a killed driver's temporary directory, never registered: removed by the next delete
+    leftover = tmp_path / "shards" / mid / ".tmp-dead" / "layer=0" / "part.parquet"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"PAR1")
+    store.delete_set("s")
+    assert not leftover.exists() and not leftover.parent.parent.exists()
+    store.close()
