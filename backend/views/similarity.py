@@ -337,9 +337,4 @@ def run_matrix(store: Store, ss, k: int, layer: int, step: int) -> S.SimilarityM
     commitment; rows named by each run's continuation."""
     from backend.views import generation
 
-    m = generation.run_matrix(store, ss, k, layer, step)
-    p = ss.prompts[k]
-    labels = tuple(
-        f"run {j}: {generation.join_tokens(g)[:24]}" for j, g in enumerate(p.continuations)
-    )
-    return S.SimilarityMatrix(m, labels, labels, "run", -1, 1)
+    return generation.run_by_run(store, ss, k, layer, step)
