@@ -1,7 +1,7 @@
 """The Library view: what the cache holds (models, prompt sets, runs per set and model) and
 its sizes on disk (the Library page's numbers; deleting and exporting stay store actions).
 
-Shared by the Library page and ``python -m backend library``: ``compute(store, Request) ->
+Shared by the Library page and ``python -m backend ls``: ``compute(store, Request) ->
 Result``.
 """
 
@@ -12,9 +12,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from backend.store import Store
-
-MODEL_COLUMNS = ["ref", "architecture", "n_layers", "d_model", "n_runs", "bytes", "model_id"]
-SET_COLUMNS = ["set_name", "n_prompts", "has_labels", "has_token_labels", "description"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,8 +24,8 @@ class Result:
     request: Request
     path: str  #: the cache file
     summary: dict  #: runs, tokens, activation_bytes, file_bytes, models, sets, shards
-    models: pd.DataFrame  #: one row per model: MODEL_COLUMNS (bytes: its activations)
-    sets: pd.DataFrame  #: one row per prompt set: SET_COLUMNS and source
+    models: pd.DataFrame  #: one row per model: ref, architecture, n_layers, n_runs, bytes...
+    sets: pd.DataFrame  #: one row per prompt set: set_name, n_prompts, has_labels, ...
     coverage: pd.DataFrame  #: per (set, model): set_name, model_id, ref, n_runs, tokens, ...
 
     def to_frame(self) -> pd.DataFrame:
@@ -36,21 +33,24 @@ class Result:
         return self.coverage
 
     def to_dict(self) -> dict:
-        def records(df: pd.DataFrame) -> list[dict]:
-            return df.astype(object).where(df.notna(), None).to_dict("records")
+        """What ``python -m backend ls --json`` prints."""
 
-        def plain(v):
-            return v.item() if hasattr(v, "item") else v
+        def records(df: pd.DataFrame) -> list[dict]:
+            df = df.astype(object).where(df.notna(), None)
+            return [{k: _plain(v) for k, v in r.items()} for r in df.to_dict("records")]
 
         return {
-            "path": self.path,
+            "db": self.path,
             "summary": {k: int(v) for k, v in self.summary.items()},
-            "models": [
-                {k: plain(v) for k, v in r.items()} for r in records(self.models[MODEL_COLUMNS])
-            ],
-            "sets": [{k: plain(v) for k, v in r.items()} for r in records(self.sets[SET_COLUMNS])],
-            "coverage": [{k: plain(v) for k, v in r.items()} for r in records(self.coverage)],
+            "models": records(self.models.drop(columns=["last_used"], errors="ignore")),
+            "sets": records(self.sets),
+            "coverage": records(self.coverage),
         }
+
+
+def _plain(v):
+    """A numpy scalar as the Python value JSON knows."""
+    return v.item() if hasattr(v, "item") else v
 
 
 def compute(store: Store, req: Request, lm=None) -> Result:

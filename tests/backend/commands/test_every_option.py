@@ -149,6 +149,9 @@ MAPPED = {
         "layer": (["--layer", "2"], "layer"),
         "max_runs": (["--max-runs", "3"], "max_runs"),
     },
+    "prompt": {
+        "run_id": (["--run", "other"], "run_id"),
+    },
 }
 
 #: per command, options that are not Request fields (besides ELSEWHERE), and why
@@ -181,6 +184,7 @@ COMMAND_ELSEWHERE = {
         "store_runs": "after compute: views.steering.store_runs with the same Request",
     },
     "training": {},
+    "prompt": {},
 }
 
 BASE = {
@@ -194,6 +198,7 @@ BASE = {
     "attention": ["--model", "m", "--prompt", "a b"],
     "steering": ["--model", "m", "--set", "s", "--layer", "1"],
     "training": ["--set", "s", "--model", "m"],
+    "prompt": ["--run", "r"],
 }
 
 
@@ -227,6 +232,8 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.probes, "compute", capture)
     elif command == "stats":
         monkeypatch.setattr(mod.stats, "compute", capture)
+    elif command == "prompt":
+        monkeypatch.setattr(mod.prompt, "compute", capture)
     elif command == "lens":
         monkeypatch.setattr(mod.models, "get_model", lambda *a, **k: object())
         monkeypatch.setattr(mod.lens, "check_lens", lambda lm: None)

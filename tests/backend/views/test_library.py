@@ -22,7 +22,7 @@ def test_models_sets_and_coverage_of_the_cache(tmp_path):
         res = library.compute(s, library.Request())
         d = json.loads(json.dumps(res.to_dict()))
     assert d["summary"]["runs"] == 2 and d["summary"]["tokens"] == 6
-    assert d["path"].endswith("c.duckdb")
+    assert d["db"].endswith("c.duckdb") and "last_used" not in d["models"][0]
     assert [(m["ref"], m["n_runs"]) for m in d["models"]] == [("fake", 2)]
     assert d["models"][0]["bytes"] > 0
     assert [(x["set_name"], x["n_prompts"], x["has_labels"]) for x in d["sets"]] == [
