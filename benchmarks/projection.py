@@ -183,7 +183,7 @@ def main() -> None:
     med[f"umap-learn defaults, {n:,} points (same PCA-50 input)"] = timed(umap_defaults, u_rep)[0]
     with Store(":memory:") as s:
         p = project(one, [0], "umap")
-        req = TV.Request("m", "s", (0,), "umap")
+        req = TV.Request(model_id="m", set_name="s", layers=(0,), method="umap", standardize=False)
         m = pd.DataFrame({"run_id": np.arange(n).astype(str), "pos": -1})
         s.cache_put(TV.CACHE_KIND, TV.cache_key(req, m), TV._dump(p))
         med[f"store cache hit ({n:,}-point UMAP result)"] = timed(

@@ -406,7 +406,14 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
     # -- trajectories: the page's default (prompt units), and every token (sampled as the
     # page does above 100k points), PCA and aligned
     if want("trajectories"):
-        req = TV.Request(mid, name, layers, "pca", "prompt", standardize=True)
+        req = TV.Request(
+            model_id=mid,
+            set_name=name,
+            layers=layers,
+            method="pca",
+            unit="prompt",
+            standardize=True,
+        )
         h.measure(
             "trajectories pca, prompts",
             lambda: TV.compute(s, req),
@@ -418,7 +425,13 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
         sample = TV.MAX_POINTS // len(layers) if n_tok * len(layers) > TV.MAX_POINTS else None
         for method in ("pca", "aligned"):
             req = TV.Request(
-                mid, name, layers, method, "token", standardize=True, max_runs=len(runs)
+                model_id=mid,
+                set_name=name,
+                layers=layers,
+                method=method,
+                unit="token",
+                standardize=True,
+                max_runs=len(runs),
             )
             req = TV.Request(**{**req.__dict__, "sample": sample})
             h.measure(
@@ -432,7 +445,7 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
     # -- similarity: layer x layer CKA over token units, prompt x prompt cosine
     if want("similarity"):
         for kind, units in (("layer-cka", "tokens"), ("prompt", "last")):
-            req = similarity.Request(kind, mid, name, units=units)
+            req = similarity.Request(kind=kind, model_id=mid, set_name=name, units=units)
             rt = "layer" if kind.startswith("layer") else ""
             h.measure(
                 f"similarity {kind}",

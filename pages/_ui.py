@@ -149,14 +149,15 @@ def _compute(view: str, request, version) -> object:
     return VIEWS[view].compute(store(), request)
 
 
-def compute(view: str, request, version=None):
+def compute(view: str, request, version=None, level: str = "info"):
     """``backend.views.<view>.compute(store, request)``, cached on (request, version); pass as
     ``version`` what changes when the inputs in the store change (e.g. the number of runs). A
-    user-caused problem becomes one message and stops the page."""
+    user-caused problem becomes one message (``level``: info / warning / error) and stops the
+    page."""
     try:
         result = _compute(view, request, version)
     except LayerScopeError as e:
-        message(e)
+        message(e, level)
         st.stop()
     if getattr(result, "notice", None):  # a set too large to gather whole: sampled, said so
         st.caption(f"Units: {md(result.notice)}.")
@@ -285,7 +286,8 @@ VIEW_LINKS = {
 
 
 def job_title(p) -> str:
-    what = {"extract": "Extract", "generate": "Sample", "project": "Project"}.get(p.kind, p.kind)
+    what = {"extract": "Extract", "generate": "Sample", "project": "Project"}
+    what = (what | {"trajectories": "Project"}).get(p.kind, p.kind)
     return f"{what} · {md(p.set_name)} on {md(p.model)}" if p.model else "Job"
 
 

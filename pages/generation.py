@@ -7,8 +7,6 @@ import pandas as pd
 import streamlit as st
 
 from backend import catalog, models
-from backend.analysis.commitment import correlation_grid
-from backend.analysis.similarity import SimilarityMatrix
 from backend.errors import LayerScopeError
 from backend.figures.generation import (
     commitment_heatmap,
@@ -20,7 +18,6 @@ from backend.figures.generation import (
 )
 from backend.figures.similarity import similarity_figure
 from backend.jobs.base import JobSpec
-from backend.records import Sampling
 from backend.views import generation as G
 from pages import _ui
 
@@ -63,7 +60,7 @@ fields = [
     ("Top-p", "top_p", 1.0, 0.05, 1.0, 0.05),
     ("Seed", "seed", 0, 0, 10**6, None),
 ]
-sampling = Sampling(
+sampling = G.Sampling(
     *(
         _ui.qp_number(label, key, default, lo, hi, step, where=col, widget_key=f"gen_{key}")
         for col, (label, key, default, lo, hi, step) in zip(c, fields)
@@ -92,8 +89,6 @@ if prompts_df is None or prompts_df.empty:
         st.page_link("pages/run.py", label="open the Run page")
     st.stop()
 texts = list(dict.fromkeys(prompts_df["text"]))
-labels = dict(zip(prompts_df["text"], prompts_df["label"]))
-groups = dict(zip(prompts_df["text"], prompts_df["group"])) if "group" in prompts_df else {}
 has_labels = prompts_df["label"].notna().any()
 
 with st.expander("Answers and outcomes", expanded=False):
@@ -136,20 +131,20 @@ with st.expander("Answers and outcomes", expanded=False):
         )
 
 mrow = s.find_model(sel.model)
-try:
+try:  # not cached: the runs change while a sampling job is running
     ss = (
-        G.load(
+        G.compute(
             s,
-            mrow["model_id"],
-            texts,
-            sampling,
-            dtype,
-            labels,
-            groups,
-            regex,
-            versus,
-            centre=centre,
-        )
+            G.Request(
+                model_id=mrow["model_id"],
+                set_name=sel.set_name,
+                sampling=sampling,
+                dtype=dtype,
+                regex=regex,
+                versus_label=versus,
+                centre=centre,
+            ),
+        ).sampled
         if mrow
         else None
     )
@@ -256,14 +251,12 @@ else:
         layer = _ui.qp_int("Run × run similarity at layer", "rr_layer", n_l - 1, 0, n_l - 1)
     with cs:
         step = _ui.qp_int("… and step", "rr_step", min(1, n_s - 1), 0, n_s - 1)
-    m = G.run_matrix(s, ss, sampled[one], layer, step)
-    names = tuple(f"run {i}: {G.join_tokens(g)[:24]}" for i, g in enumerate(it.continuations))
-    rr = SimilarityMatrix(m, names, names, "run", -1, 1)
+    rr = G.run_by_run(s, ss, sampled[one], layer, step)
     _ui.show_figure(
         similarity_figure(rr),
         "gen_rr",
         "run-similarity",
-        data=pd.DataFrame(m, index=names, columns=names).reset_index(),
+        data=pd.DataFrame(rr.values, index=rr.rows, columns=rr.cols).reset_index(),
     )
 
 # -- across the set ---------------------------------------------------------------------------
@@ -277,7 +270,7 @@ st.subheader(f"Across the set: {len(ss.prompts)} of {len(texts)} prompts sampled
 sims = ss.sims()
 cons = np.array([p.consistency for p in ss.prompts])
 min_prompts = max(3, len(ss.prompts) // 2)  # cells most runs reach: no 13-prompt "best"
-grid = correlation_grid(sims, cons, min_prompts)
+grid = G.correlation_grid(sims, cons, min_prompts)
 held = ss.held_out()
 start = (
     (held.layer, held.step)

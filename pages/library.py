@@ -7,19 +7,21 @@ import streamlit as st
 
 from backend.jobs.base import human_bytes
 from backend.prompts import slug
+from backend.views import library
 from pages import _ui
 
 st.title("Library")
 s = _ui.store()
-summ = s.summary()
+view = library.compute(s, library.Request())  # not cached: the page deletes and adds
+summ = view.summary
 c = st.columns(4)
 c[0].metric("Runs", f"{summ['runs']:,}")
 c[1].metric("Tokens", f"{summ['tokens']:,}")
 c[2].metric("Activations", human_bytes(summ["activation_bytes"]))
 c[3].metric("Cache file", human_bytes(summ["file_bytes"]))
-st.caption(f"Cache: `{s.path}` (set `LAYERSCOPE_DB` to move it)")
+st.caption(f"Cache: `{view.path}` (set `LAYERSCOPE_DB` to move it)")
 
-mdf = s.list_models()
+mdf = view.models
 st.subheader("Models")
 if mdf.empty:
     st.info("No models in the cache yet: start on the Run page.")
@@ -30,8 +32,7 @@ else:
     st.dataframe(show, hide_index=True)
 
 st.subheader("Prompt sets")
-sets = s.list_sets()
-cov = s.set_coverage()
+sets, cov = view.sets, view.coverage
 if sets.empty:
     st.info("No prompt sets yet.")
 else:

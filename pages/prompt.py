@@ -1,13 +1,12 @@
 """Prompt page: the error-analysis landing spot for one run — its sets, label and group, tokens,
 norms, the probe's verdict on it, and links to every view of it."""
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from backend.errors import LayerScopeError
-from backend.figures._parts import plain
+from backend.figures.prompt import norms_figure
+from backend.views import prompt
 from pages import _ui
 
 st.title("Prompt")
@@ -24,20 +23,16 @@ if run_id is None:
     pick = st.selectbox("Prompt", range(len(runs)), format_func=lambda i: labels[i])
     run_id = runs["run_id"].iloc[pick]
 
-run = s.get_run(run_id)
-if run is None:
-    st.error(
-        f"No run '{_ui.md(run_id)}' in the cache. It may have been deleted; pick another prompt."
-    )
+try:  # not cached: a run deleted on the Library page must not show from a cache
+    view = prompt.compute(s, prompt.Request(run_id=run_id))
+except LayerScopeError as e:
+    _ui.message(e, "error")
     st.stop()
-info = s.get_model(run["model_id"]) or {}
-toks = s.tokens(run_id)
-h = s.run_layers(run_id)  # (n_layers + 1, n_tokens, d_model)
-norms = np.linalg.norm(h, axis=-1)
+run, info, toks = view.run, view.model, view.tokens
 
 st.caption(
     f"model **{_ui.md(info.get('ref', '?'))}** · {run['kind']} run {_ui.md(run_id)} · "
-    f"{run['n_tokens']} tokens · {h.shape[0]} layers (0 = embeddings)"
+    f"{run['n_tokens']} tokens · {view.n_layers} layers (0 = embeddings)"
     + (" · **truncated**" if run["truncated"] else "")
 )
 chips = " ".join(
@@ -47,24 +42,7 @@ chips = " ".join(
 )
 st.markdown(chips, unsafe_allow_html=True)
 
-xlabels = [plain(f"{i}:{t}") for i, t in zip(toks["pos"], toks["token"])]
-fig = go.Figure(
-    go.Heatmap(
-        z=norms,
-        x=xlabels,
-        y=list(range(h.shape[0])),
-        colorscale="Viridis",
-        colorbar=dict(title="‖h‖"),
-        hovertemplate="token %{x}<br>layer %{y}<br>norm %{z:.2f}<extra></extra>",
-    )
-)
-fig.update_layout(
-    title="Norm of each token's hidden state at each layer",
-    xaxis_title="token",
-    yaxis_title="layer",
-    height=160 + 22 * h.shape[0],
-    margin=dict(t=40, b=40),
-)
+fig = norms_figure(view.norms, toks["pos"], toks["token"])
 _ui.chart(fig, key="prompt_norms")
 st.caption(
     "Norms usually grow with depth; a token far brighter than its neighbours at every "
@@ -72,9 +50,9 @@ st.caption(
 )
 
 # -- where this prompt sits in the views ------------------------------------------------------
-sets = s.prompt_sets_of(run["prompt_id"]) if "prompt_id" in run else None
+sets = view.sets
 model_ref = info.get("ref", "demo")
-if sets is not None and len(sets):
+if len(sets):
     st.subheader("In the views")
     pick_set = (
         st.selectbox(
@@ -128,11 +106,13 @@ if sets is not None and len(sets):
             st.dataframe(guesses, hide_index=True)
             st.caption(f"{_ui.md(one.commitment_text(last))}.")
     if isinstance(row["label"], str) and run["kind"] == "prompt":
-        layer = _ui.qp_int("Probe layer", "layer", h.shape[0] - 1, 0, h.shape[0] - 1)
+        layer = _ui.qp_int("Probe layer", "layer", view.n_layers - 1, 0, view.n_layers - 1)
         if st.button("What does the probe say about this prompt?", key="prompt_probe"):
             from backend.views import probes
 
-            res = _ui.compute("probes", probes.Request(run["model_id"], pick_set), None)
+            res = _ui.compute(
+                "probes", probes.Request(model_id=run["model_id"], set_name=pick_set), None
+            )
             where = res.meta.index[res.meta["run_id"] == run_id]
             if len(where) == 0:
                 st.info("This prompt is not among the probe's units.")

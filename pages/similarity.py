@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend.errors import LayerScopeError
 from backend.figures.similarity import CLICKABLE_CELLS, cell_of, display_order, similarity_figure
 from backend.jobs.base import JobSpec
 from backend.views import similarity as V
@@ -45,13 +44,7 @@ UNIT_NAMES = {"tokens": "tokens", "last": "prompts (last token)", "mean": "promp
 def _run_by_run(s, model_id: str) -> None:
     """Run x run cosine of one sampled prompt at (layer, step); the data lives on the
     Generation page, this is its similarity view."""
-    import json
-
-    from backend.analysis.similarity import SimilarityMatrix
-    from backend.records import Sampling
-    from backend.views import generation as G
-
-    req = s.sampled_requests(model_id)
+    req = V.sampled_requests(s, model_id)
     if req.empty:
         st.info(
             "No sampled generations for this model yet: sample a prompt on the "
@@ -59,24 +52,11 @@ def _run_by_run(s, model_id: str) -> None:
         )
         st.page_link("pages/generation.py", label="Open the Generation page")
         return
-    req = req.assign(settings=req["settings"].map(json.loads))
-    names = [
-        f"{r.text}  ({r.samples} runs, T={r.settings['temperature']}, "
-        f"seed {r.settings['seed']}, {r.settings['max_new_tokens']} new tokens)"
-        for r in req.itertuples()
-    ]
+    names = req["name"].tolist()
     i = _ui.qp_select(
         "Sampled prompt", list(range(len(req))), "request", format_func=lambda k: names[k]
     )
-    opts = req["settings"].iloc[i]
-    samp = Sampling.from_options({**opts, "samples": int(req["samples"].iloc[i])})
-    same = [t for t, o in zip(req["text"], req["settings"]) if o == opts]
-    ss = G.load(s, model_id, same, samp, opts["dtype"])
-    k = (
-        next((j for j, p in enumerate(ss.prompts) if p.text == req["text"].iloc[i]), None)
-        if ss
-        else None
-    )
+    ss, k = V.run_set(s, model_id, req, i)
     if k is None:
         st.info("This prompt has fewer than two sampled runs.")
         return
@@ -88,14 +68,12 @@ def _run_by_run(s, model_id: str) -> None:
         step = _ui.qp_int(
             "Generation step (0 = last prompt token)", "step", min(1, n_s - 1), 0, n_s - 1
         )
-    m = G.run_matrix(s, ss, k, layer, step)
-    p = ss.prompts[k]
-    labels = tuple(f"run {j}: {G.join_tokens(g)[:24]}" for j, g in enumerate(p.continuations))
+    rr = V.run_matrix(s, ss, k, layer, step)
     _ui.show_figure(
-        similarity_figure(SimilarityMatrix(m, labels, labels, "run", -1, 1)),
+        similarity_figure(rr),
         "sim_run",
         "similarity-run",
-        data=pd.DataFrame(m, index=labels, columns=labels).reset_index(),
+        data=pd.DataFrame(rr.values, index=rr.rows, columns=rr.cols).reset_index(),
     )
     st.caption(
         f"Layer {layer}, step {step}: cosine of what each run added to its hidden state "
@@ -191,17 +169,8 @@ if kind == "model-cka":
     req["other_model_id"] = row["model_id"]
 
 
-@st.cache_data(show_spinner="Computing similarities…", max_entries=64)
-def _compute(request: V.Request, n_runs: int) -> V.View:
-    return V.compute(_ui.store(), request)
-
-
 request = V.Request(**req)
-try:
-    view = _compute(request, len(runs))
-except LayerScopeError as e:
-    _ui.message(e, "error")
-    st.stop()
+view = _ui.compute("similarity", request, len(runs), level="error")
 m = view.matrix
 title = ""
 if kind == "model-cka":
@@ -209,7 +178,7 @@ if kind == "model-cka":
     title = f"{'Debiased linear' if request.debiased else 'Linear'} CKA: {sel.model} vs {other}"
 else:
     row_t = col_t = "layer" if kind.startswith("layer") else ""
-data = pd.DataFrame(m.values, index=[str(r) for r in m.rows], columns=[str(c) for c in m.cols])
+data = view.to_frame()
 event = _ui.show_figure(
     similarity_figure(m, title, row_t, col_t),
     "sim_fig",

@@ -6,12 +6,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend.analysis.projection import (
-    DESCRIPTIONS,
-    METHODS,
-    neighbour_agreement_per_layer,
-    silhouette_per_layer,
-)
 from backend.errors import LayerScopeError
 from backend.figures.trajectories import (
     COLOURINGS,
@@ -46,12 +40,12 @@ with c[0]:
         format_func={"prompt": "prompts", "token": "tokens"}.get,
     )
 with c[1]:
-    method = _ui.qp_select("Projection", METHODS, "method")
+    method = _ui.qp_select("Projection", TV.METHODS, "method")
 with c[2]:
     dims = _ui.qp_radio("Dimensions", [2, 3], "dims", format_func=lambda d: f"{d}D")
 with c[3]:
     colour = _ui.qp_select("Colour by", COLOURINGS, "color")
-st.caption(DESCRIPTIONS[method])
+st.caption(TV.DESCRIPTIONS[method])
 # standardised by default: residual norms grow with depth, and unstandardised PCA shrinks
 # layer 0 to one dot next to the late layers (nothing "mixed" to see where the story starts)
 pool, standardize, max_runs = "last", True, min(20, len(runs))
@@ -92,50 +86,35 @@ if not present:
 else:
     lo, hi = 0, n_layers
 req = TV.Request(
-    sel.model_id,
-    sel.set_name,
-    tuple(range(lo, hi + 1)),
-    method,
-    unit,
-    pool,
-    int(dims),
-    standardize,
-    int(max_runs),
+    model_id=sel.model_id,
+    set_name=sel.set_name,
+    layers=tuple(range(lo, hi + 1)),
+    method=method,
+    unit=unit,
+    pool=pool,
+    dims=int(dims),
+    standardize=standardize,
+    max_runs=int(max_runs),
 )
-
-
-@st.cache_data(show_spinner="Reading vectors…", max_entries=16)
-def _prepare(units_req: TV.Request, n_runs: int):
-    """Unit table and per-layer separation scores (labels) for these units."""
-    x, meta, n_all = TV.load_units(_ui.store(), units_req)
-    lab = meta["label"].fillna("").astype(str).to_numpy()
-    scores = None
-    if len(set(lab)) > 1:
-        agree, chance = neighbour_agreement_per_layer(x, lab)
-        scores = (silhouette_per_layer(x, lab), agree, chance)
-    return meta, n_all, scores
-
-
-@st.cache_data(show_spinner="Projecting…", max_entries=32)
-def _fast(request: TV.Request, n_runs: int):
-    return TV.project_units(_ui.store(), request)[0]
-
-
 try:
-    meta, n_all, scores = _prepare(req.units_only(), len(runs))
-    if n_all * len(req.layers) > TV.MAX_POINTS:
-        keep = st.slider(
-            "More than 100,000 points: units to draw (random sample)",
-            100,
-            n_all,
-            TV.MAX_POINTS // len(req.layers),
-            key="traj_sample",
-        )
-        req = replace(req, sample=int(keep))
-        meta, _, scores = _prepare(req.units_only(), len(runs))
-except (LayerScopeError, ValueError) as e:  # user-caused: one readable sentence
+    n_all = TV.count_units(s, req)  # no vector read: too many points ask for a sample first
+except LayerScopeError as e:  # user-caused: one readable sentence
     _ui.error_box(e)
     st.stop()
+if n_all * len(req.layers) > TV.MAX_POINTS:
+    keep = st.slider(
+        "More than 100,000 points: units to draw (random sample)",
+        100,
+        n_all,
+        TV.MAX_POINTS // len(req.layers),
+        key="traj_sample",
+    )
+    req = replace(req, sample=int(keep))
+slow = method in TV.SLOW_METHODS
+# a slow method comes from the store cache or a worker job; its units (and their scores) are
+# the PCA view's, so that view is computed now and shown until the job is done
+result = _ui.compute("trajectories", replace(req, method="pca") if slow else req, len(runs))
+meta = result.meta
 
 
 @st.fragment(run_every=0.5)
@@ -152,7 +131,7 @@ def _job_progress(job_id: str) -> None:
         _ui.worker().cancel(job_id)
 
 
-proj = _fast(req, len(runs)) if method not in TV.SLOW_METHODS else TV.cached(s, req, meta)
+proj = TV.cached(s, req, meta) if slow else result.projection
 if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
     jobs = st.session_state.setdefault("traj_jobs", {})
     key = TV.cache_key(req, meta)
@@ -168,7 +147,7 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
                 JobSpec(
                     model=sel.model,
                     set_name=sel.set_name,
-                    kind="project",
+                    kind="trajectories",
                     options=TV.job_spec_options(req),
                 )
             )
@@ -192,7 +171,7 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
         if st.button(f"Compute {method} again", key="traj_retry"):
             del jobs[key]
             st.rerun()
-    proj = TV.cached(s, req, meta) or _fast(replace(req, method="pca"), len(runs))
+    proj = TV.cached(s, req, meta) or result.projection
 
 fig = trajectory_figure(proj, meta, colour, show_lines=lines, marker_size=6)
 # ?highlight=<run id> (the Prompt page's link): that prompt's path, in black
@@ -220,14 +199,13 @@ event = _ui.show_figure(
     data=table[["run_id", "pos", "token", "label", "group", "layer", *axes, "text"]],
 )
 sampled = f"a random sample of {proj.n_units:,} of {n_all:,} units" if req.sample else "all drawn"
-capped = f" Units read: {TV.units.notice_of(meta)}." if TV.units.notice_of(meta) else ""
-st.caption(
+st.caption(  # how the units were read, when sampled, is the caption above (_ui.compute)
     f"{proj.n_units:,} {unit} units × {len(proj.layers)} layers = {proj.n_points:,} "
-    f"points, {sampled}.{capped} {proj.description}"
+    f"points, {sampled}. {proj.description}"
 )
 
-if scores is not None:
-    sil, agree, chance = scores
+if result.silhouette is not None:
+    sil, agree, chance = result.silhouette, result.agreement, result.chance
     _ui.chart(silhouette_figure(proj.layers, sil, agree, chance), key="traj_sil")
     st.caption(
         f"Separation of the labels in the full space (not the 2-D picture): silhouette "

@@ -18,6 +18,7 @@ from backend.commands import (
     ls,
     patching,
     probes,
+    prompt,
     similarity,
     stats,
     steering,
@@ -42,4 +43,5 @@ COMMANDS: dict[str, ModuleType] = {
     "attention": attention,
     "steering": steering,
     "training": training,
+    "prompt": prompt,
 }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from backend import catalog, models, prompts
 from backend.commands._common import add_model_args, run_job, set_name_from
 from backend.errors import LayerScopeError
@@ -94,21 +92,17 @@ def run(args, store) -> dict:
     )
     p = run_job(store, spec, quiet=args.json)
     dtype = str(models.pick_dtype(args.dtype, args.device, model=args.model)).removeprefix("torch.")
-    df = store.get_set(set_name)
-    texts = list(dict.fromkeys(df["text"]))
-    labels = dict(zip(df["text"], df["label"]))
-    groups = dict(zip(df["text"], df["group"])) if "group" in df else {}
-    ss = generation_views.load(
-        store,
-        p.result["model_id"],
-        texts,
-        s,
-        dtype,
-        labels,
-        groups,
-        args.answer_regex,
-        args.versus_label,
+    req = generation_views.Request(
+        model_id=p.result["model_id"],
+        set_name=set_name,
+        sampling=s,
+        dtype=dtype,
+        regex=args.answer_regex,
+        versus_label=args.versus_label,
         centre=args.centre,
+        layer=args.layer,
+        step=args.step,
+        tree=bool(getattr(args, "tree", False)),
     )
     out = {
         "set": set_name,
@@ -117,54 +111,8 @@ def run(args, store) -> dict:
         "cached_runs": p.result["cached_runs"],
         "tokens": p.result["tokens"],
         "seconds": round(p.seconds, 3),
-        "prompts": [],
-        "correlation": None,
-        "best": None,
-        "separation": None,
     }
-    if ss is None:
-        return out
-    layer = ss.n_layers - 1 if args.layer is None else args.layer
-    if not 0 <= layer < ss.n_layers:
-        raise LayerScopeError(f"--layer must be between 0 and {ss.n_layers - 1}.")
-    table = ss.table(layer, args.step)
-    out["prompts"] = [
-        {
-            "prompt": q.text,
-            "label": q.label,
-            "samples": [generation_views.join_tokens(g) for g in q.continuations],
-            "answers": q.answers,
-            "outcomes": q.outcomes,
-            "consistency": q.consistency,
-            "divergence_step": q.commitment.divergence_step,
-            "commitment": np.round(q.commitment.similarity, 4).tolist(),
-            **(
-                {"tree": generation_views.prefix_tree(q.continuations)}
-                if getattr(args, "tree", False)
-                else {}
-            ),
-        }
-        for q in ss.prompts
-    ]
-    out["layer"], out["step"] = layer, args.step
-    if len(table) > 2:
-        stats = ss.statistics(layer, args.step).to_dict()
-        out["correlation"] = stats["correlation"]
-        out["partial_correlation"] = stats["partial_correlation"]
-        out["best"] = stats["best_held_out"]
-    success, meaning = ss.success()
-    if len(ss.prompts) > 1 and success.any() and not success.all():
-        sep = ss.separation()
-        out["separation"] = {
-            "success": meaning,
-            "runs": len(success),
-            "successes": int(success.sum()),
-            "judged": int(sep.judged.sum()),
-            "accuracy": np.round(sep.accuracy, 4).tolist(),
-            "auroc": np.round(sep.auroc, 4).tolist(),
-            "best_layer": sep.best_layer,
-        }
-    return out
+    return out | generation_views.compute(store, req).to_dict()
 
 
 def prose(r: dict) -> str:

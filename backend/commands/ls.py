@@ -1,8 +1,9 @@
-"""`ls`: what the cache holds."""
+"""`ls`: what the cache holds (the Library view's numbers)."""
 
 from __future__ import annotations
 
 from backend.jobs.base import human_bytes
+from backend.views import library
 
 HELP = "list models, prompt sets and runs in the cache, with sizes on disk"
 
@@ -12,16 +13,7 @@ def register(p) -> None:
 
 
 def run(args, store) -> dict:
-    models = store.list_models()
-    sets = store.list_sets()
-    cov = store.set_coverage()
-    return {
-        "db": str(store.path),
-        "summary": store.summary(),
-        "models": models.drop(columns=["last_used"]).to_dict("records"),
-        "sets": sets.to_dict("records"),
-        "coverage": cov.to_dict("records"),
-    }
+    return library.compute(store, library.Request()).to_dict()
 
 
 def prose(r: dict) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
 from backend.views import similarity as V
@@ -59,25 +57,7 @@ def run(args, store) -> dict:
         max_units=args.max_units,
         center=args.center,
     )
-    view = V.compute(store, req)
-    m = view.matrix
-    return {
-        "kind": m.kind,
-        "measure": m.measure,
-        "range": [m.vmin, m.vmax],
-        "rows": [str(r) for r in m.rows],
-        "cols": [str(c) for c in m.cols],
-        "matrix": [
-            [None if math.isnan(v) else round(float(v), 5) for v in row] for row in m.values
-        ],
-        "order": list(m.order) if m.order is not None else None,
-        "row_labels": list(m.row_labels) if m.row_labels is not None else None,
-        "units": units,
-        "n_units": len(view.units),
-        "n_available": view.n_available,
-        "caption": view.caption,
-        "note": m.note,
-    }
+    return V.compute(store, req).to_dict()
 
 
 def prose(r: dict) -> str:

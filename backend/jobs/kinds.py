@@ -11,11 +11,12 @@ from backend.jobs.base import JobContext
 from backend.jobs.checkpoints import run_checkpoints
 from backend.jobs.extract import run_extract
 from backend.jobs.generate import run_generate
-from backend.views.trajectories import run_project_job
+from backend.jobs.trajectories import run_trajectories_job
 
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "extract": run_extract,
     "generate": run_generate,
-    "project": run_project_job,  #: UMAP / aligned UMAP of a trajectory view, cached in the store
+    "trajectories": run_trajectories_job,  #: UMAP / aligned UMAP of a view, cached in the store
+    "project": run_trajectories_job,  #: the same, under the kind stored before the rename
     "checkpoints": run_checkpoints,  #: extract over a model's training checkpoints + behaviour
 }

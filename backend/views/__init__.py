@@ -15,8 +15,10 @@ from backend.views import (
     attention,
     generation,
     lens,
+    library,
     patching,
     probes,
+    prompt,
     similarity,
     stats,
     steering,
@@ -36,4 +38,6 @@ VIEWS: dict[str, ModuleType] = {
     "attention": attention,
     "steering": steering,
     "training": training,
+    "prompt": prompt,
+    "library": library,
 }

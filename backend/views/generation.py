@@ -41,10 +41,17 @@ from backend.analysis.commitment import (
     run_similarity,
     surface_agreement_by_step,
 )
+from backend.analysis.commitment import correlation_grid as correlation_grid  # for the page
+from backend.analysis.similarity import SimilarityMatrix
 from backend.errors import LayerScopeError
 from backend.patterns import Pattern
 from backend.records import Sampling, request_id
 from backend.store import Store
+from backend.views.generation_tree import TREE_NOTE as TREE_NOTE
+from backend.views.generation_tree import TREE_NOTE_P as TREE_NOTE_P
+from backend.views.generation_tree import commitment_strip as commitment_strip
+from backend.views.generation_tree import decided_at as decided_at
+from backend.views.generation_tree import prefix_tree as prefix_tree
 
 NONE = "(none)"
 CENTRES = ("start", "set", "none")
@@ -430,100 +437,118 @@ def label_summary(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-#: the prefix tree's branches carry run counts only: sampling stores the emitted tokens and
-#: every layer's states, not the model's probability of each branch
-TREE_NOTE_P = (
-    "box width = share of runs; hover: the model's probability of each branch given its "
-    "prefix (read from the stored last layer, fp16)"
-)
-TREE_NOTE = (
-    "counts only: the model's probability of each branch is not stored with the samples "
-    "(edge width = number of runs)"
-)
+def run_by_run(store: Store, ss: SampledSet, prompt: int, layer: int, step: int):
+    """:func:`run_matrix` as a SimilarityMatrix whose rows and columns name each run by the
+    start of its continuation (the heatmaps of the Generation and Similarity pages)."""
+    m = run_matrix(store, ss, prompt, layer, step)
+    p = ss.prompts[prompt]
+    names = tuple(f"run {i}: {join_tokens(g)[:24]}" for i, g in enumerate(p.continuations))
+    return SimilarityMatrix(m, names, names, "run", -1, 1)
 
 
-def prefix_tree(
-    continuations: list[list[str]],
-    run_ids: list[str] | None = None,
-    probabilities: list[list[float]] | None = None,
-) -> dict:
-    """The prefix tree of one prompt's sampled continuations.
+# -- the view contract: Request -> compute -> Result (page and `generate` CLI) ----------------
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """The sampled runs of a set to read (the samples come from a ``generate`` job)."""
 
-    Root = the prompt (every run); each child = one next token after the shared prefix, with
-    ``count`` = how many runs took that branch and ``runs`` = their indices (or ``run_ids``).
-    Branches are ordered by count, then token. ``probability`` is None (see ``TREE_NOTE``).
-    """
-    names = run_ids if run_ids is not None else list(range(len(continuations)))
+    model_id: str
+    set_name: str
+    sampling: Sampling  #: the runs' sampling settings (``samples``: how many per prompt)
+    dtype: str = "float32"  #: the dtype the runs were sampled in (part of their ids)
+    regex: str | None = None  #: answer = first match (group 1 if any); None: the whole text
+    versus_label: bool = False  #: outcome = correct / wrong against the set's label
+    max_steps: int | None = None  #: cap on the steps compared (default: every step)
+    centre: str = "start"  #: one of CENTRES
+    layer: int | None = None  #: the set statistics' layer (default: last)
+    step: int = 1  #: the set statistics' step (0 = last prompt token)
+    tree: bool = False  #: add each prompt's prefix tree to to_dict()
 
-    def node(token, members, depth):
-        kids: dict[str, list[int]] = {}
-        for i in members:
-            if depth < len(continuations[i]):
-                kids.setdefault(continuations[i][depth], []).append(i)
-        children = [
-            node(t, m, depth + 1)
-            for t, m in sorted(kids.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    def __post_init__(self):
+        if self.centre not in CENTRES:
+            raise LayerScopeError(f"centre must be one of {', '.join(CENTRES)}.")
+        if self.step < 0:
+            raise LayerScopeError("The step must be 0 or more (0 = the last prompt token).")
+        self.sampling.validate()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    request: Request
+    sampled: SampledSet | None  #: None when no prompt of the set has >= 2 sampled runs
+    layer: int | None = None  #: the statistics' layer (the request's, or the last)
+    statistics: SetStatistics | None = None  #: at (layer, step), with >= 3 prompts sampled
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per sampled prompt at (layer, step) (:meth:`SampledSet.table`)."""
+        if self.sampled is None:
+            return pd.DataFrame()
+        return self.sampled.table(self.layer, self.request.step)
+
+    def to_dict(self) -> dict:
+        """What the ``generate`` command prints about the sampled runs."""
+        ss, out = self.sampled, {"prompts": [], "correlation": None, "best": None}
+        out["separation"] = None
+        if ss is None:
+            return out
+        out["prompts"] = [
+            {
+                "prompt": q.text,
+                "label": q.label,
+                "samples": [join_tokens(g) for g in q.continuations],
+                "answers": q.answers,
+                "outcomes": q.outcomes,
+                "consistency": q.consistency,
+                "divergence_step": q.commitment.divergence_step,
+                "commitment": np.round(q.commitment.similarity, 4).tolist(),
+                **({"tree": prefix_tree(q.continuations)} if self.request.tree else {}),
+            }
+            for q in ss.prompts
         ]
-        prob = None
-        if probabilities is not None and token is not None and members:
-            prob = float(probabilities[members[0]][depth - 1])  # same prefix: same distribution
-        return {
-            "token": token,
-            "count": len(members),
-            "probability": prob,
-            "runs": [names[i] for i in members],
-            "children": children,
-        }
-
-    tree = node(None, list(range(len(continuations))), 0)
-    tree["note"] = TREE_NOTE if probabilities is None else TREE_NOTE_P
-    return tree
-
-
-def decided_at(
-    lens_top1: np.ndarray, token_ids: list[int], n_prompt_tokens: int
-) -> list[int | None]:
-    """For each generated token, the first layer from which the logit lens's top-1 at the
-    position before it equals it and stays equal up to the last layer (None: the token was
-    sampled off the top, so no layer had it on top at the end).
-
-    lens_top1: (n_layers + 1, n_tokens) top-1 token id per layer and position of the run;
-    token_ids: the run's tokens (prompt + generated)."""
-    out: list[int | None] = []
-    for t in range(n_prompt_tokens, len(token_ids)):
-        on = lens_top1[:, t - 1] == token_ids[t]  # position t-1 predicts token t
-        if not on[-1]:
-            out.append(None)
-            continue
-        first = len(on) - 1
-        while first > 0 and on[first - 1]:
-            first -= 1
-        out.append(int(first))
-    return out
+        out["layer"], out["step"] = self.layer, self.request.step
+        if self.statistics is not None:
+            stats = self.statistics.to_dict()
+            out["correlation"] = stats["correlation"]
+            out["partial_correlation"] = stats["partial_correlation"]
+            out["best"] = stats["best_held_out"]
+        success, meaning = ss.success()
+        if len(ss.prompts) > 1 and success.any() and not success.all():
+            sep = ss.separation()
+            out["separation"] = {
+                "success": meaning,
+                "runs": len(success),
+                "successes": int(success.sum()),
+                "judged": int(sep.judged.sum()),
+                "accuracy": np.round(sep.accuracy, 4).tolist(),
+                "auroc": np.round(sep.auroc, 4).tolist(),
+                "best_layer": sep.best_layer,
+            }
+        return out
 
 
-def commitment_strip(store: Store, lm, run_id: str) -> pd.DataFrame:
-    """One row per generated token of a stored run: step, token, the layer it was decided at
-    (``decided_at``) and the final layer's probability of it."""
-    import torch
-
-    from backend.analysis.lens import lens_logits
-    from backend.views import lens as L
-
-    hidden = store.run_layers(run_id)
-    toks = store.tokens(run_id)
-    res = L.lens_of(lm, hidden, toks["token"].tolist(), k=1)
-    n_p = int(store.get_run(run_id)["n_prompt_tokens"])
-    ids = toks["token_id"].astype(int).tolist()
-    first = decided_at(res.lens.top_ids[:, :, 0], ids, n_p)
-    with torch.inference_mode():  # the model's own next-token distribution (last layer)
-        logits = lens_logits(torch.as_tensor(hidden[-1:]), lm.final_norm, lm.unembed)[0]
-        probs = torch.softmax(logits.float(), -1).numpy()
-    return pd.DataFrame(
-        {
-            "step": range(1, len(first) + 1),
-            "token": toks["token"].iloc[n_p:].tolist(),
-            "decided_at_layer": first,
-            "p_token": [float(probs[t - 1, ids[t]]) for t in range(n_p, len(ids))],
-        }
+def compute(store: Store, req: Request, lm=None) -> Result:
+    """The set's sampled runs (:func:`load`, labels and groups from the set) and, with three
+    or more prompts sampled, the commitment-consistency statistics at (layer, step)."""
+    df = store.get_set(req.set_name)
+    texts = list(dict.fromkeys(df["text"]))
+    labels = dict(zip(df["text"], df["label"]))
+    groups = dict(zip(df["text"], df["group"])) if "group" in df else {}
+    ss = load(
+        store,
+        req.model_id,
+        texts,
+        req.sampling,
+        req.dtype,
+        labels,
+        groups,
+        req.regex,
+        req.versus_label,
+        req.max_steps,
+        req.centre,
     )
+    if ss is None:
+        return Result(request=req, sampled=None)
+    layer = ss.n_layers - 1 if req.layer is None else req.layer
+    if not 0 <= layer < ss.n_layers:
+        raise LayerScopeError(f"--layer must be between 0 and {ss.n_layers - 1}.")
+    stats = ss.statistics(layer, req.step) if len(ss.prompts) > 2 else None
+    return Result(request=req, sampled=ss, layer=layer, statistics=stats)

@@ -8,6 +8,7 @@ across models they are aligned by (prompt_id, position), never by run id.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ MAX_UNITS = 4000
 MAX_PROMPTS = 2000  #: prompt x prompt matrices beyond this many prompts show a seeded sample
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     kind: str  #: one of KINDS (or an ALIASES key, which implies debiased)
     model_id: str
@@ -43,12 +44,40 @@ class Request:
     center: bool = False  #: prompt/token kinds: subtract the mean vector before cosine
 
 
-@dataclass(frozen=True)
-class View:
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    request: Request
     matrix: S.SimilarityMatrix
     units: pd.DataFrame  #: rows of a unit x unit matrix, or the units behind a layer x layer one
     n_available: int  #: units before sampling
     caption: str
+
+    def to_frame(self) -> pd.DataFrame:
+        """The matrix with its row labels as the index and its column labels as columns."""
+        m = self.matrix
+        return pd.DataFrame(
+            m.values, index=[str(r) for r in m.rows], columns=[str(c) for c in m.cols]
+        )
+
+    def to_dict(self) -> dict:
+        m = self.matrix
+        return {
+            "kind": m.kind,
+            "measure": m.measure,
+            "range": [m.vmin, m.vmax],
+            "rows": [str(r) for r in m.rows],
+            "cols": [str(c) for c in m.cols],
+            "matrix": [
+                [None if math.isnan(v) else round(float(v), 5) for v in row] for row in m.values
+            ],
+            "order": [int(i) for i in m.order] if m.order is not None else None,
+            "row_labels": list(m.row_labels) if m.row_labels is not None else None,
+            "units": self.request.units,
+            "n_units": len(self.units),
+            "n_available": int(self.n_available),
+            "caption": self.caption,
+            "note": m.note,
+        }
 
 
 def gather(
@@ -110,7 +139,7 @@ def _runs(store: Store, set_name: str, model_id: str, who: str = "this model") -
     return runs
 
 
-def compute(store: Store, req: Request) -> View:
+def compute(store: Store, req: Request, lm=None) -> Result:
     """The heatmap a request asks for (LayerScopeError with a sentence when it cannot be)."""
     kind = ALIASES.get(req.kind, req.kind)
     debiased = req.debiased or req.kind in ALIASES
@@ -156,7 +185,13 @@ def compute(store: Store, req: Request) -> View:
             m = S.model_cka(x, y, layers, o_layers, debiased)
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
-    return View(m, meta, n_available, _caption(req.units, len(meta), n_available, runs))
+    return Result(
+        request=req,
+        matrix=m,
+        units=meta,
+        n_available=n_available,
+        caption=_caption(req.units, len(meta), n_available, runs),
+    )
 
 
 def _token_strings(store: Store, meta: pd.DataFrame) -> list[str]:
@@ -196,7 +231,7 @@ def _caption(units: str, n: int, n_available: int, runs: pd.DataFrame) -> str:
     return f"{n:,} {what}{sampled} from {len(runs)} prompts."
 
 
-def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> View:
+def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> Result:
     layer = _check_layer(req.layer, layers)
     pool = req.units if req.units in ("last", "mean") else "last"
     n_available = len(runs)
@@ -213,12 +248,16 @@ def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Reque
         x[0], names, "prompt", labels if has_labels else None, req.order, req.center
     )
     caption = _caption(pool, len(meta), n_available, runs) + f" Layer {layer}."
-    return View(
-        m, meta, n_available, caption.replace(f"from {len(runs)} prompts", f"of {n_available:,}")
+    return Result(
+        request=req,
+        matrix=m,
+        units=meta,
+        n_available=n_available,
+        caption=caption.replace(f"from {len(runs)} prompts", f"of {n_available:,}"),
     )
 
 
-def _token_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> View:
+def _token_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Request) -> Result:
     layer = _check_layer(req.layer, layers)
     run_id = req.run_id or runs["run_id"].iloc[0]
     row = runs[runs["run_id"] == run_id]
@@ -229,8 +268,12 @@ def _token_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Reques
     names = [f"{p}:{t}" for p, t in zip(toks["pos"], toks["token"])]
     m = S.pairwise_cosine(h, names, "token", center=req.center)
     meta = toks.assign(run_id=run_id, idx=row["idx"].iloc[0], text=row["text"].iloc[0])
-    return View(
-        m, meta, len(toks), f"{len(toks)} tokens of prompt {row['idx'].iloc[0]}, layer {layer}."
+    return Result(
+        request=req,
+        matrix=m,
+        units=meta,
+        n_available=len(toks),
+        caption=f"{len(toks)} tokens of prompt {row['idx'].iloc[0]}, layer {layer}.",
     )
 
 
@@ -246,7 +289,7 @@ def _short(text: str, n: int = 40) -> str:
 
 
 def turning_units(
-    store: Store, req: Request, view: View, i: int, j: int, k: int = 5
+    store: Store, req: Request, view: Result, i: int, j: int, k: int = 5
 ) -> pd.DataFrame:
     """The k units of a layer x layer view whose vectors differ most between layers i and j
     (lowest cosine), with that cosine. For the pair a user clicked."""
@@ -254,3 +297,44 @@ def turning_units(
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     worst = np.argsort(cos)[:k]
     return view.units.iloc[worst].assign(cosine=cos[worst]).reset_index(drop=True)
+
+
+# -- run x run: the sampled runs of one prompt (the Generation page's data) ------------------
+def sampled_requests(store: Store, model_id: str) -> pd.DataFrame:
+    """The model's sampled prompts (one row per request, ``settings`` parsed) with a ``name``
+    each for a picker; empty when nothing was sampled."""
+    import json
+
+    req = store.sampled_requests(model_id)
+    if req.empty:
+        return req
+    req = req.assign(settings=req["settings"].map(json.loads))
+    names = [
+        f"{r.text}  ({r.samples} runs, T={r.settings['temperature']}, "
+        f"seed {r.settings['seed']}, {r.settings['max_new_tokens']} new tokens)"
+        for r in req.itertuples()
+    ]
+    return req.assign(name=names)
+
+
+def run_set(store: Store, model_id: str, requests: pd.DataFrame, i: int):
+    """The sampled set holding request ``i`` of :func:`sampled_requests` (every request with
+    the same settings) and that prompt's index in it; (None, None) when it has < 2 runs."""
+    from backend.records import Sampling
+    from backend.views import generation
+
+    opts = requests["settings"].iloc[i]
+    samp = Sampling.from_options({**opts, "samples": int(requests["samples"].iloc[i])})
+    same = [t for t, o in zip(requests["text"], requests["settings"]) if o == opts]
+    ss = generation.load(store, model_id, same, samp, opts["dtype"])
+    text = requests["text"].iloc[i]
+    k = next((j for j, p in enumerate(ss.prompts) if p.text == text), None) if ss else None
+    return (ss, k) if k is not None else (None, None)
+
+
+def run_matrix(store: Store, ss, k: int, layer: int, step: int) -> S.SimilarityMatrix:
+    """Run x run cosine of prompt ``k`` of a sampled set at (layer, step), centred like its
+    commitment; rows named by each run's continuation."""
+    from backend.views import generation
+
+    return generation.run_by_run(store, ss, k, layer, step)

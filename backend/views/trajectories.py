@@ -21,11 +21,11 @@ from backend.analysis.projection import (
     DESCRIPTIONS,
     METHODS,
     Projection,
+    neighbour_agreement_per_layer,
     project,
     silhouette_per_layer,
 )
 from backend.errors import LayerScopeError
-from backend.jobs.base import JobContext
 from backend.store import Store
 from backend.views import units
 
@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 SLOW_METHODS = ("umap", "aligned-umap")  #: run as worker jobs in the app, cached in the store
 MAX_POINTS = 100_000  #: above this the view asks for a sample of units
 CACHE_KIND = "projection"
+UNITS = ("prompt", "token")
+POOLS = ("last", "mean")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     """Everything that decides a projection's coordinates."""
 
@@ -47,7 +49,7 @@ class Request:
     unit: str = "prompt"  #: prompt (pooled per layer) | token
     pool: str = "last"  #: prompt units: last | mean
     dims: int = 2
-    standardize: bool = False
+    standardize: bool = True  #: standardise each layer first (norms grow with depth)
     max_runs: int = 20  #: token units: the first N prompts of the set
     sample: int | None = None  #: keep this many units (seeded) when there are too many
     seed: int = 0
@@ -62,7 +64,7 @@ class Request:
 
     def units_only(self) -> Request:
         """The same units with default projection settings (key for the loaded vectors)."""
-        return replace(self, method="pca", dims=2, standardize=False)
+        return replace(self, method="pca", dims=2, standardize=True)
 
 
 def load_units(store: Store, req: Request) -> tuple[np.ndarray, pd.DataFrame, int]:
@@ -167,7 +169,7 @@ def unit_ids(meta: pd.DataFrame) -> list[str]:
     return [r if p < 0 else f"{r}:{p}" for r, p in zip(meta["run_id"], meta["pos"])]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Result:
     """A projection with its units and the labels' separation in the model's own space."""
 
@@ -175,6 +177,9 @@ class Result:
     projection: Projection
     meta: pd.DataFrame  #: one row per unit: run_id, idx, text, label, group, pos, token
     silhouette: np.ndarray | None  #: (n_layers_sel,) cosine silhouette of the labels, or None
+    agreement: np.ndarray | None = None  #: (n_layers_sel,) same-label share of 10 neighbours
+    chance: float | None = None  #: what ``agreement`` would be for random labels
+    n_available: int | None = None  #: units before the request's sample
 
     @property
     def notice(self) -> str | None:
@@ -210,47 +215,46 @@ class Result:
             "silhouette": None
             if self.silhouette is None
             else np.round(self.silhouette, 4).tolist(),
+            "neighbour_agreement": None
+            if self.agreement is None
+            else np.round(self.agreement, 4).tolist(),
+            "chance": None if self.chance is None else round(self.chance, 4),
             "points": self.to_frame().to_dict("records"),
             "units": table.astype(object).where(table.notna(), None).to_dict("records"),
         }
 
 
-def compute(store: Store, req: Request) -> Result:
+def compute(store: Store, req: Request, lm=None) -> Result:
     """The projection of ``req`` and, when the units carry two or more labels, their
-    silhouette per layer in the model's space."""
-    x, meta, _ = load_units(store, req)
+    silhouette and nearest-neighbour agreement per layer in the model's space."""
+    x, meta, n_all = load_units(store, req)
     proj, meta = project_units(store, req, x, meta)
     lab = meta["label"].fillna("").astype(str).to_numpy()
-    sil = silhouette_per_layer(x, lab) if len(set(lab)) > 1 else None
-    return Result(request=req, projection=proj, meta=meta, silhouette=sil)
+    sil = agree = chance = None
+    if len(set(lab)) > 1:
+        sil = silhouette_per_layer(x, lab)
+        agree, chance = neighbour_agreement_per_layer(x, lab)
+    return Result(
+        request=req,
+        projection=proj,
+        meta=meta,
+        silhouette=sil,
+        agreement=agree,
+        chance=chance,
+        n_available=n_all,
+    )
 
 
-# -- worker job: ``JobSpec(kind="project", options=asdict(request))`` ----------------------
-class _Cancelled(Exception):
-    pass
+def count_units(store: Store, req: Request) -> int:
+    """The number of units ``req`` would gather before its own sample (what
+    ``Result.n_available`` will say), without reading a vector."""
+    runs = units.set_runs_or_error(store, req.set_name, req.model_id)
+    if req.unit == "prompt":
+        return min(len(runs), units.MAX_UNITS)
+    picked = units.with_token_labels(store, req.set_name, runs.head(req.max_runs))
+    return len(units.token_table(store, picked))
 
 
-def run_project_job(ctx: JobContext) -> dict:
-    """Compute and cache one projection; progress in percent (tokens_done of 100)."""
-    opts = dict(ctx.spec.options)
-    req = Request(**{**opts, "layers": tuple(opts["layers"])})
-    p = ctx.progress
-    p.tokens_total, p.message = 100, "loading vectors"
-    ctx.report(force=True)
-
-    def on_progress(stage: str, fraction: float) -> None:
-        if ctx.should_stop():
-            raise _Cancelled
-        p.tokens_done, p.message = round(100 * fraction), stage
-        ctx.report()
-
-    try:
-        proj, _ = project_units(ctx.store, req, progress=on_progress)
-    except _Cancelled:
-        return {"cancelled": True}
-    p.tokens_done = 100
-    return {"method": proj.method, "points": proj.n_points}
-
-
+# -- worker job (backend/jobs/trajectories.py): ``JobSpec(kind="trajectories", options=...)``
 def job_spec_options(req: Request) -> dict:
     return {**asdict(req), "layers": list(req.layers)}

@@ -37,6 +37,8 @@ def test_read_verbs_never_import_torch(tmp_path, tiny_model_dir, capsys):
     assert main([*extract, "--set", "s", "--db", db]) == 0
     capsys.readouterr()
     common = ["--model", model, "--set", "s", "--db", db, "--json"]
+    with Store(db, read_only=True) as store:
+        run_id = store.set_runs("s", store.find_model(model)["model_id"])["run_id"].iloc[0]
     verbs = [
         ["ls", "--db", db, "--json"],
         ["export", *common, "--out", str(tmp_path / "x.parquet")],
@@ -46,6 +48,7 @@ def test_read_verbs_never_import_torch(tmp_path, tiny_model_dir, capsys):
         ["stats", *common],
         ["project", *common],
         ["trajectories", *common],
+        ["prompt", "--run", run_id, "--db", db, "--json"],
     ]
     out = subprocess.run(
         [sys.executable, "-c", WRAPPER, json.dumps(verbs), ",".join(HEAVY)],

@@ -36,7 +36,15 @@ def test_number_separates_with_depth(store):
     from backend.views import trajectories as TV
 
     p = STORY["number"].params
-    r = TV.compute(store, TV.Request(mid(store, "demo"), p["set"], tuple(range(5))))
+    r = TV.compute(
+        store,
+        TV.Request(
+            model_id=mid(store, "demo"),
+            set_name=p["set"],
+            layers=tuple(range(5)),
+            standardize=False,
+        ),
+    )
     sil = r.silhouette
     assert abs(sil[0]) < 0.1 and sil[-1] > 0.5 and np.all(np.diff(sil) > -0.02)
 
@@ -62,12 +70,20 @@ def test_twins_keep_a_ridge_the_untrained_model_loses(store):
     p = STORY["twins"].params
     seed = V.compute(
         store,
-        V.Request("model-cka", mid(store, "demo"), p["set"], other_model_id=mid(store, p["other"])),
+        V.Request(
+            kind="model-cka",
+            model_id=mid(store, "demo"),
+            set_name=p["set"],
+            other_model_id=mid(store, p["other"]),
+        ),
     ).matrix.values
     raw = V.compute(
         store,
         V.Request(
-            "model-cka", mid(store, "demo"), p["set"], other_model_id=mid(store, "demo-untrained")
+            kind="model-cka",
+            model_id=mid(store, "demo"),
+            set_name=p["set"],
+            other_model_id=mid(store, "demo-untrained"),
         ),
     ).matrix.values
     diag, untrained = np.diag(seed), np.diag(raw)

@@ -111,6 +111,7 @@ MAPPED = {
         "step": (["--step", "2"], "step"),
         "versus_label": (["--versus-label"], "versus_label"),
         "centre": (["--centre", "set"], "centre"),
+        "tree": (["--tree"], "tree"),
     },
     "patching": {
         "answer": (["--answer", "x"], "answer"),
@@ -148,6 +149,9 @@ MAPPED = {
         "layer": (["--layer", "2"], "layer"),
         "max_runs": (["--max-runs", "3"], "max_runs"),
     },
+    "prompt": {
+        "run_id": (["--run", "other"], "run_id"),
+    },
 }
 
 #: per command, options that are not Request fields (besides ELSEWHERE), and why
@@ -167,7 +171,6 @@ COMMAND_ELSEWHERE = {
         "prompts": "loaded into the set before sampling (store.save_prompt_set)",
         "text_column": "prompt file parsing (prompts.load_prompts)",
         "label_column": "prompt file parsing (prompts.load_prompts)",
-        "tree": "output only: adds each prompt's prefix tree (views.generation.prefix_tree)",
     },
     "patching": {
         "clean": "required: always given (BASE), so there is no non-default to try",
@@ -181,6 +184,7 @@ COMMAND_ELSEWHERE = {
         "store_runs": "after compute: views.steering.store_runs with the same Request",
     },
     "training": {},
+    "prompt": {},
 }
 
 BASE = {
@@ -194,6 +198,7 @@ BASE = {
     "attention": ["--model", "m", "--prompt", "a b"],
     "steering": ["--model", "m", "--set", "s", "--layer", "1"],
     "training": ["--set", "s", "--model", "m"],
+    "prompt": ["--run", "r"],
 }
 
 
@@ -227,6 +232,8 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.probes, "compute", capture)
     elif command == "stats":
         monkeypatch.setattr(mod.stats, "compute", capture)
+    elif command == "prompt":
+        monkeypatch.setattr(mod.prompt, "compute", capture)
     elif command == "lens":
         monkeypatch.setattr(mod.models, "get_model", lambda *a, **k: object())
         monkeypatch.setattr(mod.lens, "check_lens", lambda lm: None)
@@ -250,8 +257,8 @@ def _patch(monkeypatch, command: str):
 
 
 def _patch_generation(monkeypatch, mod):
-    """generation has no single Request: its options reach the sampling job's spec, the
-    loader of the sampled set, and the (layer, step) table: all three are captured."""
+    """generation's sampling options reach both the sampling job's spec and the view's
+    Request (whose ``sampling`` must be the job's): the Request is captured, flattened."""
     seen: dict = {}
     monkeypatch.setattr(mod.models, "resolve", lambda ref: ref)
     monkeypatch.setattr(mod.models, "read_config", lambda ref: {"num_hidden_layers": 4})
@@ -259,22 +266,18 @@ def _patch_generation(monkeypatch, mod):
     monkeypatch.setattr(mod.catalog, "ensure_set", lambda store, name: None)
 
     def run_job(store, spec, quiet=False):
-        seen.update({"dtype": spec.dtype, "device": spec.device, **spec.options})
+        seen.update(spec.options)
         res = {"model_id": "m-id", "runs": 0, "cached_runs": 0, "tokens": 0}
         return types.SimpleNamespace(result=res, seconds=0.0)
 
-    class SS:
-        n_layers = 5
-
-        def table(self, layer, step):
-            raise Captured(types.SimpleNamespace(**seen, layer=layer, step=step))
-
-    def load(store, model_id, texts, s, dtype, labels, groups, regex, versus_label, centre):
-        seen.update(regex=regex, versus_label=versus_label, centre=centre)
-        return SS()
+    def compute(store, req, lm=None):
+        s = req.sampling
+        assert seen == s.key() | {"samples": s.samples}, "the job sampled other settings"
+        flat = {k: v for k, v in dataclasses.asdict(req).items() if k != "sampling"}
+        raise Captured(types.SimpleNamespace(**flat, **dataclasses.asdict(s)))
 
     monkeypatch.setattr(mod, "run_job", run_job)
-    monkeypatch.setattr(mod.generation_views, "load", load)
+    monkeypatch.setattr(mod.generation_views, "compute", compute)
 
 
 def _request(command: str, argv: list[str]):

@@ -56,7 +56,7 @@ def test_layer_matrices_read_only_the_sampled_tokens(store, monkeypatch, kind):
         return real(ids, pos, layer)
 
     monkeypatch.setattr(store, "rows", spy)
-    v = V.compute(store, V.Request(kind, "m", "s", max_units=4))
+    v = V.compute(store, V.Request(kind=kind, model_id="m", set_name="s", max_units=4))
     assert v.n_available == sum(LENGTHS) - len(LENGTHS) and len(v.units) == 4
     assert v.units["run_id"].tolist() == ref["run_id"].tolist()
     assert v.units["pos"].tolist() == ref["pos"].tolist()
@@ -66,14 +66,18 @@ def test_layer_matrices_read_only_the_sampled_tokens(store, monkeypatch, kind):
     assert len(asked) == N_LAYERS + 1  # one read per layer, of the sampled units only
     assert all(a == ref["run_id"].tolist() for a in asked)
     # the turning units of a clicked pair: the view's own units, read again at two layers
-    turn = V.turning_units(store, V.Request(kind, "m", "s", max_units=4), v, 0, 3, k=4)
+    turn = V.turning_units(
+        store, V.Request(kind=kind, model_id="m", set_name="s", max_units=4), v, 0, 3, k=4
+    )
     a, b = x[0], x[3]
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     np.testing.assert_allclose(np.sort(turn["cosine"]), np.sort(cos), rtol=1e-6)
 
 
 def test_prompt_units_of_a_sample_are_the_pooled_vectors(store):
-    v = V.compute(store, V.Request("layer-cka", "m", "s", units="last", max_units=3))
+    v = V.compute(
+        store, V.Request(kind="layer-cka", model_id="m", set_name="s", units="last", max_units=3)
+    )
     ids = store.set_runs("s", "m")["run_id"].tolist()
     pick = np.sort(np.random.default_rng(0).choice(len(ids), 3, replace=False))
     x = store.pooled(ids, "last")[:, pick]

@@ -36,7 +36,7 @@ def test_cache_key_changes_with_each_input():
         {"method": "umap"},
         {"dims": 3},
         {"pool": "mean"},
-        {"standardize": True},
+        {"standardize": False},
         {"seed": 1},
         {"sample": 2},
         {"unit": "token"},
@@ -44,6 +44,12 @@ def test_cache_key_changes_with_each_input():
         assert TV.cache_key(req(**change), META) != base, change
     assert TV.cache_key(req(), META.assign(pos=[0, 1, 2])) != base
     assert TV.cache_key(req(), META.copy()) == base
+
+
+def test_request_is_keyword_only_and_standardises_by_default():
+    with pytest.raises(TypeError):
+        TV.Request("m", "s", (0, 1))
+    assert req().standardize is True  # as the CLI and the page
 
 
 def test_request_validation():
@@ -54,8 +60,11 @@ def test_request_validation():
     assert req(method="umap", dims=3).units_only() == req()
 
 
-def test_project_is_a_worker_job_kind():
-    assert JOB_KINDS["project"] is TV.run_project_job
+def test_trajectories_is_a_worker_job_kind():
+    from backend.jobs.trajectories import run_trajectories_job
+
+    # "project": the kind of the rows stored before the rename still runs
+    assert JOB_KINDS["trajectories"] is JOB_KINDS["project"] is run_trajectories_job
     opts = TV.job_spec_options(req(method="umap"))
     assert opts["layers"] == [0, 1] and TV.Request(**{**opts, "layers": (0, 1)}) == req(
         method="umap"

@@ -79,7 +79,17 @@ def test_prompt_units_and_a_view_say_so(store, monkeypatch):
     x, meta = units.prompt_units(store, runs, [1])
     assert x.shape == (1, 3, D)
     assert units.notice_of(meta) == "showing 3 of 4 prompts, random sample, seed 0"
-    res = TV.compute(store, TV.Request("m", "s", (0, 1, 2), unit="token", max_runs=4))
+    res = TV.compute(
+        store,
+        TV.Request(
+            model_id="m",
+            set_name="s",
+            layers=(0, 1, 2),
+            unit="token",
+            max_runs=4,
+            standardize=False,
+        ),
+    )
     assert res.notice == "showing 3 of 10 tokens, random sample, seed 0"  # specials skipped
     assert res.to_dict()["notice"] == res.notice and res.projection.n_units == 3
 
@@ -118,7 +128,16 @@ def test_a_sampled_trajectory_reads_only_its_sample(store, monkeypatch):
     """Token units with a sample: the units are drawn from the token table first and only the
     runs holding them are read, one query per layer (never a run's every layer one by one);
     the same units and vectors as reading everything and sampling after."""
-    req = TV.Request("m", "s", (0, 2), unit="token", max_runs=4, sample=3, seed=5)
+    req = TV.Request(
+        model_id="m",
+        set_name="s",
+        layers=(0, 2),
+        unit="token",
+        max_runs=4,
+        sample=3,
+        seed=5,
+        standardize=False,
+    )
     runs = units.set_runs_or_error(store, "s", "m")
     all_x, all_meta = _naive_token_units(store, runs, [0, 2])
     keep = np.sort(np.random.default_rng(5).choice(len(all_meta), 3, replace=False))
