@@ -75,7 +75,7 @@ class Sampling:
     """How to sample. Everything but ``samples`` enters the run ids."""
 
     samples: int = 8  #: continuations per prompt
-    max_new_tokens: int = 16  #: generated tokens per sample (fewer when <eos> comes first)
+    max_new_tokens: int = 8  #: generated tokens per sample (fewer when <eos> comes first)
     temperature: float = 1.0  #: logits are divided by it (> 0)
     top_p: float = 1.0  #: nucleus sampling: smallest set of tokens with this much mass
     seed: int = 0  #: sample i uses sample_seed(seed, prompt text, i)

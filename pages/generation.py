@@ -53,12 +53,13 @@ with st.expander("What am I looking at?", expanded=present):
 
 
 c = st.columns(5)
+S = G.Sampling  # the defaults are Sampling's own (the CLI's too)
 fields = [
-    ("Samples", "n", 8, 2, 32, None),
-    ("New tokens", "new", 8, 1, 64, None),
-    ("Temperature", "temp", 1.0, 0.05, 3.0, 0.05),
-    ("Top-p", "top_p", 1.0, 0.05, 1.0, 0.05),
-    ("Seed", "seed", 0, 0, 10**6, None),
+    ("Samples", "n", S.samples, 2, 32, None),
+    ("New tokens", "new", S.max_new_tokens, 1, 64, None),
+    ("Temperature", "temp", S.temperature, 0.05, 3.0, 0.05),
+    ("Top-p", "top_p", S.top_p, 0.05, 1.0, 0.05),
+    ("Seed", "seed", S.seed, 0, 10**6, None),
 ]
 sampling = G.Sampling(
     *(

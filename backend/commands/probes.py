@@ -57,7 +57,7 @@ def request_from(args, store, model_id: str, baseline_id: str | None) -> probes.
         pool=probes.default_pool(model) if args.pool == "auto" else args.pool,
         folds=args.folds,
         method=args.method,
-        layers=tuple(layers),
+        layers=tuple(layers) if args.layers else None,  # None: every layer, as the page
         baseline_model_id=baseline_id,
         baseline_name=args.baseline_model,
     )

@@ -322,3 +322,46 @@ def test_option_reaches_the_request(command, dest, monkeypatch):
     assert changed[field] != base[field], (
         f"`{command} {' '.join(argv)}` did not change the request's {field}"
     )
+
+
+def _captured(command: str, argv: list[str]):
+    parser, mods = build_parser()
+    args = parser.parse_args([command, *argv])
+    args.db, args.json = None, False
+    with pytest.raises(Captured) as got:
+        mods[command].run(args, FakeStore())
+    return got.value.request
+
+
+def _defaults(cls) -> dict:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+@pytest.mark.parametrize("command", sorted(MAPPED))
+def test_the_cli_defaults_are_the_requests_defaults(command, monkeypatch):
+    """A flag left out gives the Request's own default: the page (which builds the Request
+    with the fields it shows) and the CLI can no longer disagree on a default, as
+    trajectories' ``standardize`` did (CLI True, Request False)."""
+    from backend.records import Sampling
+    from backend.views import VIEWS
+
+    _patch(monkeypatch, command)
+    req = _captured(command, BASE[command])
+    if dataclasses.is_dataclass(req):
+        got, defaults = dataclasses.asdict(req), _defaults(type(req))
+    else:  # generation: its Request flattened with its Sampling
+        got = vars(req)
+        defaults = _defaults(VIEWS[command].Request) | _defaults(Sampling)
+    fields = {field for _, field in MAPPED[command].values()}
+    drift = {
+        f: (got[f], defaults[f])
+        for f in sorted(fields)
+        if f in defaults and f in got and got[f] != defaults[f]
+    }
+    assert not drift, f"`{command}` defaults (CLI, Request) differ: {drift}"
