@@ -18,7 +18,7 @@ from backend.figures.generation import (
 )
 from backend.figures.similarity import similarity_figure
 from backend.jobs.base import JobSpec
-from backend.views import generation as G
+from backend.views import generation as generation_view
 from pages import _ui
 
 st.title("Generation")
@@ -53,7 +53,7 @@ with st.expander("What am I looking at?", expanded=present):
 
 
 c = st.columns(5)
-S = G.Sampling  # the defaults are Sampling's own (the CLI's too)
+S = generation_view.Sampling  # the defaults are Sampling's own (the CLI's too)
 fields = [
     ("Samples", "n", S.samples, 2, 32, None),
     ("New tokens", "new", S.max_new_tokens, 1, 64, None),
@@ -61,7 +61,7 @@ fields = [
     ("Top-p", "top_p", S.top_p, 0.05, 1.0, 0.05),
     ("Seed", "seed", S.seed, 0, 10**6, None),
 ]
-sampling = G.Sampling(
+sampling = generation_view.Sampling(
     *(
         _ui.qp_number(label, key, default, lo, hi, step, where=col, widget_key=f"gen_{key}")
         for col, (label, key, default, lo, hi, step) in zip(c, fields)
@@ -134,9 +134,9 @@ with st.expander("Answers and outcomes", expanded=False):
 mrow = s.find_model(sel.model)
 try:  # not cached: the runs change while a sampling job is running
     ss = (
-        G.compute(
+        generation_view.compute(
             s,
-            G.Request(
+            generation_view.Request(
                 model_id=mrow["model_id"],
                 set_name=sel.set_name,
                 sampling=sampling,
@@ -216,7 +216,7 @@ else:
         {
             "run": range(len(it.run_ids)),
             "seed": it.seeds,
-            "continuation": [G.join_tokens(g) for g in it.continuations],
+            "continuation": [generation_view.join_tokens(g) for g in it.continuations],
             "answer": it.answers,
             "outcome": it.outcomes,
             "open": [_ui.prompt_url(r) for r in it.run_ids],
@@ -227,12 +227,12 @@ else:
         hide_index=True,
         column_config={"open": st.column_config.LinkColumn("prompt page", display_text="open")},
     )
-    tree = G.prefix_tree(it.continuations)
+    tree = generation_view.prefix_tree(it.continuations)
     _ui.show_figure(tree_figure(tree), "gen_tree", "prefix-tree")
     st.caption(tree["note"])
     if st.button("When was each token decided? (logit lens on every run)", key="gen_strip"):
         lm = _ui.loaded_model(sel.model)  # a click: the model loads only now
-        strips = [G.commitment_strip(s, lm, r) for r in it.run_ids]
+        strips = [generation_view.commitment_strip(s, lm, r) for r in it.run_ids]
         _ui.show_figure(
             strip_figure(strips, ss.n_layers - 1),
             "gen_strip_fig",
@@ -241,18 +241,18 @@ else:
         )
         probs = [x["p_token"].tolist() for x in strips]
         _ui.show_figure(
-            tree_figure(G.prefix_tree(it.continuations, probabilities=probs)),
+            tree_figure(generation_view.prefix_tree(it.continuations, probabilities=probs)),
             "gen_tree_p",
             "prefix-tree-probabilities",
         )
-        st.caption(G.TREE_NOTE_P)
+        st.caption(generation_view.TREE_NOTE_P)
     n_l, n_s = com.similarity.shape
     cl, cs = st.columns(2)
     with cl:
         layer = _ui.qp_int("Run × run similarity at layer", "rr_layer", n_l - 1, 0, n_l - 1)
     with cs:
         step = _ui.qp_int("… and step", "rr_step", min(1, n_s - 1), 0, n_s - 1)
-    rr = G.run_by_run(s, ss, sampled[one], layer, step)
+    rr = generation_view.run_by_run(s, ss, sampled[one], layer, step)
     _ui.show_figure(
         similarity_figure(rr),
         "gen_rr",
@@ -271,7 +271,7 @@ st.subheader(f"Across the set: {len(ss.prompts)} of {len(texts)} prompts sampled
 sims = ss.sims()
 cons = np.array([p.consistency for p in ss.prompts])
 min_prompts = max(3, len(ss.prompts) // 2)  # cells most runs reach: no 13-prompt "best"
-grid = G.correlation_grid(sims, cons, min_prompts)
+grid = generation_view.correlation_grid(sims, cons, min_prompts)
 held = ss.held_out()
 start = (
     (held.layer, held.step)
@@ -296,8 +296,8 @@ corr, part = stats.raw, stats.partial
 if corr.available:
     title = (
         f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts): "
-        f"ρ = {G.fmt(corr.spearman)}, r = {G.fmt(corr.pearson)}; "
-        f"partial r = {G.fmt(part.r)} (surface agreement removed)"
+        f"ρ = {generation_view.fmt(corr.spearman)}, r = {generation_view.fmt(corr.pearson)}; "
+        f"partial r = {generation_view.fmt(part.r)} (surface agreement removed)"
     )
 else:
     title = f"Commitment at layer {cl}, step {cs} vs consistency ({corr.n} prompts)"
@@ -309,20 +309,20 @@ _ui.show_figure(
 )
 d = stats.to_dict()
 st.markdown(
-    f"**Raw:** {_ui.md(G.correlation_text(d['correlation']))}  \n"
-    f"**Beyond surface agreement:** partial r = {G.fmt(part.r)} "
-    f"[{G.fmt(part.ci_low)}, {G.fmt(part.ci_high)}] — commitment at step {cs} has read the "
+    f"**Raw:** {_ui.md(generation_view.correlation_text(d['correlation']))}  \n"
+    f"**Beyond surface agreement:** partial r = {generation_view.fmt(part.r)} "
+    f"[{generation_view.fmt(part.ci_low)}, {generation_view.fmt(part.ci_high)}] — commitment at step {cs} has read the "
     "sampled tokens, so part of it re-measures whether the runs emitted the same tokens; the "
     "partial correlation controls for that token overlap (as the published measure does)."
 )
-summary = G.label_summary(table)
+summary = generation_view.label_summary(table)
 st.dataframe(summary.round(3), hide_index=True)
 if held.layer is not None:
     st.caption(
         f"Best cell, chosen on a random half of the prompts ({held.n_select}) and reported on "
         f"the other half ({held.n_test}): layer {held.layer}, step {held.step} — held-out "
-        f"r = {G.fmt(held.r)}, partial r = {G.fmt(held.partial_r)} (r on the choosing half "
-        f"{G.fmt(held.r_select)}: the maximum of ~{grid.r.size} cells is biased upward). "
+        f"r = {generation_view.fmt(held.r)}, partial r = {generation_view.fmt(held.partial_r)} (r on the choosing half "
+        f"{generation_view.fmt(held.r_select)}: the maximum of ~{grid.r.size} cells is biased upward). "
         f"Cells that fewer than {min_prompts} prompts reach are blank. Layer 0 is the "
         "embedding of the token just read: there, commitment is token agreement."
     )
@@ -376,7 +376,7 @@ if len(wrong):
     bad = bad.iloc[np.argsort(-np.abs(bad["margin"].to_numpy()), kind="stable")]
     st.markdown(
         f"**{len(wrong)} runs the signature gets wrong at layer {sl}** "
-        f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {G.fmt(sep.auroc[sl])}), the most "
+        f"(accuracy {sep.accuracy[sl]:.2f}, AUROC {generation_view.fmt(sep.auroc[sl])}), the most "
         f"confident mistakes first:"
     )
     st.dataframe(

@@ -6,7 +6,7 @@ import streamlit as st
 
 from backend.figures.similarity import CLICKABLE_CELLS, cell_of, display_order, similarity_figure
 from backend.jobs.base import JobSpec
-from backend.views import similarity as V
+from backend.views import similarity as similarity_view
 from pages import _ui
 
 NAMES = {
@@ -44,7 +44,7 @@ UNIT_NAMES = {"tokens": "tokens", "last": "prompts (last token)", "mean": "promp
 def _run_by_run(s, model_id: str) -> None:
     """Run x run cosine of one sampled prompt at (layer, step); the data lives on the
     Generation page, this is its similarity view."""
-    req = V.sampled_requests(s, model_id)
+    req = similarity_view.sampled_requests(s, model_id)
     if req.empty:
         st.info(
             "No sampled generations for this model yet: sample a prompt on the "
@@ -56,7 +56,7 @@ def _run_by_run(s, model_id: str) -> None:
     i = _ui.qp_select(
         "Sampled prompt", list(range(len(req))), "request", format_func=lambda k: names[k]
     )
-    ss, k = V.run_set(s, model_id, req, i)
+    ss, k = similarity_view.run_set(s, model_id, req, i)
     if k is None:
         st.info("This prompt has fewer than two sampled runs.")
         return
@@ -68,7 +68,7 @@ def _run_by_run(s, model_id: str) -> None:
         step = _ui.qp_int(
             "Generation step (0 = last prompt token)", "step", min(1, n_s - 1), 0, n_s - 1
         )
-    rr = V.run_matrix(s, ss, k, layer, step)
+    rr = similarity_view.run_matrix(s, ss, k, layer, step)
     _ui.show_figure(
         similarity_figure(rr),
         "sim_run",
@@ -84,8 +84,8 @@ def _run_by_run(s, model_id: str) -> None:
 st.title("Similarity")
 present, sel, s = _ui.presenting(), _ui.selection(), _ui.store()
 legacy = st.query_params.get("kind")
-if legacy in V.ALIASES:  # old permalinks: kind=layer-cka-debiased
-    st.query_params["kind"], st.query_params["debiased"] = V.ALIASES[legacy], "1"
+if legacy in similarity_view.ALIASES:  # old permalinks: kind=layer-cka-debiased
+    st.query_params["kind"], st.query_params["debiased"] = similarity_view.ALIASES[legacy], "1"
 
 if present:  # secondary settings fold away on a projector (the URL still sets them)
     c1 = st.container()
@@ -93,7 +93,7 @@ if present:  # secondary settings fold away on a projector (the URL still sets t
 else:
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
 with c1:
-    kind = _ui.qp_select("Heatmap", [*V.KINDS, "run"], "kind", format_func=NAMES.get)
+    kind = _ui.qp_select("Heatmap", [*similarity_view.KINDS, "run"], "kind", format_func=NAMES.get)
 with st.expander("What am I looking at?", expanded=present):
     st.markdown(
         HELP[kind] + " Colour scales are fixed (0…1 for CKA, −1…1 for cosine), so two "
@@ -116,7 +116,7 @@ with c2:
     if kind in ("layer-cka", "layer-cosine", "model-cka"):
         req["units"] = _ui.qp_radio(
             "Units",
-            list(V.UNITS),
+            list(similarity_view.UNITS),
             "units",
             horizontal=False,
             format_func=UNIT_NAMES.get,
@@ -137,7 +137,9 @@ with c3:
     if kind in ("prompt", "token"):
         req["center"] = _ui.qp_toggle("Centre", "center", help="Subtract the mean vector first.")
     if kind == "prompt":
-        req["order"] = _ui.qp_radio("Order", list(V.ORDERS), "order", horizontal=False)
+        req["order"] = _ui.qp_radio(
+            "Order", list(similarity_view.ORDERS), "order", horizontal=False
+        )
 with c4:
     if kind == "token":
         labels = {int(r.idx): f"{r.idx}: {r.text[:60]}" for r in runs.itertuples()}
@@ -169,7 +171,7 @@ if kind == "model-cka":
     req["other_model_id"] = row["model_id"]
 
 
-request = V.Request(**req)
+request = similarity_view.Request(**req)
 view = _ui.compute("similarity", request, len(runs), level="error")
 m = view.matrix
 title = ""
@@ -228,7 +230,7 @@ elif kind != "model-cka" and i != j:
     st.write(
         f"The units whose vectors differ most between layer {m.rows[i]} and layer {m.cols[j]}:"
     )
-    turning = V.turning_units(s, request, view, int(m.rows[i]), int(m.cols[j]))
+    turning = similarity_view.turning_units(s, request, view, int(m.rows[i]), int(m.cols[j]))
     for u in turning.itertuples():
         c1, c2 = st.columns([5, 1])
         tok = f" · position {u.pos}" if request.units == "tokens" else ""

@@ -4,7 +4,7 @@ import streamlit as st
 
 from backend import models
 from backend.errors import LayerScopeError
-from backend.figures import training as F
+from backend.figures import training as training_figure
 from backend.jobs.base import JobSpec
 from backend.views import training
 from pages import _ui
@@ -87,7 +87,7 @@ table = res.to_frame()
 
 st.subheader("When does the label become decodable, and when does the model use it?")
 _ui.show_figure(
-    F.behaviour_figure(res), "tr_behaviour", f"training-behaviour-{sel.set_name}",
+    training_figure.behaviour_figure(res), "tr_behaviour", f"training-behaviour-{sel.set_name}",
     data=res.behaviour_frame(),
 )  # fmt: skip
 lvl = on["level"]
@@ -97,19 +97,27 @@ st.markdown(
     f"{on['behaviour']}**; CKA of layer {on['cka_layer']} to the final model ≥ {lvl} from "
     f"**step {on['cka']}** (each: the first checkpoint from which it stays there)."
 )
-_ui.show_figure(F.probe_figure(res), "tr_probe", f"training-probe-{sel.set_name}", data=table)
+_ui.show_figure(
+    training_figure.probe_figure(res), "tr_probe", f"training-probe-{sel.set_name}", data=table
+)
 st.subheader("Similarity to the final model")
-_ui.show_figure(F.cka_figure(res), "tr_cka", f"training-cka-{sel.set_name}", data=table)
+_ui.show_figure(
+    training_figure.cka_figure(res), "tr_cka", f"training-cka-{sel.set_name}", data=table
+)
 st.caption(
     f"Linear CKA over {res.n_cka_units:,} {res.request.cka_units} units of the set, layer k of "
     "each checkpoint against layer k of the final one (the diagonal of the Similarity view's "
     "model × model CKA)."
 )
 st.subheader("Layer statistics over training")
-_ui.show_figure(F.stats_figure(res), "tr_stats", f"training-stats-{sel.set_name}", data=table)
+_ui.show_figure(
+    training_figure.stats_figure(res), "tr_stats", f"training-stats-{sel.set_name}", data=table
+)
 st.subheader("Trajectories across training")
 _ui.show_figure(
-    F.trajectory_over_training(res, colour), "tr_traj", f"training-trajectory-{sel.set_name}"
+    training_figure.trajectory_over_training(res, colour),
+    "tr_traj",
+    f"training-trajectory-{sel.set_name}",
 )
 if res.missing:
     st.caption(f"Not shown (no activations yet): {_ui.md(', '.join(res.missing))}.")

@@ -14,7 +14,7 @@ from backend.figures.trajectories import (
     trajectory_figure,
 )
 from backend.jobs.base import JobSpec
-from backend.views import trajectories as TV
+from backend.views import trajectories as trajectories_view
 from pages import _ui
 
 present, sel, runs = _ui.open_view("Trajectories")
@@ -40,12 +40,12 @@ with c[0]:
         format_func={"prompt": "prompts", "token": "tokens"}.get,
     )
 with c[1]:
-    method = _ui.qp_select("Projection", TV.METHODS, "method")
+    method = _ui.qp_select("Projection", trajectories_view.METHODS, "method")
 with c[2]:
     dims = _ui.qp_radio("Dimensions", [2, 3], "dims", format_func=lambda d: f"{d}D")
 with c[3]:
     colour = _ui.qp_select("Colour by", COLOURINGS, "color")
-st.caption(TV.DESCRIPTIONS[method])
+st.caption(trajectories_view.DESCRIPTIONS[method])
 # standardised by default: residual norms grow with depth, and unstandardised PCA shrinks
 # layer 0 to one dot next to the late layers (nothing "mixed" to see where the story starts)
 pool, standardize, max_runs = "last", True, min(20, len(runs))
@@ -85,7 +85,7 @@ if not present:
             max_runs = _ui.qp_int("Prompts (token units)", "nruns", max_runs, 1, len(runs))
 else:
     lo, hi = 0, n_layers
-req = TV.Request(
+req = trajectories_view.Request(
     model_id=sel.model_id,
     set_name=sel.set_name,
     layers=tuple(range(lo, hi + 1)),
@@ -97,20 +97,22 @@ req = TV.Request(
     max_runs=int(max_runs),
 )
 try:
-    n_all = TV.count_units(s, req)  # no vector read: too many points ask for a sample first
+    n_all = trajectories_view.count_units(
+        s, req
+    )  # no vector read: too many points ask for a sample first
 except LayerScopeError as e:  # user-caused: one readable sentence
     _ui.error_box(e)
     st.stop()
-if n_all * len(req.layers) > TV.MAX_POINTS:
+if n_all * len(req.layers) > trajectories_view.MAX_POINTS:
     keep = st.slider(
         "More than 100,000 points: units to draw (random sample)",
         100,
         n_all,
-        TV.MAX_POINTS // len(req.layers),
+        trajectories_view.MAX_POINTS // len(req.layers),
         key="traj_sample",
     )
     req = replace(req, sample=int(keep))
-slow = method in TV.SLOW_METHODS
+slow = method in trajectories_view.SLOW_METHODS
 # a slow method comes from the store cache or a worker job; its units (and their scores) are
 # the PCA view's, so that view is computed now and shown until the job is done
 result = _ui.compute("trajectories", replace(req, method="pca") if slow else req, len(runs))
@@ -131,10 +133,10 @@ def _job_progress(job_id: str) -> None:
         _ui.worker().cancel(job_id)
 
 
-proj = TV.cached(s, req, meta) if slow else result.projection
+proj = trajectories_view.cached(s, req, meta) if slow else result.projection
 if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
     jobs = st.session_state.setdefault("traj_jobs", {})
-    key = TV.cache_key(req, meta)
+    key = trajectories_view.cache_key(req, meta)
     p = _ui.worker().progress(jobs[key]) if key in jobs else None
     if p is None:  # opening a link never starts work: a click does
         st.info(
@@ -148,7 +150,7 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
                     model=sel.model,
                     set_name=sel.set_name,
                     kind="trajectories",
-                    options=TV.job_spec_options(req),
+                    options=trajectories_view.job_spec_options(req),
                 )
             )
             p = _ui.worker().progress(jobs[key]) if jobs[key] else None
@@ -171,7 +173,7 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
         if st.button(f"Compute {method} again", key="traj_retry"):
             del jobs[key]
             st.rerun()
-    proj = TV.cached(s, req, meta) or result.projection
+    proj = trajectories_view.cached(s, req, meta) or result.projection
 
 fig = trajectory_figure(proj, meta, colour, show_lines=lines, marker_size=6)
 # ?highlight=<run id> (the Prompt page's link): that prompt's path, in black

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backend.analysis import similarity as S
+from backend.analysis import similarity as similarity_analysis
 
 
 def per_layer_cka(a: np.ndarray, b: np.ndarray, layers: Sequence[int]) -> np.ndarray:
@@ -21,7 +21,7 @@ def per_layer_cka(a: np.ndarray, b: np.ndarray, layers: Sequence[int]) -> np.nda
     a, b: (n_layers_sel, n_units, d). Returns (n_layers_sel,)."""
     if a.shape[:2] != b.shape[:2]:
         raise ValueError(f"the two stacks differ in layers or units: {a.shape} vs {b.shape}")
-    return np.diag(S.model_cka(a, b, layers, layers).values).astype(np.float64)
+    return np.diag(similarity_analysis.model_cka(a, b, layers, layers).values).astype(np.float64)
 
 
 def onset(steps: Sequence[int], values: Sequence[float], level: float) -> int | None:

@@ -4,31 +4,35 @@ from __future__ import annotations
 
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
-from backend.views import similarity as V
+from backend.views import similarity as similarity_view
 
 HELP = "similarity matrices: layer-cka | layer-cosine | prompt | token | model-cka"
 
 
 def register(p) -> None:
     add_model_args(p)
-    p.add_argument("--kind", default="layer-cka", choices=V.KINDS + tuple(V.ALIASES))
+    p.add_argument(
+        "--kind",
+        default="layer-cka",
+        choices=similarity_view.KINDS + tuple(similarity_view.ALIASES),
+    )
     p.add_argument("--layer", type=int, help="prompt/token kinds (default: last layer)")
     p.add_argument("--other-model", help="model-cka: the model to compare with")
     p.add_argument(
         "--units",
-        choices=V.UNITS,
+        choices=similarity_view.UNITS,
         default=None,
         help="tokens (default for layer/model kinds) or pooled prompts: last | mean",
     )
     p.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
-    p.add_argument("--order", default="cluster", choices=V.ORDERS, help="prompt kind")
+    p.add_argument("--order", default="cluster", choices=similarity_view.ORDERS, help="prompt kind")
     p.add_argument("--prompt", type=int, default=None, help="token kind: prompt index in set")
     p.add_argument(
         "--center",
         action="store_true",
         help="prompt/token kinds: subtract the mean vector first (anisotropy)",
     )
-    p.add_argument("--max-units", type=int, default=V.MAX_UNITS)
+    p.add_argument("--max-units", type=int, default=similarity_view.MAX_UNITS)
 
 
 def run(args, store) -> dict:
@@ -44,7 +48,7 @@ def run(args, store) -> dict:
             raise LayerScopeError(f"No prompt {args.prompt} in set '{args.set_name}'.")
         run_id = hit["run_id"].iloc[0]
     units = args.units or ("last" if args.kind == "prompt" else "tokens")
-    req = V.Request(
+    req = similarity_view.Request(
         kind=args.kind,
         model_id=model_id,
         set_name=args.set_name,
@@ -57,7 +61,7 @@ def run(args, store) -> dict:
         max_units=args.max_units,
         center=args.center,
     )
-    return V.compute(store, req).to_dict()
+    return similarity_view.compute(store, req).to_dict()
 
 
 def prose(r: dict) -> str:

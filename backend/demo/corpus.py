@@ -30,10 +30,10 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from backend.demo import words as W
+from backend.demo import words as words_demo
 from backend.demo.words import vocabulary  # noqa: F401  (re-exported)
 
-NOUNS, VERBS = W.NOUNS, W.VERBS  # re-exported for evidence and tests
+NOUNS, VERBS = words_demo.NOUNS, words_demo.VERBS  # re-exported for evidence and tests
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,16 @@ class Example:
 
 def _noun_phrase(rng: random.Random, plural: bool) -> str:
     sg = rng.choice(list(NOUNS))
-    adj = f"{rng.choice(W.NOUN_ADJ)} " if rng.random() < 0.4 else ""
+    adj = f"{rng.choice(words_demo.NOUN_ADJ)} " if rng.random() < 0.4 else ""
     return f"the {adj}{NOUNS[sg] if plural else sg}"
 
 
 def _modifier(rng: random.Random, kind: str, plural: bool) -> str:
     """A phrase containing one noun of the given number (the potential distractor)."""
     if kind == "pp":
-        return f"{rng.choice(W.PREPS)} {_noun_phrase(rng, plural)}"
-    verb = rng.choice(list(W.REL_VERBS))  # object relative: its verb agrees with ITS noun
-    return f"that {_noun_phrase(rng, plural)} {W.REL_VERBS[verb] if plural else verb}"
+        return f"{rng.choice(words_demo.PREPS)} {_noun_phrase(rng, plural)}"
+    verb = rng.choice(list(words_demo.REL_VERBS))  # object relative: its verb agrees with ITS noun
+    return f"that {_noun_phrase(rng, plural)} {words_demo.REL_VERBS[verb] if plural else verb}"
 
 
 def agreement(rng: random.Random, group: str | None = None) -> Example:
@@ -67,21 +67,21 @@ def agreement(rng: random.Random, group: str | None = None) -> Example:
         others = [rng.random() < 0.5 for _ in kinds]
         parts = [_noun_phrase(rng, plural)] + [_modifier(rng, k, o) for k, o in zip(kinds, others)]
         if rng.random() < 0.3:
-            parts.append(rng.choice(W.PRE_ADVERBS))
+            parts.append(rng.choice(words_demo.PRE_ADVERBS))
         g = "with distractor" if any(o != plural for o in others) else "without distractor"
         if group in (None, g):
             break
     verb = rng.choice(list(VERBS))
     verb = VERBS[verb] if plural else verb
     prompt = " ".join(parts)
-    end = f" {rng.choice(W.POST_ADVERBS)} ." if rng.random() < 0.6 else " ."
+    end = f" {rng.choice(words_demo.POST_ADVERBS)} ." if rng.random() < 0.6 else " ."
     return Example("agreement", f"{prompt} {verb}{end}", prompt,
                    "plural" if plural else "singular", g)  # fmt: skip
 
 
 def _adj(rng: random.Random, adjs: list[str]) -> str:
     return (
-        f"{rng.choice(W.INTENSIFIERS)} {rng.choice(adjs)}"
+        f"{rng.choice(words_demo.INTENSIFIERS)} {rng.choice(adjs)}"
         if rng.random() < 0.3
         else rng.choice(adjs)
     )
@@ -89,12 +89,12 @@ def _adj(rng: random.Random, adjs: list[str]) -> str:
 
 def _clause(rng: random.Random, positive: bool, negated: bool, noun: str) -> str:
     if negated:  # "not" flips the polarity of the adjective(s) it scopes over
-        adjs = W.NEG_ADJ if positive else W.POS_ADJ
+        adjs = words_demo.NEG_ADJ if positive else words_demo.POS_ADJ
         if rng.random() < 0.4:
             a, b = rng.sample(adjs, 2)
             return f"the {noun} was not {a} or {b}"
         return f"the {noun} was not {_adj(rng, adjs)}"
-    adjs = W.POS_ADJ if positive else W.NEG_ADJ
+    adjs = words_demo.POS_ADJ if positive else words_demo.NEG_ADJ
     if rng.random() < 0.4:
         a, b = rng.sample(adjs, 2)
         return f"the {noun} was {a} and {b}"
@@ -104,7 +104,7 @@ def _clause(rng: random.Random, positive: bool, negated: bool, noun: str) -> str
 def sentiment(rng: random.Random, group: str | None = None) -> Example:
     g = group or rng.choices(["plain", "negated", "contrast"], [3, 3, 4])[0]
     positive = rng.random() < 0.5
-    n1, n2 = rng.sample(W.REVIEW_NOUNS, 2)
+    n1, n2 = rng.sample(words_demo.REVIEW_NOUNS, 2)
     if g == "contrast":  # "A but B": B decides, and A has the other polarity
         first = _clause(rng, not positive, rng.random() < 0.4, n1)
         body = f"{first} but {_clause(rng, positive, rng.random() < 0.4, n2)}"
@@ -112,25 +112,31 @@ def sentiment(rng: random.Random, group: str | None = None) -> Example:
         body = _clause(rng, positive, g == "negated", n1)
     label = "positive" if positive else "negative"
     prompt = f"review : {body} . verdict :"
-    return Example("sentiment", f"{prompt} {W.VERDICT[label]} .", prompt, label, g)
+    return Example("sentiment", f"{prompt} {words_demo.VERDICT[label]} .", prompt, label, g)
 
 
 def _topic_clause(rng: random.Random, name: str) -> tuple[str, str]:
     """("the AGENT VERB the", OBJECT) of one topic."""
-    agents, verbs, objects, _ = W.TOPICS[name]
+    agents, verbs, objects, _ = words_demo.TOPICS[name]
     return f"the {rng.choice(agents)} {rng.choice(verbs)} the", rng.choice(objects)
 
 
 def topic(rng: random.Random, group: str | None = None) -> Example:
     g = group or rng.choice(["one topic", "topic shift"])
-    first = rng.choice(list(W.TOPICS))
+    first = rng.choice(list(words_demo.TOPICS))
     head, obj = _topic_clause(rng, first)
     how = "shift" if g == "topic shift" else rng.choice(["single", "same", "neutral"])
     if how == "single":  # cut before the place: "news : the cook baked the pie near the"
-        prompt, last, label = f"news : {head} {obj} near the", rng.choice(W.TOPICS[first][3]), first
+        prompt, last, label = (
+            f"news : {head} {obj} near the",
+            rng.choice(words_demo.TOPICS[first][3]),
+            first,
+        )
     else:
-        label = first if how != "shift" else rng.choice([t for t in W.TOPICS if t != first])
-        place = f" near the {rng.choice(W.TOPICS[first][3])}" if rng.random() < 0.5 else ""
+        label = (
+            first if how != "shift" else rng.choice([t for t in words_demo.TOPICS if t != first])
+        )
+        place = f" near the {rng.choice(words_demo.TOPICS[first][3])}" if rng.random() < 0.5 else ""
         head2, last = _topic_clause(rng, label)
         if how == "neutral":  # nothing in the second sentence names the topic
             head2 = "they saw the"
@@ -150,7 +156,7 @@ def depth(rng: random.Random, group: str | None = None, max_depth: int = 4) -> E
             out.append("]")
             d -= 1
         else:
-            out.append(rng.choice(W.DEPTH_FILLERS))
+            out.append(rng.choice(words_demo.DEPTH_FILLERS))
         labels.append(str(d))
     prompt = " ".join(out)
     return Example("depth", f"{prompt} .", prompt, f"max{max(map(int, labels))}",
@@ -164,20 +170,24 @@ AMBIGUITY_KINDS = {"fact": "deterministic", "count": "deterministic", "repeat": 
 def ambiguity(rng: random.Random, group: str | None = None) -> Example:
     kind = group or rng.choices(list(AMBIGUITY_KINDS), [5, 3, 3, 3, 2])[0]
     if kind in ("fact", "free"):
-        attr = rng.choice(list(W.FAVOURITES))
-        speaker = rng.choice(W.NAMES if kind == "fact" else W.STRANGERS)
-        value = W.FACTS[speaker, attr] if kind == "fact" else rng.choice(W.FAVOURITES[attr])
+        attr = rng.choice(list(words_demo.FAVOURITES))
+        speaker = rng.choice(words_demo.NAMES if kind == "fact" else words_demo.STRANGERS)
+        value = (
+            words_demo.FACTS[speaker, attr]
+            if kind == "fact"
+            else rng.choice(words_demo.FAVOURITES[attr])
+        )
         prompt, rest = f"{speaker} says my favourite {attr} is", [value]
     elif kind == "count":
         start, k = rng.randint(0, 6), rng.randint(2, 4)
-        seq = W.NUMBERS[start : start + k + 5]
+        seq = words_demo.NUMBERS[start : start + k + 5]
         prompt, rest = "count : " + " ".join(seq[:k]), seq[k:]
     elif kind == "list":
-        items = rng.choices(W.LIST_COLOURS, k=rng.randint(6, 8))
+        items = rng.choices(words_demo.LIST_COLOURS, k=rng.randint(6, 8))
         k = rng.randint(1, 3)
         prompt, rest = "list : " + " ".join(items[:k]), items[k:]
     else:  # repeat: copy a list seen earlier in the sentence (an induction task)
-        items = rng.sample(W.LIST_COLOURS, rng.randint(3, 5))
+        items = rng.sample(words_demo.LIST_COLOURS, rng.randint(3, 5))
         k = rng.randint(1, 2)
         prompt = f"repeat : {' '.join(items)} . repeat : {' '.join(items[:k])}"
         rest = items[k:]

@@ -74,11 +74,11 @@ def minimal_pair(name: str, prompt: str) -> str:
     agreement: every noun and relative-clause verb takes the other number ("the cat near the
     dogs often" <-> "the cats near the dog often"); sentiment: a single-adjective clause swaps
     "not" and "very" ("the bed was not warm" <-> "the bed was very warm"); other sets: none."""
-    from backend.demo import words as W
+    from backend.demo import words as words_demo
 
     words = prompt.split()
     if name == "agreement":
-        flip = {**W.NOUNS, **W.REL_VERBS}
+        flip = {**words_demo.NOUNS, **words_demo.REL_VERBS}
         flip |= {v: k for k, v in flip.items()}
         return " ".join(flip.get(w, w) for w in words)
     if name == "sentiment" and "but" not in words:

@@ -88,11 +88,11 @@ def commitment_strip(store: Store, lm, run_id: str) -> pd.DataFrame:
     import torch
 
     from backend.analysis.lens import lens_logits
-    from backend.views import lens as L
+    from backend.views import lens as lens_view
 
     hidden = store.run_layers(run_id)
     toks = store.tokens(run_id)
-    res = L.lens_of(lm, hidden, toks["token"].tolist(), k=1)
+    res = lens_view.lens_of(lm, hidden, toks["token"].tolist(), k=1)
     n_p = int(store.get_run(run_id)["n_prompt_tokens"])
     ids = toks["token_id"].astype(int).tolist()
     first = decided_at(res.lens.top_ids[:, :, 0], ids, n_p)

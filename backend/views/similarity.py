@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from backend.analysis import similarity as S
+from backend.analysis import similarity as similarity_analysis
 from backend.errors import LayerScopeError
 from backend.store import Store
 from backend.views.units import read_tokens
@@ -47,7 +47,7 @@ class Request:
 @dataclass(frozen=True, kw_only=True)
 class Result:
     request: Request
-    matrix: S.SimilarityMatrix
+    matrix: similarity_analysis.SimilarityMatrix
     units: pd.DataFrame  #: rows of a unit x unit matrix, or the units behind a layer x layer one
     n_available: int  #: units before sampling
     caption: str
@@ -164,7 +164,7 @@ def compute(store: Store, req: Request, lm=None) -> Result:
         o_meta = unit_table(store, o_runs, req.units)
         names = (store.get_model(req.model_id)["ref"], other["ref"])
         try:
-            S.require_same_units(_keys(meta), _keys(o_meta), names)
+            similarity_analysis.require_same_units(_keys(meta), _keys(o_meta), names)
         except ValueError as e:
             raise LayerScopeError(str(e)) from None
         if req.units == "tokens":
@@ -175,14 +175,14 @@ def compute(store: Store, req: Request, lm=None) -> Result:
     x = read_units(store, meta, layers, req.units)
     try:
         if kind == "layer-cosine":
-            m = S.layer_cosine_matrix(x, layers)
+            m = similarity_analysis.layer_cosine_matrix(x, layers)
         elif kind == "layer-cka":
-            m = S.layer_cka(x, layers, debiased)
+            m = similarity_analysis.layer_cka(x, layers, debiased)
         else:
             if pick is not None:
                 o_meta = o_meta.iloc[pick].reset_index(drop=True)
             y = read_units(store, o_meta, o_layers, req.units)
-            m = S.model_cka(x, y, layers, o_layers, debiased)
+            m = similarity_analysis.model_cka(x, y, layers, o_layers, debiased)
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
     return Result(
@@ -244,7 +244,7 @@ def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Reque
     if req.order == "label" and not has_labels:
         raise LayerScopeError(f"Set '{req.set_name}' has no labels; order by cluster instead.")
     names = [f"{i}: {_short(t)}" for i, t in zip(meta["idx"], meta["text"])]
-    m = S.pairwise_cosine(
+    m = similarity_analysis.pairwise_cosine(
         x[0], names, "prompt", labels if has_labels else None, req.order, req.center
     )
     caption = _caption(pool, len(meta), n_available, runs) + f" Layer {layer}."
@@ -266,7 +266,7 @@ def _token_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Reques
     toks = store.tokens(run_id)
     h = store.run_layers(run_id)[layer]
     names = [f"{p}:{t}" for p, t in zip(toks["pos"], toks["token"])]
-    m = S.pairwise_cosine(h, names, "token", center=req.center)
+    m = similarity_analysis.pairwise_cosine(h, names, "token", center=req.center)
     meta = toks.assign(run_id=run_id, idx=row["idx"].iloc[0], text=row["text"].iloc[0])
     return Result(
         request=req,
@@ -332,7 +332,9 @@ def run_set(store: Store, model_id: str, requests: pd.DataFrame, i: int):
     return (ss, k) if k is not None else (None, None)
 
 
-def run_matrix(store: Store, ss, k: int, layer: int, step: int) -> S.SimilarityMatrix:
+def run_matrix(
+    store: Store, ss, k: int, layer: int, step: int
+) -> similarity_analysis.SimilarityMatrix:
     """Run x run cosine of prompt ``k`` of a sampled set at (layer, step), centred like its
     commitment; rows named by each run's continuation."""
     from backend.views import generation

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from backend import models
-from backend.analysis import training as T
+from backend.analysis import training as training_analysis
 from backend.analysis.probes import ProbeResult
 from backend.analysis.projection import Projection, project
 from backend.analysis.stats import LayerStats
@@ -205,11 +205,13 @@ class Result:
         best = int(np.argmax(self.probe_accuracy[-1]))
         return {
             "level": LEVEL,
-            "decodable": T.onset(s, dec, 1.0),
-            "probe": T.onset(s, self.best_probe, LEVEL),
-            "behaviour": T.onset(s, self.behaviour_series("answer_accuracy"), LEVEL),
+            "decodable": training_analysis.onset(s, dec, 1.0),
+            "probe": training_analysis.onset(s, self.best_probe, LEVEL),
+            "behaviour": training_analysis.onset(
+                s, self.behaviour_series("answer_accuracy"), LEVEL
+            ),
             "cka_layer": self.layers[best],
-            "cka": T.onset(s, self.cka_final[:, best], LEVEL),
+            "cka": training_analysis.onset(s, self.cka_final[:, best], LEVEL),
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -308,9 +310,11 @@ def _cka(store: Store, req: Request, ids: list[str], layers: list[int]):
             raise LayerScopeError(
                 "The checkpoints' units differ (another tokenizer?): CKA needs the same tokens."
             )
-        final.append(T.per_layer_cka(x, ref_x, layers))
+        final.append(training_analysis.per_layer_cka(x, ref_x, layers))
         previous.append(
-            np.full(len(layers), np.nan) if prev is None else T.per_layer_cka(x, prev, layers)
+            np.full(len(layers), np.nan)
+            if prev is None
+            else training_analysis.per_layer_cka(x, prev, layers)
         )
         prev = x
     return np.stack(final), np.stack(previous), len(ref_keys)
