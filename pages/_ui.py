@@ -286,8 +286,8 @@ VIEW_LINKS = {
 
 
 def job_title(p) -> str:
-    what = {"extract": "Extract", "generate": "Sample", "project": "Project"}
-    what = (what | {"trajectories": "Project"}).get(p.kind, p.kind)
+    what = {"extract": "Extract", "generate": "Sample", "project": "Trajectories"}
+    what = (what | {"trajectories": "Trajectories"}).get(p.kind, p.kind)
     return f"{what} · {md(p.set_name)} on {md(p.model)}" if p.model else "Job"
 
 

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 SLOW_METHODS = ("umap", "aligned-umap")  #: run as worker jobs in the app, cached in the store
 MAX_POINTS = 100_000  #: above this the view asks for a sample of units
-CACHE_KIND = "projection"
+CACHE_KIND = "trajectories"
+LEGACY_CACHE_KIND = "projection"  #: the kind UMAP results were stored under before the rename
 UNITS = ("prompt", "token")
 POOLS = ("last", "mean")
 
@@ -134,7 +135,10 @@ def _load(payload: bytes) -> Projection:
 
 
 def cached(store: Store, req: Request, meta: pd.DataFrame) -> Projection | None:
-    raw = store.cache_get(CACHE_KIND, cache_key(req, meta))
+    key = cache_key(req, meta)
+    raw = store.cache_get(CACHE_KIND, key)
+    if raw is None:  # a cache written before the feature had one name
+        raw = store.cache_get(LEGACY_CACHE_KIND, key)
     return _load(raw) if raw is not None else None
 
 
