@@ -7,9 +7,6 @@ of every input, so reopening a view is instant and the CLI prints the same coord
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -17,7 +14,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from backend.analysis.projection import (
+from backend import derived
+from backend.analysis.projection import (  # noqa: F401  (DESCRIPTIONS: re-exported for the page)
     DESCRIPTIONS,
     METHODS,
     Projection,
@@ -33,8 +31,7 @@ log = logging.getLogger(__name__)
 
 SLOW_METHODS = ("umap", "aligned-umap")  #: run as worker jobs in the app, cached in the store
 MAX_POINTS = 100_000  #: above this the view asks for a sample of units
-CACHE_KIND = "trajectories"
-LEGACY_CACHE_KIND = "projection"  #: the kind UMAP results were stored under before the rename
+CACHE_KIND = "trajectories"  #: UMAP coordinates (the old kind "projection" is not read)
 UNITS = ("prompt", "token")
 POOLS = ("last", "mean")
 
@@ -99,47 +96,12 @@ def _sample(req: Request, n_all: int) -> np.ndarray | None:
 
 def cache_key(req: Request, meta: pd.DataFrame) -> str:
     """Hash of the request and of the exact units (run ids and positions)."""
-    h = hashlib.sha256(json.dumps(asdict(req), sort_keys=True, default=list).encode())
-    h.update(pd.util.hash_pandas_object(meta[["run_id", "pos"]], index=False).to_numpy())
-    return h.hexdigest()
-
-
-def _dump(p: Projection) -> bytes:
-    buf = io.BytesIO()
-    ev = p.explained_variance if p.explained_variance is not None else np.empty(0)
-    np.savez(
-        buf,
-        coords=p.coords,
-        ev=ev,
-        layers=np.asarray(p.layers),
-        info=np.asarray(
-            json.dumps({"method": p.method, "standardized": p.standardized, "seed": p.seed})
-        ),
-    )
-    return buf.getvalue()
-
-
-def _load(payload: bytes) -> Projection:
-    z = np.load(io.BytesIO(payload))
-    info = json.loads(str(z["info"]))
-    ev = z["ev"] if z["ev"].size else None
-    return Projection(
-        z["coords"],
-        tuple(int(v) for v in z["layers"]),
-        info["method"],
-        ev,
-        DESCRIPTIONS[info["method"]],
-        info["standardized"],
-        info["seed"],
-    )
+    return derived.key(req, meta[["run_id", "pos"]])
 
 
 def cached(store: Store, req: Request, meta: pd.DataFrame) -> Projection | None:
-    key = cache_key(req, meta)
-    raw = store.cache_get(CACHE_KIND, key)
-    if raw is None:  # a cache written before the feature had one name
-        raw = store.cache_get(LEGACY_CACHE_KIND, key)
-    return _load(raw) if raw is not None else None
+    got = derived.load(store, CACHE_KIND, cache_key(req, meta), projection=Projection)
+    return got["projection"] if got else None
 
 
 def project_units(
@@ -164,7 +126,7 @@ def project_units(
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
     if req.method in SLOW_METHODS:
-        store.cache_put(CACHE_KIND, cache_key(req, meta), _dump(proj))
+        store.cache_put(CACHE_KIND, cache_key(req, meta), derived.pack(projection=proj))
     return proj, meta
 
 

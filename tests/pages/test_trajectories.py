@@ -104,7 +104,7 @@ def test_umap_runs_as_a_job_then_comes_from_the_store_cache(env):
     ok(at)
     assert "umap" in chart(at)["layout"]["title"]["text"]
     s = _ui._root_store(str(env)).cursor()  # the app holds the file: use its instance
-    n = s.con.execute("SELECT count(*) FROM derived WHERE kind = 'projection'").fetchone()[0]
+    n = s.con.execute("SELECT count(*) FROM derived WHERE kind = 'trajectories'").fetchone()[0]
     assert n == 1
     again = open_page("trajectories", q)  # a new session: straight from the cache, no job
     ok(again)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backend import derived
 from backend.analysis.projection import Projection
 from backend.errors import LayerScopeError
 from backend.jobs.kinds import JOB_KINDS
@@ -21,7 +22,9 @@ def test_cache_round_trip(store, ev):
     p = Projection(
         np.arange(12, dtype=np.float32).reshape(2, 3, 2), (0, 1), "umap", ev, "d", True, 7
     )
-    store.cache_put(TV.CACHE_KIND, TV.cache_key(req(method="umap"), META), TV._dump(p))
+    store.cache_put(
+        TV.CACHE_KIND, TV.cache_key(req(method="umap"), META), derived.pack(projection=p)
+    )
     got = TV.cached(store, req(method="umap"), META)
     np.testing.assert_array_equal(got.coords, p.coords)
     assert (got.layers, got.method, got.standardized, got.seed) == ((0, 1), "umap", True, 7)
