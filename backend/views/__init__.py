@@ -13,6 +13,7 @@ from types import ModuleType
 
 from backend.views import (
     attention,
+    attribution,
     generation,
     lens,
     patching,
@@ -34,6 +35,7 @@ VIEWS: dict[str, ModuleType] = {
     "generation": generation,
     "patching": patching,
     "attention": attention,
+    "attribution": attribution,
     "steering": steering,
     "training": training,
 }
