@@ -3,8 +3,8 @@
 1. Speed: the 13 × 20 residual grid of a GPT-2-small-config model (random weights, seed 0,
    ``_common.make_gpt2_small``), a clean and a corrupted prompt of 20 tokens differing at one
    position, in the same run: exact (``patch_cells`` as the view runs it: clean and corrupted
-   plain passes, then the batched patched passes) vs AtP (the same clean and corrupted plain
-   passes, then ``atp_cells``: one forward and one backward). Median of ``--repeat``; issue
+   plain passes, then the batched patched passes) vs AtP (as the view runs it: the clean plain
+   pass, then ``atp_cells``: the corrupted forward kept differentiable and one backward). Median of ``--repeat``; issue
    27's target: AtP ≤ 0.15 × exact. Also the time of ``views.attribution.compute`` (direct
    logit attribution + the graph) on the same prompt.
 2. Agreement: on the demo's agreement minimal pairs aligned with "the teacher above the boys
@@ -54,8 +54,7 @@ def speed(repeat: int, n: int = 20) -> dict:
                                  corrupted_values=corr, corrupted_logits=last).metric  # fmt: skip
 
         def atp():
-            states, _, _ = P.run_plain(lm, clean)
-            P.run_plain(lm, corrupted)  # the view's corrupted readout
+            states, _, _ = P.run_plain(lm, clean)  # as the view runs it
             return P.atp_cells(lm, corrupted, states, cells, 11, 12)
 
         def one_forward():

@@ -401,9 +401,13 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
     clean_ids, corr_ids = ids or _tokenize_pair(lm, clean, corrupted)
     layers, positions = _cells(req, lm.info.n_layers, len(clean_ids))
     values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
-    corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
-    if req.component != "resid":
-        corr_states = P.component_outputs(lm, corr_ids, req.component)
+    if req.method == "atp":  # its differentiable corrupted run is the only corrupted pass
+        corr_grad, corr_acts = P.atp_forward(lm, corr_ids, req.component)
+        corr_last = corr_grad.detach()
+    else:
+        corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
+        if req.component != "resid":
+            corr_states = P.component_outputs(lm, corr_ids, req.component)
 
     tok = lm.tokenizer
     answer = token_id(tok, req.answer) if req.answer else int(clean_last.float().argmax())
@@ -427,7 +431,7 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         )
     cells = [(layer, p) for layer in layers for p in positions]
     if req.method == "atp":  # one backward for every cell; no patched distributions
-        est = P.atp_cells(lm, corr_ids, values, cells, answer, against, req.metric, req.component)
+        est = P.atp_estimate(corr_grad, corr_acts, values, cells, answer, against, req.metric)
         none = np.zeros((len(cells), 0))
         ro = P.Readout(metric=est, top_ids=none.astype(np.int64), top_probs=none, prob=est)
     else:
