@@ -22,6 +22,7 @@ PAGES = {
         ("generation.py", "Generation", ":material/casino:", "generation"),
         ("patching.py", "Patching", ":material/healing:", "patching"),
         ("attention.py", "Attention", ":material/visibility:", "attention"),
+        ("attribution.py", "Attribution", ":material/account_tree:", "attribution"),
         ("steering.py", "Steering", ":material/explore:", "steering"),
         ("training.py", "Training", ":material/model_training:", "training"),
     ],

@@ -122,6 +122,28 @@ STORIES: tuple[Story, ...] = (
         },
     ),
     Story(
+        key="who",
+        title="Who wrote this answer?",
+        narration=(
+            "After 'the teacher above the boys always' the demo model prefers 'helps' to "
+            "'help' by 3.33 logits. With the final norm's scale frozen, that number splits "
+            "exactly into what the embeddings, each layer's attention and MLP, and each head "
+            "wrote into the last position's stream: the bars add up to the model's own value. "
+            "The graph below traces where the information came from, token by token."
+        ),
+        notice="Layer 2's heads 0 and 1 put all of their attention from 'always' on the "
+        "subject 'teacher', and they are the two largest heads (+0.34 and +0.27); the red route "
+        "runs from 'teacher' to 'always' through layer 2's attention. Yet the largest single "
+        "term is the last MLP (+1.05): it writes the verb form once the number has arrived.",
+        page="attribution",
+        params={
+            "model": "demo",
+            "prompt": "the teacher above the boys always",
+            "answer": "helps",
+            "against": "help",
+        },
+    ),
+    Story(
         key="errors",
         title="Which prompts does the model get wrong, and why?",
         narration=(

@@ -31,7 +31,10 @@ with st.expander("What am I looking at?", expanded=present):
         "a 95% bootstrap interval over pairs on hover. **Click a cell** to see the patched "
         "next-token distribution. On the demo the number of the subject is carried at the "
         "subject's position in the early layers and moves to the last position later. "
-        "Pitfall: recovery says what is *sufficient* in this pair, not everything the model uses."
+        "Pitfall: recovery says what is *sufficient* in this pair, not everything the model uses. "
+        "**AtP** (attribution patching) estimates every cell at once as (clean − corrupted "
+        "activation) · gradient of the metric on the corrupted run: fast, first-order, and "
+        "wrong where a softmax saturates; check the cells that matter with the exact method."
     )
 
 c = st.columns(2)
@@ -46,7 +49,7 @@ answer = _ui.qp_text(
 against = _ui.qp_text(
     "Against token (optional)", "against", "", help="default: the corrupted run's top-1", where=c[1]
 )
-c = st.columns(3)
+c = st.columns(4)
 with c[0]:
     metric = _ui.qp_radio(
         "Metric",
@@ -64,12 +67,20 @@ with c[1]:
 with c[2]:
     paired = patching.paired_sets()
     pairs_from = _ui.qp_select("Mean over the minimal pairs of", [ONE, *paired], "pairs")
+with c[3]:
+    method = _ui.qp_radio(
+        "Method",
+        list(patching.METHODS),
+        "method",
+        format_func=lambda m: {"exact": "exact (a pass per cell)", "atp": "AtP (one backward)"}[m],
+    )
 
 try:
     req = patching.Request(
         sel.model, clean, corrupted, answer or None, against or None,
         metric=metric, component=component,
         set_name=None if pairs_from == ONE else pairs_from, pairs=pairs_from != ONE,
+        method=method,
     )  # fmt: skip
     result = patching.cached(s, req)  # a stored result shows at once; computing needs a click
 except LayerScopeError as e:

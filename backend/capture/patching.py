@@ -285,3 +285,74 @@ def patch_cells(
         top_probs[rows] = ro.top_probs
         prob[rows] = ro.prob
     return Readout(metric, top_ids, top_probs, prob)
+
+
+def atp_forward(lm: LoadedModel, ids: Sequence[int], component: str = "resid"):
+    """The corrupted run of attribution patching, kept differentiable: (last-position logits
+    (vocab,) float32 with their graph, activations [layer] (1, T, d): the residual stream
+    (layer 0 = block 0's input) or block L's ``component`` output). Its logits are the
+    corrupted run's own, so the caller needs no other corrupted pass."""
+    acts: list = [None] * (len(lm.blocks) + 1)
+
+    def leaf(_mod, args, kwargs):  # the embeddings as a leaf: the whole run is differentiable
+        h = (args[0] if args else kwargs["hidden_states"]).detach().requires_grad_(True)
+        acts[0] = h
+        return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
+
+    def keep(i):
+        return lambda _m, _a, out: acts.__setitem__(i, _hidden(out))
+
+    handles = [lm.blocks[0].register_forward_pre_hook(leaf, with_kwargs=True)]
+    for i, b in enumerate(lm.blocks):
+        mod = b if component == "resid" else component_module(b, component)
+        handles.append(mod.register_forward_hook(keep(i + 1)))
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            logits = _last_logits(lm, torch.tensor([list(ids)], device=lm.device))[0].float()
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, acts
+
+
+def atp_estimate(
+    logits: torch.Tensor,
+    acts: list,
+    clean_values: torch.Tensor,
+    cells: Sequence[tuple[int, int]],
+    answer: int,
+    against: int,
+    metric: str = "logit-diff",
+) -> np.ndarray:
+    """Attribution patching (Nanda 2023; Kramár et al. 2024) from ``atp_forward``'s run: the
+    metric with each cell patched, estimated to first order as corrupted metric + (clean -
+    corrupted activation) · ∂metric/∂activation (one backward for every cell). Exact where
+    the metric is linear in the activation; off where a softmax saturates (AtP*)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        m = logits[answer] - logits[against] if metric != "prob" else (
+            logits.softmax(-1)[answer])  # fmt: skip
+        layers = sorted({la for la, _ in cells})
+        grads = dict(zip(layers, torch.autograd.grad(m, [acts[la] for la in layers])))
+    clean = clean_values.to(device=logits.device, dtype=torch.float32)
+    base = float(m.detach())
+    out = np.zeros(len(cells))
+    for c, (la, p) in enumerate(cells):
+        diff = clean[la, p] - acts[la][0, p].detach().float()
+        out[c] = base + float(diff @ grads[la][0, p].float())
+    return out
+
+
+def atp_cells(
+    lm: LoadedModel,
+    corrupted_ids: Sequence[int],
+    clean_values: torch.Tensor,
+    cells: Sequence[tuple[int, int]],
+    answer: int,
+    against: int,
+    metric: str = "logit-diff",
+    component: str = "resid",
+) -> np.ndarray:
+    """``atp_estimate`` of a fresh ``atp_forward``: one forward and one backward for the grid.
+    ``clean_values`` as for ``patch_cells`` (residual states, or ``component_outputs``)."""
+    logits, acts = atp_forward(lm, corrupted_ids, component)
+    return atp_estimate(logits, acts, clean_values, cells, answer, against, metric)

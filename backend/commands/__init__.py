@@ -9,6 +9,7 @@ from types import ModuleType
 
 from backend.commands import (
     attention,
+    attribution,
     delete,
     export,
     extract,
@@ -41,6 +42,7 @@ COMMANDS: dict[str, ModuleType] = {
     "generation": generation,
     "patching": patching,
     "attention": attention,
+    "attribution": attribution,
     "steering": steering,
     "training": training,
     "prompt": prompt,

@@ -41,6 +41,13 @@ def register(p) -> None:
         choices=["resid", "attn", "mlp"],
         help="patch the residual stream, or the output of block L's attention / MLP",
     )
+    p.add_argument(
+        "--method",
+        default="exact",
+        choices=list(patching.METHODS),
+        help="exact: one patched forward per cell; atp: attribution patching, every cell "
+        "estimated as (clean - corrupted) · gradient from one backward pass",
+    )
     p.add_argument("--set", dest="set_name", help="a bundled set with minimal pairs (--pairs)")
     p.add_argument(
         "--pairs",
@@ -75,6 +82,7 @@ def run(args, store) -> dict:
         pairs=args.pairs,
         n_boot=args.n_boot,
         seed=args.seed,
+        method=args.method,
     )
     cell = _ints(args.cell, "cell")
     if cell is not None and len(cell) != 2:
@@ -101,7 +109,8 @@ def prose(r: dict) -> str:
         f"metric = {what}{mean}: clean {r['clean_metric']:.3f}, corrupted "
         f"{r['corrupted_metric']:.3f} (clean states {r['clean_source']})",
         f"recovery (0 = corrupted, 1 = clean) per layer × position, patching "
-        f"{COMPONENT[r['component']]}:",
+        f"{COMPONENT[r['component']]}"
+        + (" (attribution patching estimate):" if r.get("method") == "atp" else ":"),
         "layer " + " ".join(f"{toks[p]!r:>{width}}" for p in r["positions"]),
     ]
     for li, layer in enumerate(r["layers"]):

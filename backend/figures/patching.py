@@ -43,7 +43,10 @@ def _hover(res, toks, corr) -> list[list[str]]:
                 for t, pr in zip(res.top_tokens[li][pi], res.top_probs[li, pi])
             )
             who = "typed pair's patched top tokens" if iv is not None else "patched top tokens"
-            row.append(f"{head}{body}<br><i>{who}:</i><br>{tops}")
+            if getattr(res, "method", "exact") == "atp":  # no patched pass, no distribution
+                row.append(f"{head}{body}<br><i>attribution patching estimate</i>")
+            else:
+                row.append(f"{head}{body}<br><i>{who}:</i><br>{tops}")
         out.append(row)
     return out
 
@@ -85,6 +88,8 @@ def patching_figure(res) -> go.Figure:
         )
     )
     n = f", mean of {res.n_pairs} pairs" if res.pair_recovery is not None else ""
+    if getattr(res, "method", "exact") == "atp":
+        n += " (AtP estimate)"
     fig.update_layout(
         title={
             "text": f"{_metric(res)} recovered by patching one clean cell of "

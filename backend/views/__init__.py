@@ -13,6 +13,7 @@ from types import ModuleType
 
 from backend.views import (
     attention,
+    attribution,
     generation,
     lens,
     library,
@@ -36,6 +37,7 @@ VIEWS: dict[str, ModuleType] = {
     "generation": generation,
     "patching": patching,
     "attention": attention,
+    "attribution": attribution,
     "steering": steering,
     "training": training,
     "prompt": prompt,

@@ -24,6 +24,7 @@ CACHE_KIND = "patching"
 
 
 METRICS = ("logit-diff", "prob")
+METHODS = ("exact", "atp")  #: one forward per cell, or attribution patching (gradient × difference)
 MIN_PAIRS = 2
 
 
@@ -45,6 +46,7 @@ class Request:
     pairs: bool = False  #: mean over the set's pairs aligned with the typed one
     n_boot: int = 1000  #: bootstrap resamples of pairs for the interval
     seed: int = 0
+    method: str = "exact"  #: "exact" | "atp": every cell estimated from one backward pass
 
     def __post_init__(self):
         if not self.clean.strip() or not self.corrupted.strip():
@@ -59,6 +61,8 @@ class Request:
             raise LayerScopeError("--pairs needs a set with minimal pairs (--set agreement).")
         if self.n_boot < 0:
             raise LayerScopeError("--n-boot must be 0 or more.")
+        if self.method not in METHODS:
+            raise LayerScopeError(f"Unknown method '{self.method}': use exact or atp.")
         for name in ("answer", "against"):
             v = getattr(self, name)
             if v is not None and not v.strip():
@@ -90,6 +94,7 @@ class Result:
     pair_texts: list | None = None  #: [(clean, corrupted)] of the pairs averaged
     pair_metrics: list | None = None  #: [(clean, corrupted)] metric of each pair
     n_skipped: int = 0  #: aligned pairs left out: same answer and against, or nothing to recover
+    method: str = "exact"  #: "atp": ``patched`` is the first-order estimate, no top tokens
     from_cache: bool = field(default=False, compare=False)
 
     @property
@@ -134,8 +139,8 @@ class Result:
                         else {"recovery_lo": iv.lo[li, pi], "recovery_hi": iv.hi[li, pi]}
                     ),
                     "metric": self.patched[li, pi],
-                    "top1": self.top_tokens[li][pi][0],
-                    "p_top1": self.top_probs[li, pi, 0],
+                    "top1": self.top_tokens[li][pi][0] if self.top_tokens[li][pi] else None,
+                    "p_top1": self.top_probs[li, pi, 0] if self.top_probs.shape[-1] else None,
                 }
                 for li, layer in enumerate(self.layers)
                 for pi, p in enumerate(self.positions)
@@ -159,6 +164,7 @@ class Result:
             "top_tokens": self.top_tokens,
             "top_probs": self.top_probs.round(4).tolist(),
             "clean_source": self.clean_source,
+            "method": self.method,
         }
         iv = self.interval()
         if iv is not None:
@@ -210,6 +216,7 @@ class Result:
             pair_texts=[tuple(p) for p in d["pairs"]] if pr is not None else None,
             pair_metrics=[tuple(m) for m in d["pair_metrics"]] if pr is not None else None,
             n_skipped=int(d.get("pairs_skipped", 0)),
+            method=d.get("method", "exact"),
             from_cache=True,
         )
 
@@ -253,6 +260,8 @@ def cache_key(req: Request) -> str:
         req.metric,
         req.component,
     ]
+    if req.method != "exact":  # exact keys stay what they were
+        parts.append(req.method)
     if req.pairs:  # the pairs themselves, so an edited set is a new key
         parts += [req.set_name, req.n_boot, req.seed, set_pairs(req.set_name)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -392,9 +401,13 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
     clean_ids, corr_ids = ids or _tokenize_pair(lm, clean, corrupted)
     layers, positions = _cells(req, lm.info.n_layers, len(clean_ids))
     values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
-    corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
-    if req.component != "resid":
-        corr_states = P.component_outputs(lm, corr_ids, req.component)
+    if req.method == "atp":  # its differentiable corrupted run is the only corrupted pass
+        corr_grad, corr_acts = P.atp_forward(lm, corr_ids, req.component)
+        corr_last = corr_grad.detach()
+    else:
+        corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
+        if req.component != "resid":
+            corr_states = P.component_outputs(lm, corr_ids, req.component)
 
     tok = lm.tokenizer
     answer = token_id(tok, req.answer) if req.answer else int(clean_last.float().argmax())
@@ -417,9 +430,14 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
             f"The metric {what} is the same after both prompts ({clean_m:.4f}): nothing to recover."
         )
     cells = [(layer, p) for layer in layers for p in positions]
-    ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
-                       corrupted_outputs=corr_outputs, component=req.component,
-                       corrupted_values=corr_states, corrupted_logits=corr_last)  # fmt: skip
+    if req.method == "atp":  # one backward for every cell; no patched distributions
+        est = P.atp_estimate(corr_grad, corr_acts, values, cells, answer, against, req.metric)
+        none = np.zeros((len(cells), 0))
+        ro = P.Readout(metric=est, top_ids=none.astype(np.int64), top_probs=none, prob=est)
+    else:
+        ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
+                           corrupted_outputs=corr_outputs, component=req.component,
+                           corrupted_values=corr_states, corrupted_logits=corr_last)  # fmt: skip
     nl, npos, k = len(layers), len(positions), ro.top_ids.shape[1]
     names = decode(lm, ro.top_ids)
     top_tokens = [
@@ -442,6 +460,7 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         clean_source=clean_source,
         metric=req.metric,
         component=req.component,
+        method=req.method,
     )
 
 
@@ -483,7 +502,8 @@ def _compute(store: Store, req: Request, lm) -> Result:
     return Result(
         **{k: getattr(first, k) for k in ("request", "layers", "positions", "tokens",
                                           "corrupted_tokens", "answer", "against", "top_tokens",
-                                          "top_probs", "clean_source", "metric", "component")},
+                                          "top_probs", "clean_source", "metric", "component",
+                                          "method")},
         clean_metric=float(np.mean([r.clean_metric for r in results])),
         corrupted_metric=float(np.mean([r.corrupted_metric for r in results])),
         patched=np.mean([r.patched for r in results], axis=0),

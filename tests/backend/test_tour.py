@@ -161,3 +161,23 @@ def test_cause_moves_from_the_subject_to_the_last_position(store):
         max(v[-1] for v in mlp.values()) < 0.16
         and round(max(v[-1] for v in mlp.values()), 2) == 0.15
     )
+
+
+def test_who_wrote_the_answer_heads_reading_the_subject_lead():
+    from backend.views import attention as A
+    from backend.views import attribution as V
+
+    p = STORY["who"].params
+    req = V.Request(model="demo", prompt=p["prompt"], answer=p["answer"], against=p["against"])
+    r = V.compute(None, req)
+    assert round(r.logit_diff, 2) == 3.33 and abs(r.total - r.logit_diff) < 1e-3
+    top = sorted(((v, la, h) for la, row in zip(r.layers, r.heads) for h, v in enumerate(row)),
+                 reverse=True)[:2]  # fmt: skip
+    assert [(la, h) for _, la, h in top] == [(2, 1), (2, 0)]
+    assert [round(v, 2) for v, _, _ in top] == [0.34, 0.27]
+    att = A.compute(None, A.Request("demo", p["prompt"])).attention
+    assert r.tokens[2] == "teacher" and att[1, 0, -1, 2] > 0.99 and att[1, 1, -1, 2] > 0.99
+    route = {(tuple(e.source), tuple(e.target)) for e in r.graph.edges if e.route}
+    assert ((1, 2), (2, 6)) in route  # teacher -> always, through layer 2's attention
+    assert r.mlp.argmax() == 3 and round(r.mlp[3], 2) == 1.05
+    assert r.mlp[3] > max(abs(r.attn).max(), abs(r.mlp[:3]).max(), abs(r.heads).max())

@@ -33,6 +33,15 @@ def test_patching_computes_on_click_only_and_then_from_the_store(app_db):
     assert "stored result" in " ".join(c.value for c in again.caption)
 
 
+def test_patching_atp_draws_the_estimated_grid(app_db):
+    at = open_page("patching", {"model": "demo", "method": "atp"})
+    _ok(at)
+    at.button(key="patch_compute").click().run()
+    _ok(at)
+    (chart,) = at.get("plotly_chart")
+    assert "AtP estimate" in chart.proto.spec
+
+
 def test_attention_computes_on_click_only(app_db):
     at = open_page("attention", {"model": "demo"})
     _ok(at)

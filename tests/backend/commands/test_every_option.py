@@ -125,8 +125,15 @@ MAPPED = {
         "pairs": (["--set", "s", "--pairs"], "pairs"),
         "n_boot": (["--n-boot", "10"], "n_boot"),
         "seed": (["--seed", "3"], "seed"),
+        "method": (["--method", "atp"], "method"),
     },
     "attention": {},
+    "attribution": {
+        "answer": (["--answer", "x"], "answer"),
+        "against": (["--against", "y"], "against"),
+        "position": (["--position", "2"], "position"),
+        "threshold": (["--threshold", "0.2"], "threshold"),
+    },
     "steering": {
         "prompt": (["--prompt", "x y"], "prompts"),
         "layer": (["--layer", "2"], "layer"),
@@ -179,6 +186,7 @@ COMMAND_ELSEWHERE = {
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
     },
     "attention": {"prompt": "required: always given (BASE)"},
+    "attribution": {"prompt": "required: always given (BASE)"},
     "steering": {
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
         "store_runs": "after compute: views.steering.store_runs with the same Request",
@@ -196,6 +204,7 @@ BASE = {
     "generation": ["--set", "s", "--model", "m"],
     "patching": ["--model", "m", "--clean", "a b", "--corrupted", "c d"],
     "attention": ["--model", "m", "--prompt", "a b"],
+    "attribution": ["--model", "m", "--prompt", "a b"],
     "steering": ["--model", "m", "--set", "s", "--layer", "1"],
     "training": ["--set", "s", "--model", "m"],
     "prompt": ["--run", "r"],
@@ -245,6 +254,8 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.patching, "compute", capture)
     elif command == "attention":
         monkeypatch.setattr(mod.attention, "compute", capture)
+    elif command == "attribution":
+        monkeypatch.setattr(mod.attribution, "compute", capture)
     elif command == "steering":
         monkeypatch.setattr(mod.steering, "compute", capture)
     elif command == "training":

@@ -1,0 +1,121 @@
+"""Attribution patching (``method="atp"``): every cell equals a hand-written gradient ×
+difference on the corrupted run; on the demo's agreement pair its grid ranks the cells like
+exact patching (Spearman, numbers in the assertions)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from backend import models
+from backend.cli import main
+from backend.errors import LayerScopeError
+from backend.views import patching as V
+
+CLEAN, CORRUPTED = "the cat near the dogs is", "the cats near the dog is"
+
+
+def _req(path, **kw):
+    return V.Request(str(path), CLEAN, CORRUPTED, answer="is", against="are", **kw)
+
+
+def _out(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _by_hand(lm, layer, component):
+    """m + (clean - corrupted activation) · ∂m/∂activation at every position of ``layer``:
+    the activation gets a zero tensor added (a hook written here) whose gradient is taken."""
+    tok = lm.tokenizer
+    a, b = tok.convert_tokens_to_ids("is"), tok.convert_tokens_to_ids("are")
+    blk = lm.blocks[max(layer - 1, 0)]
+    if component != "resid":
+        mod = getattr(blk, {"attn": "self_attn" if hasattr(blk, "self_attn") else "attn",
+                            "mlp": "mlp"}[component])  # fmt: skip
+    seen = {}
+
+    def run(ids, delta=None):
+        def add(h):
+            seen["act"] = h.detach().clone()
+            return h if delta is None else h + delta
+
+        if component == "resid" and layer == 0:
+            hook = blk.register_forward_pre_hook(
+                lambda m, a_, k: ((add(a_[0]), *a_[1:]), k) if a_
+                else (a_, {**k, "hidden_states": add(k["hidden_states"])}), with_kwargs=True)  # fmt: skip
+        else:
+            target = blk if component == "resid" else mod
+            hook = target.register_forward_hook(
+                lambda m, a_, o: (add(o[0]), *o[1:]) if isinstance(o, tuple) else add(o)
+            )
+        try:
+            logits = lm.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+        finally:
+            hook.remove()
+        return logits[a] - logits[b], seen["act"][0]
+
+    ids_c, ids_k = tok(CLEAN)["input_ids"], tok(CORRUPTED)["input_ids"]
+    with torch.no_grad():
+        _, clean = run(ids_c)
+    delta = torch.zeros(1, len(ids_k), lm.info.d_model, requires_grad=True)
+    m, corr = run(ids_k, delta)
+    (g,) = torch.autograd.grad(m, delta)
+    return (float(m.detach()) + ((clean - corr) * g[0]).sum(-1)).numpy()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_atp_is_gradient_times_difference(store, tiny_model_dir, family):
+    path = tiny_model_dir(family)
+    lm = models.load_model(str(path))
+    for component, layer in [("resid", 0), ("resid", 2), ("attn", 1), ("mlp", 3)]:
+        res = V.compute(store, _req(path, method="atp", component=component), lm=lm)
+        assert res.method == "atp" and res.top_tokens[0][0] == []
+        want = _by_hand(lm, layer, component)
+        np.testing.assert_allclose(res.patched[res.layers.index(layer)], want, atol=1e-5)
+    exact = V.compute(store, _req(path), lm=lm)
+    atp = V.compute(store, _req(path, method="atp"), lm=lm)
+    assert exact.method == "exact" and exact.corrupted_metric == atp.corrupted_metric
+    # positions before the first differing token hold the same states: nothing to patch
+    first = next(i for i, (x, y) in enumerate(zip(exact.tokens, exact.corrupted_tokens)) if x != y)
+    np.testing.assert_allclose(atp.recovery[:, :first], 0.0, atol=1e-6)
+
+
+def test_method_is_validated_and_in_the_cli(db, tiny_model_dir, capsys):
+    with pytest.raises(LayerScopeError, match="atp"):
+        V.Request("demo", CLEAN, CORRUPTED, method="fast")
+    path = str(tiny_model_dir("gpt_neox"))
+    argv = ["patch", "--model", path, "--clean", CLEAN, "--corrupted", CORRUPTED,
+            "--answer", "is", "--against", "are", "--method", "atp"]  # fmt: skip
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["method"] == "atp" and len(r["recovery"]) == 4
+    assert main(argv) == 0 and "attribution patching" in capsys.readouterr().out
+
+
+# the demo's agreement pair (backend/demo/sets/agreement.csv): 'helps' after the singular
+DEMO_CLEAN, DEMO_CORRUPTED = (
+    "the teacher above the boys always",
+    "the teachers above the boy always",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("component", "at_least"), [("resid", 0.7), ("attn", 0.8), ("mlp", 0.8)])
+def test_atp_ranks_the_demo_cells_like_exact_patching(store, component, at_least):
+    lm = models.get_model("demo")
+    kw = dict(answer="helps", against="help", component=component)
+    exact = V.compute(store, V.Request("demo", DEMO_CLEAN, DEMO_CORRUPTED, **kw), lm=lm)
+    atp = V.compute(store, V.Request("demo", DEMO_CLEAN, DEMO_CORRUPTED, method="atp", **kw), lm=lm)
+    rho = spearmanr(exact.recovery.ravel(), atp.recovery.ravel()).statistic
+    # measured: resid 0.74 (the many cells that recover ~0 rank by float noise), attn 0.87,
+    # mlp 0.87; from the first differing position on, resid 0.80
+    assert rho >= at_least
+    if component == "resid":
+        tail = spearmanr(exact.recovery[:, 2:].ravel(), atp.recovery[:, 2:].ravel()).statistic
+        assert tail >= 0.8
+        # the cells that matter agree: the subject early, the last position late
+        assert np.unravel_index(atp.recovery[:, 2].argmax(), (5,))[0] in (0, 1)
+        assert atp.recovery[-1, -1] > 0.5 and exact.recovery[-1, -1] > 0.99

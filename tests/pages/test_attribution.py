@@ -1,0 +1,36 @@
+"""Attribution page on the demo model (AppTest): opening a link computes nothing, the Compute
+button draws the components, the heads and the graph, and the caption says they add up."""
+
+import pytest
+
+from backend import models
+from tests.pages.conftest import open_page
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("demo" not in models.bundled_models(), reason="no demo model"),
+]
+
+
+def _ok(at):
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_attribution_computes_on_click_only(app_db):
+    at = open_page("attribution", {"model": "demo"})
+    _ok(at)
+    assert not at.get("plotly_chart")
+    assert any("Compute" in i.value for i in at.info)
+    at.button(key="attr_compute").click().run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 3  # components, heads, graph
+    text = " ".join(c.value for c in at.caption)
+    assert "the parts sum to" in text and "helps" in text
+
+
+def test_a_token_that_is_not_one_token_is_one_message(app_db):
+    at = open_page("attribution", {"model": "demo", "answer": "helps always"})
+    at.button(key="attr_compute").click().run()
+    assert not at.exception
+    assert any("single token" in m.value for m in [*at.info, *at.warning, *at.error])
