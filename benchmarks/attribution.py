@@ -97,7 +97,7 @@ def agreement() -> dict:
         for comp in ("resid", "attn", "mlp"):
             res = {}
             for m in ("exact", "atp"):
-                req = V.Request("demo", CLEAN, CORRUPTED, component=comp, method=m,
+                req = V.Request(model="demo", clean=CLEAN, corrupted=CORRUPTED, component=comp, method=m,
                                 set_name="agreement", pairs=True)  # fmt: skip
                 res[m] = V.compute(s, req, lm=lm)
             ex, at = res["exact"].pair_recovery, res["atp"].pair_recovery

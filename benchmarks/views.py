@@ -455,7 +455,7 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
                 unpickled_then(lambda v, rt=rt: FS.similarity_figure(v.matrix, "", rt, rt)),
             )
     if want("probes"):
-        req = probes.Request(mid, name)
+        req = probes.Request(model_id=mid, set_name=name)
         h.measure(
             "probes (prompt, logistic, 5 folds)",
             lambda: probes.compute(s, req),
@@ -511,7 +511,13 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
         gc.collect()
     if want("patching"):
         # random weights: both prompts may share their top-1, so name the two tokens
-        req = patching.Request(str(h.model_dir), clean, corrupted, h.words[1], h.words[2])
+        req = patching.Request(
+            model=str(h.model_dir),
+            clean=clean,
+            corrupted=corrupted,
+            answer=h.words[1],
+            against=h.words[2],
+        )
         h.measure(
             "patching (one pair, every layer x position)",
             lambda: patching.compute(s, req, lm=lm),

@@ -77,7 +77,8 @@ with c[3]:
 
 try:
     req = patching.Request(
-        sel.model, clean, corrupted, answer or None, against or None,
+        model=sel.model, clean=clean, corrupted=corrupted, answer=answer or None,
+        against=against or None,
         metric=metric, component=component,
         set_name=None if pairs_from == ONE else pairs_from, pairs=pairs_from != ONE,
         method=method,

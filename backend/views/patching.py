@@ -28,7 +28,7 @@ METHODS = ("exact", "atp")  #: one forward per cell, or attribution patching (gr
 MIN_PAIRS = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     model: str  #: reference as the user knows it ("demo", a hub id, a path)
     clean: str

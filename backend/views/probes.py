@@ -56,7 +56,7 @@ def pool_label(pool: str, model: dict) -> str:
     return {"mean": "mean over tokens", "last": "last token"}[pool] + " (chosen)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     """Everything that decides a probe's numbers."""
 
@@ -267,7 +267,9 @@ def _cache_key(store: Store, req: Request, model_id: str) -> str:
         "pool": req.pool,
         "folds": req.folds,
         "method": req.method,
-        "layers": list(req.layers) if req.layers else None,
+        # None (every layer, the Request's default) and the explicit list of every layer are
+        # the same fit: one key
+        "layers": list(req.layers or range(store.get_model(model_id)["n_layers"] + 1)),
         "max_runs": req.max_runs,
         "max_units": units.MAX_UNITS,
         "runs": runs[cols].astype(str).to_numpy().tolist(),
@@ -342,7 +344,7 @@ def _fit_now(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd
         raise LayerScopeError(str(e)) from None
 
 
-def compute(store: Store, req: Request) -> Result:
+def compute(store: Store, req: Request, lm=None) -> Result:
     """Probe every requested layer (and the baseline model, when asked)."""
     res, meta = _fit(store, req, req.model_id)
     n_runs = len(units.set_runs_or_error(store, req.set_name, req.model_id))

@@ -53,8 +53,8 @@ def test_probe_reaches_one_above_both_controls(store):
     from backend.views import probes as P
 
     req = P.Request(
-        mid(store, "demo"),
-        "agreement",
+        model_id=mid(store, "demo"),
+        set_name="agreement",
         baseline_model_id=mid(store, "demo-untrained"),
         baseline_name="demo-untrained",
     )
@@ -103,7 +103,7 @@ def test_lens_answer_commits_at_a_middle_layer(store):
 def test_errors_are_mostly_contrasts(store):
     from backend.views import probes as P
 
-    res = P.compute(store, P.Request(mid(store, "demo"), "sentiment"))
+    res = P.compute(store, P.Request(model_id=mid(store, "demo"), set_name="sentiment"))
     best = res.probe.best_layer()
     acc = dict(zip(*res.group_accuracy(best)[["group", "accuracy"]].to_numpy().T))
     assert acc["plain"] > 0.9 and acc["negated"] > 0.9 and acc["contrast"] < 0.65
@@ -144,7 +144,7 @@ def test_cause_moves_from_the_subject_to_the_last_position(store):
     lm = models.get_model("demo", "auto")  # the set's clean states come from the store (fp16)
 
     def rec(component):
-        req = V.Request("demo", p["clean"], p["corrupted"], component=component,
+        req = V.Request(model="demo", clean=p["clean"], corrupted=p["corrupted"], component=component,
                         set_name=p["pairs"], pairs=True)  # fmt: skip
         r = V.compute(store, req, lm=lm, use_cache=False)
         return r, {layer: r.recovery[i] for i, layer in enumerate(r.layers)}

@@ -236,7 +236,7 @@ def _patch(monkeypatch, command: str):
     if command in ("trajectories",):
         monkeypatch.setattr(mod, "compute", capture)
     elif command == "similarity":
-        monkeypatch.setattr(mod.V, "compute", capture)
+        monkeypatch.setattr(mod.similarity_view, "compute", capture)
     elif command == "probes":
         monkeypatch.setattr(mod.probes, "compute", capture)
     elif command == "stats":

@@ -10,7 +10,7 @@ from tests.backend.figures._strings import BOLD, ESC_BOLD, LINK, assert_inert
 
 
 def _patching(pairs: bool = False, metric="logit-diff", component="resid"):
-    req = P.Request("m", "a b c", "a d c", metric=metric, component=component,
+    req = P.Request(model="m", clean="a b c", corrupted="a d c", metric=metric, component=component,
                     set_name="s" if pairs else None, pairs=pairs, n_boot=200)  # fmt: skip
     layers, positions = [0, 1, 2], [0, 1, 2]
     patched = np.array([[0.0, 2.0, 0.0], [0.0, 1.5, 0.5], [0.0, 0.0, 2.0]])

@@ -18,7 +18,9 @@ FAMILIES = ("gpt2", "llama", "gpt_neox")
 
 
 def _req(path, **kw):
-    return V.Request(str(path), CLEAN, CORRUPTED, answer="is", against="are", **kw)
+    return V.Request(
+        model=str(path), clean=CLEAN, corrupted=CORRUPTED, answer="is", against="are", **kw
+    )
 
 
 def _logits(lm, ids, hook=None):
@@ -157,13 +159,20 @@ def test_results_are_cached_and_clean_states_come_from_the_store(db, tiny_model_
 def test_prompts_of_different_lengths_are_one_sentence(store, tiny_model_dir):
     path = tiny_model_dir("gpt2")
     with pytest.raises(LayerScopeError) as e:
-        V.compute(store, V.Request(str(path), "the cat near the dogs", "the cats near dogs"))
+        V.compute(
+            store,
+            V.Request(
+                model=str(path), clean="the cat near the dogs", corrupted="the cats near dogs"
+            ),
+        )
     msg = str(e.value)
     assert "5 tokens" in msg and "4" in msg and "\n" not in msg
     with pytest.raises(LayerScopeError, match="same"):  # same top-1 and nothing named
-        V.compute(store, V.Request(str(path), CLEAN, CLEAN))
+        V.compute(store, V.Request(model=str(path), clean=CLEAN, corrupted=CLEAN))
     with pytest.raises(LayerScopeError, match="single token"):
-        V.compute(store, _req(path).__class__(str(path), CLEAN, CORRUPTED, answer="is are"))
+        V.compute(
+            store, V.Request(model=str(path), clean=CLEAN, corrupted=CORRUPTED, answer="is are")
+        )
     with pytest.raises(LayerScopeError, match="Layer 9"):
         V.compute(store, _req(path, layers=(9,)))
 
@@ -264,7 +273,7 @@ def test_pairs_average_the_aligned_pairs_with_an_interval(store, tiny_model_dir,
     lm = models.load_model(str(path))
     res = V.compute(store, _req(path, set_name="toy", pairs=True), lm=lm)
     assert res.n_pairs == 3 and res.pair_texts == PAIRS[:3]  # the 7-token pair is not aligned
-    one = [V.compute(store, V.Request(str(path), c, x, answer="is", against="are"), lm=lm)
+    one = [V.compute(store, V.Request(model=str(path), clean=c, corrupted=x, answer="is", against="are"), lm=lm)
            for c, x in PAIRS[:3]]  # fmt: skip
     np.testing.assert_allclose(res.recovery, np.mean([r.recovery for r in one], 0), atol=1e-9)
     assert res.clean_metric == pytest.approx(np.mean([r.clean_metric for r in one]))
@@ -279,7 +288,7 @@ def test_pairs_average_the_aligned_pairs_with_an_interval(store, tiny_model_dir,
     with pytest.raises(LayerScopeError, match="no minimal pairs"):
         V.compute(store, _req(path, set_name="nope", pairs=True), lm=lm)
     with pytest.raises(LayerScopeError, match="lines up"):
-        V.compute(store, V.Request(str(path), "the cat is", "the cats is", answer="is",
+        V.compute(store, V.Request(model=str(path), clean="the cat is", corrupted="the cats is", answer="is",
                                    against="are", set_name="toy", pairs=True), lm=lm)  # fmt: skip
 
 

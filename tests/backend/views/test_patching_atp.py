@@ -18,7 +18,9 @@ CLEAN, CORRUPTED = "the cat near the dogs is", "the cats near the dog is"
 
 
 def _req(path, **kw):
-    return V.Request(str(path), CLEAN, CORRUPTED, answer="is", against="are", **kw)
+    return V.Request(
+        model=str(path), clean=CLEAN, corrupted=CORRUPTED, answer="is", against="are", **kw
+    )
 
 
 def _out(x):
@@ -84,7 +86,7 @@ def test_atp_is_gradient_times_difference(store, tiny_model_dir, family):
 
 def test_method_is_validated_and_in_the_cli(db, tiny_model_dir, capsys):
     with pytest.raises(LayerScopeError, match="atp"):
-        V.Request("demo", CLEAN, CORRUPTED, method="fast")
+        V.Request(model="demo", clean=CLEAN, corrupted=CORRUPTED, method="fast")
     path = str(tiny_model_dir("gpt_neox"))
     argv = ["patch", "--model", path, "--clean", CLEAN, "--corrupted", CORRUPTED,
             "--answer", "is", "--against", "are", "--method", "atp"]  # fmt: skip
@@ -107,8 +109,14 @@ DEMO_CLEAN, DEMO_CORRUPTED = (
 def test_atp_ranks_the_demo_cells_like_exact_patching(store, component, at_least):
     lm = models.get_model("demo")
     kw = dict(answer="helps", against="help", component=component)
-    exact = V.compute(store, V.Request("demo", DEMO_CLEAN, DEMO_CORRUPTED, **kw), lm=lm)
-    atp = V.compute(store, V.Request("demo", DEMO_CLEAN, DEMO_CORRUPTED, method="atp", **kw), lm=lm)
+    exact = V.compute(
+        store, V.Request(model="demo", clean=DEMO_CLEAN, corrupted=DEMO_CORRUPTED, **kw), lm=lm
+    )
+    atp = V.compute(
+        store,
+        V.Request(model="demo", clean=DEMO_CLEAN, corrupted=DEMO_CORRUPTED, method="atp", **kw),
+        lm=lm,
+    )
     rho = spearmanr(exact.recovery.ravel(), atp.recovery.ravel()).statistic
     # measured: resid 0.74 (the many cells that recover ~0 rank by float noise), attn 0.87,
     # mlp 0.87; from the first differing position on, resid 0.80

@@ -106,7 +106,7 @@ def test_a_fitted_probe_is_kept_in_the_store_and_refit_when_labels_change(tmp_pa
     assert main(["extract", "--db", str(db), "--model", "demo", "--set", "agr", "--json"]) == 0
     with Store(db) as s:
         mid = s.find_model("demo")["model_id"]
-        req = PV.Request(mid, "agr", folds=3, method="ridge")
+        req = PV.Request(model_id=mid, set_name="agr", folds=3, method="ridge")
         first = PV.compute(s, req)
     fits = []
     real = PV.run_probes

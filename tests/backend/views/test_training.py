@@ -73,7 +73,7 @@ def test_numbers_equal_the_per_model_views(db, result):
         final = s.find_model(REFS[-1])["model_id"]
         for i, ref in enumerate(REFS):
             mid = s.find_model(ref)["model_id"]
-            p = probes.compute(s, probes.Request(mid, "agreement")).probe
+            p = probes.compute(s, probes.Request(model_id=mid, set_name="agreement")).probe
             np.testing.assert_array_equal(result.probe_accuracy[i], p.accuracy)
             np.testing.assert_array_equal(result.probe_control[i], p.control)
             kw = {"kind": "model-cka", "model_id": mid, "set_name": "agreement"}
