@@ -477,7 +477,7 @@ def run_views(h: Harness, lm, only: set[str] | None = None) -> list[Row]:
             unpickled_then(lambda r: (FL.lens_curves(r.lens, 1).to_json(), lens_page(r))[1]),
             note=f"{int(runs['n_tokens'].iloc[0])} positions",
         )
-        req = lens.Request(mid, name, "last")
+        req = lens.Request(model_id=mid, set_name=name, positions="last")
         h.measure(
             "lens, whole set (last positions)",
             lambda: lens.compute_set(s, lm, req),

@@ -166,10 +166,11 @@ def compute(view: str, request, version=None, level: str = "info"):
 
 @st.cache_data(show_spinner="Reading out every prompt…", max_entries=16)
 def lens_set(model_ref: str, request, version) -> object:
-    """The lens summary over a set (needs the loaded model, cached as a resource)."""
-    from backend.views import lens
+    """The lens summary over a set (the lens view in set mode, with the model loaded once as
+    a resource)."""
+    from backend.views import VIEWS
 
-    return lens.compute_set(store(), loaded_model(model_ref), request)
+    return VIEWS["lens"].compute(store(), request, loaded_model(model_ref)).set
 
 
 # -- selection (model + prompt set), shared across pages and kept in the URL ----------------

@@ -92,12 +92,11 @@ except LayerScopeError as e:
 res, toks, names = one.lens, one.tokens, one.names
 _ui.show_figure(lens_figure(res, toks, names), "lens_fig", f"{kind}-lens", data=one.to_frame())
 if tuned is not None:
-    kl = lens.SetResult(lens.Request(sel.model_id, sel.set_name, kind="tuned"), None, tuned)
     _ui.show_figure(
         tuned_kl_figure(tuned.layers, tuned.kl_logit, tuned.kl_tuned, tuned.n_test),
         "lens_tuned_kl",
         f"tuned-lens-kl-{sel.set_name}",
-        data=kl.kl_frame(),
+        data=lens.tuned_kl_frame(tuned),
     )
 last = len(toks) - 1
 answer = names[res.top_ids[-1, last, 0]]
@@ -126,7 +125,11 @@ where = _ui.qp_radio(
 
 
 summ_result = _ui.lens_set(
-    sel.model, lens.Request(sel.model_id, sel.set_name, where, kind=kind), len(runs)
+    sel.model,
+    lens.Request(
+        model=sel.model, model_id=sel.model_id, set_name=sel.set_name, positions=where, kind=kind
+    ),
+    len(runs),
 )
 summ = summ_result.summary
 _ui.show_figure(

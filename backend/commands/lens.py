@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from backend import models
 from backend.commands._common import add_model_args, ensure_runs
 from backend.errors import LayerScopeError
@@ -32,39 +30,28 @@ def register(p) -> None:
     )
 
 
-def _prompt(args, lm) -> dict:
-    from backend.capture import extract  # torch: this path runs the model anyway
-
-    limit = models.max_positions(lm.model.config.to_dict())
-    tk = extract.tokenize(lm.tokenizer, [args.prompt], limit)[0]
-    if not tk.ids:
-        raise LayerScopeError("The prompt has no tokens for this tokenizer; type some words.")
-    settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
-    run = next(iter(extract.capture(lm, [("lens", tk)], settings, exact=True)))[0]
-    res = lens.lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, args.top)
-    out = {"model": args.model, "prompt": args.prompt, **res.to_dict()}
-    if tk.truncated:
-        out["note"] = f"the prompt has {tk.n_full} tokens; read up to the model's {limit}"
-    return out
-
-
-def _set(args, store, lm) -> dict:
-    model_id, _ = ensure_runs(store, args)
-    if args.lens == "tuned":
-        lens.ensure_tuned(store, lm, model_id, args.set_name)
-    req = lens.Request(model_id, args.set_name, args.positions, kind=args.lens)
-    res = lens.compute_set(store, lm, req)
-    return {"model": args.model, "set": args.set_name, **res.to_dict()}
-
-
 def run(args, store) -> dict:
     if (args.prompt is None) == (args.set_name is None):
         raise LayerScopeError("Give either --prompt TEXT or --set NAME.")
-    if args.prompt is not None and args.lens != "logit":
-        raise LayerScopeError("A tuned lens is trained on a set: use --set NAME with --lens tuned.")
+    if args.prompt is not None:
+        req = lens.Request(model=args.model, prompt=args.prompt, kind=args.lens, top=args.top)
+        head = {"model": args.model, "prompt": args.prompt}
+    else:
+        model_id, _ = ensure_runs(store, args)
+        req = lens.Request(
+            model=args.model,
+            model_id=model_id,
+            set_name=args.set_name,
+            positions=args.positions,
+            kind=args.lens,
+            top=args.top,
+        )
+        head = {"model": args.model, "set": args.set_name}
     lm = models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
     lens.check_lens(lm)
-    return _prompt(args, lm) if args.prompt is not None else _set(args, store, lm)
+    if req.kind == "tuned":
+        lens.ensure_tuned(store, lm, req.model_id, req.set_name)
+    return {**head, **lens.compute(store, req, lm).to_dict()}
 
 
 def prose(r: dict) -> str:

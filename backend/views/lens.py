@@ -2,8 +2,9 @@
 through the logit lens or a tuned lens (trained on a set's cached states, stored in the
 derived cache keyed by model fingerprint + set + training settings).
 
-Needs the loaded model (its final norm and unembedding): ``compute_run(store, lm, run_id)``
-and ``compute_set(store, lm, Request)``; the page and the `lens` CLI share both.
+Needs the loaded model (its final norm and unembedding). ``compute(store, Request, lm)`` is
+the view contract's entry (three modes: a set's summary, a stored run, a typed prompt);
+``compute_run`` / ``compute_set`` are its parts, used by other views too.
 """
 
 from __future__ import annotations
@@ -212,17 +213,48 @@ def train_seconds(store: Store, model_id: str, set_name: str, vocab_size: int) -
     return flops / 2e10 + 0.02 * n_runs
 
 
-@dataclass(frozen=True)
+Mode = Literal["set", "run", "prompt"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Request:
-    model_id: str
-    set_name: str
-    positions: Positions = "last"  #: the next-token position of each prompt, or all
-    kind: LensKind = "logit"  #: logit lens, or the tuned lens trained on this set
+    """One request, three sources: a set's summary (``set_name``), one stored run
+    (``run_id``), or a typed prompt read on the fly (``prompt``, never stored)."""
+
+    model: str | None = None  #: the model's reference (loads it); default: the stored model's
+    model_id: str | None = None  #: the cached model (set and run modes)
+    set_name: str | None = None  #: summarise over this set (and the set a tuned lens is from)
+    run_id: str | None = None  #: one stored prompt run
+    prompt: str | None = None  #: a typed prompt
+    positions: Positions = "last"  #: set mode: each prompt's next-token position, or all
+    kind: LensKind = "logit"  #: logit lens, or the tuned lens trained on ``set_name``
+    top: int = 5  #: top tokens per cell (run and prompt modes)
 
     def __post_init__(self):
         if self.positions not in ("last", "all"):
             raise LayerScopeError(f"Unknown positions '{self.positions}' (last or all).")
         _check_kind(self.kind)
+        if self.run_id is not None and self.prompt is not None:
+            raise LayerScopeError("Give either a stored run or a typed prompt, not both.")
+        if self.prompt is not None:
+            if not self.prompt.strip():
+                raise LayerScopeError("Type a prompt.")
+            if self.kind != "logit":
+                raise LayerScopeError(
+                    "A tuned lens is trained on a set: use --set NAME with --lens tuned."
+                )
+            if self.model is None:
+                raise LayerScopeError("Name the model whose lens reads the prompt.")
+        elif self.model_id is None or (self.run_id is None and self.set_name is None):
+            raise LayerScopeError("Give either --prompt TEXT or --set NAME.")
+        if self.kind == "tuned" and self.set_name is None:
+            raise LayerScopeError("A tuned lens is trained on a prompt set: name the set.")
+        if not 1 <= self.top <= 100:
+            raise LayerScopeError("--top takes 1 to 100 tokens per cell.")
+
+    @property
+    def mode(self) -> Mode:
+        return "prompt" if self.prompt is not None else "run" if self.run_id else "set"
 
 
 @dataclass(frozen=True)
@@ -252,10 +284,7 @@ class SetResult:
 
     def kl_frame(self) -> pd.DataFrame | None:
         """Per layer: held-out KL(final || lens) of the logit and the tuned lens."""
-        t = self.tuned
-        if t is None:
-            return None
-        return pd.DataFrame({"layer": t.layers, "kl_logit": t.kl_logit, "kl_tuned": t.kl_tuned})
+        return None if self.tuned is None else tuned_kl_frame(self.tuned)
 
     def to_dict(self) -> dict:
         s, t = self.summary, self.tuned
@@ -280,6 +309,13 @@ class SetResult:
             "top1_is_final": s.agreement.round(4).tolist(),
             "commitment_counts": s.commitment_counts.tolist(),
         }
+
+
+def tuned_kl_frame(tuned) -> pd.DataFrame:
+    """Per layer: held-out KL(final || lens) of the logit and the tuned lens."""
+    return pd.DataFrame(
+        {"layer": tuned.layers, "kl_logit": tuned.kl_logit, "kl_tuned": tuned.kl_tuned}
+    )
 
 
 def compute_set(store: Store, lm, req: Request) -> SetResult:
@@ -308,3 +344,54 @@ def compute_set(store: Store, lm, req: Request) -> SetResult:
         step = max(1, LAST_CHUNK_BYTES // (4 * h.shape[0] * max(lm.info.vocab_size or 1, 1)))
         results = [read(h[:, a : a + step]) for a in range(0, len(run_ids), step)]
     return SetResult(request=req, summary=summarize(results, "all"), tuned=tl)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The lens of one prompt (``run``: modes run and prompt) or over a set (``set``)."""
+
+    request: Request
+    run: RunResult | None = None
+    set: SetResult | None = None
+    note: str | None = None  #: e.g. the prompt was cut to the model's positions
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.run.to_frame() if self.run is not None else self.set.to_frame()
+
+    def to_dict(self) -> dict:
+        d = self.run.to_dict() if self.run is not None else self.set.to_dict()
+        return {**d, **({"note": self.note} if self.note else {})}
+
+
+def compute(store: Store, req: Request, lm=None) -> Result:
+    """The lens ``req`` asks for; ``lm`` is the loaded model (loaded here when not given)."""
+    if lm is None:
+        from backend import models
+
+        ref = req.model or (store.get_model(req.model_id) or {}).get("ref")
+        if ref is None:
+            raise LayerScopeError("This model is not in the cache: extract a set first.")
+        lm = models.get_model(ref)
+    check_lens(lm)
+    if req.mode == "set":
+        return Result(request=req, set=compute_set(store, lm, req))
+    if req.mode == "run":
+        run = compute_run(store, lm, req.run_id, req.top, req.kind, req.set_name)
+        return Result(request=req, run=run)
+    return _prompt(req, lm)
+
+
+def _prompt(req: Request, lm) -> Result:
+    """A typed prompt: captured on the fly (exactly, in the model's dtype), never stored."""
+    from backend import models
+    from backend.capture import extract  # torch: this path runs the model anyway
+
+    limit = models.max_positions(lm.model.config.to_dict())
+    tk = extract.tokenize(lm.tokenizer, [req.prompt], limit)[0]
+    if not tk.ids:
+        raise LayerScopeError("The prompt has no tokens for this tokenizer; type some words.")
+    settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
+    run = next(iter(extract.capture(lm, [("lens", tk)], settings, exact=True)))[0]
+    res = lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, req.top)
+    note = f"the prompt has {tk.n_full} tokens; read up to the model's {limit}"
+    return Result(request=req, run=res, note=note if tk.truncated else None)

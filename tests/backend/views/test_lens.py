@@ -25,7 +25,7 @@ def test_tuned_lens_view_trains_stores_and_beats_the_logit_lens(tiny):
     lm = models.get_model(model, "auto", "cpu")
     with Store(str(db)) as store:
         model_id = store.find_model(model)["model_id"]
-        req = LV.Request(model_id, "lab", "all", kind="tuned")
+        req = LV.Request(model_id=model_id, set_name="lab", positions="all", kind="tuned")
         assert LV.load_tuned(store, model_id, "lab") is None
         with pytest.raises(LayerScopeError, match="train one first"):
             LV.compute_set(store, lm, req)  # reading never trains
@@ -71,7 +71,9 @@ def test_set_lens_at_last_positions_reads_out_only_the_last_position(tiny):
     lm = models.get_model(model, "auto", "cpu")
     with Store(str(db)) as store:
         model_id = store.find_model(model)["model_id"]
-        got = LV.compute_set(store, lm, LV.Request(model_id, "lab", "last")).summary
+        got = LV.compute_set(
+            store, lm, LV.Request(model_id=model_id, set_name="lab", positions="last")
+        ).summary
         runs = store.set_runs("lab", model_id)["run_id"]
         full = summarize([LV.lens_for_hidden(lm, store.run_layers(r), 1) for r in runs], "last")
         assert got.n_positions == full.n_positions == len(runs)
