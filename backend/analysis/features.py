@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 AUX_COEF = 1 / 32
+SMALL_WORK = 1 << 20  #: d_sae x batch below which training runs on one thread
 ENCODE_CHUNK = 8192  #: tokens per numpy encode step (bounds the (n, d_sae) pre-activations)
 
 Source = Callable[[np.random.Generator], Iterable[np.ndarray]]
@@ -179,6 +180,23 @@ def train(
 
     if not 1 <= k <= d_sae:
         raise ValueError(f"k must lie in 1..{d_sae} (the number of latents); got {k}")
+    threads = torch.get_num_threads()
+    try:
+        # small matrices: thread start-up costs more than it gains (10x on a shared CPU)
+        if d_sae * batch < SMALL_WORK:
+            torch.set_num_threads(1)
+        return _train(
+            source, n_tokens, d_sae, k, seed, tokens, batch, lr, dead_tokens, progress, should_stop
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    source, n_tokens, d_sae, k, seed, tokens, batch, lr, dead_tokens, progress, should_stop
+) -> Training:
+    import torch
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
