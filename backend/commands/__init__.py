@@ -12,6 +12,7 @@ from backend.commands import (
     delete,
     export,
     extract,
+    features,
     generation,
     jobs,
     lens,
@@ -42,4 +43,5 @@ COMMANDS: dict[str, ModuleType] = {
     "attention": attention,
     "steering": steering,
     "training": training,
+    "features": features,
 }

@@ -13,6 +13,7 @@ from types import ModuleType
 
 from backend.views import (
     attention,
+    features,
     generation,
     lens,
     patching,
@@ -36,4 +37,5 @@ VIEWS: dict[str, ModuleType] = {
     "attention": attention,
     "steering": steering,
     "training": training,
+    "features": features,
 }
