@@ -82,7 +82,7 @@ def run(args, store) -> dict:
         from backend import models
 
         lm = models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
-    return {"action": "browse", "model": args.model, **FV.compute(store, req, lm).to_dict()}
+    return {"action": "browse", "model": args.model, **FV.compute(store, req, lm=lm).to_dict()}
 
 
 def _require(store, model_id: str, args):

@@ -148,6 +148,16 @@ MAPPED = {
         "layer": (["--layer", "2"], "layer"),
         "max_runs": (["--max-runs", "3"], "max_runs"),
     },
+    "features": {
+        "layer": (["--layer", "2"], "layer"),
+        "latents": (["--latents", "64"], "latents"),
+        "k": (["--k", "4"], "k"),
+        "seed": (["--seed", "3"], "seed"),
+        "imported": (["--imported"], "imported"),
+        "feature": (["--feature", "5"], "feature"),
+        "sort": (["--sort", "density"], "sort"),
+        "top": (["--top", "3"], "top"),
+    },
 }
 
 #: per command, options that are not Request fields (besides ELSEWHERE), and why
@@ -181,6 +191,12 @@ COMMAND_ELSEWHERE = {
         "store_runs": "after compute: views.steering.store_runs with the same Request",
     },
     "training": {},
+    "features": {
+        "action": "train / export / import go to backend/views/dictionaries (tests: test_features)",
+        "logit_effects": "loads the model, passed to compute as lm",
+        "out": "export: the output folder",
+        "src": "import: the SAELens folder",
+    },
 }
 
 BASE = {
@@ -194,6 +210,7 @@ BASE = {
     "attention": ["--model", "m", "--prompt", "a b"],
     "steering": ["--model", "m", "--set", "s", "--layer", "1"],
     "training": ["--set", "s", "--model", "m"],
+    "features": ["--set", "s", "--model", "m", "--layer", "1"],
 }
 
 
@@ -240,6 +257,8 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.attention, "compute", capture)
     elif command == "steering":
         monkeypatch.setattr(mod.steering, "compute", capture)
+    elif command == "features":
+        monkeypatch.setattr(mod.FV, "compute", lambda store, req, lm=None: capture(req))
     elif command == "training":
         monkeypatch.setattr(mod.catalog, "ensure_set", lambda store, name: None)
         monkeypatch.setattr(
