@@ -24,6 +24,7 @@ PAGES = {
         ("attention.py", "Attention", ":material/visibility:", "attention"),
         ("steering.py", "Steering", ":material/explore:", "steering"),
         ("training.py", "Training", ":material/model_training:", "training"),
+        ("features.py", "Features", ":material/scatter_plot:", "features"),
     ],
 }
 HERE = Path(__file__).parent / "pages"

@@ -285,7 +285,8 @@ VIEW_LINKS = {
 
 
 def job_title(p) -> str:
-    what = {"extract": "Extract", "generate": "Sample", "project": "Project"}.get(p.kind, p.kind)
+    what = {"extract": "Extract", "generate": "Sample", "project": "Project"}
+    what = {**what, "features": "Train features"}.get(p.kind, p.kind)
     return f"{what} · {md(p.set_name)} on {md(p.model)}" if p.model else "Job"
 
 

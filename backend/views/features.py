@@ -64,6 +64,7 @@ class Detail:
     hist_counts: np.ndarray  #: non-zero activations
     hist_edges: np.ndarray
     auroc: dict  #: label -> (auroc, low, high), label vs rest at the last token
+    decoder_row: np.ndarray | None = None  #: (d_in,) the feature's direction in the residual
     logit_top: list = field(default_factory=list)  #: [(token, effect)], direct path, or []
     logit_bottom: list = field(default_factory=list)
 
@@ -221,6 +222,7 @@ def _detail(req, sae, f, idx, val, meta, z_last, labels, classes, lm) -> Detail:
         hist_counts=counts,
         hist_edges=edges,
         auroc=assoc,
+        decoder_row=sae.W_dec[f].copy(),
         logit_top=top,
         logit_bottom=bottom,
     )
