@@ -133,6 +133,25 @@ def require(store: Store, model_id: str, layer: int, set_name: str | None, **set
     return d
 
 
+def feature_direction(
+    store: Store, model_id: str, layer: int, set_name: str | None, feature: int
+) -> np.ndarray:
+    """The decoder row of ``feature`` (float64): from the dictionary trained on ``set_name``
+    with the default settings, else the one imported for the layer."""
+    d = load(store, model_id, layer, set_name) if set_name else None
+    d = d or load(store, model_id, layer, None)
+    if d is None:
+        raise LayerScopeError(
+            f"No dictionary at layer {layer} for a feature direction: train one on the set "
+            f"(`features train --set NAME --layer {layer}`) or import one."
+        )
+    if feature >= d.sae.d_sae:
+        raise LayerScopeError(
+            f"Feature {feature} does not exist: the dictionary has {d.sae.d_sae}."
+        )
+    return d.sae.W_dec[feature].astype(np.float64)
+
+
 # -- training data ---------------------------------------------------------------------------
 def token_units(store: Store, model_id: str, set_name: str) -> pd.DataFrame:
     """Every non-special token of the set (no sampling): run_id, pos, token, idx, label..."""

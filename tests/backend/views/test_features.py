@@ -128,6 +128,17 @@ def test_train_export_import_browse_on_a_llama_dir(llama_set, capsys, tmp_path):
     code, b2 = run_json(capsys, "features", *opts, "--imported", "--feature", "3")
     assert code == 0 and b2["feature"]["density"] == b["feature"]["density"]
 
+    # steering along a feature: its (unit-norm) decoder row, next to the random control
+    steer = ["steering", "--model", llama_set, "--set", "p", "--layer", "1", "--max-prompts", "2"]
+    steer += ["--max-new-tokens", "2", "--alphas", "0,4", "--labels", "a,b"]
+    code, st = run_json(capsys, *steer, "--direction", "feature:3")
+    assert code == 0, st
+    assert st["direction_kind"] == "feature:3" and st["direction_norm"] == pytest.approx(
+        1, abs=1e-5
+    )
+    code, e = run_json(capsys, *steer, "--direction", "feature:99")
+    assert code == 2 and "does not exist" in e["error"]
+
     # wrong layer (the cfg's hook), wrong width, malformed files: one message each
     code, e = run_json(
         capsys, "features", "import", "--model", llama_set, "--layer", "2", "--from", str(out)
