@@ -212,7 +212,7 @@ def _detail(req, sae, f, idx, val, meta, z_last, labels, classes, lm) -> Detail:
     if len(classes) >= 2:
         for c in classes:
             a = bootstrap_auroc(z_last[:, f], labels == c, seed=req.seed)
-            assoc[c] = tuple(round(v, 4) for v in a)
+            assoc[str(c)] = tuple(round(v, 4) for v in a)
     top, bottom = logit_effects(lm, sae.W_dec[f]) if lm is not None else ([], [])
     return Detail(
         feature=f,

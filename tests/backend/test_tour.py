@@ -145,3 +145,23 @@ def test_cause_moves_from_the_subject_to_the_last_position(store):
         max(v[-1] for v in mlp.values()) < 0.16
         and round(max(v[-1] for v in mlp.values()), 2) == 0.15
     )
+
+
+def test_features_finds_subject_number_without_labels(store):
+    from backend.demo.words import NOUNS, VERBS
+    from backend.views import dictionaries
+    from backend.views import features as FV
+
+    p = STORY["features"].params
+    m = mid(store, "demo")
+    layer, latents, k = int(p["layer"]), int(p["latents"]), int(p["k"])
+    dictionaries.train(store, m, p["set"], layer, latents, k)
+    lm = models.get_model("demo")
+    req = FV.Request(model_id=m, set_name=p["set"], layer=layer, latents=latents, k=k)
+    r = FV.compute(store, req, lm=lm)
+    best = r.table.iloc[0]
+    assert best["auroc"] >= 0.995 and best["auroc_label"] == "singular"  # "AUROC 1.00"
+    ctx = r.detail.contexts
+    assert (ctx["label"] == "singular").all()  # every top context has a singular subject
+    assert set(ctx["token"]) & set(NOUNS.values())  # ... some end on a plural noun
+    assert {t for t, _ in r.detail.logit_top[:5]} <= set(VERBS)  # singular verbs go up
