@@ -246,3 +246,29 @@ def logit_effects(lm, direction: np.ndarray, n: int = 10) -> tuple[list, list]:
     names = lm.tokenizer.batch_decode([[int(i)] for i in np.r_[hi, lo]])
     pairs = [(t, round(float(e), 4)) for t, e in zip(names, eff[np.r_[hi, lo]])]
     return pairs[:n], pairs[n:]
+
+
+def token_features(
+    store: Store, run_id: str, set_name: str | None, layer: int, top: int = 3
+) -> pd.DataFrame | None:
+    """The ``top`` features of each token of one run at ``layer`` (the Prompt page), from the
+    dictionary trained on ``set_name`` with the default settings, else the imported one; None
+    when the layer has neither."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise LayerScopeError(f"No run '{run_id}' in the cache.")
+    d = dictionaries.load(store, run["model_id"], layer, set_name) if set_name else None
+    d = d or dictionaries.load(store, run["model_id"], layer, None)
+    if d is None:
+        return None
+    toks = store.tokens(run_id)
+    x = store.rows([run_id] * len(toks), toks["pos"].to_numpy(), layer)
+    idx, val = d.sae.encode_topk(x)
+    order = np.argsort(-val, axis=1)[:, :top]
+    feats = [
+        ", ".join(f"{int(idx[i, j])} ({val[i, j]:.2f})" for j in order[i] if val[i, j] > 0)
+        for i in range(len(toks))
+    ]
+    return pd.DataFrame(
+        {"pos": toks["pos"], "token": toks["token"], "top features (activation)": feats}
+    )

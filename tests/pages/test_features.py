@@ -51,6 +51,14 @@ def test_train_on_click_then_browse(env):
     # the default feature is the top of the AUROC sort: it separates the label
     assert "vs rest 1.000" in md or "vs rest 0.9" in md
 
+    # the Prompt page lists each token's top features from that dictionary
+    run_id = _ui.store().set_runs("agreement", _ui.store().find_model("demo")["model_id"])
+    at = open_page("prompt", {"run": run_id["run_id"].iloc[0]})
+    ok(at)
+    col = "top features (activation)"
+    table = next(d.value for d in at.dataframe if col in d.value.columns)
+    assert len(table) >= 2 and table[col].str.len().min() > 0
+
 
 def test_imported_without_a_dictionary_says_how(env):
     at = open_page("features", {"model": "demo", "set": "agreement", "dict": "imported"})
