@@ -99,6 +99,7 @@ def llama_set(db, tiny_model_dir, tmp_path):
     return model
 
 
+@pytest.mark.slow
 def test_train_export_import_browse_on_a_llama_dir(llama_set, capsys, tmp_path):
     from backend.store import Store
     from backend.views import dictionaries
@@ -127,6 +128,25 @@ def test_train_export_import_browse_on_a_llama_dir(llama_set, capsys, tmp_path):
         np.testing.assert_array_equal(imp.sae.W_enc, d.sae.W_enc)
     code, b2 = run_json(capsys, "features", *opts, "--imported", "--feature", "3")
     assert code == 0 and b2["feature"]["density"] == b["feature"]["density"]
+
+    # browsing reads the cache without torch (the read path of every view)
+    import os
+    import subprocess
+    import sys
+
+    from tests.backend.test_no_torch_on_read import HEAVY, WRAPPER
+    from tests.conftest import ROOT
+
+    argv = [["features", *opts, "--db", os.environ["LAYERSCOPE_DB"], "--json"]]
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, json.dumps(argv), ",".join(HEAVY)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])
+    assert report == {"codes": [0], "heavy": []}, proc.stderr[-2000:]
 
     # steering along a feature: its (unit-norm) decoder row, next to the random control
     steer = ["steering", "--model", llama_set, "--set", "p", "--layer", "1", "--max-prompts", "2"]
