@@ -27,6 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.analysis import features as F
 
 
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
 def states(n: int, d: int, seed: int = 0) -> np.ndarray:
     shared = np.random.default_rng(1234)  # one distribution; ``seed`` draws tokens from it
     gens = shared.normal(size=(8192, d)).astype(np.float32)
@@ -61,7 +67,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--encode", type=int, default=100_000)
     a = ap.parse_args()
-    print(f"cpu cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
+    a_ = np.random.default_rng(0).normal(size=(1024, a.d)).astype(np.float32)
+    b_ = np.random.default_rng(1).normal(size=(a.d, a.latents)).astype(np.float32)
+    t_mm = min(timed(lambda: a_ @ b_)[0] for _ in range(5))
+    gflops = 2 * 1024 * a.d * a.latents / t_mm / 1e9
+    print(
+        f"cpu cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}, one 1024 x {a.d} x "
+        f"{a.latents} matmul {t_mm * 1e3:.0f} ms = {gflops:.0f} GFLOPS (a training step is "
+        "about 6 of them)"
+    )
     x = states(a.tokens, a.d)
     held = states(4000, a.d, seed=1)
     t0 = time.perf_counter()

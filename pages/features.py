@@ -162,10 +162,8 @@ for row in d.contexts.itertuples():
         else _ui.html_text(t)
         for p, t in sorted(row.tokens.items())
     ]
-    st.markdown(
-        f"`{row.activation:8.3f}` {' '.join(words)} · [open prompt ↗]({_ui.prompt_url(row.run_id)})",
-        unsafe_allow_html=True,
-    )
+    link = f"[open prompt ↗]({_ui.prompt_url(row.run_id)})"
+    st.markdown(f"`{row.activation:8.3f}` {' '.join(words)} · {link}", unsafe_allow_html=True)
 
 
 def _logits():

@@ -24,6 +24,7 @@ import numpy as np
 
 AUX_COEF = 1 / 32
 MIN_STEPS = 400  #: default training length on small sets (the demo: 2,000 tokens)
+MAX_STEPS = 3000  #: ... and its cap on large ones (a CPU: ~1 s a step at GPT-2 size)
 SMALL_WORK = 1 << 20  #: d_sae x batch below which training runs on one thread
 ENCODE_CHUNK = 8192  #: tokens per numpy encode step (bounds the (n, d_sae) pre-activations)
 
@@ -174,8 +175,8 @@ def train(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Training:
-    """Train a TopK SAE over ``tokens`` tokens (default: 30 epochs, at least ``MIN_STEPS`` steps) read
-    from ``source`` (``n_tokens`` per epoch). ``lr`` defaults to 2e-4 · sqrt(2^14 / d_sae)
+    """Train a TopK SAE over ``tokens`` tokens (default: 30 epochs, within ``MIN_STEPS`` to
+    ``MAX_STEPS`` steps) read from ``source`` (``n_tokens`` per epoch). ``lr`` defaults to 2e-4 · sqrt(2^14 / d_sae)
     (Gao et al.'s scaling). Seeded: the same data and seed give the same weights."""
     import torch
 
@@ -201,7 +202,7 @@ def _train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    tokens = tokens or max(30 * n_tokens, MIN_STEPS * batch)
+    tokens = tokens or min(max(30 * n_tokens, MIN_STEPS * batch), MAX_STEPS * batch)
     lr = lr or 2e-4 * math.sqrt(2**14 / d_sae)
     dead_tokens = dead_tokens or max(batch, min(10_000_000, n_tokens))
     t0 = time.perf_counter()

@@ -186,7 +186,7 @@ def compute(store: Store, req: Request, lm=None) -> Result:
     f = int(table["latent"].iloc[0]) if req.feature is None else req.feature
     if f >= sae.d_sae:
         raise LayerScopeError(f"Feature {f} does not exist: this dictionary has {sae.d_sae}.")
-    info = {**d.summary(), "n_browsed_tokens": len(x)}
+    info = {**d.summary(), "n_browsed_tokens": len(x), "sorted_by": by}
     return Result(
         request=req,
         info=info,
