@@ -109,7 +109,10 @@ def prose(r: dict) -> str:
     if a == "export":
         return f"wrote {r['out']} (cfg.json, sae_weights.safetensors): {_quality(r)}"
     d = r["dictionary"]
-    lines = [f"layer {d['layer']}: {_quality(d)}", f"latents by {r['sort']} (first 15):"]
+    lines = [
+        f"layer {d['layer']}: {_quality(d)}",
+        f"latents by {d.get('sorted_by', r['sort'])} (first 15):",
+    ]
     lines.append("latent  density  max act  AUROC  label")
     for row in r["latents"][:15]:
         au = "    -" if row["auroc"] is None else f"{row['auroc']:.3f}"

@@ -60,7 +60,7 @@ def layer_of_hook(name: str) -> int | None:
     return int(m[1]) + (1 if m[2] == "post" else 0)
 
 
-def _check_layer(store: Store, model_id: str, layer: int) -> dict:
+def check_layer(store: Store, model_id: str, layer: int) -> dict:
     m = store.get_model(model_id)
     if m is None:
         raise LayerScopeError("This model has no runs in the store; extract a set first.")
@@ -213,7 +213,7 @@ def train(
 ) -> Dictionary | None:
     """Train on the set's training prompts, measure on the held-out ones, store; None when
     cancelled (nothing stored)."""
-    m = _check_layer(store, model_id, layer)
+    m = check_layer(store, model_id, layer)
     if not 1 <= k <= latents:
         raise LayerScopeError(f"k must lie in 1..{latents} (the number of latents); got {k}.")
     if latents > 1 << 17:
@@ -339,7 +339,7 @@ def read_saelens(src: str | Path) -> tuple[F.SAE, dict]:
 
 
 def import_saelens(store: Store, model_id: str, layer: int, src: str | Path) -> Dictionary:
-    m = _check_layer(store, model_id, layer)
+    m = check_layer(store, model_id, layer)
     sae, cfg = read_saelens(src)
     if sae.d_in != m["d_model"]:
         raise _bad(Path(src), f"d_in {sae.d_in} differs from the model's d_model {m['d_model']}")

@@ -134,6 +134,7 @@ def bootstrap_auroc(a: np.ndarray, positive: np.ndarray, seed: int = 0, n: int =
 
 
 def _dictionary(store: Store, req: Request) -> dictionaries.Dictionary:
+    dictionaries.check_layer(store, req.model_id, req.layer)
     if req.imported:
         return dictionaries.require(store, req.model_id, req.layer, None)
     return dictionaries.require(

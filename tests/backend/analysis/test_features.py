@@ -86,3 +86,9 @@ def test_learned_decoder_recovers_sparse_generators():
 def test_bad_k_is_refused():
     with pytest.raises(ValueError, match="k must"):
         F.train(F.array_source(np.ones((10, 4), np.float32)), 10, 8, 9)
+
+
+def test_cancel_stops_before_the_first_step():
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    tr = F.train(F.array_source(x), 64, 8, 2, should_stop=lambda: True)
+    assert tr.cancelled and tr.steps == 0
