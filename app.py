@@ -25,6 +25,7 @@ PAGES = {
         ("attribution.py", "Attribution", ":material/account_tree:", "attribution"),
         ("steering.py", "Steering", ":material/explore:", "steering"),
         ("training.py", "Training", ":material/model_training:", "training"),
+        ("features.py", "Features", ":material/scatter_plot:", "features"),
     ],
 }
 HERE = Path(__file__).parent / "pages"

@@ -288,7 +288,9 @@ VIEW_LINKS = {
 
 def job_title(p) -> str:
     what = {"extract": "Extract", "generate": "Sample", "project": "Trajectories"}
-    what = (what | {"trajectories": "Trajectories"}).get(p.kind, p.kind)
+    what = {**what, "trajectories": "Trajectories", "features": "Train features"}.get(
+        p.kind, p.kind
+    )
     return f"{what} · {md(p.set_name)} on {md(p.model)}" if p.model else "Job"
 
 

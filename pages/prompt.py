@@ -105,6 +105,21 @@ if len(sets):
             )
             st.dataframe(guesses, hide_index=True)
             st.caption(f"{_ui.md(one.commitment_text(last))}.")
+    with st.expander("Top features of each token (a sparse dictionary of one layer)"):
+        from backend.views import features as FV
+
+        top = view.n_layers - 1
+        f_layer = st.slider("Dictionary layer", 0, top, min(2, top))
+        table = FV.token_features(s, run_id, pick_set, f_layer)
+        if table is None:
+            st.info(f"No dictionary of layer {f_layer} yet: train one on the Features page.")
+        else:
+            st.dataframe(table, hide_index=True, key="prompt_features")
+        st.page_link(
+            "pages/features.py",
+            label="the Features page",
+            query_params={**q, "layer": str(f_layer)},
+        )
     if isinstance(row["label"], str) and run["kind"] == "prompt":
         layer = _ui.qp_int("Probe layer", "layer", view.n_layers - 1, 0, view.n_layers - 1)
         if st.button("What does the probe say about this prompt?", key="prompt_probe"):

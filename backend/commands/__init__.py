@@ -13,6 +13,7 @@ from backend.commands import (
     delete,
     export,
     extract,
+    features,
     generation,
     jobs,
     lens,
@@ -46,4 +47,5 @@ COMMANDS: dict[str, ModuleType] = {
     "steering": steering,
     "training": training,
     "prompt": prompt,
+    "features": features,
 }

@@ -23,7 +23,10 @@ def register(p) -> None:
     p.add_argument("--prompt", action="append", help="a prompt to steer (repeatable)")
     p.add_argument("--layer", type=int, required=True, help="residual stream after block L")
     p.add_argument(
-        "--direction", default="means", help="means | probe | random | PATH.npy (default: means)"
+        "--direction",
+        default="means",
+        help="means | probe | random | feature:F (a dictionary's decoder row at --layer) | "
+        "PATH.npy (default: means)",
     )
     p.add_argument("--labels", help="two labels FROM,TO for the means direction")
     p.add_argument(

@@ -12,6 +12,7 @@ from backend.jobs.checkpoints import run_checkpoints
 from backend.jobs.extract import run_extract
 from backend.jobs.generate import run_generate
 from backend.jobs.trajectories import run_trajectories_job
+from backend.views.dictionaries import run_job as run_features_job
 
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "extract": run_extract,
@@ -19,4 +20,5 @@ JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "trajectories": run_trajectories_job,  #: UMAP / aligned UMAP of a view, cached in the store
     "project": run_trajectories_job,  #: the same, under the kind stored before the rename
     "checkpoints": run_checkpoints,  #: extract over a model's training checkpoints + behaviour
+    "features": run_features_job,  #: a sparse dictionary (TopK SAE) of one layer, cached in the store
 }

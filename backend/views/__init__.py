@@ -14,6 +14,7 @@ from types import ModuleType
 from backend.views import (
     attention,
     attribution,
+    features,
     generation,
     lens,
     library,
@@ -42,4 +43,5 @@ VIEWS: dict[str, ModuleType] = {
     "training": training,
     "prompt": prompt,
     "library": library,
+    "features": features,
 }

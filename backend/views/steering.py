@@ -10,6 +10,9 @@ Direction kinds:
   on all of the set's pooled last-token states of the two labels at the layer), pointing to
   the second label: what the probe reads, as a direction to add;
 - ``"random"``: a seeded Gaussian direction (then the control is another seeded one);
+- ``"feature:F"``: the decoder row of latent F of the layer's sparse dictionary (the one
+  trained on the set with the default settings, else the one imported for the layer; see
+  ``backend/views/dictionaries.py``);
 - a path to a ``.npy`` vector of d_model values.
 
 The random control has the same norm as the direction. What is added is
@@ -76,10 +79,12 @@ class Request:
             raise LayerScopeError("Give at least one α, e.g. -8,-4,0,4,8.")
         if not all(np.isfinite(self.alphas)):
             raise LayerScopeError("Every α must be a finite number.")
-        if self.direction not in DIRECTIONS and not self.direction.endswith(".npy"):
+        if self.direction.startswith("feature:"):
+            feature_id(self.direction)  # a dictionary's decoder row at the layer
+        elif self.direction not in DIRECTIONS and not self.direction.endswith(".npy"):
             raise LayerScopeError(
-                f"Unknown direction '{self.direction}': use means, probe, random or a path to "
-                "a .npy."
+                f"Unknown direction '{self.direction}': use means, probe, random, feature:F or "
+                "a path to a .npy."
             )
         if self.direction in ("means", "probe") and not self.set_name:
             raise LayerScopeError(f"The '{self.direction}' direction needs a labelled set (--set).")
@@ -232,6 +237,17 @@ def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Resu
     return res
 
 
+def feature_id(direction: str) -> int:
+    """F of a ``feature:F`` direction (the decoder row of latent F of the layer's dictionary)."""
+    try:
+        f = int(direction.removeprefix("feature:"))
+    except ValueError:
+        f = -1
+    if f < 0:
+        raise LayerScopeError(f"'{direction}' is not a feature direction: write feature:F, F >= 0.")
+    return f
+
+
 def random_like(direction: np.ndarray, seed: int) -> np.ndarray:
     """A seeded Gaussian direction with the same L2 norm as ``direction``."""
     r = np.random.default_rng([seed, 0x57EE]).standard_normal(direction.shape[-1])
@@ -359,6 +375,11 @@ def _inputs(store: Store, req: Request, lm):
         direction = probe_direction(store, runs, req.layer, tuple(labels))
     elif req.direction == "random":
         direction = random_like(np.ones(d), req.seed + 1)
+    elif req.direction.startswith("feature:"):
+        from backend.views.dictionaries import feature_direction
+
+        f = feature_id(req.direction)
+        direction = feature_direction(store, lm.info.model_id, req.layer, req.set_name, f)
     else:
         p = Path(req.direction)
         if not p.is_file():
@@ -473,6 +494,8 @@ class SteeredRun(CapturedRun):
 def steered_set_name(set_name: str | None, layer: int, direction: str, alpha: float) -> str:
     """``<set>+steer(L2 means 4)``: the prompt set of one α's steered runs."""
     kind = direction if direction in DIRECTIONS else "npy"
+    if direction.startswith("feature:"):
+        kind = direction.replace(":", " ")
     base = (set_name or "typed")[:32]
     return f"{base}+steer(L{layer} {kind} {alpha:g})"
 

@@ -175,9 +175,29 @@ def test_who_wrote_the_answer_heads_reading_the_subject_lead():
                  reverse=True)[:2]  # fmt: skip
     assert [(la, h) for _, la, h in top] == [(2, 1), (2, 0)]
     assert [round(v, 2) for v, _, _ in top] == [0.34, 0.27]
-    att = A.compute(None, A.Request("demo", p["prompt"])).attention
+    att = A.compute(None, A.Request(model="demo", prompt=p["prompt"])).attention
     assert r.tokens[2] == "teacher" and att[1, 0, -1, 2] > 0.99 and att[1, 1, -1, 2] > 0.99
     route = {(tuple(e.source), tuple(e.target)) for e in r.graph.edges if e.route}
     assert ((1, 2), (2, 6)) in route  # teacher -> always, through layer 2's attention
     assert r.mlp.argmax() == 3 and round(r.mlp[3], 2) == 1.05
     assert r.mlp[3] > max(abs(r.attn).max(), abs(r.mlp[:3]).max(), abs(r.heads).max())
+
+
+def test_features_finds_subject_number_without_labels(store):
+    from backend.demo.words import NOUNS, VERBS
+    from backend.views import dictionaries
+    from backend.views import features as FV
+
+    p = STORY["features"].params
+    m = mid(store, "demo")
+    layer, latents, k = int(p["layer"]), int(p["latents"]), int(p["k"])
+    dictionaries.train(store, m, p["set"], layer, latents, k)
+    lm = models.get_model("demo")
+    req = FV.Request(model_id=m, set_name=p["set"], layer=layer, latents=latents, k=k)
+    r = FV.compute(store, req, lm=lm)
+    best = r.table.iloc[0]
+    assert best["auroc"] >= 0.995 and best["auroc_label"] == "singular"  # "AUROC 1.00"
+    ctx = r.detail.contexts
+    assert (ctx["label"] == "singular").all()  # every top context has a singular subject
+    assert set(ctx["token"]) & set(NOUNS.values())  # ... some end on a plural noun
+    assert {t for t, _ in r.detail.logit_top[:5]} <= set(VERBS)  # singular verbs go up

@@ -159,6 +159,16 @@ MAPPED = {
     "prompt": {
         "run_id": (["--run", "other"], "run_id"),
     },
+    "features": {
+        "layer": (["--layer", "2"], "layer"),
+        "latents": (["--latents", "64"], "latents"),
+        "k": (["--k", "4"], "k"),
+        "seed": (["--seed", "3"], "seed"),
+        "imported": (["--imported"], "imported"),
+        "feature": (["--feature", "5"], "feature"),
+        "sort": (["--sort", "density"], "sort"),
+        "top": (["--top", "3"], "top"),
+    },
 }
 
 #: per command, options that are not Request fields (besides ELSEWHERE), and why
@@ -193,6 +203,12 @@ COMMAND_ELSEWHERE = {
     },
     "training": {},
     "prompt": {},
+    "features": {
+        "action": "train / export / import go to backend/views/dictionaries (tests: test_features)",
+        "logit_effects": "loads the model, passed to compute as lm",
+        "out": "export: the output folder",
+        "src": "import: the SAELens folder",
+    },
 }
 
 BASE = {
@@ -208,6 +224,7 @@ BASE = {
     "steering": ["--model", "m", "--set", "s", "--layer", "1"],
     "training": ["--set", "s", "--model", "m"],
     "prompt": ["--run", "r"],
+    "features": ["--set", "s", "--model", "m", "--layer", "1"],
 }
 
 
@@ -258,6 +275,8 @@ def _patch(monkeypatch, command: str):
         monkeypatch.setattr(mod.attribution, "compute", capture)
     elif command == "steering":
         monkeypatch.setattr(mod.steering, "compute", capture)
+    elif command == "features":
+        monkeypatch.setattr(mod.FV, "compute", lambda store, req, lm=None: capture(req))
     elif command == "training":
         monkeypatch.setattr(mod.catalog, "ensure_set", lambda store, name: None)
         monkeypatch.setattr(

@@ -36,6 +36,7 @@ PROMPTS = [
 #: every view the app has (the issue's list); a new one joins here and in CASES
 EXPECTED = {
     "attribution",
+    "features",
     "prompt",
     "library",
     "trajectories",
@@ -64,6 +65,10 @@ def ctx(tmp_path_factory, tiny_model_dir):
     with Store(db) as s:
         model_id = s.find_model(model)["model_id"]
     return {"db": db, "model": model, "model_id": model_id}
+
+
+#: what a view needs computed first (as the page's button does): CLI argv per view
+PREP = {"features": ["features", "train", "--layer", "1", "--latents", "16", "--k", "2"]}
 
 
 def _cases(c: dict) -> dict:
@@ -139,6 +144,17 @@ def _cases(c: dict) -> dict:
             lambda s: {"run_id": first_run(s)},
         ),
         "library": (["ls"], lambda s: {}),
+        "features": (
+            ["features", *on_set, "--layer", "1", "--latents", "16", "--k", "2", "--feature", "0"],
+            lambda s: {
+                "model_id": mid,
+                "set_name": "s",
+                "layer": 1,
+                "latents": 16,
+                "k": 2,
+                "feature": 0,
+            },
+        ),
         "lens": (
             ["lens", *on_set, "--positions", "all"],
             lambda s: {"model": m, "model_id": mid, "set_name": "s", "positions": "all"},
@@ -187,6 +203,9 @@ def test_the_view_computes_and_its_cli_twin_prints_the_same_numbers(name, ctx, c
         pytest.fail(f"no contract case for the view {name!r}: add one to _cases")
     argv, build = cases[name]
     mod = VIEWS[name]
+    if name in PREP:
+        prep = [*PREP[name], "--model", ctx["model"], "--set", "s", "--db", ctx["db"]]
+        assert main(prep) == 0, capsys.readouterr().err
     with Store(ctx["db"]) as store:
         kwargs = build(store)
     if argv is None:  # e.g. a run id: known only now
