@@ -68,7 +68,7 @@ if not cov.empty:
     meta = s.set_runs(row["set_name"], row["model_id"])
     st.download_button(
         "Download metadata (CSV)",
-        meta.to_csv(index=False).encode(),
+        _ui.csv_bytes(meta),
         f"{row['set_name']}-runs.csv",
         mime="text/csv",
         key="lib_dl_csv",

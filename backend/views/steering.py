@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backend.capture.records import CapturedRun
+from backend.capture.records import MAX_TEMPERATURE, CapturedRun
 from backend.errors import LayerScopeError
 from backend.store import Store
 
@@ -47,6 +47,7 @@ VERSION = 1  #: bump when the computation changes what a stored result means
 CACHE_KIND = "steering"
 MAX_PROMPTS = 64
 DIRECTIONS = ("means", "probe", "random")  #: besides a path to a .npy vector
+MAX_ALPHA = 1000.0  #: |α| beyond this is no experiment (units of the layer's typical norm)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,11 @@ class Request:
             raise LayerScopeError("Type a prompt or pick a prompt set to steer.")
         if not self.alphas:
             raise LayerScopeError("Give at least one α, e.g. -8,-4,0,4,8.")
-        if not all(np.isfinite(self.alphas)):
-            raise LayerScopeError("Every α must be a finite number.")
+        if not all(np.isfinite(self.alphas)) or max(map(abs, self.alphas)) > MAX_ALPHA:
+            raise LayerScopeError(
+                f"Every α must be a finite number between -{MAX_ALPHA:g} and {MAX_ALPHA:g} "
+                "(α is in units of the layer's typical norm: a few already break a model)."
+            )
         if self.direction not in DIRECTIONS and not self.direction.endswith(".npy"):
             raise LayerScopeError(
                 f"Unknown direction '{self.direction}': use means, probe, random or a path to "
@@ -85,8 +89,10 @@ class Request:
             raise LayerScopeError(f"The '{self.direction}' direction needs a labelled set (--set).")
         if not 1 <= self.max_new_tokens <= 512:
             raise LayerScopeError("Ask for between 1 and 512 new tokens.")
-        if self.temperature < 0:
-            raise LayerScopeError("Temperature must be 0 (greedy) or more.")
+        if not (self.temperature == 0 or 0 < self.temperature <= MAX_TEMPERATURE):
+            raise LayerScopeError(
+                f"Temperature must be 0 (greedy) or above 0 and at most {MAX_TEMPERATURE:g}."
+            )
         if self.max_prompts < 1:
             raise LayerScopeError("--max-prompts must be at least 1.")
         if self.answers is not None and (len(self.answers) != 2 or not all(self.answers)):
@@ -232,6 +238,21 @@ def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Resu
     return res
 
 
+def save_direction(db_path, data: bytes) -> str:
+    """An uploaded .npy direction, checked and kept in the cache's folder: its file name."""
+    from backend import directions
+
+    return directions.save_upload(db_path, data)
+
+
+def uploaded_direction(db_path, name: str) -> str:
+    """A page's ``?direction=`` that is not means/probe/random: an uploaded file's name only
+    (never a server path; the error does not echo it). The file's path for ``Request``."""
+    from backend import directions
+
+    return directions.in_cache_folder(db_path, name)
+
+
 def random_like(direction: np.ndarray, seed: int) -> np.ndarray:
     """A seeded Gaussian direction with the same L2 norm as ``direction``."""
     r = np.random.default_rng([seed, 0x57EE]).standard_normal(direction.shape[-1])
@@ -360,18 +381,9 @@ def _inputs(store: Store, req: Request, lm):
     elif req.direction == "random":
         direction = random_like(np.ones(d), req.seed + 1)
     else:
-        p = Path(req.direction)
-        if not p.is_file():
-            raise LayerScopeError(f"No direction file at {req.direction}.")
-        try:
-            direction = np.load(p).astype(np.float64)
-        except (ValueError, OSError) as e:
-            raise LayerScopeError(f"{req.direction} is not a readable .npy file ({e}).") from None
-        if direction.ndim != 1 or direction.shape[0] != d:
-            raise LayerScopeError(
-                f"The direction in {p.name} has shape {tuple(direction.shape)}; the residual "
-                f"stream of this model has d_model = {d}: give a vector of {d} values."
-            )
+        from backend import directions
+
+        direction = directions.load_vector(Path(req.direction), d)
     if not np.isfinite(direction).all() or not np.linalg.norm(direction) > 0:
         raise LayerScopeError("The steering direction is zero or not finite.")
     control = random_like(direction, req.seed)
