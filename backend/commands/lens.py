@@ -41,11 +41,9 @@ def _prompt(args, lm) -> dict:
         raise LayerScopeError("The prompt has no tokens for this tokenizer; type some words.")
     settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
     run = next(iter(extract.capture(lm, [("lens", tk)], settings, exact=True)))[0]
-    res = lens.lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, args.top)
-    out = {"model": args.model, "prompt": args.prompt, **res.to_dict()}
-    if tk.truncated:
-        out["note"] = f"the prompt has {tk.n_full} tokens; read up to the model's {limit}"
-    return out
+    note = lens.cut_note(tk.n_full, len(tk.ids)) if tk.truncated else None
+    res = lens.lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, args.top, note)
+    return {"model": args.model, "prompt": args.prompt, **res.to_dict()}
 
 
 def _set(args, store, lm) -> dict:
@@ -101,4 +99,6 @@ def prose(r: dict) -> str:
             f"rank {r['final_rank'][li][-1]}"
         )
     lines.append(f"commitment depth (last position): layer {r['commitment_depth'][-1]}")
+    if r.get("note"):
+        lines.append(f"note: {r['note']}")
     return "\n".join(lines)

@@ -58,6 +58,8 @@ class RunResult:
     lens: LensResult
     tokens: list[str]
     names: dict[int, str]  #: token id -> text for every id in ``lens.top_ids``
+    #: set when the prompt was cut to the model's positions: the readout is of the cut prompt
+    note: str | None = None
 
     @property
     def answer(self) -> str:
@@ -113,12 +115,24 @@ class RunResult:
             "entropy": r.entropy.round(4).tolist(),
             "final_rank": r.final_rank.tolist(),
             "commitment_depth": r.commitment.tolist(),
+            "truncated": self.note is not None,
+            **({"note": self.note} if self.note else {}),
         }
 
 
-def lens_of(lm, hidden: np.ndarray, tokens: list[str], k: int = 5) -> RunResult:
+def cut_note(n_full: int, n_read: int) -> str:
+    """What a view says when a prompt was longer than the model reads."""
+    return (
+        f"The prompt has {n_full} tokens; the model reads at most {n_read}, so this is the "
+        f"readout of its first {n_read} tokens (the rest was cut)."
+    )
+
+
+def lens_of(
+    lm, hidden: np.ndarray, tokens: list[str], k: int = 5, note: str | None = None
+) -> RunResult:
     res = lens_for_hidden(lm, hidden, k)
-    return RunResult(lens=res, tokens=tokens, names=decode(lm, res.top_ids))
+    return RunResult(lens=res, tokens=tokens, names=decode(lm, res.top_ids), note=note)
 
 
 def _check_kind(kind: str) -> None:
@@ -138,14 +152,19 @@ def compute_run(
     ``set_name`` for the run's model (which must exist: :func:`train_tuned`)."""
     _check_kind(kind)
     hidden, toks = store.run_layers(run_id), store.tokens(run_id)["token"].tolist()
+    row = store.get_run(run_id) or {}
+    note = None
+    if row.get("truncated"):
+        note = "The stored run was cut to its first {n} tokens (the model's or --max-tokens' "
+        note = note.format(n=len(toks)) + "limit): this is the readout of the cut prompt."
     if kind == "logit":
-        return lens_of(lm, hidden, toks, k)
+        return lens_of(lm, hidden, toks, k, note)
     from backend.analysis.tuned_lens import tuned_logit_lens
 
     check_lens(lm)
     tl = require_tuned(store, store.get_run(run_id)["model_id"], set_name)
     res = tuned_logit_lens(hidden, tl, lm.final_norm, lm.unembed, k=k)
-    return RunResult(lens=res, tokens=toks, names=decode(lm, res.top_ids))
+    return RunResult(lens=res, tokens=toks, names=decode(lm, res.top_ids), note=note)
 
 
 # -- tuned lens: trained on a set's cached states, kept in the store's derived cache --------

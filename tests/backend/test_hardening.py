@@ -121,3 +121,48 @@ def test_sampling_temperature_is_finite_and_bounded(t):
 
     with pytest.raises(LayerScopeError, match="Temperature"):
         Sampling(temperature=t).validate()
+
+
+# -- a prompt longer than the model's positions: the readout says it was cut ----------------
+LONG = " ".join(["the cat near the dogs runs"] * 30)  # > the demo model's 64 positions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["lens", "attention"])
+def test_a_prompt_cut_to_the_models_positions_says_so(verb, tmp_path, capsys):
+    import json
+
+    from backend.cli import main
+
+    argv = [verb, "--db", str(tmp_path / "c.duckdb"), "--model", "demo", "--prompt", LONG]
+    assert main([*argv, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["truncated"] is True and "cut" in r["note"] and len(r["tokens"]) == 64
+    assert main(argv) == 0
+    assert "note: The prompt has" in capsys.readouterr().out
+    assert main([verb, "--db", str(tmp_path / "c.duckdb"), "--model", "demo", "--prompt", "the cat",
+                 "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["truncated"] is False
+
+
+# -- patching: an answer that is not one vocabulary token ------------------------------------
+def test_an_answer_outside_the_vocabulary_is_refused_with_the_nearest_tokens():
+    from backend import models
+    from backend.views.patching import token_id
+
+    tok = models.load_tokenizer(models.resolve("demo").path)
+    with pytest.raises(LayerScopeError, match="not one token") as e:
+        token_id(tok, "xyzzyq")  # the word-level vocabulary maps it to <unk>: no answer
+    assert "<unk>" not in str(e.value)
+    with pytest.raises(LayerScopeError, match=r"nearest: .*'runs'"):
+        token_id(tok, "runz")
+    assert token_id(tok, "runs") == tok.convert_tokens_to_ids("runs")
+
+
+def test_patch_cli_refuses_an_unknown_answer(tmp_path, capsys):
+    from backend.cli import main
+
+    argv = ["patch", "--db", str(tmp_path / "c.duckdb"), "--model", "demo"]
+    argv += ["--clean", "the cat runs", "--corrupted", "the cats run", "--answer", "xyzzyq"]
+    assert main(argv) == 2
+    assert "not one token" in capsys.readouterr().err
