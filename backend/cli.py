@@ -31,8 +31,16 @@ def _modules():
     yield from COMMANDS.items()
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad flag is one line ``error: ...`` (exit 2) like every other user error, not
+    argparse's usage block; ``--help`` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--db",
         default=argparse.SUPPRESS,
@@ -44,7 +52,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         default=argparse.SUPPRESS,
         help="print a machine-readable JSON summary on stdout",
     )
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m backend",
         parents=[common],
         description="LayerScope: capture and analyse hidden states.",
@@ -85,13 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries()
     parser, mods = build_parser()
-    args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else argv))
+    try:  # a bad flag: argparse prints usage and one `error:` line; main returns its code
+        args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     args.db = getattr(args, "db", None)
     args.json = getattr(args, "json", False)
     mod = mods[args.command]
-    from backend.store import Store
+    from backend.store import Store, default_db_path
+    from backend.store.schema import check_file_header
 
     try:
+        check_file_header(args.db or default_db_path())
         with Store(args.db) as store:
             if getattr(args, "model", "") is None and args.command not in ("delete", "ls", "jobs"):
                 from backend.commands._common import model_for_set

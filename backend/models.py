@@ -344,7 +344,31 @@ def available_devices() -> list[str]:
 
 
 def read_config(mref: ModelRef) -> dict:
-    return json.loads((mref.path / "config.json").read_text())
+    """The model folder's config.json; a damaged one is one sentence, not a JSON traceback."""
+    try:
+        cfg = json.loads((mref.path / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LayerScopeError(
+            f"The config.json of the model '{Path(mref.path).name}' cannot be read ({first}); "
+            "the model folder is damaged or incomplete."
+        ) from None
+    if not isinstance(cfg, dict):
+        raise LayerScopeError(
+            f"The config.json of the model '{Path(mref.path).name}' is not a JSON object."
+        )
+    return cfg
+
+
+def check_tokenizer(tokenizer, ref: str):
+    """A model folder without tokenizer files still gives a tokenizer, with a vocabulary of
+    one entry that maps every prompt to no tokens ("0 runs computed"): refuse it."""
+    if len(tokenizer.get_vocab()) < 2:
+        raise LayerScopeError(
+            f"The model '{ref}' has no usable tokenizer (no tokenizer files in its folder); "
+            "copy the tokenizer files of the checkpoint next to its config.json."
+        )
+    return tokenizer
 
 
 def max_positions(cfg: dict) -> int | None:
@@ -394,9 +418,13 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
             mref.path, dtype=tdtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
         tokenizer = AutoTokenizer.from_pretrained(mref.path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # OSError, ValueError, safetensors' SafetensorError (a cut file)...
+        if not isinstance(e, (OSError, ValueError)) and type(e).__name__ != "SafetensorError":
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LayerScopeError(f"Could not load model '{ref}': {first}") from None
+        what = "its weight file is truncated or damaged: " if "Safetensor" in repr(e) else ""
+        raise LayerScopeError(f"Could not load model '{ref}': {what}{first}") from None
+    check_tokenizer(tokenizer, ref)
     model.eval().to(device)
     fuse_activations(model)
     base = model.base_model
@@ -510,7 +538,12 @@ def load_tokenizer(path, trust_remote_code: bool = False):
     with _LOAD_LOCK:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        try:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LayerScopeError(f"Could not load the tokenizer of '{path}': {first}") from None
+        return check_tokenizer(tok, str(path))
 
 
 @lru_cache(maxsize=3)

@@ -76,6 +76,9 @@ def message(e: Exception, kind: str = "info") -> None:
 # -- singletons ---------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _root_store(path: str) -> Store:
+    from backend.store.schema import check_file_header
+
+    check_file_header(path)
     return Store(path)
 
 

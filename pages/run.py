@@ -167,8 +167,9 @@ try:
     )
     if est.truncated:
         st.warning(
-            f"{est.truncated} prompts are longer than {spec.max_tokens} tokens and will "
-            "be truncated (each run is flagged)."
+            f"{est.truncated} prompts are longer than "
+            + (f"{spec.max_tokens} tokens" if spec.max_tokens else "the model reads")
+            + " and will be truncated (each run is flagged)."
         )
     existing = table is not None and set_name in set(s.list_sets()["set_name"])
     replace_ok = True

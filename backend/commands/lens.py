@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend import models
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import TOP, add_model_args, ensure_runs
 from backend.errors import LayerScopeError
 from backend.views import lens
 
@@ -22,7 +22,7 @@ def register(p) -> None:
         choices=["last", "all"],
         help="with --set: the next-token position of each prompt, or all positions",
     )
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=TOP, default=5)
     p.add_argument(
         "--lens",
         default="logit",

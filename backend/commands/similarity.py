@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import COUNT, LAYER, add_model_args, ensure_runs, int_in
 from backend.errors import LayerScopeError
 from backend.views import similarity as V
 
@@ -14,7 +14,7 @@ HELP = "similarity matrices: layer-cka | layer-cosine | prompt | token | model-c
 def register(p) -> None:
     add_model_args(p)
     p.add_argument("--kind", default="layer-cka", choices=V.KINDS + tuple(V.ALIASES))
-    p.add_argument("--layer", type=int, help="prompt/token kinds (default: last layer)")
+    p.add_argument("--layer", type=LAYER, help="prompt/token kinds (default: last layer)")
     p.add_argument("--other-model", help="model-cka: the model to compare with")
     p.add_argument(
         "--units",
@@ -24,13 +24,15 @@ def register(p) -> None:
     )
     p.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
     p.add_argument("--order", default="cluster", choices=V.ORDERS, help="prompt kind")
-    p.add_argument("--prompt", type=int, default=None, help="token kind: prompt index in set")
+    p.add_argument(
+        "--prompt", type=int_in(0, 10_000_000), default=None, help="token kind: prompt index in set"
+    )
     p.add_argument(
         "--center",
         action="store_true",
         help="prompt/token kinds: subtract the mean vector first (anisotropy)",
     )
-    p.add_argument("--max-units", type=int, default=V.MAX_UNITS)
+    p.add_argument("--max-units", type=COUNT, default=V.MAX_UNITS)
 
 
 def run(args, store) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
@@ -20,9 +21,12 @@ def _env_gb(name: str, default: float | None) -> float | None:
     if not raw:
         return default
     try:
-        return float(raw)
+        v = float(raw)
     except ValueError:
-        raise LayerScopeError(f"{name}={raw!r} is not a number of GB.") from None
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):  # nan, inf, 0 or a negative "-1.0 GB budget"
+        raise LayerScopeError(f"{name}={raw!r} is not a positive number of GB.")
+    return v
 
 
 @dataclass

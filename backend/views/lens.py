@@ -20,7 +20,7 @@ import pandas as pd
 from backend.analysis.lens import TIE_RTOL, LensResult, LensSummary, logit_lens, summarize
 from backend.errors import LayerScopeError
 from backend.store import Store
-from backend.views import units
+from backend.views import _derived, units
 
 Positions = Literal["last", "all"]
 LensKind = Literal["logit", "tuned"]
@@ -181,8 +181,8 @@ def load_tuned(store: Store, model_id: str, set_name: str, settings: dict | None
     """The stored tuned lens of (model, set, settings), or None (never trains)."""
     from backend.analysis.tuned_lens import TunedLens
 
-    payload = store.cache_get(TUNED_CACHE, tuned_key(store, model_id, set_name, settings))
-    return None if payload is None else TunedLens.load(io.BytesIO(payload))
+    key = tuned_key(store, model_id, set_name, settings)
+    return _derived.load(store, TUNED_CACHE, key, lambda b: TunedLens.load(io.BytesIO(b)))
 
 
 def require_tuned(store: Store, model_id: str, set_name: str | None):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from backend.errors import LayerScopeError
 from backend.store import Store
+from backend.views import _derived
 
 VERSION = 2  #: bump when the computation changes what a stored result means
 CACHE_KIND = "patching"
@@ -280,8 +281,7 @@ def set_pairs(set_name: str) -> list[tuple[str, str]]:
 
 def cached(store: Store, req: Request) -> Result | None:
     """The stored result of this exact request, or None; never loads a model."""
-    raw = store.cache_get(CACHE_KIND, cache_key(req))
-    return Result._from_payload(req, raw) if raw is not None else None
+    return _derived.load(store, CACHE_KIND, cache_key(req), lambda b: Result._from_payload(req, b))
 
 
 def token_id(tokenizer, text: str) -> int:
@@ -343,9 +343,9 @@ def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Resu
     and store the result there."""
     key = cache_key(req)
     if use_cache:
-        raw = store.cache_get(CACHE_KIND, key)
-        if raw is not None:
-            return Result._from_payload(req, raw)
+        hit = _derived.load(store, CACHE_KIND, key, lambda b: Result._from_payload(req, b))
+        if hit is not None:
+            return hit
     res = _compute(store, req, lm)
     store.cache_put(CACHE_KIND, key, res._payload())
     return res

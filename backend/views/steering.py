@@ -42,6 +42,7 @@ import pandas as pd
 from backend.capture.records import MAX_TEMPERATURE, CapturedRun
 from backend.errors import LayerScopeError
 from backend.store import Store
+from backend.views import _derived
 
 VERSION = 1  #: bump when the computation changes what a stored result means
 CACHE_KIND = "steering"
@@ -221,18 +222,18 @@ def cache_key(req: Request) -> str:
 def cached(store: Store, req: Request) -> Result | None:
     """The stored result of this exact request, or None; never loads a model."""
     try:
-        raw = store.cache_get(CACHE_KIND, cache_key(req))
+        key = cache_key(req)
     except OSError:
         return None
-    return Result._from_payload(req, raw) if raw is not None else None
+    return _derived.load(store, CACHE_KIND, key, lambda b: Result._from_payload(req, b))
 
 
 def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Result:
     key = cache_key(req)
     if use_cache:
-        raw = store.cache_get(CACHE_KIND, key)
-        if raw is not None:
-            return Result._from_payload(req, raw)
+        hit = _derived.load(store, CACHE_KIND, key, lambda b: Result._from_payload(req, b))
+        if hit is not None:
+            return hit
     res = _compute(store, req, lm)
     store.cache_put(CACHE_KIND, key, res._payload())
     return res
@@ -271,7 +272,7 @@ def means_direction(
     for name in labels:
         sel = lab == name
         if not sel.any():
-            have = ", ".join(sorted(set(lab)))
+            have = ", ".join(sorted(set(lab))) or "no labelled prompts"
             raise LayerScopeError(f"No prompt of the set has the label '{name}' (it has: {have}).")
         out.append(x[0, sel].mean(0))
     return (out[1] - out[0]).astype(np.float64)

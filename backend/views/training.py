@@ -27,7 +27,7 @@ from backend.analysis.projection import Projection, project
 from backend.analysis.stats import LayerStats
 from backend.errors import LayerScopeError
 from backend.store import Store
-from backend.views import probes, similarity, stats, units
+from backend.views import _derived, probes, similarity, stats, units
 
 BEHAVIOUR_CACHE = "training_behaviour"  #: derived-cache kind of a checkpoint's behaviour
 BEHAVIOUR_VERSION = 1
@@ -142,8 +142,7 @@ def coverage(store: Store, req: Request) -> tuple[dict[str, str], list[str]]:
 
 
 def behaviour_of(store: Store, model_id: str, set_name: str) -> dict | None:
-    raw = store.cache_get(BEHAVIOUR_CACHE, behaviour_key(model_id, set_name))
-    return json.loads(raw) if raw is not None else None
+    return _derived.load(store, BEHAVIOUR_CACHE, behaviour_key(model_id, set_name), json.loads)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from backend.analysis.projection import (
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobContext
 from backend.store import Store
-from backend.views import units
+from backend.views import _derived, units
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ def _load(payload: bytes) -> Projection:
 
 
 def cached(store: Store, req: Request, meta: pd.DataFrame) -> Projection | None:
-    raw = store.cache_get(CACHE_KIND, cache_key(req, meta))
-    return _load(raw) if raw is not None else None
+    return _derived.load(store, CACHE_KIND, cache_key(req, meta), _load)
 
 
 def project_units(

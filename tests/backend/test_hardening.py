@@ -159,6 +159,7 @@ def test_an_answer_outside_the_vocabulary_is_refused_with_the_nearest_tokens():
     assert token_id(tok, "runs") == tok.convert_tokens_to_ids("runs")
 
 
+@pytest.mark.slow
 def test_patch_cli_refuses_an_unknown_answer(tmp_path, capsys):
     from backend.cli import main
 
@@ -166,3 +167,213 @@ def test_patch_cli_refuses_an_unknown_answer(tmp_path, capsys):
     argv += ["--clean", "the cat runs", "--corrupted", "the cats run", "--answer", "xyzzyq"]
     assert main(argv) == 2
     assert "not one token" in capsys.readouterr().err
+
+
+# -- prompt files: size caps before tokenizing, folders, nulls --------------------------------
+def _extract(tmp_path, *extra):
+    from backend.cli import main
+
+    return main(["extract", "--db", str(tmp_path / "c.duckdb"), "--model", "demo", *extra])
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv", ".jsonl"])
+def test_a_prompt_longer_than_the_cap_is_refused_before_tokenizing(tmp_path, capsys, suffix):
+    from backend import prompts
+
+    long = "word " * (prompts.MAX_PROMPT_CHARS // 5 + 10)
+    body = {".txt": f"short one\n{long}\n", ".csv": f"text\nshort one\n{long}\n",
+            ".jsonl": f'{{"text": "short one"}}\n{{"text": "{long}"}}\n'}[suffix]  # fmt: skip
+    f = tmp_path / f"p{suffix}"
+    f.write_text(body)
+    assert _extract(tmp_path, "--prompts", str(f)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Prompt 2 has" in err and "at most 100,000" in err
+    with pytest.raises(LayerScopeError, match="at most 100,000"):
+        prompts.from_lines(long)  # the Run page's typed prompts
+    with pytest.raises(LayerScopeError, match="at most 100,000"):
+        prompts.select_columns(prompts.read_table(body.encode(), f.name))  # an upload
+
+
+def test_a_prompt_file_over_the_size_cap_is_refused_unread(tmp_path, capsys):
+    from backend import prompts
+
+    f = tmp_path / "huge.txt"
+    with open(f, "wb") as fh:  # sparse: no 64 MB written
+        fh.truncate(prompts.MAX_FILE_BYTES + 1)
+    assert _extract(tmp_path, "--prompts", str(f)) == 2
+    assert "at most 64 MB" in capsys.readouterr().err
+    with pytest.raises(LayerScopeError, match="at most 64 MB"):
+        prompts.read_table(b"x" * (prompts.MAX_FILE_BYTES + 1), "up.txt")
+
+
+def test_a_folder_as_prompts_is_one_sentence(tmp_path, capsys):
+    d = tmp_path / "dir.txt"
+    d.mkdir()
+    assert _extract(tmp_path, "--prompts", str(d)) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_jsonl_null_texts_are_dropped_not_an_internal_error(tmp_path, capsys):
+    from backend import prompts
+
+    f = tmp_path / "n.jsonl"
+    f.write_text('{"text": null, "label": null}\n{"text": "the cat", "label": "a"}\n')
+    df = prompts.load_prompts(f, label_column="label")
+    assert df["text"].tolist() == ["the cat"] and df["label"].tolist() == ["a"]
+    f.write_text('{"text": null}\n')
+    assert _extract(tmp_path, "--prompts", str(f)) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+# -- an existing set is replaced only with --replace; a failed extract leaves no new set -----
+@pytest.mark.slow
+def test_extract_refuses_to_replace_a_set_without_replace(tmp_path, capsys):
+    from backend.store import Store
+
+    f = tmp_path / "one.txt"
+    f.write_text("the cat runs\n")
+    assert _extract(tmp_path, "--set", "agreement") == 0  # the bundled 400 prompts
+    capsys.readouterr()
+    assert _extract(tmp_path, "--prompts", str(f), "--set", "agreement") == 2
+    assert "--replace" in capsys.readouterr().err
+    with Store(tmp_path / "c.duckdb") as s:
+        n = len(s.get_set("agreement"))
+    assert n > 1
+    assert _extract(tmp_path, "--prompts", str(f)) == 0  # a new set: fine
+    assert _extract(tmp_path, "--prompts", str(f)) == 0  # the same prompts again: fine
+    f.write_text("the dogs run\n")
+    assert _extract(tmp_path, "--prompts", str(f)) == 2
+    assert _extract(tmp_path, "--prompts", str(f), "--replace") == 0
+    with Store(tmp_path / "c.duckdb") as s:
+        assert s.get_set("one")["text"].tolist() == ["the dogs run"]
+
+
+def test_a_failed_extract_leaves_no_new_set(tmp_path, capsys):
+    from backend.cli import main
+    from backend.store import Store
+
+    f = tmp_path / "fresh.txt"
+    f.write_text("the cat runs\n")
+    db = str(tmp_path / "c.duckdb")
+    argv = ["extract", "--db", db, "--model", str(tmp_path / "no-model"), "--prompts", str(f)]
+    assert main(argv) == 2
+    with Store(db) as s:
+        assert "fresh" not in set(s.list_sets()["set_name"])
+
+
+# -- tracebacks -> one sentence ----------------------------------------------------------------
+def _one_error_line(err: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len([ln for ln in lines if ln.startswith("error:")]) == 1, err
+    assert "Traceback" not in err and "internal error" not in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["trajectories", "--set", "x", "--sample", "-1"],
+        ["similarity", "--set", "x", "--max-units", "-5"],
+        ["lens", "--prompt", "x", "--top", "-1"],
+        ["lens", "--prompt", "x", "--top", "1000000000"],
+        ["patch", "--clean", "a", "--corrupted", "b", "--top", "1000000000"],
+        ["jobs", "--limit", "-1"],
+        ["extract", "--set", "x", "--gpus-per-worker", "nan"],
+        ["extract", "--set", "x", "--workers", "0"],
+        ["steer", "--layer", "1", "--prompt", "a", "--temperature", "inf"],
+        ["generate", "--set", "x", "--top-p", "nan"],
+        ["stats", "--set", "x", "--max-runs", "1e3"],
+    ],
+)
+def test_bad_numbers_are_refused_when_parsed(argv, tmp_path, capsys):
+    from backend.cli import main
+
+    assert main([*argv, "--db", str(tmp_path / "c.duckdb")]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "argument --" in err
+    assert not (tmp_path / "c.duckdb").exists()  # refused before the cache is opened
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf", "0", "lots"])
+def test_a_bad_job_budget_is_one_sentence(value, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LAYERSCOPE_MAX_JOB_GB", value)
+    assert _extract(tmp_path, "--set", "agreement") == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "LAYERSCOPE_MAX_JOB_GB" in err and "positive number of GB" in err
+
+
+@pytest.fixture
+def damaged_models(tmp_path):
+    import os
+    import shutil
+
+    from backend import models
+
+    out = {}
+    for kind in ("config", "weights", "tokenizer"):
+        d = tmp_path / f"m-{kind}"
+        shutil.copytree(models.resolve("demo").path, d)
+        (d / "layerscope.json").unlink(missing_ok=True)
+        out[kind] = d
+    (out["config"] / "config.json").write_text('{"model_type": "gpt2", ')
+    w = out["weights"] / "model.safetensors"
+    os.truncate(w, w.stat().st_size // 2)
+    for f in out["tokenizer"].glob("tokenizer*"):
+        f.unlink()
+    return out
+
+
+@pytest.mark.parametrize(
+    "kind,needle",
+    [
+        ("config", "config.json of the model"),
+        ("weights", "truncated or damaged"),
+        ("tokenizer", "no usable tokenizer"),
+    ],
+)
+def test_a_damaged_model_folder_is_one_sentence(damaged_models, kind, needle, tmp_path, capsys,
+                                                caplog):  # fmt: skip
+    from backend.store import Store
+
+    f = tmp_path / "p.txt"
+    f.write_text("the cat runs\n")
+    rc = _extract(tmp_path, "--model", str(damaged_models[kind]), "--prompts", str(f))
+    assert rc == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert needle in err
+    assert not [r for r in caplog.records if r.exc_info and r.levelno >= 30]  # no stack printed
+    with Store(tmp_path / "c.duckdb") as s:
+        assert s.list_sets().empty  # the failed extract left no set
+
+
+def test_a_sqlite_file_as_db_is_refused_by_its_header(tmp_path, capsys):
+    import sqlite3
+
+    from backend.cli import main
+
+    db = tmp_path / "x.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    assert main(["ls", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "not a DuckDB database" in err and "SQLite" in err
+    assert db.read_bytes() == before
+
+
+def test_a_damaged_derived_cache_entry_is_treated_as_missing(tmp_path):
+    from backend.store import Store
+    from backend.views import patching, steering
+
+    with Store(tmp_path / "c.duckdb") as s:
+        preq = patching.Request("demo", "the cat runs", "the cats run")
+        s.cache_put(patching.CACHE_KIND, patching.cache_key(preq), b"\x00damaged")
+        assert patching.cached(s, preq) is None
+        sreq = steering.Request("demo", ("the cat",), direction="random")
+        s.cache_put(steering.CACHE_KIND, steering.cache_key(sreq), b"PK\x03\x04cut")
+        assert steering.cached(s, sreq) is None
