@@ -360,6 +360,11 @@ def read_config(mref: ModelRef) -> dict:
     return cfg
 
 
+def check_device(device: str) -> None:
+    if device not in available_devices():
+        raise LayerScopeError(f"Device '{device}' is not available here ({available_devices()}).")
+
+
 def check_tokenizer(tokenizer, ref: str):
     """A model folder without tokenizer files still gives a tokenizer, with a vocabulary of
     one entry that maps every prompt to no tokens ("0 runs computed"): refuse it."""
@@ -407,8 +412,7 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
     hf_logging.disable_progress_bar()  # no loading bars in our output (cli.quiet_libraries)
 
     mref = resolve(ref)
-    if device not in available_devices():
-        raise LayerScopeError(f"Device '{device}' is not available here ({available_devices()}).")
+    check_device(device)
     cfg = read_config(mref)
     tdtype = pick_dtype(dtype, device, model=mref if dtype == "auto" else None)
     causal = is_causal_config(cfg)

@@ -43,7 +43,7 @@ def register(p) -> None:
     p.add_argument("--layer", type=LAYER, help="layer for commitment (default last)")
     p.add_argument(
         "--step",
-        type=int,
+        type=int_in(0, 4096),
         default=1,
         help="generation step (0 = last prompt token, identical across runs)",
     )

@@ -90,6 +90,7 @@ def compute(store: Store | None, req: Request) -> Result:
     from backend.capture import extract
 
     mref = models.resolve(req.model)
+    models.check_device(req.device)
     model, tokenizer = _eager(str(mref.path), mref.model_id, req.dtype, req.device)
     limit = models.max_positions(model.config.to_dict())
     tk = extract.tokenize(tokenizer, [req.prompt], limit)[0]
