@@ -191,16 +191,6 @@ def test_every_verb_exits_cleanly_on_generated_arguments(verb, prepared, monkeyp
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = main(list(argv))
         text = out.getvalue() + err.getvalue()
-        import os
-
-        if os.environ.get("FUZZ_DEBUG"):
-            kind = "ok" if rc == 0 else ("parse" if "argument --" in text else "deep")
-            print(
-                "FUZZ",
-                verb,
-                kind,
-                err.getvalue().strip().splitlines()[-1:] if kind == "deep" else "",
-            )
         assert rc in (0, 2), (argv, rc, text[-2000:])
         assert "Traceback" not in text and "internal error" not in text, (argv, text[-2000:])
         errors = [ln for ln in err.getvalue().splitlines() if ln.startswith("error:")]
