@@ -122,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not the user's fault: one line, the details on request
         if os.environ.get("LAYERSCOPE_DEBUG"):
             raise
+        if _damaged_cache(e):  # the file's fault, not a bug; and runs may well be affected
+            msg = (
+                f"the cache file {args.db or default_db_path()} is damaged "
+                f"({str(e).splitlines()[0][:200]}); what it holds cannot all be read. Move it "
+                "aside and extract again into a new --db (the damaged file is left as it is)."
+            )
+            if args.json:
+                print(json.dumps({"error": msg}))
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
         msg = f"internal error ({type(e).__name__}: {e}); stored runs are unaffected. "
         msg += "Rerun with LAYERSCOPE_DEBUG=1 for the traceback and please report it."
         if args.json:
@@ -137,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _damaged_cache(e: Exception) -> bool:
+    """A DuckDB error that says the file itself is corrupt (a block's checksum, a bad header)."""
+    text = str(e).lower()
+    return type(e).__module__.lstrip("_").startswith("duckdb") and (
+        "corrupt" in text or "checksum" in text
+    )
 
 
 def quiet_libraries() -> None:

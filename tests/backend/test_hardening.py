@@ -377,3 +377,30 @@ def test_a_damaged_derived_cache_entry_is_treated_as_missing(tmp_path):
         sreq = steering.Request("demo", ("the cat",), direction="random")
         s.cache_put(steering.CACHE_KIND, steering.cache_key(sreq), b"PK\x03\x04cut")
         assert steering.cached(s, sreq) is None
+
+
+@pytest.mark.slow
+def test_a_corrupted_cache_block_is_reported_as_damage_not_as_unaffected(tmp_path, capsys):
+    """Each data block of a small cache overwritten in turn: a block that breaks reading (not
+    opening) is reported as damage, never as an internal error with 'stored runs unaffected'."""
+    import shutil
+
+    from backend.cli import main
+    from backend.store.store import BLOCK_SIZE
+
+    f = tmp_path / "p.txt"
+    f.write_text("the cat runs\nthe dog sits\nthe cats run\nthe dogs sit\n")
+    assert _extract(tmp_path, "--prompts", str(f)) == 0
+    good, db = tmp_path / "c.duckdb", tmp_path / "bad.duckdb"
+    seen = []
+    for off in range(12_288, good.stat().st_size, BLOCK_SIZE):
+        shutil.copy(good, db)
+        with open(db, "r+b") as fh:
+            fh.seek(off + 64)
+            fh.write(b"\xa5" * 1024)
+        capsys.readouterr()
+        rc = main(["stats", "--db", str(db), "--set", "p", "--model", "demo"])
+        err = capsys.readouterr().err
+        assert rc in (0, 2) and "unaffected" not in err, err
+        seen.append("cannot all be read" in err)
+    assert any(seen), "no block broke reading only"
