@@ -110,7 +110,7 @@ def _prepare(units_req: TV.Request, n_runs: int):
     x, meta, n_all = TV.load_units(_ui.store(), units_req)
     lab = meta["label"].fillna("").astype(str).to_numpy()
     scores = None
-    if len(set(lab)) > 1:
+    if 1 < len(set(lab)) < len(lab):  # all-distinct labels separate nothing
         agree, chance = neighbour_agreement_per_layer(x, lab)
         scores = (silhouette_per_layer(x, lab), agree, chance)
     return meta, n_all, scores

@@ -404,3 +404,11 @@ def test_a_corrupted_cache_block_is_reported_as_damage_not_as_unaffected(tmp_pat
         assert rc in (0, 2) and "unaffected" not in err, err
         seen.append("cannot all be read" in err)
     assert any(seen), "no block broke reading only"
+
+
+def test_labels_that_are_all_distinct_give_no_silhouette_not_an_error():
+    from backend.analysis.projection import silhouette_per_layer
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 4))
+    assert np.isnan(silhouette_per_layer(x, list("abcde"))).all()
+    assert np.isfinite(silhouette_per_layer(x, list("aabbb"))).all()
