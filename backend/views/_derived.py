@@ -22,3 +22,17 @@ def load(store, kind: str, key: str, decode: Callable[[bytes], T]) -> T | None:
     except Exception as e:  # any decoding failure means "not usable"
         log.warning("derived cache entry %s is damaged (%s); recomputing", kind, type(e).__name__)
         return None
+
+
+def save(store, kind: str, key: str, payload: bytes) -> bool:
+    """Keep a computed result; a full disk (or a read-only file) only costs the next visit a
+    recomputation, so the result is still shown. True when stored."""
+    try:
+        store.cache_put(kind, key, payload)
+        return True
+    except Exception as e:
+        text = str(e).lower()
+        if not any(s in text for s in ("no space", "disk full", "read-only", "read only")):
+            raise
+        log.warning("derived result %s not kept: %s", kind, str(e).splitlines()[0][:200])
+        return False

@@ -210,7 +210,9 @@ def train_tuned(store: Store, lm, model_id: str, set_name: str, settings: dict |
     tl = train_tuned_lens(hiddens, lm.final_norm, lm.unembed, **cfg)
     buf = io.BytesIO()
     tl.save(buf)
-    store.cache_put(TUNED_CACHE, tuned_key(store, model_id, set_name, settings), buf.getvalue())
+    _derived.save(
+        store, TUNED_CACHE, tuned_key(store, model_id, set_name, settings), buf.getvalue()
+    )
     return tl
 
 

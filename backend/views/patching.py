@@ -347,7 +347,7 @@ def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Resu
         if hit is not None:
             return hit
     res = _compute(store, req, lm)
-    store.cache_put(CACHE_KIND, key, res._payload())
+    _derived.save(store, CACHE_KIND, key, res._payload())
     return res
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from backend.analysis.probes import ProbeResult, misclassified, run_probes
 from backend.errors import LayerScopeError
 from backend.store import Store
-from backend.views import units
+from backend.views import _derived, units
 
 #: bundled models' random-init twins: the default baseline of a probe
 TWINS = {"demo": "demo-untrained", "demo-seed1": "demo-untrained"}
@@ -326,7 +326,7 @@ def _fit(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd.Dat
         except (ValueError, KeyError, OSError, TypeError):  # damaged or old entry: refit
             pass
     res, meta = _fit_now(store, req, model_id)
-    store.cache_put(CACHE_KIND, key, _to_payload(res, meta))
+    _derived.save(store, CACHE_KIND, key, _to_payload(res, meta))
     return res, meta
 
 

@@ -157,7 +157,7 @@ def project_units(
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
     if req.method in SLOW_METHODS:
-        store.cache_put(CACHE_KIND, cache_key(req, meta), _dump(proj))
+        _derived.save(store, CACHE_KIND, cache_key(req, meta), _dump(proj))
     return proj, meta
 
 

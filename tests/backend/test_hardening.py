@@ -412,3 +412,21 @@ def test_labels_that_are_all_distinct_give_no_silhouette_not_an_error():
     x = np.random.default_rng(0).standard_normal((2, 5, 4))
     assert np.isnan(silhouette_per_layer(x, list("abcde"))).all()
     assert np.isfinite(silhouette_per_layer(x, list("aabbb"))).all()
+
+
+def test_a_full_disk_when_keeping_a_derived_result_still_shows_the_result(tmp_path, monkeypatch):
+    import duckdb
+
+    from backend.store import Store
+    from backend.views import _derived
+
+    with Store(tmp_path / "c.duckdb") as s:
+
+        def full(*a, **k):
+            raise duckdb.IOException("Could not write file: No space left on device")
+
+        monkeypatch.setattr(s, "cache_put", full)
+        assert _derived.save(s, "k", "key", b"x") is False  # logged, not raised
+        monkeypatch.setattr(s, "cache_put", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
+        with pytest.raises(KeyError):  # a bug is still a bug
+            _derived.save(s, "k", "key", b"x")
