@@ -163,6 +163,17 @@ def resolve(ref: str) -> ModelRef:
     return _cached_resolve(ref, key)
 
 
+def is_local(ref: str) -> bool:
+    """Whether ``ref`` names files on this machine (bundled model or checkpoint, a folder):
+    resolving it never reaches the hub."""
+    try:
+        return _local_path((ref or "").strip()) is not None or (
+            _bundled_checkpoint((ref or "").strip()) is not None
+        )
+    except LayerScopeError:
+        return False
+
+
 def _local_path(ref: str) -> Path | None:
     if ref in BUNDLED_NAMES:
         p = BUNDLED_DIR / ref

@@ -24,6 +24,15 @@ def load(store, kind: str, key: str, decode: Callable[[bytes], T]) -> T | None:
         return None
 
 
+def may_hold(store, model_ref: str) -> bool:
+    """Whether a stored result for ``model_ref`` can exist without resolving it on the hub:
+    a page link with a hub id never seen here must not start a download just to look up a
+    result (``cached`` answers None: nothing stored)."""
+    from backend import models
+
+    return models.is_local(model_ref) or store.find_model(model_ref) is not None
+
+
 def save(store, kind: str, key: str, payload: bytes) -> bool:
     """Keep a computed result; a full disk (or a read-only file) only costs the next visit a
     recomputation, so the result is still shown. True when stored."""

@@ -281,6 +281,8 @@ def set_pairs(set_name: str) -> list[tuple[str, str]]:
 
 def cached(store: Store, req: Request) -> Result | None:
     """The stored result of this exact request, or None; never loads a model."""
+    if not _derived.may_hold(store, req.model):
+        return None
     return _derived.load(store, CACHE_KIND, cache_key(req), lambda b: Result._from_payload(req, b))
 
 

@@ -221,6 +221,8 @@ def cache_key(req: Request) -> str:
 
 def cached(store: Store, req: Request) -> Result | None:
     """The stored result of this exact request, or None; never loads a model."""
+    if not _derived.may_hold(store, req.model):
+        return None
     try:
         key = cache_key(req)
     except OSError:

@@ -113,6 +113,9 @@ def test_a_hostile_model_in_the_url_is_shown_as_text(env, page):
         "stats",
         "generation",
         "tour",
+        "patching",
+        "steering",
+        "attention",
     ],
 )
 @pytest.mark.parametrize("model", ["gpt2", "demo-seed1"])
