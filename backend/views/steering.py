@@ -492,6 +492,16 @@ def steered_set_name(set_name: str | None, layer: int, direction: str, alpha: fl
     return f"{base}+steer(L{layer} {kind} {alpha:g})"
 
 
+def _check_store_budget(store: Store, lm, prompts, n_alphas: int, max_new: int) -> None:
+    """Refuse, before generating, steered runs over LAYERSCOPE_MAX_JOB_GB (or the free disk),
+    as extract does: every α's run of every prompt keeps every layer."""
+    from backend.jobs.base import Budget, Estimate, check_budget
+
+    n_tok = sum(len(lm.tokenizer(p)["input_ids"]) + max_new for p in prompts) * n_alphas
+    size = n_tok * (lm.info.n_layers + 1) * lm.info.d_model * 2
+    check_budget(store, Estimate(len(prompts) * n_alphas, 0, n_tok, size, 0, None, 0), Budget())
+
+
 def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
     """The request's steered generations (the direction, every α; not the control) stored as
     ordinary prompt runs with every layer, one prompt set per α; returns {α: set name}.
@@ -526,10 +536,11 @@ def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
             "sampling": None if sampling is None else sampling.key(),
         },
     }
-    captured: dict[float, list] = {a: [] for a in alphas}
+    _check_store_budget(store, lm, prompts, len(alphas), req.max_new_tokens)
     rows: dict[float, list] = {a: [] for a in alphas}
     special_ids = set(tok.all_special_ids)
     for text, lab, grp in zip(prompts, plabels, groups):
+        captured = []  # this prompt's runs, every α: stored before the next prompt (streamed)
         out = S.steer_generate(lm, text, req.layer, S.unit(direction), alphas,
                                req.max_new_tokens, sampling=sampling, start=req.start,
                                capture=True)  # fmt: skip
@@ -539,7 +550,7 @@ def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
             settings = {**base, "steer": {**base["steer"], "alpha": a}}
             ids = list(pr.ids) + list(g)
             run_id = extract.make_run_id(lm.info.model_id, full, settings)
-            captured[a].append(
+            captured.append(
                 SteeredRun(
                     steer_prompt_id=f"steer-{run_id}",
                     run_id=run_id,
@@ -555,10 +566,10 @@ def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
             )
             rows[a].append({"text": full, "label": lab, "group": grp,
                             "prompt_id": f"steer-{run_id}"})  # fmt: skip
+        have = store.existing_runs([r.run_id for r in captured])
+        store.ingest(lm.info.model_id, [r for r in captured if r.run_id not in have])
     names = {}
     for a in alphas:
-        have = store.existing_runs([r.run_id for r in captured[a]])
-        store.ingest(lm.info.model_id, [r for r in captured[a] if r.run_id not in have])
         name = steered_set_name(req.set_name, req.layer, req.direction, a)
         desc = (f"{req.set_name or 'typed prompts'} steered at layer {req.layer} with the "
                 f"{req.direction} direction, α = {a:g} (prompt + steered continuation)")  # fmt: skip

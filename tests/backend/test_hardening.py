@@ -430,3 +430,19 @@ def test_a_full_disk_when_keeping_a_derived_result_still_shows_the_result(tmp_pa
         monkeypatch.setattr(s, "cache_put", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
         with pytest.raises(KeyError):  # a bug is still a bug
             _derived.save(s, "k", "key", b"x")
+
+
+def test_steer_store_runs_respects_the_job_budget(tmp_path, capsys, monkeypatch):
+    from backend.cli import main
+    from backend.store import Store
+
+    monkeypatch.setenv("LAYERSCOPE_MAX_JOB_GB", "0.000001")  # 1 kB
+    db = str(tmp_path / "c.duckdb")
+    argv = ["steer", "--db", db, "--model", "demo", "--prompt", "the cat", "--layer", "1"]
+    argv += ["--direction", "random", "--alphas=0,1", "--max-new-tokens", "2", "--store-runs"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "LAYERSCOPE_MAX_JOB_GB" in err
+    with Store(db) as s:
+        assert s.summary()["runs"] == 0 and s.list_sets().empty
