@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_file_header(args.db or default_db_path())
-        with Store(args.db) as store:
+        with _open_store(Store, args.db) as store:
             if getattr(args, "model", "") is None and args.command not in ("delete", "ls", "jobs"):
                 from backend.commands._common import model_for_set
 
@@ -122,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not the user's fault: one line, the details on request
         if os.environ.get("LAYERSCOPE_DEBUG"):
             raise
+        if "read-only mode" in str(e):  # a write on a cache opened read-only (see _open_store)
+            msg = (
+                f"the cache {args.db or default_db_path()} is read-only here (file or mount); "
+                "this command writes to it. Copy it somewhere writable and use --db."
+            )
+            if args.json:
+                print(json.dumps({"error": msg}))
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
         if _damaged_cache(e):  # the file's fault, not a bug; and runs may well be affected
             msg = (
                 f"the cache file {args.db or default_db_path()} is damaged "
@@ -147,6 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _open_store(store_cls, db):
+    """The cache read-write; a read-only file or mount is opened read-only instead, so read
+    verbs (ls, export, the views on cached runs) still work; a write then says why it fails."""
+    try:
+        return store_cls(db)
+    except LayerScopeError as e:
+        text = str(e).lower()
+        if not any(s in text for s in ("read-only", "read only", "permission denied")):
+            raise
+        return store_cls(db, read_only=True)
 
 
 def _damaged_cache(e: Exception) -> bool:

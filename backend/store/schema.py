@@ -67,6 +67,6 @@ def check_file_header(path) -> None:
         what = "it is a SQLite database" if head.startswith(b"SQLite format 3") else "its header"
         what += " is not DuckDB's" if what == "its header" else ""
         raise LayerScopeError(
-            f"The cache file {p.name} is not a DuckDB database ({what}); give another --db "
+            f"The cache file {p.name} is not a valid DuckDB database ({what}); give another --db "
             "(or LAYERSCOPE_DB) path."
         )

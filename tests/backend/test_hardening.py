@@ -362,7 +362,7 @@ def test_a_sqlite_file_as_db_is_refused_by_its_header(tmp_path, capsys):
     assert main(["ls", "--db", str(db)]) == 2
     err = capsys.readouterr().err
     _one_error_line(err)
-    assert "not a DuckDB database" in err and "SQLite" in err
+    assert "not a valid DuckDB database" in err and "SQLite" in err
     assert db.read_bytes() == before
 
 
@@ -446,3 +446,29 @@ def test_steer_store_runs_respects_the_job_budget(tmp_path, capsys, monkeypatch)
     assert "LAYERSCOPE_MAX_JOB_GB" in err
     with Store(db) as s:
         assert s.summary()["runs"] == 0 and s.list_sets().empty
+
+
+def test_a_read_only_cache_can_still_be_listed_and_a_write_says_why(tmp_path, capsys, monkeypatch):
+    import duckdb
+
+    import backend.store.store as store_mod
+    from backend.cli import main
+
+    f = tmp_path / "p.txt"
+    f.write_text("the cat runs\n")
+    assert _extract(tmp_path, "--prompts", str(f)) == 0
+    real = store_mod.duckdb.connect
+
+    def read_only_mount(target, read_only=False, config=None):
+        if not read_only:
+            raise duckdb.IOException(f'Cannot open file "{target}": Read-only file system')
+        return real(target, read_only=True, config=config or {})
+
+    monkeypatch.setattr(store_mod.duckdb, "connect", read_only_mount)
+    capsys.readouterr()
+    assert main(["ls", "--db", str(tmp_path / "c.duckdb")]) == 0
+    assert ": 1 runs" in capsys.readouterr().out
+    assert _extract(tmp_path, "--set", "agreement") == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "read-only" in err
