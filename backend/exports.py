@@ -56,9 +56,12 @@ def inert_frame(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with every text cell (and column name) through ``inert_cell``; numeric columns
     untouched, so numbers stay numbers (-1.5 is written as -1.5)."""
     out = df.copy()
+    t = pd.api.types
     for c in out.columns:
-        if out[c].dtype == object or isinstance(out[c].dtype, pd.StringDtype):
-            out[c] = out[c].map(inert_cell)
+        col = out[c]
+        if t.is_numeric_dtype(col) or t.is_bool_dtype(col) or t.is_datetime64_any_dtype(col):
+            continue  # numbers stay numbers
+        out[c] = col.astype(object).map(inert_cell)  # text, object and categorical columns
     out.columns = [inert_cell(c) if isinstance(c, str) else c for c in out.columns]
     return out
 

@@ -30,6 +30,11 @@ def test_csv_column_names_are_quoted_too_and_parquet_keeps_the_raw_text():
     assert df["=evil"][0] == "-1+2"  # the caller's frame is not changed
 
 
+def test_categorical_text_columns_are_quoted_too():
+    df = pd.DataFrame({"c": pd.Categorical(["=1+1", "a"]), "n": [1, -2]})
+    assert exports.table_csv(df).decode().splitlines()[1:] == ['"\'=1+1",1', '"a",-2']
+
+
 def test_no_csv_is_written_outside_the_helper():
     from pathlib import Path
 
