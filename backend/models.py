@@ -174,6 +174,23 @@ def is_local(ref: str) -> bool:
         return False
 
 
+def on_this_machine(ref: str) -> bool:
+    """Local, bundled, or a hub model already in the local Hugging Face cache: resolving it
+    downloads nothing. (A hub id that is not: resolving it downloads its weights.)"""
+    if is_local(ref):
+        return True
+    repo, _, revision = (ref or "").strip().partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(
+            repo, revision=revision or None, allow_patterns=_WEIGHT_PATTERNS, local_files_only=True
+        )
+        return True
+    except Exception:  # not cached, not a valid id, no hub library: not here
+        return False
+
+
 def _local_path(ref: str) -> Path | None:
     if ref in BUNDLED_NAMES:
         p = BUNDLED_DIR / ref

@@ -210,3 +210,26 @@ def test_a_server_path_as_steering_direction_is_refused_without_echo(env, tmp_pa
     shown = " ".join(texts(at))
     assert "comes from an upload" in shown
     assert "secret-dir" not in shown and "nonexistent" not in shown
+
+
+@pytest.mark.slow
+def test_typing_a_hub_id_on_the_run_page_downloads_nothing_until_asked(env, monkeypatch):
+    from backend import models as M
+    from backend.errors import LayerScopeError
+
+    calls = []
+
+    def offline(*a, **k):
+        calls.append(a)
+        raise LayerScopeError("offline in this test")
+
+    monkeypatch.setattr(M, "_hub_snapshot", offline)
+    at = open_page("run", {})
+    at.text_input(key="run_model_typed").input("someorg/not-here-model").run()
+    assert not at.exception, at.exception
+    assert not calls, "a typed hub id was resolved (downloaded) before any click"
+    assert any("only when you ask" in i.value for i in at.info)
+    assert any("Fetch the model" in e.value for e in at.error)
+    at.button(key="run_hub_fetch").click().run()
+    assert calls  # now it is fetched (here: refused, shown as a message)
+    assert not at.exception, at.exception
