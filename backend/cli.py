@@ -31,8 +31,16 @@ def _modules():
     yield from COMMANDS.items()
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad flag is one line ``error: ...`` (exit 2) like every other user error, not
+    argparse's usage block; ``--help`` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--db",
         default=argparse.SUPPRESS,
@@ -44,7 +52,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         default=argparse.SUPPRESS,
         help="print a machine-readable JSON summary on stdout",
     )
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m backend",
         parents=[common],
         description="LayerScope: capture and analyse hidden states.",
@@ -85,14 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries()
     parser, mods = build_parser()
-    args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else argv))
+    try:  # a bad flag: argparse prints usage and one `error:` line; main returns its code
+        args = parser.parse_args(_join_negative_lists(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     args.db = getattr(args, "db", None)
     args.json = getattr(args, "json", False)
     mod = mods[args.command]
-    from backend.store import Store
+    from backend.store import Store, default_db_path
+    from backend.store.schema import check_file_header
 
     try:
-        with Store(args.db) as store:
+        check_file_header(args.db or default_db_path())
+        with _open_store(Store, args.db) as store:
             if getattr(args, "model", "") is None and args.command not in ("delete", "ls", "jobs"):
                 from backend.commands._common import model_for_set
 
@@ -109,6 +122,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not the user's fault: one line, the details on request
         if os.environ.get("LAYERSCOPE_DEBUG"):
             raise
+        if "read-only mode" in str(e):  # a write on a cache opened read-only (see _open_store)
+            msg = (
+                f"the cache {args.db or default_db_path()} is read-only here (file or mount); "
+                "this command writes to it. Copy it somewhere writable and use --db."
+            )
+            if args.json:
+                print(json.dumps({"error": msg}))
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
+        if _damaged_cache(e):  # the file's fault, not a bug; and runs may well be affected
+            msg = (
+                f"the cache file {args.db or default_db_path()} is damaged "
+                f"({str(e).splitlines()[0][:200]}); what it holds cannot all be read. Move it "
+                "aside and extract again into a new --db (the damaged file is left as it is)."
+            )
+            if args.json:
+                print(json.dumps({"error": msg}))
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
         msg = f"internal error ({type(e).__name__}: {e}); stored runs are unaffected. "
         msg += "Rerun with LAYERSCOPE_DEBUG=1 for the traceback and please report it."
         if args.json:
@@ -124,6 +156,26 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _open_store(store_cls, db):
+    """The cache read-write; a read-only file or mount is opened read-only instead, so read
+    verbs (ls, export, the views on cached runs) still work; a write then says why it fails."""
+    try:
+        return store_cls(db)
+    except LayerScopeError as e:
+        text = str(e).lower()
+        if not any(s in text for s in ("read-only", "read only", "permission denied")):
+            raise
+        return store_cls(db, read_only=True)
+
+
+def _damaged_cache(e: Exception) -> bool:
+    """A DuckDB error that says the file itself is corrupt (a block's checksum, a bad header)."""
+    text = str(e).lower()
+    return type(e).__module__.lstrip("_").startswith("duckdb") and (
+        "corrupt" in text or "checksum" in text
+    )
 
 
 def quiet_libraries() -> None:

@@ -62,8 +62,10 @@ def unpack(raw: bytes, **classes) -> dict:
         raise ValueError(f"the derived payload does not decode ({type(e).__name__}: {e})") from e
 
 
-def load(store, kind: str, cache_key: str, **classes) -> dict | None:
-    """The stored parts under (kind, key), or None when absent or undecodable (logged)."""
+def load(store, kind: str, cache_key: str, decode=None, **classes):
+    """The entry under (kind, key) — ``unpack``ed with ``classes``, or ``decode(raw)`` for a
+    payload of another layout — or None when absent or damaged: a truncated payload can fail
+    in any decoder, and a damaged entry is a missing one (the caller recomputes it)."""
     try:
         raw = store.cache_get(kind, cache_key)
     except OSError:
@@ -71,10 +73,33 @@ def load(store, kind: str, cache_key: str, **classes) -> dict | None:
     if raw is None:
         return None
     try:
-        return unpack(raw, **classes)
-    except ValueError as e:
-        log.warning("derived %s entry %s is unreadable (%s): recomputing", kind, cache_key[:12], e)
+        return decode(raw) if decode is not None else unpack(raw, **classes)
+    except Exception as e:  # any decoding failure means "not usable"
+        log.warning("derived %s entry %s is damaged (%s): recomputing", kind, cache_key[:12], e)
         return None
+
+
+def save(store, kind: str, cache_key: str, payload: bytes) -> bool:
+    """Keep a computed result; a full disk (or a read-only file) only costs the next visit a
+    recomputation, so the result is still shown. True when stored."""
+    try:
+        store.cache_put(kind, cache_key, payload)
+        return True
+    except Exception as e:
+        text = str(e).lower()
+        if not any(s in text for s in ("no space", "disk full", "read-only", "read only")):
+            raise
+        log.warning("derived result %s not kept: %s", kind, str(e).splitlines()[0][:200])
+        return False
+
+
+def may_hold(store, model_ref: str) -> bool:
+    """Whether a stored result for ``model_ref`` can exist without resolving it on the hub:
+    a page link with a hub id never seen here must not start a download just to look up a
+    result (``cached`` answers None: nothing stored)."""
+    from backend import models
+
+    return models.is_local(model_ref) or store.find_model(model_ref) is not None
 
 
 # -- encoding ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import html
 import io
 import json
@@ -38,8 +39,38 @@ def figure_image(
     return fig.to_image(format=fmt, width=width, height=height, scale=scale)
 
 
+#: a cell starting with one of these is a formula to Excel / LibreOffice / Sheets (OWASP
+#: "CSV Injection"): = + - @, and tab / carriage return that some readers strip first
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(v):
+    """One CSV cell made safe to open in a spreadsheet: text that starts like a formula gets a
+    leading single quote (OWASP's advice); numbers and everything else are unchanged."""
+    if isinstance(v, str) and v.startswith(FORMULA_START):
+        return "'" + v
+    return v
+
+
+def inert_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell (and column name) through ``inert_cell``; numeric columns
+    untouched, so numbers stay numbers (-1.5 is written as -1.5)."""
+    out = df.copy()
+    t = pd.api.types
+    for c in out.columns:
+        col = out[c]
+        if t.is_numeric_dtype(col) or t.is_bool_dtype(col) or t.is_datetime64_any_dtype(col):
+            continue  # numbers stay numbers
+        out[c] = col.astype(object).map(inert_cell)  # text, object and categorical columns
+    out.columns = [inert_cell(c) if isinstance(c, str) else c for c in out.columns]
+    return out
+
+
 def table_csv(df: pd.DataFrame) -> bytes:
-    return df.to_csv(index=False).encode()
+    """CSV bytes for a download or a file: the one way the app and the CLI write CSV (cells
+    that a spreadsheet would run as formulas are neutralised; Parquet keeps the raw text)."""
+    # text quoted (a carriage return inside a cell stays inside it), numbers bare
+    return inert_frame(df).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
 
 
 def table_parquet(df: pd.DataFrame) -> bytes:

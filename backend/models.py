@@ -163,6 +163,34 @@ def resolve(ref: str) -> ModelRef:
     return _cached_resolve(ref, key)
 
 
+def is_local(ref: str) -> bool:
+    """Whether ``ref`` names files on this machine (bundled model or checkpoint, a folder):
+    resolving it never reaches the hub."""
+    try:
+        return _local_path((ref or "").strip()) is not None or (
+            _bundled_checkpoint((ref or "").strip()) is not None
+        )
+    except LayerScopeError:
+        return False
+
+
+def on_this_machine(ref: str) -> bool:
+    """Local, bundled, or a hub model already in the local Hugging Face cache: resolving it
+    downloads nothing. (A hub id that is not: resolving it downloads its weights.)"""
+    if is_local(ref):
+        return True
+    repo, _, revision = (ref or "").strip().partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(
+            repo, revision=revision or None, allow_patterns=_WEIGHT_PATTERNS, local_files_only=True
+        )
+        return True
+    except Exception:  # not cached, not a valid id, no hub library: not here
+        return False
+
+
 def _local_path(ref: str) -> Path | None:
     if ref in BUNDLED_NAMES:
         p = BUNDLED_DIR / ref
@@ -344,7 +372,36 @@ def available_devices() -> list[str]:
 
 
 def read_config(mref: ModelRef) -> dict:
-    return json.loads((mref.path / "config.json").read_text())
+    """The model folder's config.json; a damaged one is one sentence, not a JSON traceback."""
+    try:
+        cfg = json.loads((mref.path / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LayerScopeError(
+            f"The config.json of the model '{Path(mref.path).name}' cannot be read ({first}); "
+            "the model folder is damaged or incomplete."
+        ) from None
+    if not isinstance(cfg, dict):
+        raise LayerScopeError(
+            f"The config.json of the model '{Path(mref.path).name}' is not a JSON object."
+        )
+    return cfg
+
+
+def check_device(device: str) -> None:
+    if device not in available_devices():
+        raise LayerScopeError(f"Device '{device}' is not available here ({available_devices()}).")
+
+
+def check_tokenizer(tokenizer, ref: str):
+    """A model folder without tokenizer files still gives a tokenizer, with a vocabulary of
+    one entry that maps every prompt to no tokens ("0 runs computed"): refuse it."""
+    if len(tokenizer.get_vocab()) < 2:
+        raise LayerScopeError(
+            f"The model '{ref}' has no usable tokenizer (no tokenizer files in its folder); "
+            "copy the tokenizer files of the checkpoint next to its config.json."
+        )
+    return tokenizer
 
 
 def max_positions(cfg: dict) -> int | None:
@@ -383,8 +440,7 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
     hf_logging.disable_progress_bar()  # no loading bars in our output (cli.quiet_libraries)
 
     mref = resolve(ref)
-    if device not in available_devices():
-        raise LayerScopeError(f"Device '{device}' is not available here ({available_devices()}).")
+    check_device(device)
     cfg = read_config(mref)
     tdtype = pick_dtype(dtype, device, model=mref if dtype == "auto" else None)
     causal = is_causal_config(cfg)
@@ -394,9 +450,13 @@ def _load_model(ref: str, dtype: str, device: str, trust_remote_code: bool) -> L
             mref.path, dtype=tdtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
         tokenizer = AutoTokenizer.from_pretrained(mref.path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # OSError, ValueError, safetensors' SafetensorError (a cut file)...
+        if not isinstance(e, (OSError, ValueError)) and type(e).__name__ != "SafetensorError":
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LayerScopeError(f"Could not load model '{ref}': {first}") from None
+        what = "its weight file is truncated or damaged: " if "Safetensor" in repr(e) else ""
+        raise LayerScopeError(f"Could not load model '{ref}': {what}{first}") from None
+    check_tokenizer(tokenizer, ref)
     model.eval().to(device)
     fuse_activations(model)
     base = model.base_model
@@ -510,7 +570,12 @@ def load_tokenizer(path, trust_remote_code: bool = False):
     with _LOAD_LOCK:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        try:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LayerScopeError(f"Could not load the tokenizer of '{path}': {first}") from None
+        return check_tokenizer(tok, str(path))
 
 
 @lru_cache(maxsize=3)

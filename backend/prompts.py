@@ -14,6 +14,8 @@ import pandas as pd
 from backend.errors import LayerScopeError
 
 FORMATS = (".txt", ".csv", ".jsonl", ".json")
+MAX_PROMPT_CHARS = 100_000  #: longer is no prompt (a 32 MB line took 188 s and 5 GB to tokenize)
+MAX_FILE_BYTES = 64 * 2**20  #: a prompt file larger than this is refused before it is read
 MAX_SET_NAME = 64
 _NAME_PUNCT = set(" _-.+()")
 TEXT_GUESSES = ("text", "prompt", "sentence", "input", "question")
@@ -54,13 +56,39 @@ def dedupe(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return df[keep.to_numpy()].reset_index(drop=True), int((~keep).sum())
 
 
+def check_sizes(texts) -> None:
+    """Refuse, before any tokenizer sees them, prompts longer than ``MAX_PROMPT_CHARS``."""
+    for i, t in enumerate(texts):
+        if len(t) > MAX_PROMPT_CHARS:
+            raise LayerScopeError(
+                f"Prompt {i + 1} has {len(t):,} characters; a prompt may have at most "
+                f"{MAX_PROMPT_CHARS:,} (split it into shorter prompts)."
+            )
+
+
+def check_file_size(n_bytes: int, name) -> None:
+    if n_bytes > MAX_FILE_BYTES:
+        raise LayerScopeError(
+            f"'{Path(str(name)).name}' is {n_bytes / 2**20:,.0f} MB; a prompt file may be at "
+            f"most {MAX_FILE_BYTES // 2**20} MB (split it into several sets)."
+        )
+
+
 def from_lines(text: str) -> pd.DataFrame:
     """One prompt per non-empty line."""
     lines = [ln.strip() for ln in (text or "").splitlines()]
     lines = [ln for ln in lines if ln]
     if not lines:
         raise LayerScopeError("No prompts: type at least one non-empty line.")
+    check_sizes(lines)
     return pd.DataFrame({"text": lines})
+
+
+def _cell(v) -> str | None:
+    """A table cell as text; a missing one (JSON null, an empty CSV cell read as NaN) as None."""
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return v if isinstance(v, str) else str(v)
 
 
 def read_table(data: bytes | str | Path, name: str | None = None) -> pd.DataFrame:
@@ -69,7 +97,15 @@ def read_table(data: bytes | str | Path, name: str | None = None) -> pd.DataFram
         path = Path(data)
         if not path.exists():
             raise LayerScopeError(f"No prompt file at '{path}'.")
-        name, data = name or path.name, path.read_bytes()
+        if not path.is_file():
+            raise LayerScopeError(f"'{path}' is a folder, not a prompt file; name one file in it.")
+        check_file_size(path.stat().st_size, path)
+        try:
+            name, data = name or path.name, path.read_bytes()
+        except OSError as e:
+            raise LayerScopeError(f"Cannot read '{path}': {e.strerror or e}.") from None
+    else:
+        check_file_size(len(data), name or "the file")
     suffix = Path(name or "").suffix.lower()
     if suffix not in FORMATS:
         raise LayerScopeError(f"Unsupported prompt file '{name}': use one of {', '.join(FORMATS)}.")
@@ -127,9 +163,10 @@ def select_columns(
             )
     if token_labels_column is None and "token_labels" in df.columns:
         token_labels_column = "token_labels"
-    out = pd.DataFrame({"text": df[text_column].astype(str).str.strip()})
-    out["label"] = df[label_column].astype(str) if label_column else None
-    out["group"] = df[group_column].astype(str) if group_column else None
+    texts = [(_cell(v) or "").strip() for v in df[text_column]]
+    out = pd.DataFrame({"text": pd.Series(texts, dtype=object)})
+    out["label"] = [_cell(v) for v in df[label_column]] if label_column else None
+    out["group"] = [_cell(v) for v in df[group_column]] if group_column else None
     if token_labels_column:
         out["token_labels"] = [
             v if isinstance(v, list) else (str(v).split() if str(v).strip() else None)
@@ -138,6 +175,7 @@ def select_columns(
     out = out[out["text"] != ""].reset_index(drop=True)
     if out.empty:
         raise LayerScopeError("Every prompt in the file is empty.")
+    check_sizes(out["text"])
     return out
 
 

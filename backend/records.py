@@ -70,6 +70,9 @@ class CapturedRun:
         return len(self.token_ids)
 
 
+MAX_TEMPERATURE = 100.0  #: beyond it every token is equally likely: noise, not sampling
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How to sample. Everything but ``samples`` enters the run ids."""
@@ -91,8 +94,11 @@ class Sampling:
             raise LayerScopeError("Ask for between 1 and 256 samples per prompt.")
         if not 1 <= self.max_new_tokens <= 4096:
             raise LayerScopeError("Ask for between 1 and 4096 new tokens.")
-        if not self.temperature > 0:
-            raise LayerScopeError("Temperature must be above 0 (1.0 samples the model as is).")
+        if not 0 < self.temperature <= MAX_TEMPERATURE:
+            raise LayerScopeError(
+                f"Temperature must be above 0 and at most {MAX_TEMPERATURE:g} "
+                "(1.0 samples the model as is)."
+            )
         if not 0 < self.top_p <= 1:
             raise LayerScopeError("Top-p must be in (0, 1]; 1 keeps every token.")
         if self.seed < 0:

@@ -12,6 +12,7 @@ offline HTML, PNG, and the numbers behind them as CSV / Parquet).
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from dataclasses import dataclass
 
@@ -31,10 +32,22 @@ PAGE_URLS = {"run": "run", "library": "library", "prompt": "prompt"}
 _MD_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$&=\"'")
 
 
+_JOIN = "\u2060"  # WORD JOINER: invisible, no line break, not a URL or e-mail character
+_AUTOLINK = re.compile(r"(?i)(:(?=//)|(?<![^\W_])www(?=\.)|@)")
+
+
+def unlinked(s) -> str:
+    """A user string that no autolinker turns into a link: a word joiner inside ``://``, after
+    ``www`` and ``@``. Streamlit's markdown (remark-gfm) finds ``https://…``, ``www.…`` and
+    e-mail addresses in the text *after* backslash escapes and entities are resolved, so
+    escaping alone does not stop it."""
+    return _AUTOLINK.sub(lambda m: m.group(1) + _JOIN, str(s))
+
+
 def md(s) -> str:
     """A user-controlled string (prompt, token, label, model or set name, a URL value, an error
     that quotes one) made inert for Streamlit markdown: no link, no formatting, no autolink."""
-    text = " ".join(str(s).split())  # no line breaks: no headings, lists or tables
+    text = " ".join(unlinked(s).split())  # no line breaks: no headings, lists or tables
     return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
 
 
@@ -43,8 +56,15 @@ def html_text(s) -> str:
     punctuation as entities, so neither tags nor markdown are interpreted."""
     import html
 
-    escaped = html.escape(str(s), quote=True)  # entities start with & and end with ;
+    escaped = html.escape(unlinked(s), quote=True)  # entities start with & and end with ;
     return "".join(f"&#{ord(c)};" if c in _MD_SPECIAL - {"&", ";"} else c for c in escaped)
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """A table as a CSV download: formula-like cells neutralised (backend.exports.table_csv)."""
+    from backend import exports
+
+    return exports.table_csv(df)
 
 
 def message(e: Exception, kind: str = "info") -> None:
@@ -56,6 +76,9 @@ def message(e: Exception, kind: str = "info") -> None:
 # -- singletons ---------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _root_store(path: str) -> Store:
+    from backend.store.schema import check_file_header
+
+    check_file_header(path)
     return Store(path)
 
 

@@ -42,6 +42,8 @@ if picked is not None:  # a clicked head: enlarged below (its pickers follow)
     for k, v in zip(("att_layer", "att_head"), picked):
         st.session_state.pop(f"qp_{k}", None)  # the slider takes the URL's value again
         st.query_params[k] = str(int(v))
+if res.note:
+    st.warning(_ui.md(res.note))
 c = st.columns(2)
 with c[0]:
     layer = _ui.qp_int("Layer", "att_layer", res.layers[0], res.layers[0], res.layers[-1])

@@ -90,6 +90,8 @@ except LayerScopeError as e:
     _ui.message(e)
     st.stop()
 res, toks, names = one.lens, one.tokens, one.names
+if one.note:
+    st.warning(_ui.md(one.note))
 _ui.show_figure(lens_figure(res, toks, names), "lens_fig", f"{kind}-lens", data=one.to_frame())
 if tuned is not None:
     _ui.show_figure(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from backend.jobs.base import human_bytes
+from backend.budget import human_bytes
 from backend.prompts import slug
 from backend.views import library
 from pages import _ui
@@ -69,7 +69,7 @@ if not cov.empty:
     meta = s.set_runs(row["set_name"], row["model_id"])
     st.download_button(
         "Download metadata (CSV)",
-        meta.to_csv(index=False).encode(),
+        _ui.csv_bytes(meta),
         f"{row['set_name']}-runs.csv",
         mime="text/csv",
         key="lib_dl_csv",

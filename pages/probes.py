@@ -211,7 +211,7 @@ with st.expander("Probe weights (fitted on all units, raw-space: score = h · w 
     )
     d2.download_button(
         "weights + bias .csv",
-        w.to_csv(index=False).encode(),
+        _ui.csv_bytes(w),
         f"probe-weights-{sel.model}-{sel.set_name}.csv",
         key="probe_w_csv",
     )

@@ -3,8 +3,9 @@
 import streamlit as st
 
 from backend import catalog, models, prompts
+from backend.budget import human_bytes
 from backend.errors import LayerScopeError
-from backend.jobs.base import JobSpec, engine_options, human_bytes
+from backend.jobs.base import JobSpec, engine_options
 from backend.jobs.extract import estimate
 from pages import _ui
 
@@ -39,10 +40,23 @@ with left:
         key="run_model_typed",
     ).strip()
     model = typed or pick
-    try:
-        models.resolve(model)
-    except LayerScopeError as e:
-        _ui.message(e, "error")
+    # a hub id not on this machine is fetched (weights included) only when the user asks
+    hub_id = typed.split("@")[0].count("/") <= 1 and not typed.startswith((".", "/", "~"))
+    remote = hub_id and bool(typed) and st.session_state.get("run_hub_ok") != typed
+    remote = remote and not models.on_this_machine(typed)
+    if remote:
+        st.info(
+            f"**{_ui.md(typed)}** is not on this machine: it is downloaded from the Hugging "
+            "Face hub, weights included, only when you ask; its cost is shown after that."
+        )
+        if st.button("Fetch this model from the hub", key="run_hub_fetch"):
+            st.session_state["run_hub_ok"] = typed
+            st.rerun()
+    else:
+        try:
+            models.resolve(model)
+        except LayerScopeError as e:
+            _ui.message(e, "error")
     with st.expander("Advanced"):
         dtype = st.selectbox(
             "dtype",
@@ -134,6 +148,8 @@ with right:
 
 st.subheader("3 · Cost and submit")
 try:
+    if remote:
+        raise LayerScopeError("Fetch the model from the hub first (step 1) to see the cost.")
     spec = JobSpec(
         model=model,
         set_name=set_name or "",
@@ -167,8 +183,9 @@ try:
     )
     if est.truncated:
         st.warning(
-            f"{est.truncated} prompts are longer than {spec.max_tokens} tokens and will "
-            "be truncated (each run is flagged)."
+            f"{est.truncated} prompts are longer than "
+            + (f"{spec.max_tokens} tokens" if spec.max_tokens else "the model reads")
+            + " and will be truncated (each run is flagged)."
         )
     existing = table is not None and set_name in set(s.list_sets()["set_name"])
     replace_ok = True

@@ -31,8 +31,19 @@ n_layers = int((s.find_model(sel.model) or {}).get("n_layers") or 4)
 c = st.columns(3)
 with c[0]:
     layer = _ui.qp_int("Layer", "layer", min(2, n_layers), 0, n_layers)
+up = st.file_uploader("Or a direction of your own (.npy of d_model values)", type=["npy"])
+if up is not None:
+    try:
+        name = steering.save_direction(_ui.db_path(), up.getvalue())
+    except LayerScopeError as e:
+        _ui.message(e)
+        st.stop()
+    if st.session_state.get("steer_npy") != name:  # a new upload becomes the direction
+        st.session_state["steer_npy"] = name
+        st.session_state.pop("qp_direction", None)
+        st.query_params["direction"] = name
 direction = _ui.qp_text(
-    "Direction (means, probe, random or a .npy path)", "direction", "means", where=c[1]
+    "Direction (means, probe, random or an uploaded file's name)", "direction", "means", where=c[1]
 )
 alphas_text = _ui.qp_text("α (comma-separated)", "alphas", "-2,-1,-0.5,0,0.5,1,2", where=c[2])
 max_prompts = _ui.qp_int("Prompts of the set (the first N)", "n", 32, 1, max(1, len(runs)))
@@ -40,11 +51,14 @@ max_new = 6
 
 try:
     alphas = tuple(float(x) for x in alphas_text.split(",") if x.strip())
+    direction = direction.strip() or "means"
+    if direction not in steering.DIRECTIONS:
+        direction = steering.uploaded_direction(_ui.db_path(), direction)
     req = steering.Request(
         model=sel.model,
         set_name=sel.set_name,
         layer=int(layer),
-        direction=direction.strip() or "means",
+        direction=direction,
         alphas=alphas,
         max_new_tokens=max_new,
         max_prompts=int(max_prompts),

@@ -287,7 +287,7 @@ def project(
 def silhouette_per_layer(x: np.ndarray, labels, max_units: int = 2000, seed: int = 0) -> np.ndarray:
     """Silhouette score (cosine) of ``labels`` (n_units,) at each layer of x (n_layers, n_units,
     d) -> (n_layers,). Above ``max_units`` units, the same seeded sample is scored at every
-    layer. NaN where fewer than two labels are present."""
+    layer. NaN where fewer than two labels are present, or every unit has its own label."""
     from sklearn.metrics import silhouette_score
 
     labels = np.asarray(labels)
@@ -299,7 +299,7 @@ def silhouette_per_layer(x: np.ndarray, labels, max_units: int = 2000, seed: int
     if len(idx) > max_units:
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_units, replace=False))
     lab = labels[idx]
-    if len(set(lab.tolist())) < 2:
+    if not 2 <= len(set(lab.tolist())) < len(lab):  # every unit its own label: undefined
         return np.full(x.shape[0], np.nan)
     return np.array([silhouette_score(layer[idx], lab, metric="cosine") for layer in x])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -10,6 +12,49 @@ from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec, Progress
 from backend.prompts import slug
 from backend.store import Store
+
+
+# -- numeric flags: checked when parsed (argparse prints `error: argument --x: ...`, exit 2) --
+def int_in(lo: int, hi: int):
+    """An argparse ``type``: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo} (got {v})")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi:,} (got {v:,})")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float, hi: float, low_open: bool = False):
+    """An argparse ``type``: a finite number in [lo, hi] ((lo, hi] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(v) or v > hi or v < lo or (low_open and v == lo):
+            shown = f"({lo:g}, {hi:g}]" if low_open else f"[{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {shown} (got {text})")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+COUNT = int_in(1, 10_000_000)  #: a count of units, runs, tokens
+TOP = int_in(1, 1000)  #: top-k tokens kept (a vocabulary-sized k is a memory bomb)
+LAYER = int_in(0, 10_000)
+SEED = int_in(0, 2**32 - 1)
+NEW_TOKENS = int_in(1, 4096)
 
 
 def progress_bar(p: Progress, stream=None) -> None:
@@ -111,3 +156,42 @@ def model_for_set(store: Store, args) -> str:
             f"Several models have runs for '{set_name}': {', '.join(refs)}; pick one with --model."
         )
     return "demo"
+
+
+def add_replace_arg(p) -> None:
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the prompts of an existing set of the same name (else refused)",
+    )
+
+
+def save_file_set(store: Store, args, set_name: str, df) -> tuple[int, bool]:
+    """Store a prompt file's table as ``set_name``; an existing (or bundled) set with other
+    prompts or labels is replaced only with ``--replace``. Returns (rows dropped as repeats,
+    whether the set is new: a failed job then removes it, see ``forget_new_set``)."""
+    from backend.prompts import dedupe
+
+    kept, repeated = dedupe(df)
+    stored = set_name in set(store.list_sets()["set_name"])
+    if (stored or set_name in catalog.demo_sets()) and not getattr(args, "replace", False):
+        old = store.get_set(set_name) if stored else None
+        same = old is not None and list(old["text"]) == list(kept["text"])
+        if same and "label" in kept:
+            same = [None if v is None else str(v) for v in kept["label"]] == list(old["label"])
+        if not same:
+            what = f"{len(old)} prompts" if old is not None else "a bundled set"
+            raise LayerScopeError(
+                f"A prompt set '{set_name}' already exists ({what}); the file would replace it "
+                f"with {len(kept)} prompts. Add --replace to replace it, or name a new set "
+                "with --set."
+            )
+    store.save_prompt_set(set_name, df, source=str(getattr(args, "prompts", "") or ""))
+    return repeated, not stored
+
+
+def forget_new_set(store: Store, set_name: str) -> None:
+    """After a failed job: remove a set this command created if no run of it exists."""
+    cov = store.set_coverage()
+    if not (cov["set_name"] == set_name).any():
+        store.delete_set(set_name)

@@ -25,4 +25,6 @@ def prose(r: dict) -> str:
     for layer, row, ent in zip(r["layers"], r["sink_share"], r["entropy"]):
         cells = "  ".join(f"{v:.2f}/{e:.2f}" for v, e in zip(row, ent))
         lines.append(f"layer {layer:>2}: {cells}   (sink/entropy)")
+    if r.get("note"):
+        lines.append(f"note: {r['note']}")
     return "\n".join(lines)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend import catalog
+from backend.budget import human_bytes
+from backend.commands._common import LAYER
 from backend.errors import LayerScopeError
-from backend.jobs.base import human_bytes
 
 HELP = "export a prompt set's activations to Parquet"
 
@@ -14,7 +15,7 @@ HELP = "export a prompt set's activations to Parquet"
 def register(p) -> None:
     p.add_argument("--model", default=None, help="default: the one model with runs for the set")
     p.add_argument("--set", dest="set_name", required=True)
-    p.add_argument("--layer", type=int, help="one layer (default: all)")
+    p.add_argument("--layer", type=LAYER, help="one layer (default: all)")
     p.add_argument("--out", required=True, help="output .parquet path")
 
 

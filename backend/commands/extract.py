@@ -5,7 +5,17 @@ from __future__ import annotations
 import sys
 
 from backend import catalog, prompts
-from backend.commands._common import add_model_args, run_job, set_name_from
+from backend.commands._common import (
+    COUNT,
+    add_model_args,
+    add_replace_arg,
+    float_in,
+    forget_new_set,
+    int_in,
+    run_job,
+    save_file_set,
+    set_name_from,
+)
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec, engine_options
 
@@ -19,10 +29,11 @@ def register(p) -> None:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--group-column")
-    p.add_argument("--max-tokens", type=int, help="truncate longer prompts (flagged, warned)")
+    add_replace_arg(p)
+    p.add_argument("--max-tokens", type=COUNT, help="truncate longer prompts (flagged, warned)")
     p.add_argument(
         "--batch-tokens",
-        type=int,
+        type=COUNT,
         default=8192,
         help="most tokens per forward batch, padding included (on the CPU a batch's captured "
         "states also stay within 160 MB: ~4,000 tokens of GPT-2 small, ~1,100 of a 1B model)",
@@ -34,8 +45,10 @@ def register(p) -> None:
         help="local: this process, into the DuckDB file; ray: a Ray cluster, into Parquet "
         "shards the store reads in place (pip install -r requirements-scale.txt)",
     )
-    p.add_argument("--workers", type=int, default=1, help="ray: model actors")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: 0 = CPU actors")
+    p.add_argument("--workers", type=int_in(1, 1024), default=1, help="ray: model actors")
+    p.add_argument(
+        "--gpus-per-worker", type=float_in(0, 64), default=0.0, help="ray: 0 = CPU actors"
+    )
     p.add_argument(
         "--ray-address", help="ray: join this cluster (auto | ray://head:10001); default: local"
     )
@@ -54,17 +67,27 @@ def run(args, store) -> dict:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise LayerScopeError("--max-tokens must be at least 1.")
     set_name = args.set_name or set_name_from(args.prompts)
+    created = False
     if args.prompts:
         df = prompts.load_prompts(
             args.prompts, args.text_column, args.label_column, args.group_column
         )
-        repeated = len(df) - store.save_prompt_set(set_name, df, source=str(args.prompts))
+        repeated, created = save_file_set(store, args, set_name, df)
         if repeated:
             print(
                 f"note: {repeated} repeated prompt(s) kept once (first row wins)", file=sys.stderr
             )
     else:
         catalog.ensure_set(store, set_name)
+    try:
+        return _run(args, store, set_name)
+    except Exception:
+        if created:  # a failed extract leaves no new, empty set behind
+            forget_new_set(store, set_name)
+        raise
+
+
+def _run(args, store, set_name: str) -> dict:
     if args.checkpoints is not None:
         return _run_checkpoints(args, store, set_name)
     spec = JobSpec(

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from backend import catalog, models, prompts
-from backend.commands._common import add_model_args, run_job, set_name_from
+from backend.commands._common import (
+    LAYER,
+    NEW_TOKENS,
+    SEED,
+    add_model_args,
+    add_replace_arg,
+    float_in,
+    forget_new_set,
+    int_in,
+    run_job,
+    save_file_set,
+    set_name_from,
+)
 from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec
 from backend.patterns import Pattern
@@ -19,16 +31,19 @@ def register(p) -> None:
     p.add_argument("--set", dest="set_name")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
-    p.add_argument("--samples", type=int, default=Sampling.samples)
-    p.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
-    p.add_argument("--temperature", type=float, default=Sampling.temperature)
-    p.add_argument("--top-p", type=float, default=Sampling.top_p)
-    p.add_argument("--seed", type=int, default=Sampling.seed)
+    add_replace_arg(p)
+    p.add_argument("--samples", type=int_in(1, 256), default=Sampling.samples)
+    p.add_argument("--max-new-tokens", type=NEW_TOKENS, default=Sampling.max_new_tokens)
+    p.add_argument(
+        "--temperature", type=float_in(0, 100, low_open=True), default=Sampling.temperature
+    )
+    p.add_argument("--top-p", type=float_in(0, 1, low_open=True), default=Sampling.top_p)
+    p.add_argument("--seed", type=SEED, default=Sampling.seed)
     p.add_argument("--answer-regex", help="outcome = first match (group 1 if any)")
-    p.add_argument("--layer", type=int, help="layer for commitment (default last)")
+    p.add_argument("--layer", type=LAYER, help="layer for commitment (default last)")
     p.add_argument(
         "--step",
-        type=int,
+        type=int_in(0, 4096),
         default=1,
         help="generation step (0 = last prompt token, identical across runs)",
     )
@@ -72,14 +87,21 @@ def _validate(args) -> None:
 def run(args, store) -> dict:
     _validate(args)
     set_name = args.set_name or set_name_from(args.prompts)
+    created = False
     if args.prompts:
-        store.save_prompt_set(
-            set_name,
-            prompts.load_prompts(args.prompts, args.text_column, args.label_column),
-            source=args.prompts,
-        )
+        df = prompts.load_prompts(args.prompts, args.text_column, args.label_column)
+        created = save_file_set(store, args, set_name, df)[1]
     else:
         catalog.ensure_set(store, set_name)
+    try:
+        return _run(args, store, set_name)
+    except Exception:
+        if created:  # a failed job leaves no new, empty set behind
+            forget_new_set(store, set_name)
+        raise
+
+
+def _run(args, store, set_name: str) -> dict:
     s = Sampling(args.samples, args.max_new_tokens, args.temperature, args.top_p, args.seed)
     s.validate()
     spec = JobSpec(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from backend.commands._common import int_in
+
 HELP = "list recent jobs and their status"
 
 
 def register(p) -> None:
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int_in(1, 100_000), default=20)
 
 
 def run(args, store) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend import models
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import TOP, add_model_args, ensure_runs
 from backend.errors import LayerScopeError
 from backend.views import lens
 
@@ -20,7 +20,7 @@ def register(p) -> None:
         choices=["last", "all"],
         help="with --set: the next-token position of each prompt, or all positions",
     )
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=TOP, default=5)
     p.add_argument(
         "--lens",
         default="logit",
@@ -88,4 +88,6 @@ def prose(r: dict) -> str:
             f"rank {r['final_rank'][li][-1]}"
         )
     lines.append(f"commitment depth (last position): layer {r['commitment_depth'][-1]}")
+    if r.get("note"):
+        lines.append(f"note: {r['note']}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.jobs.base import human_bytes
+from backend.budget import human_bytes
 from backend.views import library
 
 HELP = "list models, prompt sets and runs in the cache, with sizes on disk"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.commands._common import add_model_args
+from backend.commands._common import SEED, TOP, add_model_args, int_in
 from backend.errors import LayerScopeError
 from backend.views import patching
 
@@ -28,7 +28,7 @@ def register(p) -> None:
     p.add_argument("--against", help="token whose logit counts down (default: corrupted top-1)")
     p.add_argument("--layers", help="comma-separated layers to patch (default: all)")
     p.add_argument("--positions", help="comma-separated positions to patch (default: all)")
-    p.add_argument("--top", type=int, default=5, help="patched next tokens kept per cell")
+    p.add_argument("--top", type=TOP, default=5, help="patched next tokens kept per cell")
     p.add_argument(
         "--metric",
         default="logit-diff",
@@ -54,8 +54,10 @@ def register(p) -> None:
         action="store_true",
         help="mean recovery over the set's pairs shaped like --clean/--corrupted, with an interval",
     )
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap over pairs")
+    p.add_argument(
+        "--n-boot", type=int_in(0, 100_000), default=1000, help="bootstrap resamples of pairs"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the bootstrap over pairs")
     p.add_argument(
         "--cell",
         help="LAYER,POSITION: also print that cell's patched next-token distribution "

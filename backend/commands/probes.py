@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import add_model_args, ensure_runs, int_in
 from backend.errors import LayerScopeError
 from backend.views import probes, units
 
@@ -30,7 +30,7 @@ def register(p) -> None:
         help="how a prompt unit pools its tokens (auto: mean for encoder models, whose last "
         "token is a separator; last for causal models)",
     )
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=int_in(2, 100), default=5)
     p.add_argument("--method", default="logistic", choices=["logistic", "ridge"])
     p.add_argument("--layers", default=None, help="a:b or a,b,c (default: all)")
     p.add_argument(

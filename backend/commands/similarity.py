@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import COUNT, LAYER, add_model_args, ensure_runs, int_in
 from backend.errors import LayerScopeError
 from backend.views import similarity as similarity_view
 
@@ -16,7 +16,7 @@ def register(p) -> None:
         default="layer-cka",
         choices=similarity_view.KINDS + tuple(similarity_view.ALIASES),
     )
-    p.add_argument("--layer", type=int, help="prompt/token kinds (default: last layer)")
+    p.add_argument("--layer", type=LAYER, help="prompt/token kinds (default: last layer)")
     p.add_argument("--other-model", help="model-cka: the model to compare with")
     p.add_argument(
         "--units",
@@ -26,13 +26,15 @@ def register(p) -> None:
     )
     p.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
     p.add_argument("--order", default="cluster", choices=similarity_view.ORDERS, help="prompt kind")
-    p.add_argument("--prompt", type=int, default=None, help="token kind: prompt index in set")
+    p.add_argument(
+        "--prompt", type=int_in(0, 10_000_000), default=None, help="token kind: prompt index in set"
+    )
     p.add_argument(
         "--center",
         action="store_true",
         help="prompt/token kinds: subtract the mean vector first (anisotropy)",
     )
-    p.add_argument("--max-units", type=int, default=similarity_view.MAX_UNITS)
+    p.add_argument("--max-units", type=COUNT, default=similarity_view.MAX_UNITS)
 
 
 def run(args, store) -> dict:

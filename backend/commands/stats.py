@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import COUNT, add_model_args, ensure_runs
 from backend.views import stats
 
 HELP = "layer statistics: norms, massive activations, effective rank, anisotropy"
@@ -10,7 +10,7 @@ HELP = "layer statistics: norms, massive activations, effective rank, anisotropy
 
 def register(p) -> None:
     add_model_args(p)
-    p.add_argument("--max-runs", type=int, default=200, help="use the first N prompts")
+    p.add_argument("--max-runs", type=COUNT, default=200, help="use the first N prompts")
 
 
 def run(args, store) -> dict:

@@ -3,7 +3,15 @@ block L, for a grid of α, next to a random direction of the same norm (the cont
 
 from __future__ import annotations
 
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import (
+    LAYER,
+    NEW_TOKENS,
+    SEED,
+    add_model_args,
+    ensure_runs,
+    float_in,
+    int_in,
+)
 from backend.errors import LayerScopeError
 from backend.views import steering
 
@@ -21,7 +29,7 @@ def register(p) -> None:
     add_model_args(p, need_set=False)
     p.add_argument("--set", dest="set_name", help="labelled prompt set (prompts and direction)")
     p.add_argument("--prompt", action="append", help="a prompt to steer (repeatable)")
-    p.add_argument("--layer", type=int, required=True, help="residual stream after block L")
+    p.add_argument("--layer", type=LAYER, required=True, help="residual stream after block L")
     p.add_argument(
         "--direction",
         default="means",
@@ -34,11 +42,13 @@ def register(p) -> None:
         default="-8,-4,0,4,8",
         help="comma-separated α, in units of the layer's typical residual norm",
     )
-    p.add_argument("--max-new-tokens", type=int, default=8)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed and random control seed")
-    p.add_argument("--start", type=int, default=0, help="steer positions >= START only")
-    p.add_argument("--max-prompts", type=int, default=steering.MAX_PROMPTS)
+    p.add_argument("--max-new-tokens", type=NEW_TOKENS, default=8)
+    p.add_argument("--temperature", type=float_in(0, 100), default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=SEED, default=0, help="sampling seed and random control seed")
+    p.add_argument(
+        "--start", type=int_in(0, 10_000_000), default=0, help="steer positions >= START only"
+    )
+    p.add_argument("--max-prompts", type=int_in(1, 10_000), default=steering.MAX_PROMPTS)
     p.add_argument(
         "--answers",
         help="per label (in --labels order) its answer words: A1,A2;B1,B2 (default: the "

@@ -4,7 +4,7 @@ training checkpoints (the Training view's numbers)."""
 from __future__ import annotations
 
 from backend import catalog
-from backend.commands._common import add_model_args, run_job
+from backend.commands._common import COUNT, LAYER, add_model_args, int_in, run_job
 from backend.jobs.base import JobSpec
 from backend.views import similarity, training
 
@@ -19,15 +19,15 @@ def register(p) -> None:
         help="'all' (a bundled model's checkpoints) or steps/revisions 'step0,step1250,...'",
     )
     p.add_argument("--pool", default="last", choices=["last", "mean"])
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=int_in(2, 100), default=5)
     p.add_argument("--method", default="logistic", choices=["logistic", "ridge"])
     p.add_argument(
         "--cka-units", default="tokens", choices=list(similarity.UNITS), help="units of the CKA"
     )
     p.add_argument(
-        "--layer", type=int, default=None, help="trajectory layer (default: best probe layer)"
+        "--layer", type=LAYER, default=None, help="trajectory layer (default: best probe layer)"
     )
-    p.add_argument("--max-runs", type=int, default=200, help="layer statistics: first N prompts")
+    p.add_argument("--max-runs", type=COUNT, default=200, help="layer statistics: first N prompts")
 
 
 def request_from(args, refs: list[str]) -> training.Request:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from backend.analysis.projection import METHODS
-from backend.commands._common import add_model_args, ensure_runs
+from backend.commands._common import COUNT, SEED, add_model_args, ensure_runs
 from backend.views import units
 from backend.views.trajectories import Request, compute
 
@@ -25,9 +25,9 @@ def register(p) -> None:
         default=True,
         help="standardise each layer first (default, as the page: norms grow with depth)",
     )
-    p.add_argument("--max-runs", type=int, default=20, help="token units: the first N prompts")
-    p.add_argument("--sample", type=int, help="keep N units (seeded random sample)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-runs", type=COUNT, default=20, help="token units: the first N prompts")
+    p.add_argument("--sample", type=COUNT, help="keep N units (seeded random sample)")
+    p.add_argument("--seed", type=SEED, default=0)
 
 
 def request(args, store, model_id: str) -> Request:

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from backend.budget import Budget
 from backend.errors import LayerScopeError
 from backend.store import Store
-
-GB = 1 << 30
-
-
-def _env_gb(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise LayerScopeError(f"{name}={raw!r} is not a number of GB.") from None
 
 
 @dataclass
@@ -56,27 +44,6 @@ class JobSpec:
             not refs or not all(isinstance(r, str) and r for r in refs)
         ):
             raise LayerScopeError("A checkpoints job needs a list of checkpoint references.")
-
-
-@dataclass
-class Budget:
-    """Limits checked before a job starts (env LAYERSCOPE_MAX_JOB_GB, LAYERSCOPE_MAX_MODEL_GB)."""
-
-    max_write_bytes: int | None = (
-        None  #: None: read LAYERSCOPE_MAX_JOB_GB (default 20) at check time
-    )
-    max_model_bytes: int | None = None  #: None: LAYERSCOPE_MAX_MODEL_GB, else available memory
-
-    def write_limit(self) -> int:
-        if self.max_write_bytes is not None:
-            return self.max_write_bytes
-        return int(_env_gb("LAYERSCOPE_MAX_JOB_GB", 20.0) * GB)
-
-    def model_limit(self) -> int | None:
-        if self.max_model_bytes is not None:
-            return self.max_model_bytes
-        gb = _env_gb("LAYERSCOPE_MAX_MODEL_GB", None)
-        return int(gb * GB) if gb is not None else _available_memory()
 
 
 @dataclass
@@ -116,19 +83,6 @@ class Progress:
         return self.status in ("queued", "running")
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """What a job will cost, computed without loading the model."""
-
-    runs: int
-    cached_runs: int
-    tokens: int  #: tokens still to compute
-    bytes: int  #: activation bytes to write
-    model_bytes: int  #: weights in memory at the chosen dtype
-    seconds: float | None  #: from measured throughput of this model, when known
-    truncated: int  #: prompts longer than max_tokens
-
-
 class JobContext:
     """Handed to a job handler: the store, the spec, progress and cancel."""
 
@@ -154,28 +108,6 @@ class JobContext:
         if force or now - self._last > 0.5:
             self._last = now
             self._on_progress(self.progress)
-
-
-def check_budget(store: Store, est: Estimate, budget: Budget) -> None:
-    if est.bytes > budget.write_limit():
-        raise LayerScopeError(
-            f"This job would write {human_bytes(est.bytes)} of activations, over the "
-            f"{human_bytes(budget.write_limit())} budget (LAYERSCOPE_MAX_JOB_GB); "
-            "use fewer prompts or --max-tokens."
-        )
-    where = store.path.parent if isinstance(store.path, os.PathLike) else "."
-    free = shutil.disk_usage(where).free
-    if est.bytes > 0.9 * free:
-        raise LayerScopeError(
-            f"This job would write about {human_bytes(est.bytes)} to {store.path}, but only "
-            f"{human_bytes(free)} are free on that disk; free space or use --db on another disk."
-        )
-    limit = budget.model_limit()
-    if limit and est.model_bytes > limit:
-        raise LayerScopeError(
-            f"The model needs about {human_bytes(est.model_bytes)} of memory; only "
-            f"{human_bytes(limit)} are available. Try a smaller model or dtype bfloat16."
-        )
 
 
 def engine_options(
@@ -212,23 +144,3 @@ def engine_options(
         "ray_address": ray_address or None,
         "shard_root": shard_root or None,
     }
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KB' (binary units, as ``ls -h``)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None

@@ -14,7 +14,8 @@ import logging
 from dataclasses import replace
 
 from backend import models
-from backend.jobs.base import Estimate, JobContext, JobSpec, Progress, check_budget
+from backend.budget import Estimate, check_budget
+from backend.jobs.base import JobContext, JobSpec, Progress
 from backend.jobs.extract import estimate, run_extract
 from backend.views import training
 

@@ -8,8 +8,9 @@ import threading
 import time
 
 from backend import models
+from backend.budget import Estimate
 from backend.capture import extract
-from backend.jobs.base import Estimate, JobContext, JobSpec
+from backend.jobs.base import JobContext, JobSpec
 from backend.jobs.plan import extract_plan
 from backend.store import Store
 

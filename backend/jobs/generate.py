@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 from backend import models
+from backend.budget import Estimate, check_budget
 from backend.capture.generate import Sampling, generate, sample_run_id
 from backend.errors import LayerScopeError
-from backend.jobs.base import Estimate, JobContext, check_budget
+from backend.jobs.base import JobContext
 from backend.jobs.extract import pipelined_ingest
 
 

@@ -8,6 +8,7 @@ flight, never a half-written run), reports progress, and can be cancelled betwee
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from backend import models
+from backend.budget import Budget, check_budget
 from backend.errors import LayerScopeError
-from backend.jobs.base import Budget, JobContext, JobSpec, Progress, check_budget
+from backend.jobs.base import JobContext, JobSpec, Progress
 from backend.jobs.extract import estimate
 from backend.jobs.kinds import JOB_KINDS
 from backend.store import Store
@@ -133,8 +135,8 @@ class Worker:
                     },
                 }
             )
-        except Exception:  # progress bookkeeping must never kill a job
-            log.exception("could not persist job %s", p.job_id)
+        except Exception as e:  # progress bookkeeping must never kill a job (one line, no stack)
+            log.warning("could not persist job %s (%s: %s)", p.job_id, type(e).__name__, e)
 
     def _execute(self, job_id: str, spec: JobSpec, on_progress) -> None:
         p, stop = self._progress[job_id], self._stops[job_id]
@@ -169,8 +171,10 @@ class Worker:
                         + f" ({p.runs_done} runs of this job were stored and are kept.)"
                     ),
                 )
-            else:
-                log.exception("job %s failed", job_id)
+            else:  # the stack only on request: the message says what happened, once
+                log.debug("job %s failed", job_id, exc_info=True)
+                if os.environ.get("LAYERSCOPE_DEBUG"):
+                    log.exception("job %s failed", job_id)
                 p.status, p.message = "failed", f"{type(e).__name__}: {e}"
         p.finished = time.monotonic()
         p.result.setdefault("seconds", round(p.seconds, 3))

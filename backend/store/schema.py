@@ -44,3 +44,31 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS derived (
         kind VARCHAR, key VARCHAR, payload BLOB, created_at TIMESTAMP, PRIMARY KEY (kind, key))""",
 ]
+
+
+#: bytes 8..11 of every DuckDB database file (after the header checksum)
+DUCKDB_MAGIC = b"DUCK"
+
+
+def check_file_header(path) -> None:
+    """Refuse an existing file that is not a DuckDB database (a SQLite file, a CSV...) before
+    DuckDB opens it: DuckDB would try to load (download) an extension for some formats."""
+    from pathlib import Path
+
+    from backend.errors import LayerScopeError
+
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return  # a new cache, or one DuckDB initialises
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return  # DuckDB says why it cannot open it
+    if head[8:12] != DUCKDB_MAGIC:
+        what = "it is a SQLite database" if head.startswith(b"SQLite format 3") else "its header"
+        what += " is not DuckDB's" if what == "its header" else ""
+        raise LayerScopeError(
+            f"The cache file {p.name} is not a valid DuckDB database ({what}); give another --db "
+            "(or LAYERSCOPE_DB) path."
+        )

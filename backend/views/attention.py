@@ -34,6 +34,8 @@ class Result:
     attention: np.ndarray  #: (n_layers, n_heads, T_query, T_key); layer i = block i + 1
     sink_share: np.ndarray  #: (n_layers, n_heads)
     entropy: np.ndarray  #: (n_layers, n_heads), nats
+    #: set when the prompt was cut to the model's positions: the patterns are of the cut prompt
+    note: str | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -58,6 +60,8 @@ class Result:
             "attention": self.attention.round(5).tolist(),
             "sink_share": self.sink_share.round(5).tolist(),
             "entropy": self.entropy.round(5).tolist(),
+            "truncated": self.note is not None,
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -86,6 +90,7 @@ def compute(store: Store | None, req: Request, lm=None) -> Result:
     from backend.capture import extract
 
     mref = models.resolve(req.model)
+    models.check_device(req.device)
     model, tokenizer = _eager(str(mref.path), mref.model_id, req.dtype, req.device)
     limit = models.max_positions(model.config.to_dict())
     tk = extract.tokenize(tokenizer, [req.prompt], limit)[0]
@@ -98,7 +103,10 @@ def compute(store: Store | None, req: Request, lm=None) -> Result:
     if not out.attentions or out.attentions[0] is None:
         raise LayerScopeError(f"{req.model} returned no attention weights.")
     att = torch.stack([a[0] for a in out.attentions]).float().cpu().numpy()
+    from backend.views.lens import cut_note
+
     return Result(
+        note=cut_note(tk.n_full, len(tk.ids)) if tk.truncated else None,
         request=req,
         tokens=extract.decode_tokens(tokenizer, tk.ids),
         attention=att,

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from backend import derived
 from backend.analysis.lens import TIE_RTOL, LensResult, LensSummary, logit_lens, summarize
 from backend.errors import LayerScopeError
 from backend.store import Store
@@ -59,6 +60,8 @@ class RunResult:
     lens: LensResult
     tokens: list[str]
     names: dict[int, str]  #: token id -> text for every id in ``lens.top_ids``
+    #: set when the prompt was cut to the model's positions: the readout is of the cut prompt
+    note: str | None = None
 
     @property
     def answer(self) -> str:
@@ -114,12 +117,24 @@ class RunResult:
             "entropy": r.entropy.round(4).tolist(),
             "final_rank": r.final_rank.tolist(),
             "commitment_depth": r.commitment.tolist(),
+            "truncated": self.note is not None,
+            **({"note": self.note} if self.note else {}),
         }
 
 
-def lens_of(lm, hidden: np.ndarray, tokens: list[str], k: int = 5) -> RunResult:
+def cut_note(n_full: int, n_read: int) -> str:
+    """What a view says when a prompt was longer than the model reads."""
+    return (
+        f"The prompt has {n_full} tokens; the model reads at most {n_read}, so this is the "
+        f"readout of its first {n_read} tokens (the rest was cut)."
+    )
+
+
+def lens_of(
+    lm, hidden: np.ndarray, tokens: list[str], k: int = 5, note: str | None = None
+) -> RunResult:
     res = lens_for_hidden(lm, hidden, k)
-    return RunResult(lens=res, tokens=tokens, names=decode(lm, res.top_ids))
+    return RunResult(lens=res, tokens=tokens, names=decode(lm, res.top_ids), note=note)
 
 
 def _check_kind(kind: str) -> None:
@@ -139,14 +154,19 @@ def compute_run(
     ``set_name`` for the run's model (which must exist: :func:`train_tuned`)."""
     _check_kind(kind)
     hidden, toks = store.run_layers(run_id), store.tokens(run_id)["token"].tolist()
+    row = store.get_run(run_id) or {}
+    note = None
+    if row.get("truncated"):
+        note = "The stored run was cut to its first {n} tokens (the model's or --max-tokens' "
+        note = note.format(n=len(toks)) + "limit): this is the readout of the cut prompt."
     if kind == "logit":
-        return lens_of(lm, hidden, toks, k)
+        return lens_of(lm, hidden, toks, k, note)
     from backend.analysis.tuned_lens import tuned_logit_lens
 
     check_lens(lm)
     tl = require_tuned(store, store.get_run(run_id)["model_id"], set_name)
     res = tuned_logit_lens(hidden, tl, lm.final_norm, lm.unembed, k=k)
-    return RunResult(lens=res, tokens=toks, names=decode(lm, res.top_ids))
+    return RunResult(lens=res, tokens=toks, names=decode(lm, res.top_ids), note=note)
 
 
 # -- tuned lens: trained on a set's cached states, kept in the store's derived cache --------
@@ -163,8 +183,8 @@ def load_tuned(store: Store, model_id: str, set_name: str, settings: dict | None
     """The stored tuned lens of (model, set, settings), or None (never trains)."""
     from backend.analysis.tuned_lens import TunedLens
 
-    payload = store.cache_get(TUNED_CACHE, tuned_key(store, model_id, set_name, settings))
-    return None if payload is None else TunedLens.load(io.BytesIO(payload))
+    key = tuned_key(store, model_id, set_name, settings)
+    return derived.load(store, TUNED_CACHE, key, lambda b: TunedLens.load(io.BytesIO(b)))
 
 
 def require_tuned(store: Store, model_id: str, set_name: str | None):
@@ -192,7 +212,7 @@ def train_tuned(store: Store, lm, model_id: str, set_name: str, settings: dict |
     tl = train_tuned_lens(hiddens, lm.final_norm, lm.unembed, **cfg)
     buf = io.BytesIO()
     tl.save(buf)
-    store.cache_put(TUNED_CACHE, tuned_key(store, model_id, set_name, settings), buf.getvalue())
+    derived.save(store, TUNED_CACHE, tuned_key(store, model_id, set_name, settings), buf.getvalue())
     return tl
 
 
@@ -353,14 +373,12 @@ class Result:
     request: Request
     run: RunResult | None = None
     set: SetResult | None = None
-    note: str | None = None  #: e.g. the prompt was cut to the model's positions
 
     def to_frame(self) -> pd.DataFrame:
         return self.run.to_frame() if self.run is not None else self.set.to_frame()
 
     def to_dict(self) -> dict:
-        d = self.run.to_dict() if self.run is not None else self.set.to_dict()
-        return {**d, **({"note": self.note} if self.note else {})}
+        return self.run.to_dict() if self.run is not None else self.set.to_dict()
 
 
 def compute(store: Store, req: Request, lm=None) -> Result:
@@ -392,6 +410,6 @@ def _prompt(req: Request, lm) -> Result:
         raise LayerScopeError("The prompt has no tokens for this tokenizer; type some words.")
     settings = extract.CaptureSettings(dtype=str(lm.dtype).removeprefix("torch."))
     run = next(iter(extract.capture(lm, [("lens", tk)], settings, exact=True)))[0]
-    res = lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, req.top)
-    note = f"the prompt has {tk.n_full} tokens; read up to the model's {limit}"
-    return Result(request=req, run=res, note=note if tk.truncated else None)
+    note = cut_note(tk.n_full, len(tk.ids)) if tk.truncated else None
+    res = lens_of(lm, np.asarray(run.hidden, dtype=np.float32), run.tokens, req.top, note)
+    return Result(request=req, run=res)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from backend import derived
 from backend.errors import LayerScopeError
 from backend.store import Store
 
@@ -289,23 +290,43 @@ def set_pairs(set_name: str) -> list[tuple[str, str]]:
 
 def cached(store: Store, req: Request) -> Result | None:
     """The stored result of this exact request, or None; never loads a model."""
-    raw = store.cache_get(CACHE_KIND, cache_key(req))
-    return Result._from_payload(req, raw) if raw is not None else None
+    if not derived.may_hold(store, req.model):
+        return None
+    return derived.load(store, CACHE_KIND, cache_key(req), lambda b: Result._from_payload(req, b))
 
 
 def token_id(tokenizer, text: str) -> int:
     """The id of one next token typed by the user: " is" (word after a space) first, then the
-    text as typed, then the exact vocabulary entry; more than one token is an error."""
+    text as typed, then the exact vocabulary entry; more than one token, or the unknown token
+    (a word-level vocabulary maps any unknown word to it), is refused with the nearest tokens."""
+    unk = tokenizer.unk_token_id
     for s in (" " + text.strip(), text):
         ids = tokenizer.encode(s, add_special_tokens=False)
-        if len(ids) == 1:
+        if len(ids) == 1 and (unk is None or ids[0] != unk):
             return int(ids[0])
     tid = tokenizer.convert_tokens_to_ids(text)
-    if tid is not None and tid != tokenizer.unk_token_id:
+    if tid is not None and tid != unk:
         return int(tid)
+    near = nearest_tokens(tokenizer, text)
     raise LayerScopeError(
-        f"'{text}' is not a single token for this tokenizer; give one token as the answer."
+        f"'{text}' is not one token of this model's vocabulary; give one token as the answer"
+        + (f" (nearest: {', '.join(repr(t) for t in near)})." if near else ".")
     )
+
+
+def nearest_tokens(tokenizer, text: str, n: int = 5) -> list[str]:
+    """The vocabulary entries most like ``text`` (word markers Ġ / ▁ dropped), for a hint."""
+    import difflib
+
+    want = text.strip().lower()
+    words = {
+        w.lstrip("Ġ▁").lower(): w.lstrip("Ġ▁")
+        for w in tokenizer.get_vocab()
+        if w.lstrip("Ġ▁") and not w.startswith(("<", "["))
+    }
+    if len(words) > 20000 and want:  # large vocabularies: the words of similar length only
+        words = {k: v for k, v in words.items() if abs(len(k) - len(want)) <= 2}
+    return [words[k] for k in difflib.get_close_matches(want, list(words), n=n, cutoff=0.5)]
 
 
 def _cells(req: Request, n_layers: int, n_tokens: int) -> tuple[list[int], list[int]]:
@@ -333,11 +354,11 @@ def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Resu
     and store the result there."""
     key = cache_key(req)
     if use_cache:
-        raw = store.cache_get(CACHE_KIND, key)
-        if raw is not None:
-            return Result._from_payload(req, raw)
+        hit = derived.load(store, CACHE_KIND, key, lambda b: Result._from_payload(req, b))
+        if hit is not None:
+            return hit
     res = _compute(store, req, lm)
-    store.cache_put(CACHE_KIND, key, res._payload())
+    derived.save(store, CACHE_KIND, key, res._payload())
     return res
 
 

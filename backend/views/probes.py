@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from backend import derived
 from backend.analysis.probes import ProbeResult, misclassified, run_probes
 from backend.errors import LayerScopeError
 from backend.store import Store
@@ -328,7 +329,7 @@ def _fit(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd.Dat
         except (ValueError, KeyError, OSError, TypeError):  # damaged or old entry: refit
             pass
     res, meta = _fit_now(store, req, model_id)
-    store.cache_put(CACHE_KIND, key, _to_payload(res, meta))
+    derived.save(store, CACHE_KIND, key, _to_payload(res, meta))
     return res, meta
 
 

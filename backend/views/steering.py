@@ -42,14 +42,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from backend import derived
 from backend.errors import LayerScopeError
-from backend.records import CapturedRun
+from backend.records import MAX_TEMPERATURE, CapturedRun
 from backend.store import Store
 
 VERSION = 1  #: bump when the computation changes what a stored result means
 CACHE_KIND = "steering"
 MAX_PROMPTS = 64
 DIRECTIONS = ("means", "probe", "random")  #: besides a path to a .npy vector
+MAX_ALPHA = 1000.0  #: |α| beyond this is no experiment (units of the layer's typical norm)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,8 +79,11 @@ class Request:
             raise LayerScopeError("Type a prompt or pick a prompt set to steer.")
         if not self.alphas:
             raise LayerScopeError("Give at least one α, e.g. -8,-4,0,4,8.")
-        if not all(np.isfinite(self.alphas)):
-            raise LayerScopeError("Every α must be a finite number.")
+        if not all(np.isfinite(self.alphas)) or max(map(abs, self.alphas)) > MAX_ALPHA:
+            raise LayerScopeError(
+                f"Every α must be a finite number between -{MAX_ALPHA:g} and {MAX_ALPHA:g} "
+                "(α is in units of the layer's typical norm: a few already break a model)."
+            )
         if self.direction.startswith("feature:"):
             feature_id(self.direction)  # a dictionary's decoder row at the layer
         elif self.direction not in DIRECTIONS and not self.direction.endswith(".npy"):
@@ -90,8 +95,10 @@ class Request:
             raise LayerScopeError(f"The '{self.direction}' direction needs a labelled set (--set).")
         if not 1 <= self.max_new_tokens <= 512:
             raise LayerScopeError("Ask for between 1 and 512 new tokens.")
-        if self.temperature < 0:
-            raise LayerScopeError("Temperature must be 0 (greedy) or more.")
+        if not (self.temperature == 0 or 0 < self.temperature <= MAX_TEMPERATURE):
+            raise LayerScopeError(
+                f"Temperature must be 0 (greedy) or above 0 and at most {MAX_TEMPERATURE:g}."
+            )
         if self.max_prompts < 1:
             raise LayerScopeError("--max-prompts must be at least 1.")
         if self.answers is not None and (len(self.answers) != 2 or not all(self.answers)):
@@ -219,21 +226,23 @@ def cache_key(req: Request) -> str:
 
 def cached(store: Store, req: Request) -> Result | None:
     """The stored result of this exact request, or None; never loads a model."""
+    if not derived.may_hold(store, req.model):
+        return None
     try:
-        raw = store.cache_get(CACHE_KIND, cache_key(req))
+        key = cache_key(req)
     except OSError:
         return None
-    return Result._from_payload(req, raw) if raw is not None else None
+    return derived.load(store, CACHE_KIND, key, lambda b: Result._from_payload(req, b))
 
 
 def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Result:
     key = cache_key(req)
     if use_cache:
-        raw = store.cache_get(CACHE_KIND, key)
-        if raw is not None:
-            return Result._from_payload(req, raw)
+        hit = derived.load(store, CACHE_KIND, key, lambda b: Result._from_payload(req, b))
+        if hit is not None:
+            return hit
     res = _compute(store, req, lm)
-    store.cache_put(CACHE_KIND, key, res._payload())
+    derived.save(store, CACHE_KIND, key, res._payload())
     return res
 
 
@@ -246,6 +255,21 @@ def feature_id(direction: str) -> int:
     if f < 0:
         raise LayerScopeError(f"'{direction}' is not a feature direction: write feature:F, F >= 0.")
     return f
+
+
+def save_direction(db_path, data: bytes) -> str:
+    """An uploaded .npy direction, checked and kept in the cache's folder: its file name."""
+    from backend import directions
+
+    return directions.save_upload(db_path, data)
+
+
+def uploaded_direction(db_path, name: str) -> str:
+    """A page's ``?direction=`` that is not means/probe/random: an uploaded file's name only
+    (never a server path; the error does not echo it). The file's path for ``Request``."""
+    from backend import directions
+
+    return directions.in_cache_folder(db_path, name)
 
 
 def random_like(direction: np.ndarray, seed: int) -> np.ndarray:
@@ -266,7 +290,7 @@ def means_direction(
     for name in labels:
         sel = lab == name
         if not sel.any():
-            have = ", ".join(sorted(set(lab)))
+            have = ", ".join(sorted(set(lab))) or "no labelled prompts"
             raise LayerScopeError(f"No prompt of the set has the label '{name}' (it has: {have}).")
         out.append(x[0, sel].mean(0))
     return (out[1] - out[0]).astype(np.float64)
@@ -381,18 +405,9 @@ def _inputs(store: Store, req: Request, lm):
         f = feature_id(req.direction)
         direction = feature_direction(store, lm.info.model_id, req.layer, req.set_name, f)
     else:
-        p = Path(req.direction)
-        if not p.is_file():
-            raise LayerScopeError(f"No direction file at {req.direction}.")
-        try:
-            direction = np.load(p).astype(np.float64)
-        except (ValueError, OSError) as e:
-            raise LayerScopeError(f"{req.direction} is not a readable .npy file ({e}).") from None
-        if direction.ndim != 1 or direction.shape[0] != d:
-            raise LayerScopeError(
-                f"The direction in {p.name} has shape {tuple(direction.shape)}; the residual "
-                f"stream of this model has d_model = {d}: give a vector of {d} values."
-            )
+        from backend import directions
+
+        direction = directions.load_vector(Path(req.direction), d)
     if not np.isfinite(direction).all() or not np.linalg.norm(direction) > 0:
         raise LayerScopeError("The steering direction is zero or not finite.")
     control = random_like(direction, req.seed)
@@ -500,6 +515,16 @@ def steered_set_name(set_name: str | None, layer: int, direction: str, alpha: fl
     return f"{base}+steer(L{layer} {kind} {alpha:g})"
 
 
+def _check_store_budget(store: Store, lm, prompts, n_alphas: int, max_new: int) -> None:
+    """Refuse, before generating, steered runs over LAYERSCOPE_MAX_JOB_GB (or the free disk),
+    as extract does: every α's run of every prompt keeps every layer."""
+    from backend.budget import Budget, Estimate, check_budget
+
+    n_tok = sum(len(lm.tokenizer(p)["input_ids"]) + max_new for p in prompts) * n_alphas
+    size = n_tok * (lm.info.n_layers + 1) * lm.info.d_model * 2
+    check_budget(store, Estimate(len(prompts) * n_alphas, 0, n_tok, size, 0, None, 0), Budget())
+
+
 def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
     """The request's steered generations (the direction, every α; not the control) stored as
     ordinary prompt runs with every layer, one prompt set per α; returns {α: set name}.
@@ -534,10 +559,11 @@ def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
             "sampling": None if sampling is None else sampling.key(),
         },
     }
-    captured: dict[float, list] = {a: [] for a in alphas}
+    _check_store_budget(store, lm, prompts, len(alphas), req.max_new_tokens)
     rows: dict[float, list] = {a: [] for a in alphas}
     special_ids = set(tok.all_special_ids)
     for text, lab, grp in zip(prompts, plabels, groups):
+        captured = []  # this prompt's runs, every α: stored before the next prompt (streamed)
         out = S.steer_generate(lm, text, req.layer, S.unit(direction), alphas,
                                req.max_new_tokens, sampling=sampling, start=req.start,
                                capture=True)  # fmt: skip
@@ -547,7 +573,7 @@ def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
             settings = {**base, "steer": {**base["steer"], "alpha": a}}
             ids = list(pr.ids) + list(g)
             run_id = extract.make_run_id(lm.info.model_id, full, settings)
-            captured[a].append(
+            captured.append(
                 SteeredRun(
                     steer_prompt_id=f"steer-{run_id}",
                     run_id=run_id,
@@ -563,10 +589,10 @@ def store_runs(store: Store, req: Request, lm=None) -> dict[float, str]:
             )
             rows[a].append({"text": full, "label": lab, "group": grp,
                             "prompt_id": f"steer-{run_id}"})  # fmt: skip
+        have = store.existing_runs([r.run_id for r in captured])
+        store.ingest(lm.info.model_id, [r for r in captured if r.run_id not in have])
     names = {}
     for a in alphas:
-        have = store.existing_runs([r.run_id for r in captured[a]])
-        store.ingest(lm.info.model_id, [r for r in captured[a] if r.run_id not in have])
         name = steered_set_name(req.set_name, req.layer, req.direction, a)
         desc = (f"{req.set_name or 'typed prompts'} steered at layer {req.layer} with the "
                 f"{req.direction} direction, α = {a:g} (prompt + steered continuation)")  # fmt: skip

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from backend import models
+from backend import derived, models
 from backend.analysis import training as training_analysis
 from backend.analysis.probes import ProbeResult
 from backend.analysis.projection import Projection, project
@@ -142,8 +142,7 @@ def coverage(store: Store, req: Request) -> tuple[dict[str, str], list[str]]:
 
 
 def behaviour_of(store: Store, model_id: str, set_name: str) -> dict | None:
-    raw = store.cache_get(BEHAVIOUR_CACHE, behaviour_key(model_id, set_name))
-    return json.loads(raw) if raw is not None else None
+    return derived.load(store, BEHAVIOUR_CACHE, behaviour_key(model_id, set_name), json.loads)
 
 
 @dataclass(frozen=True)

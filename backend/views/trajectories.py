@@ -126,7 +126,7 @@ def project_units(
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
     if req.method in SLOW_METHODS:
-        store.cache_put(CACHE_KIND, cache_key(req, meta), derived.pack(projection=proj))
+        derived.save(store, CACHE_KIND, cache_key(req, meta), derived.pack(projection=proj))
     return proj, meta
 
 
@@ -197,7 +197,7 @@ def compute(store: Store, req: Request, lm=None) -> Result:
     proj, meta = project_units(store, req, x, meta)
     lab = meta["label"].fillna("").astype(str).to_numpy()
     sil = agree = chance = None
-    if len(set(lab)) > 1:
+    if 1 < len(set(lab)) < len(lab):  # all-distinct labels separate nothing
         sil = silhouette_per_layer(x, lab)
         agree, chance = neighbour_agreement_per_layer(x, lab)
     return Result(

@@ -124,7 +124,7 @@ def test_batch_tokens_zero_is_refused_before_work(tmp_path, capsys):
 
     db = str(tmp_path / "c.duckdb")
     assert main(["extract", "--db", db, "--set", "agreement", "--batch-tokens", "0"]) == 2
-    assert "--batch-tokens 0 is out of range" in capsys.readouterr().err
+    assert "argument --batch-tokens: must be at least 1" in capsys.readouterr().err
 
 
 def test_duplicate_prompts_are_kept_once_and_every_view_works(tmp_path, capsys, tiny_model_dir):
@@ -268,7 +268,7 @@ def test_over_long_prompts_are_truncated_to_the_models_limit_and_flagged(tmp_pat
         assert sorted(runs["n_tokens"]) == [4, 64] and runs["truncated"].sum() == 1
     assert main(["lens", "--db", db, "--model", "demo", "--prompt", long, "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "read up to the model's 64" in out
+    assert "the model reads at most 64" in out
 
 
 def test_a_prompt_without_tokens_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):

@@ -186,6 +186,7 @@ COMMAND_ELSEWHERE = {
     "stats": {},
     "generation": {
         "prompts": "loaded into the set before sampling (store.save_prompt_set)",
+        "replace": "lets the prompt file replace an existing set (_common.save_file_set)",
         "text_column": "prompt file parsing (prompts.load_prompts)",
         "label_column": "prompt file parsing (prompts.load_prompts)",
     },

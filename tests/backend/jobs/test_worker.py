@@ -11,8 +11,9 @@ import time
 import pandas as pd
 import pytest
 
+from backend.budget import Budget
 from backend.capture import extract
-from backend.jobs.base import Budget, JobSpec
+from backend.jobs.base import JobSpec
 from backend.jobs.extract import estimate
 from backend.jobs.worker import Worker
 from backend.store import Store

@@ -169,7 +169,7 @@ def test_prompts_of_different_lengths_are_one_sentence(store, tiny_model_dir):
     assert "5 tokens" in msg and "4" in msg and "\n" not in msg
     with pytest.raises(LayerScopeError, match="same"):  # same top-1 and nothing named
         V.compute(store, V.Request(model=str(path), clean=CLEAN, corrupted=CLEAN))
-    with pytest.raises(LayerScopeError, match="single token"):
+    with pytest.raises(LayerScopeError, match="not one token"):
         V.compute(
             store, V.Request(model=str(path), clean=CLEAN, corrupted=CORRUPTED, answer="is are")
         )
