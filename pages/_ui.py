@@ -163,6 +163,15 @@ def compute(view: str, request, version=None):
     return result
 
 
+@st.cache_data(show_spinner="Checking the prompts with the model's tokenizer…", max_entries=16)
+def input_sanity(spec: JobSpec, texts: tuple[str, ...] | None):
+    """What the model's tokenizer makes of the prompts (``jobs.extract.check_inputs``): the
+    Run page's check before a job, cached per (spec, prompts)."""
+    from backend.jobs.extract import check_inputs
+
+    return check_inputs(store(), spec, list(texts) if texts is not None else None)
+
+
 @st.cache_data(show_spinner="Reading out every prompt…", max_entries=16)
 def lens_set(model_ref: str, request, version) -> object:
     """The lens summary over a set (needs the loaded model, cached as a resource)."""

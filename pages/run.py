@@ -165,11 +165,10 @@ try:
         if est.tokens == 0
         else (f"{est.seconds:.0f} s" if est.seconds else "unknown (first run)"),
     )
-    if est.truncated:
-        st.warning(
-            f"{est.truncated} prompts are longer than {spec.max_tokens} tokens and will "
-            "be truncated (each run is flagged)."
-        )
+    checked = _ui.input_sanity(spec, tuple(texts) if texts is not None else None)
+    for w in checked.warnings:
+        st.warning(f"**Check the prompts:** {_ui.md(w)}.", icon=":material/warning:")
+    st.caption(f"Tokenizer check: {_ui.md(checked.summary())}.")
     existing = table is not None and set_name in set(s.list_sets()["set_name"])
     replace_ok = True
     if existing:

@@ -43,6 +43,27 @@ def test_submit_typed_prompts_on_a_local_model_then_library_and_prompt(app_db, t
         pass
 
 
+def test_run_page_warns_before_the_job_when_most_tokens_are_unknown(app_db, tiny_model_dir):
+    """A held-out set for a word-level model: > 50% <unk> and prompts that tokenize alike are
+    said above the submit button, before any job runs."""
+    from pages import _ui
+
+    at = open_page("run")
+    at.text_input(key="run_model_typed").input(str(tiny_model_dir("gpt2"))).run()
+    at.radio(key="qp_source").set_value("Type").run()
+    at.text_area(key="run_typed_text").input("the cat runs\nthe zebra gallops").run()
+    no_exception(at)
+    assert not any("unknown" in w.value for w in at.warning)  # 2 of 6 tokens: fine
+    assert any("33% unknown, 2 distinct token sequences" in c.value for c in at.caption)
+    text = "the zebra gallops\nthe giraffe gallops\nthe lion sleeps\nzebras gallop"
+    at.text_area(key="run_typed_text").input(text).run()
+    no_exception(at)
+    warned = " ".join(w.value for w in at.warning).replace("\\", "")  # 8 of 11 are <unk>
+    assert "Check the prompts" in warned and "73% of the prompts' tokens are unknown" in warned
+    assert "2 of 4 prompts (50%) tokenize exactly like another prompt" in warned
+    assert not _ui.worker().recent()  # warned before any job
+
+
 def test_bad_model_and_bad_file_are_messages(app_db):
     at = open_page("run")
     at.text_input(key="run_model_typed").input("./no/such/model").run()
