@@ -214,7 +214,7 @@ def _bound_select(label: str, options: list[str], key: str, help: str | None = N
     idx = options.index(current) if current in options else 0
     value = st.sidebar.selectbox(label, options, index=idx, key=f"_w_{key}", help=help)
     st.session_state[f"sel_{key}"] = value
-    st.query_params[key] = value
+    set_param(key, value)
     return value
 
 
@@ -257,18 +257,27 @@ def require_runs(sel: Selection) -> pd.DataFrame | None:
     n_set = len(s.get_set(sel.set_name)) if sel.set_name in set(s.list_sets()["set_name"]) else 0
     if len(runs) and len(runs) >= n_set:
         return runs
-    active = [p for p in worker().active_jobs()]
-    if active:
-        st.info("A job is computing activations; this view fills in when it finishes.")
-        job_panel(active[0].job_id)
+    active = worker().active_jobs()
+    mine = [
+        p
+        for p in active
+        if p.kind == "extract" and (p.model, p.set_name) == (sel.model, sel.set_name)
+    ]
+    if mine:  # this view's job (started here, in another tab, or by a Compute click): join it
+        st.info("A job is computing these activations; this view fills in when it finishes.")
+        job_panel(mine[0].job_id)
         return runs if len(runs) else None
     msg = f"{len(runs)} of {n_set} prompts" if n_set else "None of the prompts"
     st.info(f"{msg} of **{md(sel.set_name)}** have activations for **{md(sel.model)}** yet.")
     if st.button(
         f"Compute {md(sel.set_name)} on {md(sel.model)}", type="primary", key="_compute_runs"
-    ):
+    ):  # another job running (another tab, another view) only queues this one behind it
         submit(JobSpec(model=sel.model, set_name=sel.set_name))
         st.rerun()
+    if active:
+        st.caption(
+            f"{len(active)} other job(s) running or queued; a job started here waits its turn."
+        )
     return runs if len(runs) else None
 
 
@@ -341,11 +350,17 @@ def _live_job(job_id: str) -> None:
         return
     frac = p.tokens_done / p.tokens_total if p.tokens_total else 0.0
     eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
-    st.progress(
-        frac,
-        text=f"{job_title(p)} — {p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
-        f"{p.tokens_per_s:,.0f} tok/s{eta}",
-    )
+    if p.status == "queued":
+        n = worker().ahead(job_id)
+        what = f"queued behind {n} other job(s)" if n else "queued, starting"
+    elif not p.tokens_total:  # before the first batch: loading and tokenizing, no rate yet
+        what = "running: loading the model and reading the prompts"
+    else:
+        what = (
+            f"{p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
+            f"{p.tokens_per_s:,.0f} tok/s{eta}"
+        )
+    st.progress(frac, text=f"{job_title(p)} — {what}")
     if st.button("Cancel", key=f"_cancel_{job_id}"):
         worker().cancel(job_id)
 
@@ -365,6 +380,40 @@ def error_box(e: Exception) -> None:
 
 
 # -- view state in the URL (permalinks) ----------------------------------------------------
+def set_param(key: str, value: str) -> None:
+    """``st.query_params[key] = value`` only when it changes: each write sends the browser the
+    whole query string; an unchanged one is a message for nothing."""
+    if st.query_params.get(key) != value:
+        st.query_params[key] = value
+
+
+_REPLACE_HISTORY = """<script>
+(function () {
+  // Streamlit pushes a history entry for every change of the query string; LayerScope
+  // writes its view settings there (permalinks), so a visit added ~10 entries and Back
+  // never left the page. Same path = same page: replace the entry instead of pushing one.
+  var h = window.history;
+  if (h.__layerscopeReplace) return;
+  var push = h.pushState.bind(h);
+  h.pushState = function (state, title, url) {
+    try {
+      var next = new URL(url, window.location.href);
+      if (next.pathname === window.location.pathname) return h.replaceState(state, title, url);
+    } catch (e) {}
+    return push(state, title, url);
+  };
+  h.__layerscopeReplace = true;
+})();
+</script>"""
+
+
+def replace_history() -> None:
+    """Query-string changes replace the browser's history entry instead of pushing one, so
+    Back goes to the previous page (app.py calls this once per script run; the script
+    patches ``history.pushState`` once per browser tab)."""
+    st.sidebar.html(_REPLACE_HISTORY, unsafe_allow_javascript=True)
+
+
 def _qp_get(key: str):
     return st.query_params.get(key)
 
@@ -394,7 +443,7 @@ def qp_select(
         format_func=format_func,
         help=help,
     )
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -420,7 +469,7 @@ def qp_radio(
         help=help,
         format_func=format_func,
     )
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -434,10 +483,10 @@ def qp_int(
         value = default
     value = min(max(value, min_value), max_value)
     if min_value == max_value:
-        st.query_params[key] = str(value)
+        set_param(key, str(value))
         return value
     got = st.slider(label, min_value, max_value, value, key=f"qp_{key}", help=help)
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -461,7 +510,7 @@ def qp_number(
     got = where.number_input(
         label, min_value, max_value, value, step, key=widget_key or f"qp_{key}"
     )
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -482,7 +531,7 @@ def qp_slider(
     if min_value == max_value:
         return min_value, max_value
     got = st.slider(label, min_value, max_value, (min(a, b), max(a, b)), key=f"qp_{key}", help=help)
-    st.query_params[key] = f"{got[0]}:{got[1]}"
+    set_param(key, f"{got[0]}:{got[1]}")
     return got
 
 
@@ -490,7 +539,7 @@ def qp_text(label: str, key: str, default: str = "", help: str | None = None, wh
     """A text input bound to ?key=text."""
     url = _qp_get(key)
     got = where.text_input(label, value=default if url is None else url, key=f"qp_{key}", help=help)
-    st.query_params[key] = got
+    set_param(key, got)
     return got
 
 
@@ -498,7 +547,7 @@ def qp_toggle(label: str, key: str, default: bool = False, help: str | None = No
     url = _qp_get(key)
     value = default if url is None else url in ("1", "true", "True")
     got = st.toggle(label, value=value, key=f"qp_{key}", help=help)
-    st.query_params[key] = "1" if got else "0"
+    set_param(key, "1" if got else "0")
     return got
 
 
@@ -513,7 +562,7 @@ def presenting() -> bool:
         help="Larger fonts and markers and high-contrast colours for a projector; fewer controls.",
     )
     if on:
-        st.query_params["present"] = "1"
+        set_param("present", "1")
         st.markdown(  # body text larger, headings still a size above it (not all 1.15rem)
             "<style>"
             "[data-testid='stMarkdownContainer'] p, [data-testid='stMarkdownContainer'] li,"

@@ -80,6 +80,15 @@ class Worker:
     def active_jobs(self) -> list[Progress]:
         return [p for p in self._progress.values() if p.active]
 
+    def ahead(self, job_id: str) -> int:
+        """Jobs that run before this queued one (those running or queued earlier)."""
+        n = 0
+        for jid, p in list(self._progress.items()):
+            if jid == job_id:
+                return n
+            n += p.active
+        return 0
+
     def recent(self) -> list[Progress]:
         return list(self._progress.values())[::-1]
 

@@ -209,3 +209,70 @@ def test_engine_choice_without_ray_is_one_message(monkeypatch):
         engine_options("ray", 2)
     with pytest.raises(LayerScopeError, match="Unknown engine"):
         engine_options("spark")
+
+
+def test_run_resolves_at_slash_run_and_every_page_replaces_history(app_db):
+    """/run is a page (a hidden twin of the default page at /), and each script run carries
+    the script that turns Streamlit's query-string pushState into replaceState."""
+    at = open_page("run")
+    script = [h.proto.body for h in at.sidebar.get("html")]  # (AppTest shows a repeated
+    assert len(script) == 1 and "h.replaceState(state, title, url)" in script[0]  # message once)
+    assert "next.pathname === window.location.pathname" in script[0]
+    urls = {i.get("url_pathname"): i.get("script_path") for i in at._registered_pages.values()}
+    assert urls[""].endswith("pages/run.py") and urls["run"].endswith("pages/run.py")
+    at.switch_page("pages/run.py").run()  # AppTest prefers the page whose URL is the file's
+    no_exception(at)
+    assert at.title[0].value == "LayerScope"
+
+
+def test_query_params_are_written_only_when_they_change(app_db, monkeypatch):
+    """Each write sends the whole query string to the browser: an unchanged value sends
+    nothing."""
+    import streamlit as st
+
+    from pages import _ui
+
+    sent = []
+    monkeypatch.setattr(st.query_params.__class__, "__setitem__", lambda s, k, v: sent.append(k))
+    monkeypatch.setattr(st.query_params.__class__, "get", lambda s, k, d=None: "same")
+    _ui.set_param("x", "same")
+    _ui.set_param("x", "other")
+    assert sent == ["x"]
+
+
+def test_a_compute_click_queues_its_own_job_while_another_runs(app_db, monkeypatch):
+    """Two tabs: a job runs for one set; in this tab, a view of another set is not handed that
+    job, and its Compute click queues its own job, which the page then shows."""
+    import threading
+
+    from backend import catalog
+    from backend.jobs import kinds
+    from backend.jobs.base import JobSpec
+    from pages import _ui
+
+    release = threading.Event()
+
+    def held(ctx):  # a job that runs until the test lets it finish
+        release.wait(60)
+        return {"runs": 0, "cached_runs": 0, "tokens": 0}
+
+    monkeypatch.setitem(kinds.JOB_KINDS, "extract", held)
+    at = open_page("stats", {"model": "demo", "set": "sentiment"})
+    w = _ui.worker()
+    catalog.ensure_set(_ui.store(), "agreement")
+    other = w.submit(JobSpec(model="demo", set_name="agreement"))  # "the other tab"
+    try:
+        at.run()
+        no_exception(at)
+        assert not at.get("progress")  # not the other tab's job
+        assert any("1 other job(s) running or queued" in c.value for c in at.caption)
+        at.button(key="_compute_runs").click().run()
+        no_exception(at)
+        mine = [p for p in w.active_jobs() if p.set_name == "sentiment"]
+        assert len(mine) == 1 and w.ahead(mine[0].job_id) == 1 and w.ahead(other) == 0
+        bars = [b.proto.text for b in at.get("progress")]
+        assert len(bars) == 1 and "sentiment on demo — queued behind 1 other job(s)" in bars[0]
+    finally:
+        release.set()
+        wait_jobs()
+    assert {w.progress(j).status for j in (other, mine[0].job_id)} == {"done"}
