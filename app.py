@@ -48,4 +48,7 @@ nav["Start"].append(st.Page("pages/run.py", title="Run", url_path=DEFAULT, visib
 page = st.navigation(nav)
 _ui.replace_history()  # query-string writes replace the history entry: Back leaves the page
 st.session_state["_ls_page_title"] = page.title  # heads the page's one-file report
-page.run()
+try:
+    page.run()
+finally:  # once the first page has drawn: PyTorch and the demo model, in the background
+    _ui.start_warm_up()

@@ -61,25 +61,35 @@ def _root_store(path: str) -> Store:
 
 @st.cache_resource(show_spinner=False)
 def _worker(path: str) -> Worker:
-    models.preload_libraries()
     w = Worker(_root_store(path))
     w.start()
-    threading.Thread(target=_warm_up, name="layerscope-warmup", daemon=True).start()
     return w
 
 
 WARM = {"umap": "pending"}  #: pending | running | ready | failed (shown by the Trajectories page)
+_WARM_STARTED = threading.Event()
+
+
+def start_warm_up() -> None:
+    """Start the background warm-up once per process; app.py calls this after each script
+    run, so the first page draws before PyTorch is imported (~5 s on a two-core machine)."""
+    if _WARM_STARTED.is_set():
+        return
+    _WARM_STARTED.set()
+    threading.Thread(target=_warm_up, name="layerscope-warmup", daemon=True).start()
 
 
 def _warm_up() -> None:
-    """Pay the slow first steps once, in the background, at app start and at low priority
-    (Linux applies nice to this thread only), so requests and jobs keep the CPU: first
-    PyTorch + the demo model (what "Try the demo" needs first; ~10 s of imports), then
+    """Pay the slow first steps once, in the background and at low priority (Linux applies
+    nice to this thread only), so requests and jobs keep the CPU: first PyTorch +
+    transformers + the demo model (what "Try the demo" needs first; ~10 s of imports), then
     umap-learn's import + numba compilation on tiny inputs."""
     import os
 
     with contextlib.suppress(OSError, AttributeError):
         os.nice(15)
+    with contextlib.suppress(Exception):
+        models.preload_libraries()
     with contextlib.suppress(Exception):  # an optimisation only: the job loads it otherwise
         if "demo" in models.bundled_models():
             models.get_model("demo")
@@ -91,6 +101,29 @@ def _warm_up() -> None:
         WARM["umap"] = "ready"
     except Exception:  # warm-up is an optimisation only
         WARM["umap"] = "failed"
+
+
+def libraries_spinner():
+    """A spinner that names the wait while transformers (and with it PyTorch) loads for the
+    first time in this process; nothing once loaded."""
+    import sys
+
+    if "transformers" in sys.modules:
+        return contextlib.nullcontext()
+    return st.spinner(
+        "Loading PyTorch and transformers for the model's tokenizer (the first time only, a "
+        "few seconds)…"
+    )
+
+
+def devices() -> list[str]:
+    """The devices to offer: the CPU, plus CUDA / MPS once PyTorch is loaded (probing them
+    imports PyTorch, ~5 s in the page's thread before anything below it draws; the cost
+    estimate or the background warm-up loads it moments later, and the next rerun lists
+    them)."""
+    import sys
+
+    return models.available_devices() if "torch" in sys.modules else ["cpu"]
 
 
 def db_path() -> str:
@@ -363,6 +396,30 @@ def _live_job(job_id: str) -> None:
     st.progress(frac, text=f"{job_title(p)} — {what}")
     if st.button("Cancel", key=f"_cancel_{job_id}"):
         worker().cancel(job_id)
+
+
+# -- glossary: one short tooltip per term a view uses (help=) -------------------------------
+GLOSSARY = {
+    "logit difference": "logit(answer) − logit(against) at the last position: above 0 the "
+    "model prefers the answer token, below 0 the against token; a logit is the model's score "
+    "for a next token before softmax.",
+    "recovery": "(patched − corrupted) / (clean − corrupted) of the metric: 0 = patching that "
+    "one vector brought nothing of the clean answer back, 1 = all of it (it can overshoot).",
+    "tie": "'= tie' after a token: another token is within 0.1% of its probability at that "
+    "layer, so the top guess there is a near tie (small differences, not a clear choice).",
+    "commitment depth": "The first layer from which the model's final answer stays the top "
+    "guess of the lens up to the last layer.",
+    "flip rate": "The share of prompts whose first generated token changes from the unsteered "
+    "model's. Any large enough push changes tokens: compare with the random control.",
+    "random control": "A random direction of the same length: what steering does without a "
+    "meaning. It can flip many first tokens (to anything) while making none of them the other "
+    "label's answer: only the direction's excess over the control is specific.",
+}
+
+
+def gloss(*terms: str) -> str:
+    """The tooltip text for ``terms`` (a page's ``help=``): each term, bold, with its gloss."""
+    return "\n\n".join(f"**{t}**: {GLOSSARY[t]}" for t in terms)
 
 
 # -- links ----------------------------------------------------------------------------------

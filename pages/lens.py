@@ -91,6 +91,11 @@ except LayerScopeError as e:
     st.stop()
 res, toks, names = one.lens, one.tokens, one.names
 _ui.show_figure(lens_figure(res, toks, names), "lens_fig", f"{kind}-lens", data=one.to_frame())
+st.caption(
+    "Cell = the top next-token guess at that layer; '= tie' = a near tie; the red bar = the "
+    "commitment depth.",
+    help=_ui.gloss("tie", "commitment depth"),
+)
 if tuned is not None:
     kl = lens.SetResult(lens.Request(sel.model_id, sel.set_name, kind="tuned"), None, tuned)
     _ui.show_figure(

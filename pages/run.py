@@ -50,7 +50,7 @@ with left:
             help="auto = the checkpoint's own dtype (bf16 checkpoints compute in float32 on a "
             "CPU without AMX / AVX512-bf16, where bf16 is ~100x slower)",
         )
-        device = st.selectbox("device", models.available_devices())
+        device = st.selectbox("device", _ui.devices())
         max_tokens = st.number_input("max tokens per prompt (0 = no limit)", 0, 100_000, 0)
         engine = _ui.qp_radio(
             "Engine",
@@ -153,7 +153,9 @@ try:
     texts = table["text"].tolist() if table is not None else None
     if texts is None:
         catalog.ensure_set(s, set_name)
-    est = estimate(s, spec, texts)
+    with _ui.libraries_spinner():
+        est = estimate(s, spec, texts)
+        checked = _ui.input_sanity(spec, tuple(texts) if texts is not None else None)
     c = st.columns(5)
     c[0].metric("Prompts", est.runs)
     c[1].metric("Already cached", est.cached_runs)
@@ -165,7 +167,6 @@ try:
         if est.tokens == 0
         else (f"{est.seconds:.0f} s" if est.seconds else "unknown (first run)"),
     )
-    checked = _ui.input_sanity(spec, tuple(texts) if texts is not None else None)
     for w in checked.warnings:
         st.warning(f"**Check the prompts:** {_ui.md(w)}.", icon=":material/warning:")
     st.caption(f"Tokenizer check: {_ui.md(checked.summary())}.")

@@ -13,6 +13,9 @@ from backend.errors import LayerScopeError
 from backend.store import Store
 
 GB = 1 << 30
+#: the job kinds (``jobs.kinds.JOB_KINDS`` maps each to its handler; a test keeps them equal):
+#: submitting checks the name without importing the handlers and their capture stack (torch)
+KINDS = ("extract", "generate", "project", "checkpoints")
 
 
 def _env_gb(name: str, default: float | None) -> float | None:

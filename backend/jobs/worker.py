@@ -17,9 +17,8 @@ from dataclasses import asdict
 
 from backend import models
 from backend.errors import LayerScopeError
-from backend.jobs.base import Budget, JobContext, JobSpec, Progress, check_budget
+from backend.jobs.base import KINDS, Budget, JobContext, JobSpec, Progress, check_budget
 from backend.jobs.extract import estimate
-from backend.jobs.kinds import JOB_KINDS
 from backend.store import Store
 from backend.store.store import disk_full_message
 
@@ -52,7 +51,7 @@ class Worker:
     # -- public API -----------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         """Validate cheaply, persist as queued, enqueue. Raises LayerScopeError on bad input."""
-        if spec.kind not in JOB_KINDS:
+        if spec.kind not in KINDS:
             raise LayerScopeError(f"Unknown job kind '{spec.kind}'.")
         spec.validate()
         models.resolve(spec.model)
@@ -119,6 +118,7 @@ class Worker:
     def _loop(self) -> None:
         while True:
             job_id, spec = self._queue.get()
+            models.preload_libraries()  # transformers' lazy classes, before threads race
             self._execute(job_id, spec, None)
 
     def _persist(self, p: Progress, spec: JobSpec) -> None:
@@ -163,6 +163,9 @@ class Worker:
         try:
             if spec.kind == "extract":
                 check_budget(self.store, estimate(self.store, spec), self.budget)
+            # the handlers import the capture stack (torch): on the job's thread, when it runs
+            from backend.jobs.kinds import JOB_KINDS
+
             p.result = JOB_KINDS[spec.kind](ctx)
             p.status = "cancelled" if stop.is_set() else "done"
             if p.status == "cancelled":
