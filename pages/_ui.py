@@ -399,26 +399,11 @@ def _live_job(job_id: str) -> None:
 
 
 # -- glossary: one short tooltip per term a view uses (help=) -------------------------------
-GLOSSARY = {
-    "logit difference": "logit(answer) − logit(against) at the last position: above 0 the "
-    "model prefers the answer token, below 0 the against token; a logit is the model's score "
-    "for a next token before softmax.",
-    "recovery": "(patched − corrupted) / (clean − corrupted) of the metric: 0 = patching that "
-    "one vector brought nothing of the clean answer back, 1 = all of it (it can overshoot).",
-    "tie": "'= tie' after a token: another token is within 0.1% of its probability at that "
-    "layer, so the top guess there is a near tie (small differences, not a clear choice).",
-    "commitment depth": "The first layer from which the model's final answer stays the top "
-    "guess of the lens up to the last layer.",
-    "flip rate": "The share of prompts whose first generated token changes from the unsteered "
-    "model's. Any large enough push changes tokens: compare with the random control.",
-    "random control": "A random direction of the same length: what steering does without a "
-    "meaning. It can flip many first tokens (to anything) while making none of them the other "
-    "label's answer: only the direction's excess over the control is specific.",
-}
-
-
 def gloss(*terms: str) -> str:
-    """The tooltip text for ``terms`` (a page's ``help=``): each term, bold, with its gloss."""
+    """The tooltip text for ``terms`` (a page's ``help=``): each term, bold, with its gloss
+    from ``backend.glossary.GLOSSARY``."""
+    from backend.glossary import GLOSSARY
+
     return "\n\n".join(f"**{t}**: {GLOSSARY[t]}" for t in terms)
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from backend.figures.probes import confusion_figure, probe_figure, score_figure
+from backend.figures.probes import confusion_figure, errors_figure, probe_figure, score_figure
 from backend.jobs.base import JobSpec
 from backend.views import probes
 from pages import _ui
@@ -192,6 +192,27 @@ else:
         height=min(38 + 35 * len(wrong), 400),
     )
     _ui.prompt_link(wrong["run_id"].iloc[0], "open the most confident mistake")
+
+errors = result.layer_errors(layer)
+if len(errors):  # where in the layers each goes wrong, from the stored out-of-fold scores
+    n_wrong = int((errors["at_layer"] == "wrong").sum())
+    never = int(errors["settles"].isna().sum())
+    _ui.show_figure(
+        errors_figure(errors, layer),
+        "probe_errors",
+        f"probe-errors-{sel.model}-{sel.set_name}-L{layer}",
+        data=errors,
+    )
+    shown = (
+        f"{n_wrong}" if n_wrong == len(wrong) else f"the {n_wrong} most confident of {len(wrong)}"
+    )
+    st.caption(
+        f"{shown} wrong and {len(errors) - n_wrong} borderline (margin below 0.1) at layer "
+        f"{layer}, each across every layer; ordered by the first layer from which it stays "
+        f"right ({never} are still wrong at the last layer, at the bottom). The CSV has each "
+        "one's margin per layer.",
+        help=_ui.gloss("margin"),
+    )
 
 with st.expander("Probe weights (fitted on all units, raw-space: score = h · w + b)"):
     buf = io.BytesIO()

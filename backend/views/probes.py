@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from backend.analysis.probes import ProbeResult, misclassified, run_probes
+from backend.analysis.probes import ProbeResult, layer_errors, misclassified, run_probes
 from backend.errors import LayerScopeError
 from backend.store import Store
 from backend.views import units
@@ -142,6 +142,30 @@ class Result:
         if self.request.unit == "token":
             df.insert(4, "token", [f"{p}:{t}" for p, t in zip(rows["pos"], rows["token"])])
         return df
+
+    def layer_errors(self, layer: int, borderline: float = 0.1) -> pd.DataFrame:
+        """The units wrong (or borderline) at ``layer``, one row each with its out-of-fold
+        margin at every layer (``L<k>`` columns: true-class score minus the best other's;
+        > 0 right), ordered by ``settles``: the first layer from which it stays right (None:
+        wrong at the last layer)."""
+        r = self.probe
+        e = layer_errors(r, layer, borderline)
+        rows = self.meta.iloc[e.units]
+        df = pd.DataFrame(
+            {
+                "prompt": rows["text"].to_numpy(),
+                "true": [r.classes[r.y[i]] for i in e.units],
+                "at_layer": np.where(e.wrong_at, "wrong", "borderline"),
+                "settles": [r.layers[k] if k < len(r.layers) else None for k in e.settles],
+                "run_id": rows["run_id"].to_numpy(),
+            }
+        )
+        if rows["group"].notna().any():
+            df.insert(1, "group", rows["group"].to_numpy())
+        if self.request.unit == "token":
+            df.insert(1, "token", [f"{p}:{t}" for p, t in zip(rows["pos"], rows["token"])])
+        margins = pd.DataFrame(e.margin, columns=[f"L{L}" for L in r.layers])
+        return pd.concat([df, margins], axis=1)
 
     def group_accuracy(self, layer: int) -> pd.DataFrame:
         """Accuracy per group at ``layer`` (empty when the set has no groups)."""

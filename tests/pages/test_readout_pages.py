@@ -95,6 +95,14 @@ def test_probes_misclassified_list_links_to_real_prompts(env):
     assert any("Misclassified at layer 0" in m.value for m in at.markdown)
     wrong = _table(at, "predicted")
     assert len(wrong) > 50 and wrong["open"].str.startswith("./prompt?run=").all()
+    # where in the layers each goes wrong: one heatmap row per wrong or borderline prompt
+    errors = next(c for c in at.get("plotly_chart") if c.proto.id and "probe_errors" in c.key)
+    import json
+
+    heat = json.loads(errors.proto.spec)["data"][0]
+    assert heat["type"] == "heatmap" and len(heat["y"]) == min(80, len(wrong))
+    said = " ".join(c.value for c in at.caption)
+    assert f"the 80 most confident of {len(wrong)} wrong" in said and "stays right" in said
     run_id = wrong["open"].iloc[0].split("run=")[1]
     prompt = open_page("prompt", {"run": run_id})
     _ok(prompt)
