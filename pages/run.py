@@ -126,7 +126,13 @@ with right:
             if repeated:
                 notes.append(f"{repeated} repeated prompt(s) kept once")
             st.caption(" · ".join(notes) + " — preview:")
-            st.dataframe(table.head(5), hide_index=True)
+            first = [c for c in ("label", "group") if c in table]  # before a long text column
+            shown = table.head(5)[first + [c for c in table if c not in first]]
+            st.dataframe(
+                shown,
+                hide_index=True,
+                column_config={"text": st.column_config.TextColumn(width="large")},
+            )
         elif mode == "Type":
             st.caption("Type at least one prompt.")
     except LayerScopeError as e:
@@ -163,9 +169,10 @@ try:
     c[3].metric("On disk", human_bytes(est.bytes))
     c[4].metric(
         "Estimated time",
-        "0 s"
-        if est.tokens == 0
-        else (f"{est.seconds:.0f} s" if est.seconds else "unknown (first run)"),
+        "0 s" if est.tokens == 0 else (f"{est.seconds:.0f} s" if est.seconds else "—"),
+        help=None
+        if est.tokens == 0 or est.seconds
+        else "Unknown until this model has run once here: the first job measures its speed.",
     )
     for w in checked.warnings:
         st.warning(f"**Check the prompts:** {_ui.md(w)}.", icon=":material/warning:")

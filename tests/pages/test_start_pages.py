@@ -62,6 +62,8 @@ def test_run_page_warns_before_the_job_when_most_tokens_are_unknown(app_db, tiny
     assert "Check the prompts" in warned and "73% of the prompts' tokens are unknown" in warned
     assert "2 of 4 prompts (50%) tokenize exactly like another prompt" in warned
     assert not _ui.worker().recent()  # warned before any job
+    est = next(m for m in at.metric if m.label == "Estimated time")  # not cut to "unkno…"
+    assert est.value == "—" and "first job measures its speed" in est.proto.help
 
 
 def test_bad_model_and_bad_file_are_messages(app_db):
@@ -276,3 +278,14 @@ def test_a_compute_click_queues_its_own_job_while_another_runs(app_db, monkeypat
         release.set()
         wait_jobs()
     assert {w.progress(j).status for j in (other, mine[0].job_id)} == {"done"}
+
+
+def test_an_uploaded_set_previews_label_and_group_before_the_text(app_db):
+    at = open_page("run")
+    at.radio(key="qp_source").set_value("Upload").run()
+    long = "the cat near the big red dog sits on the mat and the dogs run " * 4
+    csv = f"text,label,group\n{long},sg,a\nthe dogs run,pl,b\n".encode()
+    at.file_uploader[0].upload("mine.csv", csv, "text/csv").run()
+    no_exception(at)
+    preview = at.dataframe[0].value
+    assert list(preview.columns)[:3] == ["label", "group", "text"] and len(preview) == 2
