@@ -408,13 +408,18 @@ def gloss(*terms: str) -> str:
 
 
 # -- links ----------------------------------------------------------------------------------
-def prompt_link(run_id: str, label: str = "open prompt") -> None:
-    """A link to the Prompt page for one run."""
-    st.page_link("pages/prompt.py", label=label, query_params={"run": run_id})
+def prompt_link(run_id: str, label: str = "open prompt", **params) -> None:
+    """A link to the Prompt page for one run (``params`` travel with it, as in prompt_url)."""
+    q = {"run": run_id, **{k: str(v) for k, v in params.items()}}
+    st.page_link("pages/prompt.py", label=label, query_params=q)
 
 
-def prompt_url(run_id: str) -> str:
-    return f"./prompt?run={run_id}"
+def prompt_url(run_id: str, **params) -> str:
+    """The Prompt page of one run; ``params`` (e.g. the probe's settings and the inspected
+    layer) travel with it, so it opens where the user came from."""
+    from urllib.parse import urlencode
+
+    return "./prompt?" + urlencode({"run": run_id, **{k: str(v) for k, v in params.items()}})
 
 
 def error_box(e: Exception) -> None:

@@ -172,6 +172,10 @@ if len(groups):
         + " · ".join(f"{g.group} {g.accuracy:.2f} (n={g.n})" for g in groups.itertuples())
     )
 wrong = result.misclassified(layer)
+back = {  # a prompt link opens on this probe and layer (unit prompt: its verdict row)
+    "model": sel.model, "set": sel.set_name, "layer": layer, "pool": pool, "probe": method,
+    "folds": folds, "layers": f"{lo}:{hi}",
+}  # fmt: skip
 st.markdown(
     f"**Misclassified at layer {layer}: {len(wrong)} of {len(res.y):,}** "
     "(most confident mistakes first; open one on the Prompt page)"
@@ -180,7 +184,9 @@ if len(wrong) == 0:
     st.success("The probe gets every unit right at this layer.")
 else:
     st.dataframe(
-        wrong.assign(open=[_ui.prompt_url(r) for r in wrong["run_id"]]).drop(columns="run_id"),
+        wrong.assign(open=[_ui.prompt_url(r, **back) for r in wrong["run_id"]]).drop(
+            columns="run_id"
+        ),
         hide_index=True,
         column_config={
             "open": st.column_config.LinkColumn("open", display_text="prompt ↗"),
@@ -191,7 +197,7 @@ else:
         key="probe_wrong",
         height=min(38 + 35 * len(wrong), 400),
     )
-    _ui.prompt_link(wrong["run_id"].iloc[0], "open the most confident mistake")
+    _ui.prompt_link(wrong["run_id"].iloc[0], "open the most confident mistake", **back)
 
 errors = result.layer_errors(layer)
 if len(errors):  # where in the layers each goes wrong, from the stored out-of-fold scores

@@ -366,6 +366,43 @@ def _fit_now(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd
         raise LayerScopeError(str(e)) from None
 
 
+def cached(store: Store, req: Request) -> Result | None:
+    """The stored fit of this request (no baseline), or None; never fits. The Prompt page
+    shows a prompt's verdicts at once when the Probes page has fitted the same probe."""
+    raw = store.cache_get(CACHE_KIND, _cache_key(store, req, req.model_id))
+    if raw is None:
+        return None
+    try:
+        res, meta = _from_payload(raw)
+    except (ValueError, KeyError, OSError, TypeError):
+        return None
+    n_runs = len(units.set_runs_or_error(store, req.set_name, req.model_id))
+    return Result(request=req, probe=res, meta=meta, n_prompts_asked=n_runs)
+
+
+def prompt_row(result: Result, run_id: str) -> pd.DataFrame:
+    """One prompt's out-of-fold verdict at every layer of a prompt probe: the predicted class,
+    its score, the true class's margin (> 0 right) and right/wrong; empty when the prompt is
+    not among the probe's units."""
+    where = np.flatnonzero(result.meta["run_id"].to_numpy() == run_id)
+    if result.request.unit != "prompt" or len(where) == 0:
+        return pd.DataFrame(columns=["layer", "predicted", "score", "margin", "verdict"])
+    r, u = result.probe, int(where[0])
+    s = r.scores[:, u, :]
+    others = np.delete(s, r.y[u], axis=1)
+    margin = s[:, r.y[u]] - (others.max(axis=1) if others.shape[1] else -np.inf)
+    right = r.pred[:, u] == r.y[u]
+    return pd.DataFrame(
+        {
+            "layer": list(r.layers),
+            "predicted": [r.classes[k] for k in r.pred[:, u]],
+            "score": s[np.arange(len(r.layers)), r.pred[:, u]],
+            "margin": margin,
+            "verdict": np.where(right, "right", "wrong"),
+        }
+    )
+
+
 def compute(store: Store, req: Request) -> Result:
     """Probe every requested layer (and the baseline model, when asked)."""
     res, meta = _fit(store, req, req.model_id)

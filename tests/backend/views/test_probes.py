@@ -179,3 +179,31 @@ def test_layer_errors_rows_follow_each_prompt_across_layers_and_draw(monkeypatch
     assert hm.zmid == 0 and hm.y[0].startswith("1. [")
     found = assert_inert(fig)
     assert any("right from layer: 2" in s for s in found)
+
+
+def test_cached_never_fits_and_prompt_row_gives_every_layer_s_verdict(monkeypatch):
+    class Cache:  # the store's derived cache, nothing else
+        def __init__(self):
+            self.d = {}
+
+        def cache_get(self, kind, key):
+            return self.d.get((kind, key))
+
+        def cache_put(self, kind, key, payload):
+            self.d[(kind, key)] = payload
+
+    toks = [f"w{i % 6}" for i in range(96)]
+    _fake_units(monkeypatch, toks)
+    store, req = Cache(), PV.Request(model_id="m", set_name="s", folds=3, method="ridge")
+    assert PV.cached(store, req) is None and not store.d  # nothing stored: nothing fitted
+    res = PV.compute(store, req)
+    again = PV.cached(store, req)
+    np.testing.assert_array_equal(again.probe.pred, res.probe.pred)
+    r = res.probe
+    for g in (0, 5):
+        u = int(np.flatnonzero(again.meta["run_id"].to_numpy() == f"r{g}")[0])
+        row = PV.prompt_row(again, f"r{g}")
+        assert row["layer"].tolist() == list(r.layers)
+        assert (row["verdict"] == np.where(r.pred[:, u] == r.y[u], "right", "wrong")).all()
+        assert ((row["margin"] > 0) == (row["verdict"] == "right")).all()
+    assert PV.prompt_row(again, "nope").empty
