@@ -216,6 +216,24 @@ class Result:
             {"run_id": w.run_id, "text": w.prompt, "true": w.true, "predicted": w.predicted}
             for w in wrong.itertuples()
         ]
+        errors = self.layer_errors(best)
+        margins = [c for c in errors.columns if c.startswith("L") and c[1:].isdigit()]
+        out["errors_at_best"] = [  # where in the layers each goes wrong (the Probes heatmap)
+            {
+                "run_id": e["run_id"],
+                "text": e["prompt"],
+                "group": None if pd.isna(e.get("group")) else str(e["group"]),
+                "true": e["true"],
+                "at_layer": e["at_layer"],
+                "settles": None if pd.isna(e["settles"]) else int(e["settles"]),
+                "margins": [round(float(e[c]), 4) for c in margins],
+            }
+            for e in errors.to_dict("records")
+        ]
+        groups = self.group_accuracy(best)
+        out["group_accuracy_at_best"] = {
+            str(g.group): round(float(g.accuracy), 4) for g in groups.itertuples()
+        }
         if self.baseline is not None:
             out["baseline"] = {"model": req.baseline_name, **_per_layer(self.baseline)}
         return out
