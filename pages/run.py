@@ -74,11 +74,25 @@ with left:
 
 with right:
     st.subheader("2 · Prompts")
-    mode = _ui.qp_radio("Source", ["Demo set", "Type", "Upload"], "source")
+    demos = catalog.demo_sets()
+    stored = [n for n in s.list_sets()["set_name"] if n not in demos]  # typed or uploaded
+    sources = ["Demo set", "Type", "Upload"] + (["Stored set"] if stored else [])
+    mode = _ui.qp_radio(
+        "Source",
+        sources,
+        "source",
+        help="Stored set: a set typed or uploaded before — run another model on it without "
+        "uploading it again.",
+    )
     set_name, table, dropped = None, None, 0
     try:
-        if mode == "Demo set":
-            demos = catalog.demo_sets()
+        if mode == "Stored set":
+            set_name = _ui.qp_select("Stored set", stored, "stored_set")
+            have = s.get_set(set_name)
+            st.caption(f"{len(have)} prompts, already in the cache — preview:")
+            cols = [c for c in ("label", "group", "text") if have[c].notna().any()]
+            st.dataframe(have.head(5)[cols], hide_index=True)
+        elif mode == "Demo set":
             set_name = _ui.qp_select("Demo set", list(demos), "demo_set", default="agreement")
             if set_name:
                 st.caption(demos[set_name])
@@ -152,7 +166,7 @@ try:
     )
     if not set_name:
         raise LayerScopeError("Choose or name a prompt set.")
-    if mode != "Demo set" and table is None:
+    if mode not in ("Demo set", "Stored set") and table is None:
         raise LayerScopeError("No prompts yet: type some, or upload a file.")
     if table is not None:
         prompts.validate_set_name(set_name)

@@ -289,3 +289,26 @@ def test_an_uploaded_set_previews_label_and_group_before_the_text(app_db):
     no_exception(at)
     preview = at.dataframe[0].value
     assert list(preview.columns)[:3] == ["label", "group", "text"] and len(preview) == 2
+
+
+def test_a_stored_set_is_a_source_another_model_runs_without_a_new_upload(app_db, tiny_model_dir):
+    import pandas as pd
+
+    from pages import _ui
+
+    at = open_page("run")
+    assert "Stored set" not in at.radio(key="qp_source").options  # none stored yet
+    table = pd.DataFrame({"text": ["the cat runs", "the dogs run"], "label": ["sg", "pl"]})
+    _ui.store().save_prompt_set("uploaded-before", table, source="upload")
+    at = open_page("run", {"source": "Stored set"})
+    no_exception(at)
+    assert at.selectbox(key="qp_stored_set").value == "uploaded-before"
+    assert list(at.dataframe[0].value.columns) == ["label", "text"]
+    at.text_input(key="run_model_typed").input(str(tiny_model_dir("llama"))).run()
+    assert {m.label: m.value for m in at.metric}["Prompts"] == "2"
+    assert not at.checkbox  # nothing to replace: the stored set is used as it is
+    at.button(key="run_submit").click().run()
+    no_exception(at)
+    wait_jobs()
+    at.run()
+    assert any("done — 2 runs computed" in x.value for x in at.success)
