@@ -389,8 +389,10 @@ def _live_job(job_id: str) -> None:
     elif not p.tokens_total:  # before the first batch: loading and tokenizing, no rate yet
         what = "running: loading the model and reading the prompts"
     else:
+        todo = p.runs_total - p.runs_cached
+        runs = f"{p.runs_done:,} of {todo:,} prompts · " if todo > 0 else ""
         what = (
-            f"{p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
+            f"{p.status}: {runs}{p.tokens_done:,} / {p.tokens_total:,} tokens, "
             f"{p.tokens_per_s:,.0f} tok/s{eta}"
         )
     st.progress(frac, text=f"{job_title(p)} — {what}")

@@ -312,3 +312,46 @@ def test_a_stored_set_is_a_source_another_model_runs_without_a_new_upload(app_db
     wait_jobs()
     at.run()
     assert any("done — 2 runs computed" in x.value for x in at.success)
+
+
+def test_progress_says_what_it_waits_for(app_db, monkeypatch):
+    """Before the first batch: loading the model; then N of M prompts and the tokens."""
+    import threading
+
+    from backend.jobs import kinds
+    from pages import _ui
+
+    step, go_on, release = threading.Event(), threading.Event(), threading.Event()
+
+    def held(ctx):
+        p = ctx.progress
+        p.runs_total, p.runs_cached = 10, 2
+        step.set()
+        go_on.wait(60)
+        p.tokens_total, p.tokens_done, p.runs_done = 100, 30, 3
+        release.wait(60)
+        return {"runs": 3, "cached_runs": 2, "tokens": 30}
+
+    monkeypatch.setitem(kinds.JOB_KINDS, "extract", held)
+    at = open_page("stats", {"model": "demo", "set": "sentiment"})
+    try:
+        at.button(key="_compute_runs").click().run()
+        assert step.wait(60)
+        at.run()
+        (bar,) = [b.proto.text for b in at.get("progress")]
+        assert bar.endswith("running: loading the model and reading the prompts"), bar
+        go_on.set()
+        import time
+
+        (job,) = _ui.worker().active_jobs()
+        end = time.monotonic() + 30
+        while job.runs_done != 3 and time.monotonic() < end:
+            time.sleep(0.05)
+        at.run()
+        (bar,) = [b.proto.text for b in at.get("progress")]
+        assert "running: 3 of 8 prompts · 30 / 100 tokens" in bar, bar
+    finally:
+        go_on.set()
+        release.set()
+        wait_jobs()
+    assert not _ui.worker().active_jobs()
