@@ -155,17 +155,22 @@ if sets is not None and len(sets):
     if isinstance(row["group"], str):
         facts.append(f"group **{_ui.md(row['group'])}**")
     st.markdown(" · ".join(facts))
+    from backend.views.probes import default_pool
+
     q = {"model": model_ref, "set": pick_set}
+    pool = {"pool": default_pool(info)}  # the pooling every page uses for this model
     cols = st.columns(4)
     cols[0].page_link("pages/lens.py", label="its logit lens", query_params={**q, "run": run_id})
     cols[1].page_link(
         "pages/trajectories.py",
         label="its path in the trajectories",
-        query_params={**q, "highlight": run_id},
+        query_params={**q, **pool, "highlight": run_id},
     )
-    cols[2].page_link("pages/probes.py", label="the set's probes", query_params=q)
+    cols[2].page_link("pages/probes.py", label="the set's probes", query_params={**q, **pool})
     cols[3].page_link(
-        "pages/similarity.py", label="prompt × prompt", query_params={**q, "kind": "prompt"}
+        "pages/similarity.py",
+        label="prompt × prompt",
+        query_params={**q, "kind": "prompt", "units": pool["pool"]},
     )
     if info.get("has_lm_head", True) and st.button(
         "Its lens row: the next-token guess at the last position, layer by layer",

@@ -195,6 +195,13 @@ def test_lens_page_on_an_encoder_explains_instead_of_failing(env, tiny_model_dir
     at = open_page("lens", {"model": bert, "set": "bert-lines"})
     assert not at.exception
     assert any("does not apply" in i.value for i in at.info)
+    # one pooling rule: an encoder's prompts are pooled by mean on every page by default
+    traj = open_page("trajectories", {"model": bert, "set": "bert-lines"})
+    assert not traj.exception and traj.radio(key="qp_pool").value == "mean"
+    sim = open_page("similarity", {"model": bert, "set": "bert-lines", "kind": "prompt"})
+    assert not sim.exception and sim.radio(key="qp_units").value == "mean"
+    demo = open_page("trajectories", {"model": "demo", "set": "agreement"})
+    assert demo.radio(key="qp_pool").value == "last"
 
 
 def test_stats_page_lists_the_largest_activations(env):
