@@ -29,6 +29,11 @@ if s.summary()["runs"] == 0 and not _ui.worker().active_jobs():
             _ui.submit(JobSpec(model="demo", set_name="agreement"))
             st.rerun()
 
+mine = st.session_state.get("_ls_last_job")  # the job this tab started: at the top, in view
+if mine and _ui.worker().progress(mine) is not None:
+    with st.container(border=True):
+        _ui.job_panel(mine, links=True)
+
 left, right = st.columns(2)
 with left:
     st.subheader("1 · Model")
@@ -213,8 +218,8 @@ try:
 except LayerScopeError as e:
     _ui.message(e, "error")
 
-jobs = _ui.worker().recent()
+jobs = [p for p in _ui.worker().recent() if p.job_id != mine]
 if jobs:
-    st.subheader("Jobs")
+    st.subheader("Other jobs" if mine else "Jobs")
     for p in jobs[:5]:
         _ui.job_panel(p.job_id, links=True)

@@ -6,6 +6,15 @@ from backend import models
 from tests.pages.conftest import open_page, wait_jobs
 
 
+def _walk(block):
+    """Every element under ``block``, in drawing order."""
+    for child in block.children.values():
+        if hasattr(child, "children"):
+            yield from _walk(child)
+        else:
+            yield child
+
+
 def no_exception(at):
     assert not at.exception, [e.message for e in at.exception]
 
@@ -32,6 +41,11 @@ def test_submit_typed_prompts_on_a_local_model_then_library_and_prompt(app_db, t
     no_exception(at)
     assert any("done — 2 runs computed" in s.value for s in at.success)
     assert {m.label: m.value for m in at.metric}["Already cached"] == "2"
+    # the job this tab started is said at the top, above the settings (not below the fold)
+    order = [(e.type, getattr(e, "value", None)) for e in _walk(at.main)]
+    done = next(i for i, (t, v) in enumerate(order) if t == "success" and "done" in str(v))
+    model = next(i for i, (t, v) in enumerate(order) if v == "1 · Model")
+    assert done < model
 
     lib = open_page("library")
     no_exception(lib)
