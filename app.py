@@ -4,6 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from pages import _ui
+
 st.set_page_config(page_title="LayerScope", page_icon=":material/layers:", layout="wide")
 
 PAGES = {
@@ -29,14 +31,26 @@ PAGES = {
     ],
 }
 HERE = Path(__file__).parent / "pages"
+DEFAULT = "run"  #: the page served at "/"
+
+
+def _page(f: str, t: str, i: str, u: str):
+    if u == DEFAULT:  # at "/": Streamlit ignores its url_path but names the page by its hash
+        return st.Page(f"pages/{f}", title=t, icon=i, url_path="start", default=True)
+    return st.Page(f"pages/{f}", title=t, icon=i, url_path=u)
+
+
 nav = {
-    section: [
-        st.Page(f"pages/{f}", title=t, icon=i, url_path=u, default=(u == "run"))
-        for f, t, i, u in items
-        if (HERE / f).exists()
-    ]
+    section: [_page(*item) for item in items if (HERE / item[0]).exists()]
     for section, items in PAGES.items()
 }
+# "/run", a link users type or keep, opens the same page: a hidden twin (page links to
+# pages/run.py name the first one registered, the visible default)
+nav["Start"].append(st.Page("pages/run.py", title="Run", url_path=DEFAULT, visibility="hidden"))
 page = st.navigation(nav)
+_ui.replace_history()  # query-string writes replace the history entry: Back leaves the page
 st.session_state["_ls_page_title"] = page.title  # heads the page's one-file report
-page.run()
+try:
+    page.run()
+finally:  # once the first page has drawn: PyTorch and the demo model, in the background
+    _ui.start_warm_up()

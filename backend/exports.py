@@ -12,6 +12,7 @@ import platform
 from datetime import datetime, timezone
 
 import pandas as pd
+import plotly.graph_objects as go
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -36,7 +37,12 @@ def figure_image(
         os.environ["BROWSER_PATH"] = CHROMIUM
     width = int(width or fig.layout.width or 1200)
     height = int(height or fig.layout.height or 700)
-    return fig.to_image(format=fmt, width=width, height=height, scale=scale)
+    # a copy whose axes grow their margins to fit the tick labels: a static export has no
+    # Streamlit theme around it, and with the figures' tight margins long y labels were cut
+    out = go.Figure(fig)
+    out.update_xaxes(automargin=True)
+    out.update_yaxes(automargin=True)
+    return out.to_image(format=fmt, width=width, height=height, scale=scale)
 
 
 #: a cell starting with one of these is a formula to Excel / LibreOffice / Sheets (OWASP

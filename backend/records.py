@@ -1,7 +1,8 @@
 """What a capture produces and how runs are named: torch-free (numpy only).
 
-The store, the Ray engine's driver and every read path import this module instead of
-``capture.extract`` / ``capture.generate``, so reading the cache never imports torch.
+The store, the Ray engine's driver, every read path and the checks before a job
+(``tokenize``) import this module instead of ``capture.extract`` / ``capture.generate``, so
+reading the cache never imports torch.
 ``CapturedRun.hidden`` is a numpy array in storage precision: float16 when the whole run fits
 fp16's range, else float32 (the codec then stores each out-of-range layer as bf16 bits).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -125,3 +127,36 @@ def sample_run_id(model_id: str, text: str, s: Sampling, i: int, dtype: str) -> 
 def request_id(model_id: str, text: str, s: Sampling, dtype: str) -> str:
     """The ``parent`` shared by every sample of (model, prompt, sampling settings, dtype)."""
     return make_run_id(model_id, text, {**s.key(), "dtype": dtype}, kind="request")
+
+
+@dataclass
+class Tokenized:
+    text: str
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+    truncated: bool
+    n_full: int  #: length before truncation
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> list[Tokenized]:
+    """Tokenize with the model's special tokens, offsets where the tokenizer has them."""
+    fast = getattr(tokenizer, "is_fast", False)
+    enc = tokenizer(
+        list(texts), add_special_tokens=True, return_offsets_mapping=fast, truncation=False
+    )
+    special_ids = set(tokenizer.all_special_ids)
+    out = []
+    for i, text in enumerate(texts):
+        ids = list(enc["input_ids"][i])
+        offs = [tuple(o) for o in enc["offset_mapping"][i]] if fast else [(-1, -1)] * len(ids)
+        n_full = len(ids)
+        truncated = max_tokens is not None and n_full > max_tokens
+        if truncated:
+            ids, offs = ids[:max_tokens], offs[:max_tokens]
+        # special = added by the tokenizer (bos, eos, ...), not read from the text: an unknown
+        # word becomes <unk>, a special id, but it stands for text and keeps its offsets
+        special = [t in special_ids and not (fast and o[1] > o[0]) for t, o in zip(ids, offs)]
+        offs = [(-1, -1) if s else o for o, s in zip(offs, special)]
+        out.append(Tokenized(text, ids, offs, special, truncated, n_full))
+    return out

@@ -84,25 +84,35 @@ def _root_store(path: str) -> Store:
 
 @st.cache_resource(show_spinner=False)
 def _worker(path: str) -> Worker:
-    models.preload_libraries()
     w = Worker(_root_store(path))
     w.start()
-    threading.Thread(target=_warm_up, name="layerscope-warmup", daemon=True).start()
     return w
 
 
 WARM = {"umap": "pending"}  #: pending | running | ready | failed (shown by the Trajectories page)
+_WARM_STARTED = threading.Event()
+
+
+def start_warm_up() -> None:
+    """Start the background warm-up once per process; app.py calls this after each script
+    run, so the first page draws before PyTorch is imported (~5 s on a two-core machine)."""
+    if _WARM_STARTED.is_set():
+        return
+    _WARM_STARTED.set()
+    threading.Thread(target=_warm_up, name="layerscope-warmup", daemon=True).start()
 
 
 def _warm_up() -> None:
-    """Pay the slow first steps once, in the background, at app start and at low priority
-    (Linux applies nice to this thread only), so requests and jobs keep the CPU: first
-    PyTorch + the demo model (what "Try the demo" needs first; ~10 s of imports), then
+    """Pay the slow first steps once, in the background and at low priority (Linux applies
+    nice to this thread only), so requests and jobs keep the CPU: first PyTorch +
+    transformers + the demo model (what "Try the demo" needs first; ~10 s of imports), then
     umap-learn's import + numba compilation on tiny inputs."""
     import os
 
     with contextlib.suppress(OSError, AttributeError):
         os.nice(15)
+    with contextlib.suppress(Exception):
+        models.preload_libraries()
     with contextlib.suppress(Exception):  # an optimisation only: the job loads it otherwise
         if "demo" in models.bundled_models():
             models.get_model("demo")
@@ -114,6 +124,29 @@ def _warm_up() -> None:
         WARM["umap"] = "ready"
     except Exception:  # warm-up is an optimisation only
         WARM["umap"] = "failed"
+
+
+def libraries_spinner():
+    """A spinner that names the wait while transformers (and with it PyTorch) loads for the
+    first time in this process; nothing once loaded."""
+    import sys
+
+    if "transformers" in sys.modules:
+        return contextlib.nullcontext()
+    return st.spinner(
+        "Loading PyTorch and transformers for the model's tokenizer (the first time only, a "
+        "few seconds)…"
+    )
+
+
+def devices() -> list[str]:
+    """The devices to offer: the CPU, plus CUDA / MPS once PyTorch is loaded (probing them
+    imports PyTorch, ~5 s in the page's thread before anything below it draws; the cost
+    estimate or the background warm-up loads it moments later, and the next rerun lists
+    them)."""
+    import sys
+
+    return models.available_devices() if "torch" in sys.modules else ["cpu"]
 
 
 def db_path() -> str:
@@ -187,6 +220,15 @@ def compute(view: str, request, version=None, level: str = "info"):
     return result
 
 
+@st.cache_data(show_spinner="Checking the prompts with the model's tokenizer…", max_entries=16)
+def input_sanity(spec: JobSpec, texts: tuple[str, ...] | None):
+    """What the model's tokenizer makes of the prompts (``jobs.extract.check_inputs``): the
+    Run page's check before a job, cached per (spec, prompts)."""
+    from backend.jobs.extract import check_inputs
+
+    return check_inputs(store(), spec, list(texts) if texts is not None else None)
+
+
 @st.cache_data(show_spinner="Reading out every prompt…", max_entries=16)
 def lens_set(model_ref: str, request, version) -> object:
     """The lens summary over a set (the lens view in set mode, with the model loaded once as
@@ -230,7 +272,7 @@ def _bound_select(label: str, options: list[str], key: str, help: str | None = N
     idx = options.index(current) if current in options else 0
     value = st.sidebar.selectbox(label, options, index=idx, key=f"_w_{key}", help=help)
     st.session_state[f"sel_{key}"] = value
-    st.query_params[key] = value
+    set_param(key, value)
     return value
 
 
@@ -273,18 +315,27 @@ def require_runs(sel: Selection) -> pd.DataFrame | None:
     n_set = len(s.get_set(sel.set_name)) if sel.set_name in set(s.list_sets()["set_name"]) else 0
     if len(runs) and len(runs) >= n_set:
         return runs
-    active = [p for p in worker().active_jobs()]
-    if active:
-        st.info("A job is computing activations; this view fills in when it finishes.")
-        job_panel(active[0].job_id)
+    active = worker().active_jobs()
+    mine = [
+        p
+        for p in active
+        if p.kind == "extract" and (p.model, p.set_name) == (sel.model, sel.set_name)
+    ]
+    if mine:  # this view's job (started here, in another tab, or by a Compute click): join it
+        st.info("A job is computing these activations; this view fills in when it finishes.")
+        job_panel(mine[0].job_id)
         return runs if len(runs) else None
     msg = f"{len(runs)} of {n_set} prompts" if n_set else "None of the prompts"
     st.info(f"{msg} of **{md(sel.set_name)}** have activations for **{md(sel.model)}** yet.")
     if st.button(
         f"Compute {md(sel.set_name)} on {md(sel.model)}", type="primary", key="_compute_runs"
-    ):
+    ):  # another job running (another tab, another view) only queues this one behind it
         submit(JobSpec(model=sel.model, set_name=sel.set_name))
         st.rerun()
+    if active:
+        st.caption(
+            f"{len(active)} other job(s) running or queued; a job started here waits its turn."
+        )
     return runs if len(runs) else None
 
 
@@ -360,23 +411,45 @@ def _live_job(job_id: str) -> None:
         return
     frac = p.tokens_done / p.tokens_total if p.tokens_total else 0.0
     eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
-    st.progress(
-        frac,
-        text=f"{job_title(p)} — {p.status}: {p.tokens_done:,} / {p.tokens_total:,} tokens, "
-        f"{p.tokens_per_s:,.0f} tok/s{eta}",
-    )
+    if p.status == "queued":
+        n = worker().ahead(job_id)
+        what = f"queued behind {n} other job(s)" if n else "queued, starting"
+    elif not p.tokens_total:  # before the first batch: loading and tokenizing, no rate yet
+        what = "running: loading the model and reading the prompts"
+    else:
+        todo = p.runs_total - p.runs_cached
+        runs = f"{p.runs_done:,} of {todo:,} prompts · " if todo > 0 else ""
+        what = (
+            f"{p.status}: {runs}{p.tokens_done:,} / {p.tokens_total:,} tokens, "
+            f"{p.tokens_per_s:,.0f} tok/s{eta}"
+        )
+    st.progress(frac, text=f"{job_title(p)} — {what}")
     if st.button("Cancel", key=f"_cancel_{job_id}"):
         worker().cancel(job_id)
 
 
+# -- glossary: one short tooltip per term a view uses (help=) -------------------------------
+def gloss(*terms: str) -> str:
+    """The tooltip text for ``terms`` (a page's ``help=``): each term, bold, with its gloss
+    from ``backend.glossary.GLOSSARY``."""
+    from backend.glossary import GLOSSARY
+
+    return "\n\n".join(f"**{t}**: {GLOSSARY[t]}" for t in terms)
+
+
 # -- links ----------------------------------------------------------------------------------
-def prompt_link(run_id: str, label: str = "open prompt") -> None:
-    """A link to the Prompt page for one run."""
-    st.page_link("pages/prompt.py", label=label, query_params={"run": run_id})
+def prompt_link(run_id: str, label: str = "open prompt", **params) -> None:
+    """A link to the Prompt page for one run (``params`` travel with it, as in prompt_url)."""
+    q = {"run": run_id, **{k: str(v) for k, v in params.items()}}
+    st.page_link("pages/prompt.py", label=label, query_params=q)
 
 
-def prompt_url(run_id: str) -> str:
-    return f"./prompt?run={run_id}"
+def prompt_url(run_id: str, **params) -> str:
+    """The Prompt page of one run; ``params`` (e.g. the probe's settings and the inspected
+    layer) travel with it, so it opens where the user came from."""
+    from urllib.parse import urlencode
+
+    return "./prompt?" + urlencode({"run": run_id, **{k: str(v) for k, v in params.items()}})
 
 
 def error_box(e: Exception) -> None:
@@ -384,6 +457,40 @@ def error_box(e: Exception) -> None:
 
 
 # -- view state in the URL (permalinks) ----------------------------------------------------
+def set_param(key: str, value: str) -> None:
+    """``st.query_params[key] = value`` only when it changes: each write sends the browser the
+    whole query string; an unchanged one is a message for nothing."""
+    if st.query_params.get(key) != value:
+        st.query_params[key] = value
+
+
+_REPLACE_HISTORY = """<script>
+(function () {
+  // Streamlit pushes a history entry for every change of the query string; LayerScope
+  // writes its view settings there (permalinks), so a visit added ~10 entries and Back
+  // never left the page. Same path = same page: replace the entry instead of pushing one.
+  var h = window.history;
+  if (h.__layerscopeReplace) return;
+  var push = h.pushState.bind(h);
+  h.pushState = function (state, title, url) {
+    try {
+      var next = new URL(url, window.location.href);
+      if (next.pathname === window.location.pathname) return h.replaceState(state, title, url);
+    } catch (e) {}
+    return push(state, title, url);
+  };
+  h.__layerscopeReplace = true;
+})();
+</script>"""
+
+
+def replace_history() -> None:
+    """Query-string changes replace the browser's history entry instead of pushing one, so
+    Back goes to the previous page (app.py calls this once per script run; the script
+    patches ``history.pushState`` once per browser tab)."""
+    st.sidebar.html(_REPLACE_HISTORY, unsafe_allow_javascript=True)
+
+
 def _qp_get(key: str):
     return st.query_params.get(key)
 
@@ -413,7 +520,7 @@ def qp_select(
         format_func=format_func,
         help=help,
     )
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -439,7 +546,7 @@ def qp_radio(
         help=help,
         format_func=format_func,
     )
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -453,10 +560,10 @@ def qp_int(
         value = default
     value = min(max(value, min_value), max_value)
     if min_value == max_value:
-        st.query_params[key] = str(value)
+        set_param(key, str(value))
         return value
     got = st.slider(label, min_value, max_value, value, key=f"qp_{key}", help=help)
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -480,7 +587,7 @@ def qp_number(
     got = where.number_input(
         label, min_value, max_value, value, step, key=widget_key or f"qp_{key}"
     )
-    st.query_params[key] = str(got)
+    set_param(key, str(got))
     return got
 
 
@@ -501,7 +608,7 @@ def qp_slider(
     if min_value == max_value:
         return min_value, max_value
     got = st.slider(label, min_value, max_value, (min(a, b), max(a, b)), key=f"qp_{key}", help=help)
-    st.query_params[key] = f"{got[0]}:{got[1]}"
+    set_param(key, f"{got[0]}:{got[1]}")
     return got
 
 
@@ -509,7 +616,7 @@ def qp_text(label: str, key: str, default: str = "", help: str | None = None, wh
     """A text input bound to ?key=text."""
     url = _qp_get(key)
     got = where.text_input(label, value=default if url is None else url, key=f"qp_{key}", help=help)
-    st.query_params[key] = got
+    set_param(key, got)
     return got
 
 
@@ -517,7 +624,7 @@ def qp_toggle(label: str, key: str, default: bool = False, help: str | None = No
     url = _qp_get(key)
     value = default if url is None else url in ("1", "true", "True")
     got = st.toggle(label, value=value, key=f"qp_{key}", help=help)
-    st.query_params[key] = "1" if got else "0"
+    set_param(key, "1" if got else "0")
     return got
 
 
@@ -532,7 +639,7 @@ def presenting() -> bool:
         help="Larger fonts and markers and high-contrast colours for a projector; fewer controls.",
     )
     if on:
-        st.query_params["present"] = "1"
+        set_param("present", "1")
         st.markdown(  # body text larger, headings still a size above it (not all 1.15rem)
             "<style>"
             "[data-testid='stMarkdownContainer'] p, [data-testid='stMarkdownContainer'] li,"

@@ -93,6 +93,11 @@ res, toks, names = one.lens, one.tokens, one.names
 if one.note:
     st.warning(_ui.md(one.note))
 _ui.show_figure(lens_figure(res, toks, names), "lens_fig", f"{kind}-lens", data=one.to_frame())
+st.caption(
+    "Cell = the top next-token guess at that layer; '= tie' = a near tie; the red bar = the "
+    "commitment depth.",
+    help=_ui.gloss("tie", "commitment depth"),
+)
 if tuned is not None:
     _ui.show_figure(
         tuned_kl_figure(tuned.layers, tuned.kl_logit, tuned.kl_tuned, tuned.n_test),

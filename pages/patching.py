@@ -56,6 +56,7 @@ with c[0]:
         list(patching.METRICS),
         "metric",
         format_func=lambda m: {"logit-diff": "logit difference", "prob": "p(answer)"}[m],
+        help=_ui.gloss("logit difference"),
     )
 with c[1]:
     component = _ui.qp_radio(
@@ -106,7 +107,8 @@ mean = "mean " if result.pair_recovery is not None else ""
 st.caption(
     f"Metric {_ui.md(what)}: {mean}clean **{result.clean_metric:.3f}**, {mean}corrupted "
     f"**{result.corrupted_metric:.3f}**. Clean states: {result.clean_source}"
-    + (" (stored result)." if result.from_cache else ".")
+    + (" (stored result)." if result.from_cache else "."),
+    help=_ui.gloss("logit difference", "recovery"),
 )
 iv = result.interval()
 if iv is not None:
@@ -120,7 +122,8 @@ li, pi = divmod(int(abs(rec - 1).argmin()), rec.shape[1])
 st.markdown(
     f"Closest to full recovery: layer **{result.layers[li]}**, position "
     f"**{result.positions[pi]}** ({_ui.md(repr(result.tokens[result.positions[pi]]))}), "
-    f"recovery {rec[li, pi]:.2f}."
+    f"recovery {rec[li, pi]:.2f}.",
+    help=_ui.gloss("recovery", "logit difference"),
 )
 
 # a clicked cell (or ?cell=L,P): its patched next-token distribution, computed on the click

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from backend.figures.probes import confusion_figure, probe_figure, score_figure
+from backend.figures.probes import confusion_figure, errors_figure, probe_figure, score_figure
 from backend.jobs.base import JobSpec
 from backend.views import probes
 from pages import _ui
@@ -172,6 +172,10 @@ if len(groups):
         + " · ".join(f"{g.group} {g.accuracy:.2f} (n={g.n})" for g in groups.itertuples())
     )
 wrong = result.misclassified(layer)
+back = {  # a prompt link opens on this probe and layer (unit prompt: its verdict row)
+    "model": sel.model, "set": sel.set_name, "layer": layer, "pool": pool, "probe": method,
+    "folds": folds, "layers": f"{lo}:{hi}",
+}  # fmt: skip
 st.markdown(
     f"**Misclassified at layer {layer}: {len(wrong)} of {len(res.y):,}** "
     "(most confident mistakes first; open one on the Prompt page)"
@@ -180,7 +184,9 @@ if len(wrong) == 0:
     st.success("The probe gets every unit right at this layer.")
 else:
     st.dataframe(
-        wrong.assign(open=[_ui.prompt_url(r) for r in wrong["run_id"]]).drop(columns="run_id"),
+        wrong.assign(open=[_ui.prompt_url(r, **back) for r in wrong["run_id"]]).drop(
+            columns="run_id"
+        ),
         hide_index=True,
         column_config={
             "open": st.column_config.LinkColumn("open", display_text="prompt ↗"),
@@ -191,7 +197,28 @@ else:
         key="probe_wrong",
         height=min(38 + 35 * len(wrong), 400),
     )
-    _ui.prompt_link(wrong["run_id"].iloc[0], "open the most confident mistake")
+    _ui.prompt_link(wrong["run_id"].iloc[0], "open the most confident mistake", **back)
+
+errors = result.layer_errors(layer)
+if len(errors):  # where in the layers each goes wrong, from the stored out-of-fold scores
+    n_wrong = int((errors["at_layer"] == "wrong").sum())
+    never = int(errors["settles"].isna().sum())
+    _ui.show_figure(
+        errors_figure(errors, layer),
+        "probe_errors",
+        f"probe-errors-{sel.model}-{sel.set_name}-L{layer}",
+        data=errors,
+    )
+    shown = (
+        f"{n_wrong}" if n_wrong == len(wrong) else f"the {n_wrong} most confident of {len(wrong)}"
+    )
+    st.caption(
+        f"{shown} wrong and {len(errors) - n_wrong} borderline (margin below 0.1) at layer "
+        f"{layer}, each across every layer; ordered by the first layer from which it stays "
+        f"right ({never} are still wrong at the last layer, at the bottom). The CSV has each "
+        "one's margin per layer.",
+        help=_ui.gloss("margin"),
+    )
 
 with st.expander("Probe weights (fitted on all units, raw-space: score = h · w + b)"):
     buf = io.BytesIO()

@@ -1,6 +1,7 @@
 """Prompt page: the error-analysis landing spot for one run — its sets, label and group, tokens,
 norms, the probe's verdict on it, and links to every view of it."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -8,6 +9,65 @@ from backend.errors import LayerScopeError
 from backend.figures.prompt import norms_figure
 from backend.views import prompt
 from pages import _ui
+
+
+def _probe_row(s, run, info, set_name: str, run_id: str, n_layers: int) -> None:
+    """The probe's out-of-fold verdict on this prompt at every layer, at once when the Probes
+    page has fitted the same probe (its settings come in the link), else on one click; the
+    layer the user came from is marked."""
+    from backend.views import probes
+
+    qp = st.query_params
+    lo, hi = 0, n_layers
+    if ":" in qp.get("layers", ""):
+        try:
+            lo, hi = sorted(max(0, min(int(v), n_layers)) for v in qp["layers"].split(":")[:2])
+        except ValueError:
+            lo, hi = 0, n_layers
+    try:
+        req = probes.Request(
+            model_id=run["model_id"],
+            set_name=set_name,
+            pool=qp.get("pool", probes.default_pool(info)),
+            method=qp.get("probe", "logistic"),
+            folds=int(qp.get("folds", 5)) if qp.get("folds", "5").isdigit() else 5,
+            layers=tuple(range(lo, hi + 1)),
+        )
+        result = probes.cached(s, req)
+    except LayerScopeError as e:
+        _ui.message(e)
+        return
+    layer = _ui.qp_int("Probe layer", "layer", hi, lo, hi)
+    stored = result is not None
+    if result is None:
+        if not st.button("What does the probe say about this prompt?", key="prompt_probe"):
+            return
+        result = _ui.compute("probes", req, None)
+    verdicts = probes.prompt_row(result, run_id)
+    if verdicts.empty:
+        st.info("This prompt is not among the probe's units.")
+        return
+    at = verdicts[verdicts["layer"] == layer].iloc[0]
+    right = verdicts.loc[verdicts["verdict"] == "right", "layer"].tolist()
+    st.markdown(
+        f"At layer {layer} the probe (trained on the other folds, never on this prompt) "
+        f"predicts **{_ui.md(at.predicted)}** with score {at.score:.2f}: **{at.verdict}**. "
+        f"Right at {len(right)} of {len(verdicts)} layers."
+    )
+    shown = verdicts.assign(at=np.where(verdicts["layer"] == layer, "◀ inspected", ""))
+    st.dataframe(
+        shown,
+        hide_index=True,
+        column_config={"at": st.column_config.TextColumn(" ")},
+        height=min(38 + 35 * len(shown), 320),
+        key="prompt_verdicts",
+    )
+    st.caption(
+        f"Every layer at once: {_ui.md(req.method)} probe, {req.folds} folds, "
+        f"{_ui.md(req.pool)} pooling" + (" (stored by the Probes page)." if stored else "."),
+        help=_ui.gloss("margin"),
+    )
+
 
 st.title("Prompt")
 s = _ui.store()
@@ -54,10 +114,13 @@ sets = view.sets
 model_ref = info.get("ref", "demo")
 if len(sets):
     st.subheader("In the views")
+    names = sets["set_name"].tolist()
+    came_from = st.query_params.get("set")
     pick_set = (
         st.selectbox(
             "Prompt set",
-            sets["set_name"].tolist(),
+            names,
+            index=names.index(came_from) if came_from in names else 0,
             key="prompt_set",
             format_func=lambda n: n,
         )
@@ -71,17 +134,22 @@ if len(sets):
     if isinstance(row["group"], str):
         facts.append(f"group **{_ui.md(row['group'])}**")
     st.markdown(" · ".join(facts))
+    from backend.views.probes import default_pool
+
     q = {"model": model_ref, "set": pick_set}
+    pool = {"pool": default_pool(info)}  # the pooling every page uses for this model
     cols = st.columns(4)
     cols[0].page_link("pages/lens.py", label="its logit lens", query_params={**q, "run": run_id})
     cols[1].page_link(
         "pages/trajectories.py",
         label="its path in the trajectories",
-        query_params={**q, "highlight": run_id},
+        query_params={**q, **pool, "highlight": run_id},
     )
-    cols[2].page_link("pages/probes.py", label="the set's probes", query_params=q)
+    cols[2].page_link("pages/probes.py", label="the set's probes", query_params={**q, **pool})
     cols[3].page_link(
-        "pages/similarity.py", label="prompt × prompt", query_params={**q, "kind": "prompt"}
+        "pages/similarity.py",
+        label="prompt × prompt",
+        query_params={**q, "kind": "prompt", "units": pool["pool"]},
     )
     if info.get("has_lm_head", True) and st.button(
         "Its lens row: the next-token guess at the last position, layer by layer",
@@ -121,22 +189,4 @@ if len(sets):
             query_params={**q, "layer": str(f_layer)},
         )
     if isinstance(row["label"], str) and run["kind"] == "prompt":
-        layer = _ui.qp_int("Probe layer", "layer", view.n_layers - 1, 0, view.n_layers - 1)
-        if st.button("What does the probe say about this prompt?", key="prompt_probe"):
-            from backend.views import probes
-
-            res = _ui.compute(
-                "probes", probes.Request(model_id=run["model_id"], set_name=pick_set), None
-            )
-            where = res.meta.index[res.meta["run_id"] == run_id]
-            if len(where) == 0:
-                st.info("This prompt is not among the probe's units.")
-            else:
-                u, li = int(where[0]), res.probe.layers.index(layer)
-                pred = res.probe.classes[res.probe.pred[li, u]]
-                score = float(res.probe.scores[li, u].max())
-                verdict = "right" if pred == row["label"] else "wrong"
-                st.markdown(
-                    f"At layer {layer} the probe (trained on the other folds, never on this "
-                    f"prompt) predicts **{_ui.md(pred)}** with score {score:.2f}: **{verdict}**."
-                )
+        _probe_row(s, run, info, pick_set, run_id, view.n_layers - 1)

@@ -30,6 +30,11 @@ if s.summary()["runs"] == 0 and not _ui.worker().active_jobs():
             _ui.submit(JobSpec(model="demo", set_name="agreement"))
             st.rerun()
 
+mine = st.session_state.get("_ls_last_job")  # the job this tab started: at the top, in view
+if mine and _ui.worker().progress(mine) is not None:
+    with st.container(border=True):
+        _ui.job_panel(mine, links=True)
+
 left, right = st.columns(2)
 with left:
     st.subheader("1 · Model")
@@ -64,7 +69,7 @@ with left:
             help="auto = the checkpoint's own dtype (bf16 checkpoints compute in float32 on a "
             "CPU without AMX / AVX512-bf16, where bf16 is ~100x slower)",
         )
-        device = st.selectbox("device", models.available_devices())
+        device = st.selectbox("device", _ui.devices())
         max_tokens = st.number_input("max tokens per prompt (0 = no limit)", 0, 100_000, 0)
         engine = _ui.qp_radio(
             "Engine",
@@ -88,11 +93,25 @@ with left:
 
 with right:
     st.subheader("2 · Prompts")
-    mode = _ui.qp_radio("Source", ["Demo set", "Type", "Upload"], "source")
+    demos = catalog.demo_sets()
+    stored = [n for n in s.list_sets()["set_name"] if n not in demos]  # typed or uploaded
+    sources = ["Demo set", "Type", "Upload"] + (["Stored set"] if stored else [])
+    mode = _ui.qp_radio(
+        "Source",
+        sources,
+        "source",
+        help="Stored set: a set typed or uploaded before — run another model on it without "
+        "uploading it again.",
+    )
     set_name, table, dropped = None, None, 0
     try:
-        if mode == "Demo set":
-            demos = catalog.demo_sets()
+        if mode == "Stored set":
+            set_name = _ui.qp_select("Stored set", stored, "stored_set")
+            have = s.get_set(set_name)
+            st.caption(f"{len(have)} prompts, already in the cache — preview:")
+            cols = [c for c in ("label", "group", "text") if have[c].notna().any()]
+            st.dataframe(have.head(5)[cols], hide_index=True)
+        elif mode == "Demo set":
             set_name = _ui.qp_select("Demo set", list(demos), "demo_set", default="agreement")
             if set_name:
                 st.caption(demos[set_name])
@@ -140,7 +159,13 @@ with right:
             if repeated:
                 notes.append(f"{repeated} repeated prompt(s) kept once")
             st.caption(" · ".join(notes) + " — preview:")
-            st.dataframe(table.head(5), hide_index=True)
+            first = [c for c in ("label", "group") if c in table]  # before a long text column
+            shown = table.head(5)[first + [c for c in table if c not in first]]
+            st.dataframe(
+                shown,
+                hide_index=True,
+                column_config={"text": st.column_config.TextColumn(width="large")},
+            )
         elif mode == "Type":
             st.caption("Type at least one prompt.")
     except LayerScopeError as e:
@@ -162,14 +187,16 @@ try:
     )
     if not set_name:
         raise LayerScopeError("Choose or name a prompt set.")
-    if mode != "Demo set" and table is None:
+    if mode not in ("Demo set", "Stored set") and table is None:
         raise LayerScopeError("No prompts yet: type some, or upload a file.")
     if table is not None:
         prompts.validate_set_name(set_name)
     texts = table["text"].tolist() if table is not None else None
     if texts is None:
         catalog.ensure_set(s, set_name)
-    est = estimate(s, spec, texts)
+    with _ui.libraries_spinner():
+        est = estimate(s, spec, texts)
+        checked = _ui.input_sanity(spec, tuple(texts) if texts is not None else None)
     c = st.columns(5)
     c[0].metric("Prompts", est.runs)
     c[1].metric("Already cached", est.cached_runs)
@@ -177,16 +204,14 @@ try:
     c[3].metric("On disk", human_bytes(est.bytes))
     c[4].metric(
         "Estimated time",
-        "0 s"
-        if est.tokens == 0
-        else (f"{est.seconds:.0f} s" if est.seconds else "unknown (first run)"),
+        "0 s" if est.tokens == 0 else (f"{est.seconds:.0f} s" if est.seconds else "—"),
+        help=None
+        if est.tokens == 0 or est.seconds
+        else "Unknown until this model has run once here: the first job measures its speed.",
     )
-    if est.truncated:
-        st.warning(
-            f"{est.truncated} prompts are longer than "
-            + (f"{spec.max_tokens} tokens" if spec.max_tokens else "the model reads")
-            + " and will be truncated (each run is flagged)."
-        )
+    for w in checked.warnings:
+        st.warning(f"**Check the prompts:** {_ui.md(w)}.", icon=":material/warning:")
+    st.caption(f"Tokenizer check: {_ui.md(checked.summary())}.")
     existing = table is not None and set_name in set(s.list_sets()["set_name"])
     replace_ok = True
     if existing:
@@ -209,8 +234,8 @@ try:
 except LayerScopeError as e:
     _ui.message(e, "error")
 
-jobs = _ui.worker().recent()
+jobs = [p for p in _ui.worker().recent() if p.job_id != mine]
 if jobs:
-    st.subheader("Jobs")
+    st.subheader("Other jobs" if mine else "Jobs")
     for p in jobs[:5]:
         _ui.job_panel(p.job_id, links=True)

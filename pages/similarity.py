@@ -7,6 +7,7 @@ import streamlit as st
 from backend.figures.similarity import CLICKABLE_CELLS, cell_of, display_order, similarity_figure
 from backend.jobs.base import JobSpec
 from backend.views import similarity as similarity_view
+from backend.views.probes import default_pool
 from pages import _ui
 
 NAMES = {
@@ -123,7 +124,14 @@ with c2:
             help="Token units skip special tokens such as <bos>.",
         )
     elif kind == "prompt":
-        req["units"] = _ui.qp_radio("Pool prompts by", ["last", "mean"], "units", horizontal=False)
+        req["units"] = _ui.qp_radio(
+            "Pool prompts by",
+            ["last", "mean"],
+            "units",
+            default=default_pool(s.get_model(sel.model_id) or {}),
+            horizontal=False,
+            help="mean by default for encoders (their last token is [SEP]), else last",
+        )
     if kind in ("prompt", "token"):
         req["layer"] = _ui.qp_int("Layer", "layer", n_layers, 0, n_layers)
 with c3:

@@ -82,6 +82,12 @@ result = _ui.computed_on_click(
 if result.flip_rate is not None:
     fig = steering_figure(result)
     _ui.chart(fig, key="steer_fig")
+    st.caption(
+        "Solid: flip rate (any change of the first token); dotted / dashed: the share turned "
+        "into the other label's answer. The random control can flip many tokens and still "
+        "turn none into the other answer.",
+        help=_ui.gloss("flip rate", "random control"),
+    )
 st.caption(
     f"Layer {req.layer}; direction norm {result.direction_norm:.3f} (the control has the same); "
     f"{len(result.prompts)} prompts" + (" (stored result)." if result.from_cache else ".")

@@ -15,6 +15,7 @@ from backend.figures.trajectories import (
 )
 from backend.jobs.base import JobSpec
 from backend.views import trajectories as trajectories_view
+from backend.views.probes import default_pool
 from pages import _ui
 
 present, sel, runs = _ui.open_view("Trajectories")
@@ -48,7 +49,9 @@ with c[3]:
 st.caption(trajectories_view.DESCRIPTIONS[method])
 # standardised by default: residual norms grow with depth, and unstandardised PCA shrinks
 # layer 0 to one dot next to the late layers (nothing "mixed" to see where the story starts)
-pool, standardize, max_runs = "last", True, min(20, len(runs))
+# one pooling rule on every page: mean for encoders (their last token is [SEP]), else last
+pool = default_pool(_ui.store().get_model(sel.model_id) or {})
+standardize, max_runs = True, min(20, len(runs))
 lines = method not in ("umap", "aligned-umap")  # joint-UMAP lines are a tangle: on request
 if not present:
     lo, hi = _ui.qp_slider("Layer range", "layers", (0, n_layers), 0, n_layers)
@@ -59,7 +62,9 @@ if not present:
                 "Pool prompts by",
                 ["last", "mean"],
                 "pool",
-                help="A prompt's vector at a layer: its last token, or the mean over its tokens.",
+                default=pool,
+                help="A prompt's vector at a layer: its last token, or the mean over its tokens "
+                "(the default for encoders, whose last token is [SEP]).",
             )
             if unit == "prompt"
             else pool

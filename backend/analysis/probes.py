@@ -362,3 +362,51 @@ def misclassified(result: ProbeResult, layer: int) -> np.ndarray:
     wrong = np.flatnonzero(result.pred[li] != result.y)
     conf = result.scores[li, wrong, result.pred[li, wrong]]
     return wrong[np.argsort(-conf, kind="stable")]
+
+
+@dataclass(frozen=True)
+class LayerErrors:
+    """Units the probe gets wrong (or nearly wrong) at one layer, followed across every layer:
+    the error analysis "where in the layers does each prompt go wrong"."""
+
+    units: np.ndarray  #: (k,) unit indices, ordered by ``settles`` then by mean margin
+    margin: np.ndarray  #: (k, n_layers) out-of-fold score of the true class minus the best
+    #: other class's: > 0 the probe is right there, < 0 wrong
+    right: np.ndarray  #: (k, n_layers) bool, the out-of-fold prediction is the true class
+    settles: np.ndarray  #: (k,) index of the first layer from which the unit stays right up
+    #: to the last layer; n_layers = wrong at the last layer
+    wrong_at: np.ndarray  #: (k,) bool: wrong at the inspected layer (else borderline)
+
+
+def layer_errors(
+    result: ProbeResult, layer: int, borderline: float = 0.1, max_units: int = 80
+) -> LayerErrors:
+    """The units wrong at ``layer`` (the most confident mistakes first when more than
+    ``max_units``) and the borderline ones (right with a margin below ``borderline``), each
+    with its margin at every layer, sorted by the first layer from which it stays right."""
+    li = result.layers.index(layer)
+    n_l, n_u = result.pred.shape
+    idx = np.arange(n_u)
+    s = result.scores
+    true = s[:, idx, result.y]  # (L, U)
+    others = s.copy()
+    others[:, idx, result.y] = -np.inf
+    margin = true - others.max(axis=2)  # one class: -inf -> every unit right
+    right = result.pred == result.y[None, :]
+    wrong = misclassified(result, layer)
+    near = np.flatnonzero(right[li] & (margin[li] < borderline))
+    near = near[np.argsort(margin[li, near], kind="stable")]
+    picked = np.concatenate([wrong, near])[:max_units]
+    r = right[:, picked]
+    stays = np.flip(np.logical_and.accumulate(np.flip(r, 0), axis=0), 0)  # right from l to end
+    settles = np.where(stays.any(axis=0), stays.argmax(axis=0), n_l)
+    m = margin[:, picked]
+    order = np.lexsort((-m.mean(axis=0), settles))
+    picked = picked[order]
+    return LayerErrors(
+        units=picked,
+        margin=margin[:, picked].T,
+        right=right[:, picked].T,
+        settles=settles[order],
+        wrong_at=~right[li, picked],
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,8 +20,10 @@ from backend.records import (
     FP16_MAX,
     CapturedRun,
     CaptureSettings,
+    Tokenized,
     make_run_id,
     prompt_id,
+    tokenize,
 )
 
 log = logging.getLogger(__name__)
@@ -55,39 +56,6 @@ def to_storage(hidden: torch.Tensor, exact: bool = False) -> np.ndarray:
     if not exact and hidden.abs().max().item() < FP16_MAX:
         return hidden.to(torch.float16).cpu().numpy()
     return hidden.to(torch.float32).cpu().numpy()
-
-
-@dataclass
-class Tokenized:
-    text: str
-    ids: list[int]
-    offsets: list[tuple[int, int]]
-    special: list[bool]
-    truncated: bool
-    n_full: int  #: length before truncation
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> list[Tokenized]:
-    """Tokenize with the model's special tokens, offsets where the tokenizer has them."""
-    fast = getattr(tokenizer, "is_fast", False)
-    enc = tokenizer(
-        list(texts), add_special_tokens=True, return_offsets_mapping=fast, truncation=False
-    )
-    special_ids = set(tokenizer.all_special_ids)
-    out = []
-    for i, text in enumerate(texts):
-        ids = list(enc["input_ids"][i])
-        offs = [tuple(o) for o in enc["offset_mapping"][i]] if fast else [(-1, -1)] * len(ids)
-        n_full = len(ids)
-        truncated = max_tokens is not None and n_full > max_tokens
-        if truncated:
-            ids, offs = ids[:max_tokens], offs[:max_tokens]
-        # special = added by the tokenizer (bos, eos, ...), not read from the text: an unknown
-        # word becomes <unk>, a special id, but it stands for text and keeps its offsets
-        special = [t in special_ids and not (fast and o[1] > o[0]) for t, o in zip(ids, offs)]
-        offs = [(-1, -1) if s else o for o, s in zip(offs, special)]
-        out.append(Tokenized(text, ids, offs, special, truncated, n_full))
-    return out
 
 
 class ResidualRecorder:

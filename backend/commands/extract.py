@@ -88,8 +88,9 @@ def run(args, store) -> dict:
 
 
 def _run(args, store, set_name: str) -> dict:
+    checked = _check_inputs(args, store, set_name)
     if args.checkpoints is not None:
-        return _run_checkpoints(args, store, set_name)
+        return {**_run_checkpoints(args, store, set_name), "sanity": checked}
     spec = JobSpec(
         model=args.model,
         set_name=set_name,
@@ -117,8 +118,26 @@ def _run(args, store, set_name: str) -> dict:
         "seconds": round(p.seconds, 3),
         "status": p.status,
         "engine": args.engine,
+        "sanity": checked,
         **({"ray_start_s": r.get("ray_start_s", 0.0)} if args.engine == "ray" else {}),
     }
+
+
+def _check_inputs(args, store, set_name: str) -> dict:
+    """Before the job: what the tokenizer makes of the prompts (unknown tokens, prompts that
+    tokenize identically, truncated, empty); each warning on stderr, the counts in the JSON."""
+    from backend.jobs.extract import check_inputs  # the jobs stack: only when computing
+
+    spec = JobSpec(
+        model=args.model,
+        set_name=set_name,
+        max_tokens=args.max_tokens,
+        trust_remote_code=args.trust_remote_code,
+    )
+    checked = check_inputs(store, spec)
+    for w in checked.warnings:
+        print(f"warning: {w}.", file=sys.stderr)
+    return checked.to_dict()
 
 
 def _run_checkpoints(args, store, set_name: str) -> dict:

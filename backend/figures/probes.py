@@ -178,3 +178,56 @@ def score_figure(res: ProbeResult, layer: int) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig
+
+
+def errors_figure(errors, layer: int) -> go.Figure:
+    """Error analysis across layers: one row per unit wrong (or borderline) at ``layer``
+    (``views.probes.Result.layer_errors``), one column per layer, colour = the out-of-fold
+    margin of the true class (blue right, red wrong, white the decision boundary); rows ordered
+    by the first layer from which each stays right; the inspected layer outlined."""
+    cols = [c for c in errors.columns if c.startswith("L") and c[1:].isdigit()]
+    layers = [int(c[1:]) for c in cols]
+    z = errors[cols].to_numpy(dtype=float)
+    has_group = "group" in errors.columns
+    labels, hover = [], []
+    for i, row in enumerate(errors.itertuples(index=False)):
+        d = row._asdict()
+        raw = str(d["prompt"])
+        text = plain(raw)
+        group = plain(str(d["group"])) if has_group and d["group"] is not None else ""
+        tag = f"[{group}] " if group else ""
+        short = plain(raw[:40]) + ("…" if len(raw) > 40 else "")  # cut before escaping
+        labels.append(f"{i + 1}. {tag}{short}")
+        settles = "never (wrong at the last layer)" if d["settles"] is None else d["settles"]
+        hover.append(
+            [
+                f"{text}<br>true {plain(d['true'])}{'<br>group ' + group if group else ''}"
+                f"<br>layer {L}: margin {m:+.2f} ({'right' if m > 0 else 'wrong'})"
+                f"<br>right from layer: {settles}"
+                for L, m in zip(layers, z[i])
+            ]
+        )
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=layers,
+            y=labels,
+            zmin=-1,
+            zmax=1,
+            zmid=0,
+            colorscale="RdBu",
+            colorbar={"title": {"text": "margin"}},
+            hovertext=hover,
+            hoverinfo="text",
+        )
+    )
+    fig.add_vline(x=layer, line={"color": "black", "width": 2, "dash": "dot"})
+    fig.update_layout(
+        title=f"Wrong or borderline at layer {layer}: the true class's margin at every layer",
+        xaxis_title="layer",
+        xaxis={"dtick": 1},
+        yaxis={"autorange": "reversed", "automargin": True},
+        height=min(140 + 22 * len(labels), 1400),
+        margin={"l": 10, "r": 10, "t": 60, "b": 40},
+    )
+    return fig

@@ -13,6 +13,10 @@ from backend.budget import Budget
 from backend.errors import LayerScopeError
 from backend.store import Store
 
+#: the job kinds (``jobs.kinds.JOB_KINDS`` maps each to its handler; a test keeps them equal):
+#: submitting checks the name without importing the handlers and their capture stack (torch)
+KINDS = ("extract", "generate", "trajectories", "project", "checkpoints", "features")
+
 
 @dataclass
 class JobSpec:

@@ -1,4 +1,7 @@
-"""The ``extract`` job: capture the set's missing prompt runs and stream them into the store."""
+"""The ``extract`` job: capture the set's missing prompt runs and stream them into the store.
+
+Planning, estimating and checking the inputs are torch-free (``backend.records``,
+``capture.sanity``); the capture stack (torch) is imported when a job runs."""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ import queue
 import threading
 import time
 
-from backend import models
+from backend import models, records
 from backend.budget import Estimate
-from backend.capture import extract
+from backend.capture import sanity
+from backend.errors import LayerScopeError
 from backend.jobs.base import JobContext, JobSpec
 from backend.jobs.plan import extract_plan
 from backend.store import Store
@@ -35,7 +39,7 @@ def estimate(store: Store, spec: JobSpec, texts: list[str] | None = None) -> Est
     toks = []
     if missing:
         tok = models.load_tokenizer(mref.path, spec.trust_remote_code)
-        toks = extract.tokenize(tok, [t for _, t in missing], token_limit(spec, cfg))
+        toks = records.tokenize(tok, [t for _, t in missing], token_limit(spec, cfg))
     n_tokens = sum(len(t.ids) for t in toks)
     elem = 2 if settings.dtype in ("bfloat16", "float16") else 4
     file_elem = 4 if cfg.get("torch_dtype", cfg.get("dtype")) in (None, "float32") else 2
@@ -51,7 +55,24 @@ def estimate(store: Store, spec: JobSpec, texts: list[str] | None = None) -> Est
     )
 
 
+def check_inputs(store: Store, spec: JobSpec, texts: list[str] | None = None):
+    """What the model's tokenizer makes of the set (or of ``texts`` not saved yet): unknown
+    tokens, prompts that tokenize identically, truncated and empty prompts, with warnings
+    (``capture.sanity.InputSanity``). Tokenizer only: no model load, no forward pass."""
+    mref = models.resolve(spec.model)
+    if texts is None:
+        prompts = store.get_set(spec.set_name)
+        if prompts.empty:
+            raise LayerScopeError(f"The prompt set '{spec.set_name}' is empty or does not exist.")
+        texts = prompts["text"].tolist()
+    texts = list(dict.fromkeys(texts))
+    tok = models.load_tokenizer(mref.path, spec.trust_remote_code)
+    return sanity.check_texts(tok, texts, token_limit(spec, models.read_config(mref)))
+
+
 def run_extract(ctx: JobContext) -> dict:
+    from backend.capture import extract  # torch: only when a job computes
+
     if ctx.spec.options.get("engine", "local") == "ray":
         from backend.jobs.ray_engine import run_ray_job  # ray: only when asked for
 

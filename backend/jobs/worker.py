@@ -19,9 +19,8 @@ from dataclasses import asdict
 from backend import models
 from backend.budget import Budget, check_budget
 from backend.errors import LayerScopeError
-from backend.jobs.base import JobContext, JobSpec, Progress
+from backend.jobs.base import KINDS, JobContext, JobSpec, Progress
 from backend.jobs.extract import estimate
-from backend.jobs.kinds import JOB_KINDS
 from backend.store import Store
 from backend.store.connection import disk_full_message
 
@@ -54,7 +53,7 @@ class Worker:
     # -- public API -----------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         """Validate cheaply, persist as queued, enqueue. Raises LayerScopeError on bad input."""
-        if spec.kind not in JOB_KINDS:
+        if spec.kind not in KINDS:
             raise LayerScopeError(f"Unknown job kind '{spec.kind}'.")
         spec.validate()
         models.resolve(spec.model)
@@ -81,6 +80,15 @@ class Worker:
 
     def active_jobs(self) -> list[Progress]:
         return [p for p in self._progress.values() if p.active]
+
+    def ahead(self, job_id: str) -> int:
+        """Jobs that run before this queued one (those running or queued earlier)."""
+        n = 0
+        for jid, p in list(self._progress.items()):
+            if jid == job_id:
+                return n
+            n += p.active
+        return 0
 
     def recent(self) -> list[Progress]:
         return list(self._progress.values())[::-1]
@@ -112,6 +120,7 @@ class Worker:
     def _loop(self) -> None:
         while True:
             job_id, spec = self._queue.get()
+            models.preload_libraries()  # transformers' lazy classes, before threads race
             self._execute(job_id, spec, None)
 
     def _persist(self, p: Progress, spec: JobSpec) -> None:
@@ -156,6 +165,9 @@ class Worker:
         try:
             if spec.kind == "extract":
                 check_budget(self.store, estimate(self.store, spec), self.budget)
+            # the handlers import the capture stack (torch): on the job's thread, when it runs
+            from backend.jobs.kinds import JOB_KINDS
+
             p.result = JOB_KINDS[spec.kind](ctx)
             p.status = "cancelled" if stop.is_set() else "done"
             if p.status == "cancelled":

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from backend import derived
-from backend.analysis.probes import ProbeResult, misclassified, run_probes
+from backend.analysis.probes import ProbeResult, layer_errors, misclassified, run_probes
 from backend.errors import LayerScopeError
 from backend.store import Store
 from backend.views import units
@@ -144,6 +144,30 @@ class Result:
             df.insert(4, "token", [f"{p}:{t}" for p, t in zip(rows["pos"], rows["token"])])
         return df
 
+    def layer_errors(self, layer: int, borderline: float = 0.1) -> pd.DataFrame:
+        """The units wrong (or borderline) at ``layer``, one row each with its out-of-fold
+        margin at every layer (``L<k>`` columns: true-class score minus the best other's;
+        > 0 right), ordered by ``settles``: the first layer from which it stays right (None:
+        wrong at the last layer)."""
+        r = self.probe
+        e = layer_errors(r, layer, borderline)
+        rows = self.meta.iloc[e.units]
+        df = pd.DataFrame(
+            {
+                "prompt": rows["text"].to_numpy(),
+                "true": [r.classes[r.y[i]] for i in e.units],
+                "at_layer": np.where(e.wrong_at, "wrong", "borderline"),
+                "settles": [r.layers[k] if k < len(r.layers) else None for k in e.settles],
+                "run_id": rows["run_id"].to_numpy(),
+            }
+        )
+        if rows["group"].notna().any():
+            df.insert(1, "group", rows["group"].to_numpy())
+        if self.request.unit == "token":
+            df.insert(1, "token", [f"{p}:{t}" for p, t in zip(rows["pos"], rows["token"])])
+        margins = pd.DataFrame(e.margin, columns=[f"L{L}" for L in r.layers])
+        return pd.concat([df, margins], axis=1)
+
     def group_accuracy(self, layer: int) -> pd.DataFrame:
         """Accuracy per group at ``layer`` (empty when the set has no groups)."""
         if not self.meta["group"].notna().any():
@@ -193,6 +217,24 @@ class Result:
             {"run_id": w.run_id, "text": w.prompt, "true": w.true, "predicted": w.predicted}
             for w in wrong.itertuples()
         ]
+        errors = self.layer_errors(best)
+        margins = [c for c in errors.columns if c.startswith("L") and c[1:].isdigit()]
+        out["errors_at_best"] = [  # where in the layers each goes wrong (the Probes heatmap)
+            {
+                "run_id": e["run_id"],
+                "text": e["prompt"],
+                "group": None if pd.isna(e.get("group")) else str(e["group"]),
+                "true": e["true"],
+                "at_layer": e["at_layer"],
+                "settles": None if pd.isna(e["settles"]) else int(e["settles"]),
+                "margins": [round(float(e[c]), 4) for c in margins],
+            }
+            for e in errors.to_dict("records")
+        ]
+        groups = self.group_accuracy(best)
+        out["group_accuracy_at_best"] = {
+            str(g.group): round(float(g.accuracy), 4) for g in groups.itertuples()
+        }
         if self.baseline is not None:
             out["baseline"] = {"model": req.baseline_name, **_per_layer(self.baseline)}
         return out
@@ -343,6 +385,40 @@ def _fit_now(store: Store, req: Request, model_id: str) -> tuple[ProbeResult, pd
         return res, meta
     except ValueError as e:
         raise LayerScopeError(str(e)) from None
+
+
+def cached(store: Store, req: Request) -> Result | None:
+    """The stored fit of this request (no baseline), or None; never fits. The Prompt page
+    shows a prompt's verdicts at once when the Probes page has fitted the same probe."""
+    got = derived.load(store, CACHE_KIND, _cache_key(store, req, req.model_id), _from_payload)
+    if got is None:
+        return None
+    res, meta = got
+    n_runs = len(units.set_runs_or_error(store, req.set_name, req.model_id))
+    return Result(request=req, probe=res, meta=meta, n_prompts_asked=n_runs)
+
+
+def prompt_row(result: Result, run_id: str) -> pd.DataFrame:
+    """One prompt's out-of-fold verdict at every layer of a prompt probe: the predicted class,
+    its score, the true class's margin (> 0 right) and right/wrong; empty when the prompt is
+    not among the probe's units."""
+    where = np.flatnonzero(result.meta["run_id"].to_numpy() == run_id)
+    if result.request.unit != "prompt" or len(where) == 0:
+        return pd.DataFrame(columns=["layer", "predicted", "score", "margin", "verdict"])
+    r, u = result.probe, int(where[0])
+    s = r.scores[:, u, :]
+    others = np.delete(s, r.y[u], axis=1)
+    margin = s[:, r.y[u]] - (others.max(axis=1) if others.shape[1] else -np.inf)
+    right = r.pred[:, u] == r.y[u]
+    return pd.DataFrame(
+        {
+            "layer": list(r.layers),
+            "predicted": [r.classes[k] for k in r.pred[:, u]],
+            "score": s[np.arange(len(r.layers)), r.pred[:, u]],
+            "margin": margin,
+            "verdict": np.where(right, "right", "wrong"),
+        }
+    )
 
 
 def compute(store: Store, req: Request, lm=None) -> Result:

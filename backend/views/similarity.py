@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 KINDS = ("layer-cka", "layer-cosine", "prompt", "token", "model-cka")
 ALIASES = {"layer-cka-debiased": "layer-cka", "model-cka-debiased": "model-cka"}
 UNITS = ("tokens", "last", "mean")
-ORDERS = ("cluster", "label", "none")
+ORDERS = ("cluster", "label", "group", "none")
 MAX_UNITS = 4000
 MAX_PROMPTS = 2000  #: prompt x prompt matrices beyond this many prompts show a seeded sample
 
@@ -38,7 +38,7 @@ class Request:
     other_model_id: str | None = None  #: model-cka
     units: str = "tokens"  #: layer/model kinds: tokens | last | mean; prompt kind: last | mean
     run_id: str | None = None  #: token kind; default: first prompt of the set
-    order: str = "cluster"  #: prompt kind: cluster | label | none
+    order: str = "cluster"  #: prompt kind: cluster | label | group | none
     debiased: bool = False  #: CKA kinds
     max_units: int = MAX_UNITS  #: token units beyond this are sampled (seed 0)
     center: bool = False  #: prompt/token kinds: subtract the mean vector before cosine
@@ -243,10 +243,13 @@ def _prompt_view(store: Store, runs: pd.DataFrame, layers: list[int], req: Reque
     has_labels = any(isinstance(v, str) and v for v in labels)
     if req.order == "label" and not has_labels:
         raise LayerScopeError(f"Set '{req.set_name}' has no labels; order by cluster instead.")
+    strip, order = (labels if has_labels else None), req.order
+    if req.order == "group":  # by group (the colour strip shows the groups), stable
+        strip, order = [g if isinstance(g, str) else None for g in meta["group"]], "label"
+        if not any(strip):
+            raise LayerScopeError(f"Set '{req.set_name}' has no groups; order by cluster instead.")
     names = [f"{i}: {_short(t)}" for i, t in zip(meta["idx"], meta["text"])]
-    m = similarity_analysis.pairwise_cosine(
-        x[0], names, "prompt", labels if has_labels else None, req.order, req.center
-    )
+    m = similarity_analysis.pairwise_cosine(x[0], names, "prompt", strip, order, req.center)
     caption = _caption(pool, len(meta), n_available, runs) + f" Layer {layer}."
     return Result(
         request=req,

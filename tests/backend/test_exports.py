@@ -87,3 +87,22 @@ def test_report_escapes_captions_and_keeps_figure_order():
     assert "<script>x</script>" not in html and "&lt;script&gt;x" in html
     assert html.index("&lt;script&gt;x") < html.index("second")
     assert len(plotted_figures(html)) == 2
+
+
+def test_png_export_grows_margins_to_fit_tick_labels_on_a_copy(monkeypatch):
+    import plotly.graph_objects as go
+
+    from backend import exports
+
+    fig = go.Figure(go.Heatmap(z=[[1, 2]], y=["a very long prompt label " * 3]))
+    fig.update_layout(margin={"l": 10}, height=300)
+    drawn = {}
+
+    def to_image(self, format, width, height, scale):
+        drawn.update(fig=self, size=(width, height))
+        return b"png"
+
+    monkeypatch.setattr(go.Figure, "to_image", to_image)
+    assert exports.figure_png(fig) == b"png" and drawn["size"] == (1200, 300)
+    assert drawn["fig"].layout.yaxis.automargin and drawn["fig"].layout.xaxis.automargin
+    assert drawn["fig"] is not fig and fig.layout.yaxis.automargin is None  # untouched

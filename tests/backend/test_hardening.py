@@ -117,7 +117,9 @@ def test_steering_alphas_and_temperature_are_bounded(kw):
 
     with pytest.raises(LayerScopeError):
         Request(model="demo", prompts=("the cat",), direction="random", **kw)
-    Request(model="demo", prompts=("the cat",), direction="random", alphas=(-8.0, 8.0), temperature=0.7)
+    Request(
+        model="demo", prompts=("the cat",), direction="random", alphas=(-8.0, 8.0), temperature=0.7
+    )
 
 
 @pytest.mark.parametrize("t", [float("inf"), float("nan"), 0.0, 101.0])

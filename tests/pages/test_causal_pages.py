@@ -31,6 +31,14 @@ def test_patching_computes_on_click_only_and_then_from_the_store(app_db):
     _ok(again)
     assert len(again.get("plotly_chart")) == 1
     assert "stored result" in " ".join(c.value for c in again.caption)
+    # another setting: the heatmap of the previous one is gone until Compute (the result is
+    # keyed on every setting), and the first one comes back from the store
+    again.radio(key="qp_component").set_value("attn").run()
+    _ok(again)
+    assert not again.get("plotly_chart") and again.query_params["component"] == "attn"
+    assert any("Press **Compute**" in i.value for i in again.info)
+    again.radio(key="qp_component").set_value("resid").run()
+    assert len(again.get("plotly_chart")) == 1
 
 
 def test_patching_atp_draws_the_estimated_grid(app_db):

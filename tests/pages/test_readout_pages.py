@@ -95,10 +95,32 @@ def test_probes_misclassified_list_links_to_real_prompts(env):
     assert any("Misclassified at layer 0" in m.value for m in at.markdown)
     wrong = _table(at, "predicted")
     assert len(wrong) > 50 and wrong["open"].str.startswith("./prompt?run=").all()
-    run_id = wrong["open"].iloc[0].split("run=")[1]
-    prompt = open_page("prompt", {"run": run_id})
+    # where in the layers each goes wrong: one heatmap row per wrong or borderline prompt
+    errors = next(c for c in at.get("plotly_chart") if c.proto.id and "probe_errors" in c.key)
+    import json
+
+    heat = json.loads(errors.proto.spec)["data"][0]
+    assert heat["type"] == "heatmap" and len(heat["y"]) == min(80, len(wrong))
+    said = " ".join(c.value for c in at.caption)
+    assert f"the 80 most confident of {len(wrong)} wrong" in said and "stays right" in said
+    from urllib.parse import parse_qsl, urlsplit
+
+    link = dict(parse_qsl(urlsplit(wrong["open"].iloc[0]).query))
+    assert link["layer"] == "0" and link["set"] == "agreement" and link["probe"] == "logistic"
+    prompt = open_page("prompt", link)
     _ok(prompt)
-    assert wrong["prompt"].iloc[0].split()[-1] in " ".join(m.value for m in prompt.markdown)
+    said = " ".join(m.value for m in prompt.markdown)
+    assert wrong["prompt"].iloc[0].split()[-1] in said
+    # the probe's verdict at every layer at once (the Probes page stored the fit), opened at
+    # the layer the link came from
+    assert prompt.slider(key="qp_layer").value == 0 and "At layer 0 the probe" in said
+    assert "**wrong**" in said
+    row = next(d.value for d in prompt.dataframe if "verdict" in d.value.columns)
+    assert (
+        len(row) == int(link["layers"].split(":")[1]) + 1
+        and row.loc[row["layer"] == 0, "verdict"].item() == "wrong"
+    )
+    assert "stored by the Probes page" in " ".join(c.value for c in prompt.caption)
 
 
 def test_probes_on_per_token_labels(env):
@@ -173,6 +195,13 @@ def test_lens_page_on_an_encoder_explains_instead_of_failing(env, tiny_model_dir
     at = open_page("lens", {"model": bert, "set": "bert-lines"})
     assert not at.exception
     assert any("does not apply" in i.value for i in at.info)
+    # one pooling rule: an encoder's prompts are pooled by mean on every page by default
+    traj = open_page("trajectories", {"model": bert, "set": "bert-lines"})
+    assert not traj.exception and traj.radio(key="qp_pool").value == "mean"
+    sim = open_page("similarity", {"model": bert, "set": "bert-lines", "kind": "prompt"})
+    assert not sim.exception and sim.radio(key="qp_units").value == "mean"
+    demo = open_page("trajectories", {"model": "demo", "set": "agreement"})
+    assert demo.radio(key="qp_pool").value == "last"
 
 
 def test_stats_page_lists_the_largest_activations(env):
@@ -192,7 +221,8 @@ def test_prompt_page_is_the_error_analysis_landing_spot(env):
     mid = s.find_model("demo")["model_id"]
     runs = s.set_runs("agreement", mid)
     r = runs.iloc[0]
-    at = open_page("prompt", {"run": r["run_id"]})
+    # a probe nobody has fitted yet (another test may store the default one)
+    at = open_page("prompt", {"run": r["run_id"], "probe": "ridge", "folds": "3"})
     assert not at.exception, at.exception
     shown = " ".join(m.value for m in at.markdown)
     assert "agreement" in shown and r["label"] in shown
@@ -203,6 +233,8 @@ def test_prompt_page_is_the_error_analysis_landing_spot(env):
     assert not at.exception, at.exception
     verdict = [m.value for m in at.markdown if "predicts" in m.value]
     assert verdict and ("right" in verdict[0] or "wrong" in verdict[0])
+    again = open_page("prompt", {"run": r["run_id"], "probe": "ridge", "folds": "3"})
+    assert any("predicts" in m.value for m in again.markdown)  # stored now: shown at once
     # its lens row, on a click: one column per layer, the last layer = the model's answer
     assert not any("top guess" in d.value.columns for d in at.dataframe)
     at.button(key="prompt_lens").click().run()

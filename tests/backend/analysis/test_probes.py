@@ -275,3 +275,37 @@ def test_constant_features_do_not_break_the_probe():
     for method in ("logistic", "ridge"):
         res = PR.run_probes(x, labels, groups, folds=4, method=method)
         assert np.isfinite(res.weights).all() and res.accuracy[1] > 0.7
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_layer_errors_follow_each_wrong_or_borderline_unit_across_layers(n_classes):
+    """Checked against a plain loop over units and layers."""
+    x, labels, groups, y = _data(n_classes=n_classes)
+    res = PR.run_probes(x, labels, groups, folds=4)
+    L = len(res.layers)
+    for layer in res.layers:
+        li = res.layers.index(layer)
+        e = PR.layer_errors(res, layer, borderline=0.2, max_units=10_000)
+        want, margins, settle = [], {}, {}
+        for u in range(len(y)):
+            m = []
+            for k in range(L):
+                s = res.scores[k, u]
+                m.append(s[y[u]] - max(s[c] for c in range(len(s)) if c != y[u]))
+            right = [res.pred[k, u] == y[u] for k in range(L)]
+            if not right[li] or m[li] < 0.2:
+                want.append(u)
+            margins[u] = m
+            settle[u] = next((k for k in range(L) if all(right[k:])), L)
+        assert sorted(e.units.tolist()) == sorted(want)
+        for row, u in enumerate(e.units):
+            np.testing.assert_allclose(e.margin[row], margins[u], atol=1e-12)
+            assert e.settles[row] == settle[u]
+            assert e.wrong_at[row] == (res.pred[li, u] != y[u])
+            assert (e.right[row] == (res.pred[:, u] == y[u])).all()
+        keys = [(settle[u], -np.mean(margins[u])) for u in e.units]
+        assert keys == sorted(keys)
+    wrong0 = PR.misclassified(res, res.layers[0])
+    assert len(wrong0) >= 3  # layer 0 of _data is noise
+    capped = PR.layer_errors(res, res.layers[0], borderline=0.2, max_units=3)
+    assert set(capped.units) == set(wrong0[:3])  # the most confident mistakes kept

@@ -170,3 +170,10 @@ def test_locked_db_gives_one_line(tmp_path):
         assert len(lines) == 1 and "in use by another process" in lines[0] and "--db" in lines[0]
     finally:
         holder.kill()
+
+
+def test_the_kind_names_submit_checks_are_the_registry_s():
+    from backend.jobs.base import KINDS
+    from backend.jobs.kinds import JOB_KINDS
+
+    assert tuple(JOB_KINDS) == KINDS

@@ -129,3 +129,84 @@ def test_a_fitted_probe_is_kept_in_the_store_and_refit_when_labels_change(tmp_pa
         s.cache_put(PV.CACHE_KIND, key, b"not an npz")
         PV.compute(s, req)
         assert fits == [1, 1]
+
+
+def test_layer_errors_rows_follow_each_prompt_across_layers_and_draw(monkeypatch):
+    """The error analysis across layers: one row per prompt wrong or borderline at a layer,
+    its margin at every layer, its group, ordered by the first layer it stays right from."""
+    from backend.analysis.probes import layer_errors
+    from backend.figures.probes import errors_figure
+    from tests.backend.figures._strings import BOLD, LINK, assert_inert
+
+    rng = np.random.default_rng(1)
+    n = 48
+    labels = np.array(["sg", "pl"])[np.arange(n) % 2]
+    x = rng.normal(size=(3, n, 6)).astype(np.float32)
+    x[1, :, 0] += 1.0 * (labels == "pl")  # weak at layer 1, clear at layer 2
+    x[2, :, 0] += 6.0 * (labels == "pl")
+    meta = pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(n)],
+            "idx": range(n),
+            "text": [f"prompt {i} {LINK if i % 5 == 0 else BOLD}" for i in range(n)],
+            "label": labels,
+            "group": np.array(["near", "far", "mid"])[np.arange(n) % 3],
+        }
+    )
+    monkeypatch.setattr(
+        PV, "probe_units", lambda store, req, model_id=None: (x, labels, np.arange(n), meta)
+    )
+    monkeypatch.setattr(
+        PV.units, "set_runs_or_error", lambda store, s, m: pd.DataFrame({"run_id": range(n)})
+    )
+    res = PV.compute(None, PV.Request(model_id="m", set_name="s", folds=4, method="ridge"))
+    err = res.layer_errors(0)
+    e = layer_errors(res.probe, 0)
+    assert list(err.columns) == [
+        "prompt", "group", "true", "at_layer", "settles", "run_id", "L0", "L1", "L2"
+    ]  # fmt: skip
+    assert err["run_id"].tolist() == [f"r{u}" for u in e.units]
+    np.testing.assert_allclose(err[["L0", "L1", "L2"]].to_numpy(), e.margin)
+    assert (err["at_layer"] == "wrong").sum() == len(res.misclassified(0)) > 0
+    assert err["group"].tolist() == meta["group"].to_numpy()[e.units].tolist()
+    # ordered by the layer each stays right from (a prompt wrong at layer 0 settles later)
+    settled = err["settles"].dropna().astype(int)
+    assert settled.is_monotonic_increasing and settled.iloc[-1] == 2
+    assert not ((err["at_layer"] == "wrong") & (err["settles"] == 0)).any()
+    fig = errors_figure(err, 0)
+    hm = fig.data[0]
+    assert list(hm.x) == [0, 1, 2] and len(hm.y) == len(err) and len(set(hm.y)) == len(err)
+    assert hm.zmid == 0 and hm.y[0].startswith("1. [")
+    found = assert_inert(fig)
+    assert any("right from layer: 2" in s for s in found)
+
+
+def test_cached_never_fits_and_prompt_row_gives_every_layer_s_verdict(monkeypatch):
+    class Cache:  # the store's derived cache and the model's layer count, nothing else
+        def __init__(self):
+            self.d = {}
+
+        def get_model(self, model_id):
+            return {"n_layers": 1}
+
+        def cache_get(self, kind, key):
+            return self.d.get((kind, key))
+
+        def cache_put(self, kind, key, payload):
+            self.d[(kind, key)] = payload
+
+    toks = [f"w{i % 6}" for i in range(96)]
+    _fake_units(monkeypatch, toks)
+    store, req = Cache(), PV.Request(model_id="m", set_name="s", folds=3, method="ridge")
+    assert PV.cached(store, req) is None and not store.d  # nothing stored: nothing fitted
+    res = PV.compute(store, req)
+    again = PV.cached(store, req)
+    np.testing.assert_array_equal(again.probe.pred, res.probe.pred)
+    r = res.probe
+    for g in (0, 5):
+        u = int(np.flatnonzero(again.meta["run_id"].to_numpy() == f"r{g}")[0])
+        row = PV.prompt_row(again, f"r{g}")
+        assert row["layer"].tolist() == list(r.layers)
+        assert (row["verdict"] == np.where(r.pred[:, u] == r.y[u], "right", "wrong")).all()
+        assert ((row["margin"] > 0) == (row["verdict"] == "right")).all()
+    assert PV.prompt_row(again, "nope").empty

@@ -84,3 +84,26 @@ def test_prompt_units_of_a_sample_are_the_pooled_vectors(store):
     want = S.layer_cka(x, list(range(N_LAYERS + 1)))
     np.testing.assert_array_equal(v.matrix.values, want.values)
     assert v.units["run_id"].tolist() == [ids[i] for i in pick]
+
+
+def test_prompts_order_by_group_with_the_groups_as_the_strip(store):
+    texts = store.get_set("s")["text"].tolist()
+    groups = ["far", "near", None, "far", "mid"]
+    store.save_prompt_set(
+        "g", pd.DataFrame({"text": texts, "label": list("ababa"), "group": groups})
+    )
+    v = V.compute(
+        store, V.Request(kind="prompt", model_id="m", set_name="g", units="last", order="group")
+    )
+    rows = [v.matrix.rows[i] for i in v.matrix.order]
+    strip = [v.matrix.row_labels[i] for i in v.matrix.order]
+    assert strip == ["far", "far", "mid", "near", None]  # by group, stable, missing last
+    assert rows[0].startswith("0: ") and rows[1].startswith("3: ")
+    plain = V.compute(
+        store, V.Request(kind="prompt", model_id="m", set_name="g", units="last", order="none")
+    )
+    np.testing.assert_array_equal(v.matrix.values, plain.matrix.values)  # same numbers
+    with pytest.raises(Exception, match="has no groups"):
+        V.compute(
+            store, V.Request(kind="prompt", model_id="m", set_name="s", units="last", order="group")
+        )
