@@ -203,3 +203,40 @@ def test_atp_rank_agreement_drops_where_the_softmax_saturates():
     mild = np.mean([_toy_spearman(0.5, s) for s in range(8)])
     saturated = np.mean([_toy_spearman(30.0, s) for s in range(8)])
     assert mild > 0.9 and saturated < 0.6
+
+
+@pytest.mark.parametrize("metric", ["logit-diff", "prob"])
+def test_verify_patches_the_top_atp_cells_exactly(store, tiny_model_dir, metric):
+    path = tiny_model_dir("gpt2")
+    lm = models.load_model(str(path))
+    atp = V.compute(store, _req(path, method="atp", metric=metric), lm=lm)
+    exact = V.compute(store, _req(path, metric=metric), lm=lm)
+    res = V.compute(store, _req(path, method="atp", metric=metric, verify=6), lm=lm)
+    a = res.to_dict()["agreement"]
+    assert a["n"] == 6 and atp.agreement is None and "agreement" not in atp.to_dict()
+    # the top 6 cells by |AtP recovery|, their AtP and exact recoveries, and scipy's Spearman
+    flat = np.abs(atp.recovery).ravel()
+    top = np.argsort(-flat, kind="stable")[:6]
+    cells = [[atp.layers[i // len(atp.positions)], atp.positions[i % len(atp.positions)]]
+             for i in top]  # fmt: skip
+    assert a["cells"] == cells
+    idx = [(exact.layers.index(la), exact.positions.index(p)) for la, p in cells]
+    want_exact = [exact.recovery[i] for i in idx]
+    want_atp = [atp.recovery[i] for i in idx]
+    np.testing.assert_allclose(a["exact"], want_exact, rtol=2e-3, atol=1e-4)  # batching
+    np.testing.assert_allclose(a["atp"], want_atp, atol=1e-5)
+    assert a["spearman"] == pytest.approx(spearmanr(a["atp"], a["exact"]).statistic, abs=1e-6)
+    assert a["spearman"] == pytest.approx(spearmanr(want_atp, want_exact).statistic, abs=1e-3)
+    again = V.cached(store, _req(path, method="atp", metric=metric, verify=6))
+    assert again.agreement == res.agreement  # stored with the result
+    with pytest.raises(LayerScopeError, match="atp"):
+        _req(path, verify=3)
+
+
+def test_verify_in_the_cli(db, tiny_model_dir, capsys):
+    argv = ["patch", "--model", str(tiny_model_dir("gpt2")), "--clean", CLEAN, "--corrupted",
+            CORRUPTED, "--answer", "is", "--against", "are", "--method", "atp", "--verify", "4"]  # fmt: skip
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["agreement"]["n"] == 4
+    assert main(argv) == 0 and "top 4 cells by |AtP|: Spearman" in capsys.readouterr().out
