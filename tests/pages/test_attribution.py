@@ -34,3 +34,15 @@ def test_a_token_that_is_not_one_token_is_one_message(app_db):
     at.button(key="attr_compute").click().run()
     assert not at.exception
     assert any("single token" in m.value for m in [*at.info, *at.warning, *at.error])
+
+
+def test_a_node_shows_its_logit_lens(app_db):
+    at = open_page("attribution", {"model": "demo", "node": "4,5"})
+    _ok(at)
+    assert not at.get("plotly_chart")  # a link computes nothing
+    at.button(key="attr_compute").click().run()
+    _ok(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "logit lens at this node" in text
+    lens = next(d for d in at.dataframe if list(d.value.columns) == ["token", "p"])
+    assert len(lens.value) == 3 and lens.value["p"].iloc[0] > 0

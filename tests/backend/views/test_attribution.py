@@ -159,3 +159,21 @@ def test_cli_json(db, tiny_model_dir, capsys):
     assert main([*argv, "--answer", "cat dog"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "single token" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+def test_node_lens_is_the_lens_views_readout(lms, tiny_model_dir, family):
+    from backend.views import lens
+
+    lm, path = lms[family], str(tiny_model_dir(family))
+    res = V.compute(None, V.Request(model=path, prompt=PROMPT, threshold=0.1), lm=lm)
+    want = lens.compute(None, lens.Request(model=path, prompt=PROMPT, top=V.LENS_TOP), lm=lm).run
+    nodes = V.graph_nodes(res.graph)
+    assert set(res.node_lens) == set(nodes) and (len(res.attn), res.position) in nodes
+    for la, p in nodes:
+        toks, probs = zip(*res.node_lens[(la, p)])
+        assert list(toks) == [want.names[int(i)] for i in want.lens.top_ids[la, p]]
+        np.testing.assert_allclose(probs, want.lens.top_probs[la, p], atol=1e-5)
+    lens_json = res.to_dict()["graph"]["lens"]
+    assert [[n["layer"], n["position"]] for n in lens_json] == [list(n) for n in nodes]
+    assert all(len(n["tokens"]) == V.LENS_TOP == len(n["probs"]) for n in lens_json)
