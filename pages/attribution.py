@@ -91,5 +91,17 @@ if node is not None:
         st.markdown("The logit lens at this node (final norm and unembedding of its stream):")
         st.dataframe(pd.DataFrame([{"token": t, "p": round(q, 4)} for t, q in top]),
                      hide_index=True, key="attr_node_lens")  # fmt: skip
-st.page_link("pages/patching.py", label="Check a cell by patching it exactly",
-             icon=":material/healing:")  # fmt: skip
+links = attribution.patch_links(res)
+if links:
+    st.markdown(
+        "**Patch an edge exactly** — the residual stream at the source node of one of the "
+        "strongest cross-token edges, clean = this prompt"
+        + ("" if "corrupted" in links[0]["query_params"] else
+           " (type a corrupted prompt with the same number of tokens there)") + ":"
+    )  # fmt: skip
+    for link in links:
+        st.page_link("pages/patching.py", label=link["label"], icon=":material/healing:",
+                     query_params=link["query_params"])  # fmt: skip
+else:
+    st.page_link("pages/patching.py", label="Check a cell by patching it exactly",
+                 icon=":material/healing:")  # fmt: skip

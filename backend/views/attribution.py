@@ -243,3 +243,44 @@ def compute(store: Store | None, req: Request, lm=None) -> Result:
         graph=graph,
         node_lens=node_lens(lm, tr, graph_nodes(graph)),
     )
+
+
+def minimal_pair(prompt: str) -> str | None:
+    """The other half of a bundled set's minimal pair that contains ``prompt``, or None."""
+    from backend.demo.sets import DEMO_SETS, load_pairs
+
+    for name in DEMO_SETS:
+        for clean, corrupted in load_pairs(name):
+            if prompt.strip() == clean.strip():
+                return corrupted
+            if prompt.strip() == corrupted.strip():
+                return clean
+    return None
+
+
+def patch_links(res: Result, n: int = 3) -> list[dict]:
+    """Query parameters of the Patching page that patch the source node of each of the ``n``
+    strongest cross-position edges (the answer's route first) exactly: the residual stream at
+    (layer, position) of the edge's source, this prompt as the clean one, its bundled minimal
+    pair (if any) as the corrupted one, the same answer and against tokens. [] when the
+    position read is not the last (Patching reads the last position's next token)."""
+    if res.position != len(res.tokens) - 1:
+        return []
+    edges = [e for e in res.graph.edges if e.source[1] != e.target[1]] or list(res.graph.edges)
+    edges = sorted(edges, key=lambda e: (not e.route, -e.weight))[:n]
+    base = {"clean": res.request.prompt, "answer": res.answer.strip(), "component": "resid",
+            "method": "exact", "model": res.request.model}  # fmt: skip
+    pair = minimal_pair(res.request.prompt)
+    if pair is not None:
+        base["corrupted"] = pair
+    if res.against is not None:
+        base["against"] = res.against.strip()
+    out = []
+    for e in edges:
+        (sl, sp), (tl, tp) = e.source, e.target
+        out.append({
+            "label": f"layer {sl} {res.tokens[sp]!r} → layer {tl} {res.tokens[tp]!r} "
+                     f"(share {e.weight:.2f})",
+            "query_params": {**base, "cell": f"{sl},{sp}"},
+        })  # fmt: skip
+    return out
