@@ -24,8 +24,9 @@ with st.expander("What am I looking at?", expanded=present):
         "2024) has a node per token and layer; an edge says how large a share of a position's "
         "attention update came from a source token (or from its own residual stream), and "
         "edges below the threshold are dropped. Red: the route into the answer's node. Click "
-        "a node to list what flowed into it. Pitfall: a direct contribution is not the whole "
-        "effect — a head can matter through the layers after it; check with Patching."
+        "a node to list what flowed into it and the logit lens there (its top tokens). "
+        "Pitfall: a direct contribution is not the whole effect — a head can matter through "
+        "the layers after it; check with Patching."
     )
 
 prompt = _ui.qp_text("Prompt", "prompt", "the teacher above the boys always")
@@ -66,6 +67,17 @@ event = _ui.show_figure(graph_figure(res), "attr_graph", "attribution-graph",
 points = (event or {}).get("selection", {}).get("points", []) if event else []
 node = next((tuple(p["customdata"]) for p in points if p.get("customdata")), None)
 if node is not None:
+    st.query_params["node"] = f"{node[0]},{node[1]}"
+elif st.query_params.get("node"):  # a link to a node: shown once the result is computed
+    try:
+        node = tuple(int(v) for v in st.query_params["node"].split(","))[:2]
+    except ValueError:
+        node = None
+if node is not None and not (
+    len(node) == 2 and 0 <= node[0] <= len(res.attn) and 0 <= node[1] < len(res.tokens)
+):
+    node = None
+if node is not None:
     rows = [{"from layer": e.source[0], "from token": res.tokens[e.source[1]], "kind": e.kind,
              "share": round(e.weight, 4)}
             for e in res.graph.edges if e.target == node]  # fmt: skip
@@ -74,5 +86,22 @@ if node is not None:
         st.dataframe(pd.DataFrame(rows).sort_values("share", ascending=False), hide_index=True)
     else:
         st.info("No edge into this node carries the threshold's share.")
-st.page_link("pages/patching.py", label="Check a cell by patching it exactly",
-             icon=":material/healing:")  # fmt: skip
+    top = res.node_lens.get((int(node[0]), int(node[1])))
+    if top:
+        st.markdown("The logit lens at this node (final norm and unembedding of its stream):")
+        st.dataframe(pd.DataFrame([{"token": t, "p": round(q, 4)} for t, q in top]),
+                     hide_index=True, key="attr_node_lens")  # fmt: skip
+links = attribution.patch_links(res)
+if links:
+    st.markdown(
+        "**Patch an edge exactly** — the residual stream at the source node of one of the "
+        "strongest cross-token edges, clean = this prompt"
+        + ("" if "corrupted" in links[0]["query_params"] else
+           " (type a corrupted prompt with the same number of tokens there)") + ":"
+    )  # fmt: skip
+    for link in links:
+        st.page_link("pages/patching.py", label=link["label"], icon=":material/healing:",
+                     query_params=link["query_params"])  # fmt: skip
+else:
+    st.page_link("pages/patching.py", label="Check a cell by patching it exactly",
+                 icon=":material/healing:")  # fmt: skip

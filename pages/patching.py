@@ -1,5 +1,8 @@
 """Activation patching: which (layer, position) of the clean run brings its answer back."""
 
+from dataclasses import replace
+
+import pandas as pd
 import streamlit as st
 
 from backend.errors import LayerScopeError
@@ -125,6 +128,33 @@ st.markdown(
     f"recovery {rec[li, pi]:.2f}.",
     help=_ui.gloss("recovery", "logit difference"),
 )
+
+# AtP checked: the top-N cells by |AtP| patched exactly, on a click (stored with the result)
+if result.method == "atp":
+    c = st.columns([1, 2])
+    n_top = int(_ui.qp_number("Check the top N cells exactly", "verify", 10, 2, 200, where=c[0]))
+    vreq = replace(req, verify=n_top)
+    checked = patching.cached(s, vreq)
+    if c[1].button(f"Patch the top {n_top} cells by |AtP| exactly", key="patch_verify"):
+        try:
+            with st.spinner(f"Patching {n_top} cells exactly…"):
+                checked = patching.compute(s, vreq, lm=_ui.loaded_model(sel.model))
+        except LayerScopeError as e:
+            _ui.message(e)
+    if checked is not None and checked.agreement is not None:
+        a = checked.agreement
+        rho = "undefined" if a["spearman"] is None else f"**{a['spearman']:.3f}**"
+        st.markdown(
+            f"Rank agreement of AtP with exact patching over the top **{a['n']}** cells by "
+            f"|AtP| (typed pair): Spearman ρ = {rho}."
+        )
+        st.dataframe(
+            pd.DataFrame(
+                [{"layer": la, "position": p, "token": result.tokens[p], "AtP recovery": x,
+                  "exact recovery": e} for (la, p), x, e in zip(a["cells"], a["atp"], a["exact"])]
+            ),
+            hide_index=True,
+        )  # fmt: skip
 
 # a clicked cell (or ?cell=L,P): its patched next-token distribution, computed on the click
 points = (event or {}).get("selection", {}).get("points", []) if event else []

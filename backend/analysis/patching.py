@@ -43,3 +43,29 @@ def pair_interval(
         how = f"bootstrap over {n} pairs ({n_boot} resamples, {level:.0%})"
     shape = v.shape[1:]
     return PairMean(mean.reshape(shape), lo.reshape(shape), hi.reshape(shape), n, how)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
+    ends = np.r_[starts[1:], len(x)]
+    r = np.empty(len(x))
+    for s, e in zip(starts, ends):
+        r[order[s:e]] = (s + e + 1) / 2
+    return r
+
+
+def spearman(a, b) -> float | None:
+    """Spearman's rank correlation of two equal-length sequences (Pearson on the ranks, ties
+    given their mean rank); None when it is undefined (fewer than 2 values, or one sequence
+    constant)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if len(a) != len(b):
+        raise ValueError("spearman needs two sequences of the same length.")
+    if len(a) < 2:
+        return None
+    ra, rb = _ranks(a) - (len(a) + 1) / 2, _ranks(b) - (len(b) + 1) / 2
+    den = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
+    return None if den == 0 else float((ra * rb).sum() / den)

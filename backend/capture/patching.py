@@ -356,3 +356,18 @@ def atp_cells(
     ``clean_values`` as for ``patch_cells`` (residual states, or ``component_outputs``)."""
     logits, acts = atp_forward(lm, corrupted_ids, component)
     return atp_estimate(logits, acts, clean_values, cells, answer, against, metric)
+
+
+def agreement(cells, atp, exact, clean: float, corrupted: float) -> dict:
+    """The rank agreement of AtP with exact patching over ``cells`` (both as recoveries):
+    {n, spearman (None where undefined), cells, atp, exact}."""
+    from backend.analysis.patching import spearman
+
+    def rec(x):
+        return (np.asarray(x, dtype=np.float64) - corrupted) / (clean - corrupted)
+
+    a, e = rec(atp), rec(exact)
+    rho = spearman(a, e)
+    return {"n": len(cells), "spearman": None if rho is None else round(rho, 6),
+            "cells": [[int(la), int(p)] for la, p in cells],
+            "atp": a.round(6).tolist(), "exact": e.round(6).tolist()}  # fmt: skip

@@ -48,6 +48,14 @@ def register(p) -> None:
         help="exact: one patched forward per cell; atp: attribution patching, every cell "
         "estimated as (clean - corrupted) · gradient from one backward pass",
     )
+    p.add_argument(
+        "--verify",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --method atp: patch the top N cells by |AtP| exactly and report the "
+        "Spearman rank agreement of the two over them (typed pair)",
+    )
     p.add_argument("--set", dest="set_name", help="a bundled set with minimal pairs (--pairs)")
     p.add_argument(
         "--pairs",
@@ -85,6 +93,7 @@ def run(args, store) -> dict:
         n_boot=args.n_boot,
         seed=args.seed,
         method=args.method,
+        verify=args.verify,
     )
     cell = _ints(args.cell, "cell")
     if cell is not None and len(cell) != 2:
@@ -125,6 +134,12 @@ def prose(r: dict) -> str:
                 for lo, hi in zip(r["recovery_lo"][li], r["recovery_hi"][li])
             )
             lines.append(f"{layer:>5} {cells}")
+    if "agreement" in r:
+        a = r["agreement"]
+        rho = "undefined" if a["spearman"] is None else f"{a['spearman']:.3f}"
+        lines.append(f"AtP vs exact over the top {a['n']} cells by |AtP|: Spearman {rho}")
+        for (la, p), x, e in zip(a["cells"], a["atp"], a["exact"]):
+            lines.append(f"  layer {la:>3} position {p:>3}: AtP {x:+.3f}  exact {e:+.3f}")
     if "cell" in r:
         c = r["cell"]
         lines.append(f"layer {c['layer']}, position {c['position']} patched: next token")

@@ -10,7 +10,7 @@ Shared by the Attribution page and the `attribution` CLI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -22,6 +22,7 @@ from backend.store import Store
 
 #: parts of one block's attention step held at once (target chunk × T × d floats)
 PART_ELEMENTS = 2**24
+LENS_TOP = 3  #: the logit lens's top tokens kept for each node of the pruned graph
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,9 @@ class Result:
     heads: np.ndarray  #: (n_layers, n_heads)
     head_bias: np.ndarray  #: (n_layers,) the attention output projection's bias
     graph: Graph
+    #: (layer, position) -> [(token, p)]: the logit lens's top tokens of the residual stream
+    #: at each node of the pruned graph (final norm and unembedding, like the Logit lens view)
+    node_lens: dict = field(default_factory=dict)
 
     @property
     def layers(self) -> list[int]:
@@ -98,8 +102,11 @@ class Result:
         edges = [{"source": list(e.source), "target": list(e.target),
                   "weight": round(e.weight, 6), "kind": e.kind, "route": e.route}
                  for e in g.edges]  # fmt: skip
+        lens = [{"layer": la, "position": p, "tokens": [t for t, _ in top],
+                 "probs": [round(float(q), 6) for _, q in top]}
+                for (la, p), top in sorted(self.node_lens.items())]  # fmt: skip
         return {"threshold": g.threshold, "answer_node": [g.n_layers, g.position],
-                "nodes": nodes, "edges": edges}  # fmt: skip
+                "nodes": nodes, "edges": edges, "lens": lens}  # fmt: skip
 
     def to_dict(self) -> dict:
         r6 = lambda x: round(float(x), 6)  # noqa: E731
@@ -176,6 +183,29 @@ def contribution_graph(lm, tr, position: int, threshold: float) -> Graph:
     return flow_graph(resid, attn, position, threshold)
 
 
+def graph_nodes(g: Graph) -> list[tuple[int, int]]:
+    """The nodes of the pruned graph: every edge's ends, and the answer's node."""
+    ends = {n for e in g.edges for n in (e.source, e.target)} | {(g.n_layers, g.position)}
+    return sorted((int(la), int(p)) for la, p in ends)
+
+
+def node_lens(lm, tr, nodes, k: int = LENS_TOP) -> dict:
+    """(layer, position) -> [(token, p)]: the logit lens (``views.lens.lens_for_hidden``) of
+    the residual stream at each node: layer 0 the embeddings, layer l block l's output."""
+    import torch
+
+    from backend.views.lens import decode, lens_for_hidden
+
+    if not nodes:
+        return {}
+    hidden = torch.stack([*tr.inputs, tr.final]).numpy()  # (n_layers + 1, T, d)
+    lens = lens_for_hidden(lm, hidden, k)
+    names = decode(lm, lens.top_ids[tuple(np.array(nodes).T)])
+    return {(la, p): [(names[int(i)], float(q))
+                      for i, q in zip(lens.top_ids[la, p], lens.top_probs[la, p])]
+            for la, p in nodes}  # fmt: skip
+
+
 def compute(store: Store | None, req: Request, lm=None) -> Result:
     from backend.capture import attribution as A
     from backend.capture import extract
@@ -196,6 +226,7 @@ def compute(store: Store | None, req: Request, lm=None) -> Result:
         raise LayerScopeError("The answer and the against token are the same; name two tokens.")
     att = A.attribute(lm, tr, pos, answer, against)
     names = decode(lm, [answer] + ([against] if against is not None else []))
+    graph = contribution_graph(lm, tr, pos, req.threshold)
     return Result(
         request=req,
         tokens=extract.decode_tokens(lm.tokenizer, ids),
@@ -209,5 +240,47 @@ def compute(store: Store | None, req: Request, lm=None) -> Result:
         bias=att.bias,
         heads=att.heads,
         head_bias=att.head_bias,
-        graph=contribution_graph(lm, tr, pos, req.threshold),
+        graph=graph,
+        node_lens=node_lens(lm, tr, graph_nodes(graph)),
     )
+
+
+def minimal_pair(prompt: str) -> str | None:
+    """The other half of a bundled set's minimal pair that contains ``prompt``, or None."""
+    from backend.demo.sets import DEMO_SETS, load_pairs
+
+    for name in DEMO_SETS:
+        for clean, corrupted in load_pairs(name):
+            if prompt.strip() == clean.strip():
+                return corrupted
+            if prompt.strip() == corrupted.strip():
+                return clean
+    return None
+
+
+def patch_links(res: Result, n: int = 3) -> list[dict]:
+    """Query parameters of the Patching page that patch the source node of each of the ``n``
+    strongest cross-position edges (the answer's route first) exactly: the residual stream at
+    (layer, position) of the edge's source, this prompt as the clean one, its bundled minimal
+    pair (if any) as the corrupted one, the same answer and against tokens. [] when the
+    position read is not the last (Patching reads the last position's next token)."""
+    if res.position != len(res.tokens) - 1:
+        return []
+    edges = [e for e in res.graph.edges if e.source[1] != e.target[1]] or list(res.graph.edges)
+    edges = sorted(edges, key=lambda e: (not e.route, -e.weight))[:n]
+    base = {"clean": res.request.prompt, "answer": res.answer.strip(), "component": "resid",
+            "method": "exact", "model": res.request.model}  # fmt: skip
+    pair = minimal_pair(res.request.prompt)
+    if pair is not None:
+        base["corrupted"] = pair
+    if res.against is not None:
+        base["against"] = res.against.strip()
+    out = []
+    for e in edges:
+        (sl, sp), (tl, tp) = e.source, e.target
+        out.append({
+            "label": f"layer {sl} {res.tokens[sp]!r} → layer {tl} {res.tokens[tp]!r} "
+                     f"(share {e.weight:.2f})",
+            "query_params": {**base, "cell": f"{sl},{sp}"},
+        })  # fmt: skip
+    return out

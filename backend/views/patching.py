@@ -48,6 +48,7 @@ class Request:
     n_boot: int = 1000  #: bootstrap resamples of pairs for the interval
     seed: int = 0
     method: str = "exact"  #: "exact" | "atp": every cell estimated from one backward pass
+    verify: int = 0  #: with "atp": patch the top-N cells by |AtP| exactly (the typed pair)
 
     def __post_init__(self):
         if not self.clean.strip() or not self.corrupted.strip():
@@ -64,6 +65,10 @@ class Request:
             raise LayerScopeError("--n-boot must be 0 or more.")
         if self.method not in METHODS:
             raise LayerScopeError(f"Unknown method '{self.method}': use exact or atp.")
+        if self.verify < 0 or (self.verify and self.method != "atp"):
+            raise LayerScopeError(
+                "--verify N (0 or more) checks AtP's top cells: use --method atp."
+            )
         for name in ("answer", "against"):
             v = getattr(self, name)
             if v is not None and not v.strip():
@@ -96,6 +101,8 @@ class Result:
     pair_metrics: list | None = None  #: [(clean, corrupted)] metric of each pair
     n_skipped: int = 0  #: aligned pairs left out: same answer and against, or nothing to recover
     method: str = "exact"  #: "atp": ``patched`` is the first-order estimate, no top tokens
+    #: ``verify``: {n, spearman, cells [[layer, pos]], atp, exact (recoveries)} of the top cells
+    agreement: dict | None = None
     from_cache: bool = field(default=False, compare=False)
 
     @property
@@ -167,6 +174,8 @@ class Result:
             "clean_source": self.clean_source,
             "method": self.method,
         }
+        if self.agreement is not None:
+            d["agreement"] = self.agreement
         iv = self.interval()
         if iv is not None:
             d |= {
@@ -218,6 +227,7 @@ class Result:
             pair_metrics=[tuple(m) for m in d["pair_metrics"]] if pr is not None else None,
             n_skipped=int(d.get("pairs_skipped", 0)),
             method=d.get("method", "exact"),
+            agreement=d.get("agreement"),
             from_cache=True,
         )
 
@@ -263,6 +273,8 @@ def cache_key(req: Request) -> str:
     ]
     if req.method != "exact":  # exact keys stay what they were
         parts.append(req.method)
+    if req.verify:
+        parts.append(["verify", req.verify])
     if req.pairs:  # the pairs themselves, so an edited set is a new key
         parts += [req.set_name, req.n_boot, req.seed, set_pairs(req.set_name)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -413,8 +425,11 @@ def _clean_values(store: Store, lm, req: Request, clean: str, clean_ids):
     return states, last, "computed"
 
 
-def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -> Result:
-    """One pair's map (``clean`` / ``corrupted`` may be a set's pair, not the typed one)."""
+def _one(
+    store: Store, req: Request, lm, clean: str, corrupted: str, ids=None, verify: bool = False
+) -> Result:
+    """One pair's map (``clean`` / ``corrupted`` may be a set's pair, not the typed one);
+    ``verify``: with ``req.verify``, AtP's top cells patched exactly (``Result.agreement``)."""
     from backend.capture import extract
     from backend.capture import patching as P
     from backend.views.lens import decode
@@ -451,10 +466,16 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
             f"The metric {what} is the same after both prompts ({clean_m:.4f}): nothing to recover."
         )
     cells = [(layer, p) for layer in layers for p in positions]
+    agreement = None
     if req.method == "atp":  # one backward for every cell; no patched distributions
         est = P.atp_estimate(corr_grad, corr_acts, values, cells, answer, against, req.metric)
         none = np.zeros((len(cells), 0))
         ro = P.Readout(metric=est, top_ids=none.astype(np.int64), top_probs=none, prob=est)
+        if verify and req.verify:
+            top = np.argsort(-np.abs(est - corr_m), kind="stable")[: req.verify]
+            ex = pick(P.patch_cells(lm, corr_ids, values, [cells[i] for i in top], answer,
+                                    against, 1, component=req.component))  # fmt: skip
+            agreement = P.agreement([cells[i] for i in top], est[top], ex, clean_m, corr_m)
     else:
         ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
                            corrupted_outputs=corr_outputs, component=req.component,
@@ -482,6 +503,7 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         metric=req.metric,
         component=req.component,
         method=req.method,
+        agreement=agreement,
     )
 
 
@@ -492,7 +514,7 @@ def _differs(a, b) -> tuple[int, ...]:
 def _compute(store: Store, req: Request, lm) -> Result:
     lm = _model(req, lm)
     typed_ids = _tokenize_pair(lm, req.clean, req.corrupted)
-    first = _one(store, req, lm, req.clean, req.corrupted, typed_ids)
+    first = _one(store, req, lm, req.clean, req.corrupted, typed_ids, verify=True)
     if not req.pairs:
         return first
     # the set's pairs aligned with the typed one: same token count, same differing positions
@@ -524,7 +546,7 @@ def _compute(store: Store, req: Request, lm) -> Result:
         **{k: getattr(first, k) for k in ("request", "layers", "positions", "tokens",
                                           "corrupted_tokens", "answer", "against", "top_tokens",
                                           "top_probs", "clean_source", "metric", "component",
-                                          "method")},
+                                          "method", "agreement")},
         clean_metric=float(np.mean([r.clean_metric for r in results])),
         corrupted_metric=float(np.mean([r.corrupted_metric for r in results])),
         patched=np.mean([r.patched for r in results], axis=0),

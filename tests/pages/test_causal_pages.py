@@ -48,6 +48,13 @@ def test_patching_atp_draws_the_estimated_grid(app_db):
     _ok(at)
     (chart,) = at.get("plotly_chart")
     assert "AtP estimate" in chart.proto.spec
+    assert not at.dataframe  # the exact check waits for its own click
+    at.button(key="patch_verify").click().run()
+    _ok(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "top **10** cells by |AtP|" in text and "Spearman" in text
+    (table,) = at.dataframe
+    assert len(table.value) == 10 and "exact recovery" in table.value.columns
 
 
 def test_attention_computes_on_click_only(app_db):

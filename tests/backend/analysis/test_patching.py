@@ -2,6 +2,7 @@
 0/1 values and an independent loop-based percentile bootstrap on real values."""
 
 import numpy as np
+import pytest
 
 from backend.analysis.patching import pair_interval
 from backend.analysis.probes import pooled_interval
@@ -30,3 +31,19 @@ def test_matches_a_loop_bootstrap_and_keeps_the_shape():
     assert (r.lo <= r.mean + 1e-12).all() and (r.mean <= r.hi + 1e-12).all()
     one = pair_interval(v[:1])
     np.testing.assert_array_equal(one.lo, v[0]) and "no interval" in one.description
+
+
+def test_spearman_equals_scipy_with_ties_and_undefined_cases():
+    from scipy.stats import spearmanr
+
+    from backend.analysis.patching import spearman
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 57):
+        a, b = rng.normal(size=n), rng.normal(size=n)
+        assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+        a, b = rng.integers(0, 3, n).astype(float), rng.integers(0, 4, n)  # many ties
+        want = spearmanr(a, b).statistic
+        got = spearman(a, b)
+        assert (got is None and np.isnan(want)) or got == pytest.approx(want, abs=1e-12)
+    assert spearman([1.0], [2.0]) is None and spearman([1, 1, 1], [1, 2, 3]) is None

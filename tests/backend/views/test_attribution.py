@@ -159,3 +159,48 @@ def test_cli_json(db, tiny_model_dir, capsys):
     assert main([*argv, "--answer", "cat dog"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "single token" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+def test_node_lens_is_the_lens_views_readout(lms, tiny_model_dir, family):
+    from backend.views import lens
+
+    lm, path = lms[family], str(tiny_model_dir(family))
+    res = V.compute(None, V.Request(model=path, prompt=PROMPT, threshold=0.1), lm=lm)
+    want = lens.compute(None, lens.Request(model=path, prompt=PROMPT, top=V.LENS_TOP), lm=lm).run
+    nodes = V.graph_nodes(res.graph)
+    assert set(res.node_lens) == set(nodes) and (len(res.attn), res.position) in nodes
+    for la, p in nodes:
+        toks, probs = zip(*res.node_lens[(la, p)])
+        assert list(toks) == [want.names[int(i)] for i in want.lens.top_ids[la, p]]
+        np.testing.assert_allclose(probs, want.lens.top_probs[la, p], atol=1e-5)
+    lens_json = res.to_dict()["graph"]["lens"]
+    assert [[n["layer"], n["position"]] for n in lens_json] == [list(n) for n in nodes]
+    assert all(len(n["tokens"]) == V.LENS_TOP == len(n["probs"]) for n in lens_json)
+
+
+def test_patch_links_open_a_valid_patching_request(store, lms, tiny_model_dir):
+    from backend.views import patching
+
+    res = V.compute(None, V.Request(model="demo", prompt=DEMO, answer="helps", against="help"))
+    links = V.patch_links(res)
+    assert 1 <= len(links) <= 3
+    q = links[0]["query_params"]
+    assert q["clean"] == DEMO and q["corrupted"] == "the teachers above the boy always"
+    assert (q["answer"], q["against"], q["component"]) == ("helps", "help", "resid")
+    layer, pos = (int(v) for v in q["cell"].split(","))
+    edge = max((e for e in res.graph.edges if e.source[1] != e.target[1]),
+               key=lambda e: (e.route, e.weight))  # fmt: skip
+    assert (layer, pos) == edge.source
+    req = patching.Request(model="demo", clean=q["clean"], corrupted=q["corrupted"],
+                           answer=q["answer"], against=q["against"],
+                           layers=(layer,), positions=(pos,))  # fmt: skip
+    cell = patching.compute(store, req)
+    assert np.isfinite(cell.recovery).all()
+    # a prompt outside the sets: no corrupted prompt; another position than the last: no links
+    path = str(tiny_model_dir("gpt2"))
+    lone = V.compute(None, V.Request(model=path, prompt=PROMPT), lm=lms["gpt2"])
+    assert V.patch_links(lone)
+    assert all("corrupted" not in link["query_params"] for link in V.patch_links(lone))
+    early = V.compute(None, V.Request(model=path, prompt=PROMPT, position=-2), lm=lms["gpt2"])
+    assert V.patch_links(early) == []
