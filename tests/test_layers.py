@@ -98,3 +98,16 @@ def test_no_string_dispatch_hides_an_arrow():
         if "import_module(" in f.read_text()
     ]
     assert offenders == []
+
+
+MAX_LINES = 600  #: a module past this is a grab-bag waiting to happen: split it by responsibility
+
+
+def test_no_module_of_backend_or_pages_is_a_grab_bag():
+    long = {
+        str(f.relative_to(ROOT)): n
+        for where in ("backend", "pages")
+        for f in (ROOT / where).rglob("*.py")
+        if (n := len(f.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"over {MAX_LINES} lines: {long}"
