@@ -5,7 +5,7 @@ import streamlit as st
 
 from backend.errors import LayerScopeError
 from backend.figures.steering import steering_figure
-from backend.views import steering
+from backend.views import steering, steering_runs
 from pages import _ui
 
 present, sel, runs = _ui.open_view("Steering")
@@ -103,7 +103,7 @@ st.dataframe(pd.DataFrame(result.continuations_frame(i)), hide_index=True)
 if st.button("Store the steered runs (every layer; one prompt set per α)", key="steer_store"):
     try:
         with st.spinner("Generating again with every layer recorded…"):
-            stored = steering.store_runs(s, req, lm=_ui.loaded_model(sel.model))
+            stored = steering_runs.store_runs(s, req, lm=_ui.loaded_model(sel.model))
     except LayerScopeError as e:
         _ui.message(e)
         st.stop()

@@ -96,7 +96,9 @@ def run(args, store) -> dict:
     res = steering.compute(store, req, use_cache=not args.no_cache)
     out = {"model": req.model, **res.to_dict(), "from_cache": res.from_cache}
     if args.store_runs:  # the direction's steered generations as runs, one prompt set per α
-        sets = steering.store_runs(store, req)
+        from backend.views import steering_runs
+
+        sets = steering_runs.store_runs(store, req)
         out["stored_sets"] = {f"{a:g}": name for a, name in sets.items()}
     return out
 

@@ -126,6 +126,7 @@ MAPPED = {
         "n_boot": (["--n-boot", "10"], "n_boot"),
         "seed": (["--seed", "3"], "seed"),
         "method": (["--method", "atp"], "method"),
+        "verify": (["--method", "atp", "--verify", "5"], "verify"),
     },
     "attention": {},
     "attribution": {
@@ -200,7 +201,7 @@ COMMAND_ELSEWHERE = {
     "attribution": {"prompt": "required: always given (BASE)"},
     "steering": {
         "no_cache": "passed to compute as use_cache (whether to read the stored result)",
-        "store_runs": "after compute: views.steering.store_runs with the same Request",
+        "store_runs": "after compute: views.steering_runs.store_runs with the same Request",
     },
     "training": {},
     "prompt": {},

@@ -12,6 +12,7 @@ from backend.capture import steering as S
 from backend.cli import main
 from backend.errors import LayerScopeError
 from backend.views import steering as V
+from backend.views import steering_runs
 
 PROMPT = "the cat near the dogs"
 SET = [
@@ -284,10 +285,10 @@ def test_steered_runs_are_stored_as_runs_and_alpha_zero_is_plain(labelled, db):
     lm = models.load_model(str(path))
     req = V.Request(model=str(path), set_name="num", layer=2, alphas=(0, 6), max_new_tokens=3)
     with Store(str(db)) as s:
-        names = V.store_runs(s, req, lm=lm)
+        names = steering_runs.store_runs(s, req, lm=lm)
         assert names == {0.0: "num+steer(L2 means 0)", 6.0: "num+steer(L2 means 6)"}
         n_runs = len(s.runs_for_model(lm.info.model_id))
-        assert V.store_runs(s, req, lm=lm) == names  # the same runs: a cache hit
+        assert steering_runs.store_runs(s, req, lm=lm) == names  # the same runs: a cache hit
         assert len(s.runs_for_model(lm.info.model_id)) == n_runs
         plain, steered = (
             s.set_runs(names[0.0], lm.info.model_id),
