@@ -50,6 +50,10 @@ def test_train_on_click_then_browse(env):
     assert "AUROC on the last token" in md and "open prompt" in md
     # the default feature is the top of the AUROC sort: it separates the label
     assert "vs rest 1.000" in md or "vs rest 0.9" in md
+    assert "loss recovered" not in md  # the spliced loss waits for a click (loads the model)
+    at.button(key="feat_splice").click().run()
+    ok(at)
+    assert "loss recovered" in " ".join(m.value for m in at.markdown)
 
     # the Prompt page lists each token's top features from that dictionary
     run_id = _ui.store().set_runs("agreement", _ui.store().find_model("demo")["model_id"])

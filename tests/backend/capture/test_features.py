@@ -1,0 +1,99 @@
+"""Spliced loss and latent ablation against hand-written hooks on a tiny Llama directory."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.cli import main
+
+
+@pytest.fixture
+def trained(db, tiny_model_dir, tmp_path, capsys):
+    model = str(tiny_model_dir("llama"))
+    words = ["cat", "dog", "cats", "dogs", "bird", "birds"]
+    rows = [
+        f"the {words[i % 6]} sees the {words[(i // 6) % 6]},{'a' if i % 2 else 'b'}"
+        for i in range(16)
+    ]
+    f = tmp_path / "p.csv"
+    f.write_text("text,label\n" + "\n".join(rows) + "\n")
+    argv = ["extract", "--model", model, "--prompts", str(f), "--set", "p"]
+    assert main([*argv, "--label-column", "label", "--json"]) == 0
+    opts = ["--model", model, "--set", "p", "--layer", "1", "--latents", "16", "--k", "2"]
+    capsys.readouterr()
+    assert main(["features", "train", *opts, "--splice", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return model, r
+
+
+def _encode(w, x):
+    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    keep = np.argsort(-pre, axis=1)[:, : w["k"]]
+    z = np.zeros_like(pre)
+    np.put_along_axis(z, keep, np.maximum(np.take_along_axis(pre, keep, 1), 0), 1)
+    return z
+
+
+def _hf_loss(model, ids, block, fn, where):
+    """HF's own mean loss (labels=ids) with ``fn`` applied to block's output at ``where``."""
+
+    def hook(_m, _a, out):
+        h = out[0] if isinstance(out, tuple) else out
+        h = h.clone()
+        h[0, where] = torch.as_tensor(fn(h[0, where].double().numpy()), dtype=h.dtype)
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    handle = block.register_forward_hook(hook) if fn is not None else None
+    try:
+        with torch.no_grad():
+            t = torch.tensor([ids])
+            return float(model(input_ids=t, labels=t).loss) * (len(ids) - 1)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def test_spliced_loss_equals_a_hand_written_hook(trained):
+    from transformers import AutoModelForCausalLM
+
+    from backend.store import Store
+    from backend.views import dictionaries
+
+    model_dir, r = trained
+    s = r["splice"]
+    with Store() as st:
+        d = dictionaries.load(st, r["model_id"], 1, "p", latents=16, k=2, seed=0)
+        assert d.info["splice"]["spliced"] == s["spliced"]  # kept in the entry
+        w = {n: getattr(d.sae, n).astype(np.float64) for n in dictionaries._WEIGHTS}
+        w["k"] = d.sae.k
+        # the mean over training tokens, from the cache
+        xs = [
+            st.rows([rid] * len(t), t["pos"].to_numpy(), 1)[~t["is_special"].to_numpy()]
+            for rid in d.info["train_runs"]
+            for t in [st.tokens(rid)]
+        ]
+        mu = np.concatenate(xs).astype(np.float64).mean(0)
+        prompts = [st.tokens(rid) for rid in d.info["heldout_runs"]]
+    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    block = m.model.layers[0]
+    sums = np.zeros(3)
+    n = 0
+    for t in prompts:
+        ids = t["token_id"].astype(int).tolist()
+        where = np.flatnonzero(~t["is_special"].to_numpy(bool))
+        assert len(where) < len(ids)  # BOS kept clean
+        sums += [
+            _hf_loss(m, ids, block, None, where),
+            _hf_loss(m, ids, block, lambda x: _encode(w, x) @ w["W_dec"] + w["b_dec"], where),
+            _hf_loss(m, ids, block, lambda x: np.broadcast_to(mu, x.shape), where),
+        ]
+        n += len(ids) - 1
+    clean, spliced, ablated = sums / n
+    assert s["n_tokens"] == n
+    assert s["clean"] == pytest.approx(clean, abs=1e-4)
+    assert s["spliced"] == pytest.approx(spliced, abs=1e-3)
+    assert s["mean_ablated"] == pytest.approx(ablated, abs=1e-3)
+    rec = (ablated - spliced) / (ablated - clean)
+    assert s["loss_recovered"] == pytest.approx(rec, abs=1e-2)
