@@ -162,3 +162,16 @@ def ablate_latent(sae: SAE, feature: int) -> Callable:
         return x - z[:, None] * row
 
     return fn
+
+
+def ablated_states(lm: LoadedModel, ids: Sequence[int], layer: int, fn: Callable):
+    """The run's residual states with ``fn`` applied at ``layer`` (each position on its own),
+    for ``patching.patch_cells`` on the same prompt: (values, each block's output, the
+    last-position logits, the unedited states)."""
+    from backend.capture import patching as P
+
+    states, outs, last = P.run_plain(lm, ids)
+    values = states.clone()
+    x = states[layer].float().cpu().numpy()
+    values[layer] = torch.as_tensor(np.array(fn(x), dtype=np.float32)).to(values.dtype)
+    return values, outs, last, states

@@ -152,6 +152,16 @@ def feature_direction(
     return d.sae.W_dec[feature].astype(np.float64)
 
 
+def latent_ablation(store: Store, model_id: str, layer: int, set_name: str | None, feature: int):
+    """x -> x − z_F(x) · W_dec[F] with the dictionary of ``feature_direction`` (the error term
+    and the other latents kept): numpy (n, d) -> (n, d)."""
+    from backend.capture.features import ablate_latent
+
+    feature_direction(store, model_id, layer, set_name, feature)  # exists, or one message
+    d = load(store, model_id, layer, set_name) if set_name else None
+    return ablate_latent((d or load(store, model_id, layer, None)).sae, feature)
+
+
 # -- training data ---------------------------------------------------------------------------
 def token_units(store: Store, model_id: str, set_name: str) -> pd.DataFrame:
     """Every non-special token of the set (no sampling): run_id, pos, token, idx, label..."""

@@ -42,6 +42,9 @@ class Request:
     device: str = "cpu"
     metric: str = "logit-diff"  #: "logit-diff" = logit(answer) - logit(against); "prob" = p(answer)
     component: str = "resid"  #: "resid" | "attn" | "mlp": what is copied at (layer, position)
+    #: component "feature": latent F of the layer's dictionary (trained on ``set_name``, else
+    #: the imported one) is ablated in the clean run at each position, the error term kept
+    feature: int | None = None
     set_name: str | None = None  #: with ``pairs``: a bundled set whose minimal pairs to average
     pairs: bool = False  #: mean over the set's pairs aligned with the typed one
     n_boot: int = 1000  #: bootstrap resamples of pairs for the interval
@@ -55,8 +58,18 @@ class Request:
             raise LayerScopeError("--top must be at least 1.")
         if self.metric not in METRICS:
             raise LayerScopeError(f"Unknown metric '{self.metric}': use logit-diff or prob.")
-        if self.component not in ("resid", "attn", "mlp"):
-            raise LayerScopeError(f"Unknown component '{self.component}': use resid, attn or mlp.")
+        if self.component not in ("resid", "attn", "mlp", "feature"):
+            raise LayerScopeError(
+                f"Unknown component '{self.component}': use resid, attn, mlp or feature."
+            )
+        if self.component == "feature" and (
+            self.feature is None or self.feature < 0 or len(self.layers or ()) != 1
+        ):
+            raise LayerScopeError(
+                "--component feature needs --feature F (>= 0) and one --layers L."
+            )
+        if self.component == "feature" and self.method != "exact":
+            raise LayerScopeError("Feature ablation is computed exactly (no --method atp).")
         if self.pairs and not self.set_name:
             raise LayerScopeError("--pairs needs a set with minimal pairs (--set agreement).")
         if self.n_boot < 0:
@@ -166,6 +179,9 @@ class Result:
             "clean_source": self.clean_source,
             "method": self.method,
         }
+        if self.component == "feature":  # the metric with latent F ablated, minus the clean one
+            d |= {"feature": self.request.feature,
+                  "effect": (self.patched - self.clean_metric).round(6).tolist()}  # fmt: skip
         iv = self.interval()
         if iv is not None:
             d |= {
@@ -262,6 +278,8 @@ def cache_key(req: Request) -> str:
     ]
     if req.method != "exact":  # exact keys stay what they were
         parts.append(req.method)
+    if req.component == "feature":
+        parts += [req.feature, req.set_name]
     if req.pairs:  # the pairs themselves, so an edited set is a new key
         parts += [req.set_name, req.n_boot, req.seed, set_pairs(req.set_name)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -400,13 +418,21 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
 
     clean_ids, corr_ids = ids or _tokenize_pair(lm, clean, corrupted)
     layers, positions = _cells(req, lm.info.n_layers, len(clean_ids))
-    values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
+    if req.component == "feature":  # the clean run's own states, latent F ablated at the layer
+        from backend.capture.features import ablated_states
+        from backend.views.dictionaries import latent_ablation
+
+        fn = latent_ablation(store, lm.info.model_id, layers[0], req.set_name, req.feature)
+        values, clean_outs, clean_last, clean_states = ablated_states(lm, clean_ids, layers[0], fn)
+        clean_source = "computed"
+    else:
+        values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
     if req.method == "atp":  # its differentiable corrupted run is the only corrupted pass
         corr_grad, corr_acts = P.atp_forward(lm, corr_ids, req.component)
         corr_last = corr_grad.detach()
     else:
         corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
-        if req.component != "resid":
+        if req.component in ("attn", "mlp"):
             corr_states = P.component_outputs(lm, corr_ids, req.component)
 
     tok = lm.tokenizer
@@ -434,6 +460,10 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         est = P.atp_estimate(corr_grad, corr_acts, values, cells, answer, against, req.metric)
         none = np.zeros((len(cells), 0))
         ro = P.Readout(metric=est, top_ids=none.astype(np.int64), top_probs=none, prob=est)
+    elif req.component == "feature":  # "patch" the ablated states into the clean run itself
+        ro = P.patch_cells(lm, clean_ids, values, cells, answer, against, req.top_k,
+                           corrupted_outputs=clean_outs, corrupted_values=clean_states,
+                           corrupted_logits=clean_last)  # fmt: skip
     else:
         ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
                            corrupted_outputs=corr_outputs, component=req.component,

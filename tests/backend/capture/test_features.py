@@ -21,7 +21,7 @@ def trained(db, tiny_model_dir, tmp_path, capsys):
     f.write_text("text,label\n" + "\n".join(rows) + "\n")
     argv = ["extract", "--model", model, "--prompts", str(f), "--set", "p"]
     assert main([*argv, "--label-column", "label", "--json"]) == 0
-    opts = ["--model", model, "--set", "p", "--layer", "1", "--latents", "16", "--k", "2"]
+    opts = ["--model", model, "--set", "p", "--layer", "1"]  # default settings
     capsys.readouterr()
     assert main(["features", "train", *opts, "--splice", "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -64,7 +64,7 @@ def test_spliced_loss_equals_a_hand_written_hook(trained):
     model_dir, r = trained
     s = r["splice"]
     with Store() as st:
-        d = dictionaries.load(st, r["model_id"], 1, "p", latents=16, k=2, seed=0)
+        d = dictionaries.load(st, r["model_id"], 1, "p", latents=256, k=8, seed=0)
         assert d.info["splice"]["spliced"] == s["spliced"]  # kept in the entry
         w = {n: getattr(d.sae, n).astype(np.float64) for n in dictionaries._WEIGHTS}
         w["k"] = d.sae.k
@@ -97,3 +97,61 @@ def test_spliced_loss_equals_a_hand_written_hook(trained):
     assert s["mean_ablated"] == pytest.approx(ablated, abs=1e-3)
     rec = (ablated - spliced) / (ablated - clean)
     assert s["loss_recovered"] == pytest.approx(rec, abs=1e-2)
+
+
+def test_feature_ablation_in_patching_equals_a_hand_written_hook(trained, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from backend.store import Store
+    from backend.views import dictionaries
+
+    model_dir, r = trained
+    clean, corrupted = "the cat sees the dog", "the cats sees the dog"
+    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with Store() as st:
+        d = dictionaries.load(st, r["model_id"], 1, "p", latents=256, k=8, seed=0)
+    w = {n: getattr(d.sae, n).astype(np.float64) for n in dictionaries._WEIGHTS}
+    w["k"] = d.sae.k
+    from tests.conftest import make_tokenizer  # the tiny models' tokenizer, with <bos>
+
+    ids = make_tokenizer(bos=True)(clean)["input_ids"]
+    with torch.no_grad():
+        h1 = m(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0]
+    z = _encode(w, h1.double().numpy())
+    f = int(np.argmax(z[1:].max(0)))  # the latent most active on the prompt's words
+    assert z[:, f].max() > 0
+    tid = {t: make_tokenizer(bos=True).convert_tokens_to_ids(t) for t in ("cat", "dog")}
+
+    def metric(pos):
+        def hook(_m, _a, out):
+            h = out[0] if isinstance(out, tuple) else out
+            h = h.clone()
+            x = h[0, pos].double().numpy()
+            zf = _encode(w, x[None])[0, f]
+            h[0, pos] = torch.as_tensor(x - zf * w["W_dec"][f], dtype=h.dtype)
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        handle = m.model.layers[0].register_forward_hook(hook) if pos is not None else None
+        try:
+            with torch.no_grad():
+                lg = m(input_ids=torch.tensor([ids])).logits[0, -1].double()
+        finally:
+            if handle is not None:
+                handle.remove()
+        return float(lg[tid["cat"]] - lg[tid["dog"]])
+
+    argv = ["patching", "--model", model_dir, "--clean", clean, "--corrupted", corrupted]
+    argv += ["--answer", "cat", "--against", "dog", "--component", "feature", "--feature", str(f)]
+    argv += ["--layers", "1", "--set", "p", "--json"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    clean_m = metric(None)
+    assert out["clean_metric"] == pytest.approx(clean_m, abs=1e-4)
+    ref = [metric(p) - clean_m for p in range(len(ids))]
+    np.testing.assert_allclose(out["effect"][0], ref, atol=1e-4)
+    assert out["feature"] == f and any(abs(v) > 1e-6 for v in ref)
+
+    argv[argv.index("--feature") + 1] = "999"
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().out
