@@ -553,6 +553,8 @@ def cell_distribution(
     from backend.capture import patching as P
     from backend.views.lens import decode
 
+    if req.component == "feature":
+        raise LayerScopeError("A cell's distribution is for patched cells, not feature ablation.")
     lm = _model(req, lm)
     clean_ids, corr_ids = _tokenize_pair(lm, req.clean, req.corrupted)
     _cells(replace(req, layers=(layer,), positions=(position,)), lm.info.n_layers, len(clean_ids))
