@@ -156,6 +156,15 @@ _ui.show_figure(
     data=table,
 )
 st.dataframe(table.head(100).round(4), hide_index=True, key="feat_table")
+sp = result.sparse_probe
+if sp and "skipped" not in sp:
+    st.markdown(
+        f"**Sparse probe** on the {len(sp['latents'])} latents with the largest label AUROC on "
+        f"the training prompts ({', '.join(map(str, sp['latents']))}), {sp['method']}, "
+        f"{sp['folds']}-fold on {sp['n_eval_prompts']} held-out prompts' last tokens: accuracy "
+        f"**{sp['accuracy']:.3f}** [{sp['interval'][0]:.3f}, {sp['interval'][1]:.3f}], "
+        f"shuffled-label control {sp['control']:.3f}, majority {sp['majority']:.3f}."
+    )
 if d is None:
     st.stop()
 

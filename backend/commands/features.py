@@ -37,6 +37,9 @@ def register(p) -> None:
     p.add_argument("--sort", default="auroc", choices=FV.SORTS, help="browse: order of latents")
     p.add_argument("--top", type=int, default=10, help="browse: contexts shown")
     p.add_argument(
+        "--probe-k", type=int, default=8, help="browse: latents of the sparse probe (0: none)"
+    )
+    p.add_argument(
         "--logit-effects", action="store_true", help="browse: load the model for logit effects"
     )
     p.add_argument(
@@ -84,6 +87,7 @@ def run(args, store) -> dict:
         feature=args.feature,
         sort=args.sort,
         top=args.top,
+        probe_k=args.probe_k,
         **_settings(args),
     )
     lm = _model(args) if args.logit_effects or args.splice else None
@@ -143,6 +147,17 @@ def prose(r: dict) -> str:
         lines.append(
             f"{row['latent']:>6}  {row['density']:7.4f}  {row['max_act']:7.3f}  {au}  "
             f"{row['auroc_label'] or ''}"
+        )
+    sp = r.get("sparse_probe")
+    if sp and "skipped" in sp:
+        lines.append(f"sparse probe: none ({sp['skipped']})")
+    elif sp:
+        lines.append(
+            f"sparse probe on {len(sp['latents'])} latents {sp['latents']} (chosen by AUROC on "
+            f"{sp['n_selection_prompts']} training prompts), {sp['method']}, {sp['folds']}-fold "
+            f"on {sp['n_eval_prompts']} held-out prompts: accuracy {sp['accuracy']:.3f} "
+            f"[{sp['interval'][0]:.3f}, {sp['interval'][1]:.3f}], shuffled-label control "
+            f"{sp['control']:.3f}, majority {sp['majority']:.3f}"
         )
     f = r.get("feature")
     if f:

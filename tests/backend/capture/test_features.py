@@ -155,3 +155,50 @@ def test_feature_ablation_in_patching_equals_a_hand_written_hook(trained, capsys
     argv[argv.index("--feature") + 1] = "999"
     assert main(argv) == 2
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_the_views_sparse_probe_equals_sklearn_on_the_same_latents(trained, capsys):
+    """The browser's sparse probe: latents chosen by roc_auc_score on the dictionary's training
+    prompts' last tokens, sklearn's logistic pipeline on the held-out ones."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from backend.analysis import probes as PR
+    from backend.store import Store
+    from backend.views import dictionaries
+
+    model_dir, r = trained
+    capsys.readouterr()
+    argv = ["features", "--model", model_dir, "--set", "p", "--layer", "1", "--probe-k", "3"]
+    assert main([*argv, "--json"]) == 0
+    sp = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sparse_probe"]
+    with Store() as st:
+        d = dictionaries.load(st, r["model_id"], 1, "p")
+        runs = st.set_runs("p", r["model_id"]).set_index("run_id")
+
+        def last(ids):
+            rows = []
+            for rid in ids:
+                t = st.tokens(rid)
+                t = t[~t["is_special"].astype(bool)]
+                rows.append(st.rows([rid], t["pos"].to_numpy()[-1:], 1)[0])
+            z = _encode({**{n: getattr(d.sae, n) for n in dictionaries._WEIGHTS}, "k": 8},
+                        np.stack(rows).astype(np.float64))  # fmt: skip
+            return z, runs.loc[ids, "label"].astype(str).to_numpy()
+
+        z_tr, y_tr = last(d.info["train_runs"])
+        z_ev, y_ev = last(d.info["heldout_runs"])
+    au = np.array([roc_auc_score(y_tr == "b", z_tr[:, j]) for j in range(z_tr.shape[1])])
+    au = np.nan_to_num(au, nan=0.5)
+    dist = np.abs(au - 0.5)
+    assert sorted(dist[sp["latents"]]) == pytest.approx(sorted(dist)[-3:], abs=1e-9)
+    y = np.unique(y_ev, return_inverse=True)[1]
+    groups = np.arange(len(y))
+    splits = PR.grouped_folds(y, groups, sp["folds"], 0)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000, tol=1e-8))
+    ref = cross_val_score(pipe, z_ev[:, sp["latents"]], y, cv=splits).mean()
+    assert sp["accuracy"] == pytest.approx(ref, abs=1e-3)
+    assert sp["n_eval_prompts"] == len(y_ev) and 0 <= sp["control"] <= 1
