@@ -303,3 +303,17 @@ def token_features(
     return pd.DataFrame(
         {"pos": toks["pos"], "token": toks["token"], "top features (activation)": feats}
     )
+
+
+def unit_activations(
+    store: Store, model_id: str, set_name: str | None, meta: pd.DataFrame, layer: int, feature: int
+) -> np.ndarray:
+    """Each unit's activation of ``feature`` at ``layer`` at its (run_id, pos) (a prompt unit:
+    the token it is shown at), from the dictionary of ``dictionaries.feature_direction`` (the
+    default settings trained on ``set_name``, else the imported one). Trajectories' colouring."""
+    dictionaries.feature_direction(store, model_id, layer, set_name, feature)  # or one message
+    d = dictionaries.load(store, model_id, layer, set_name) if set_name else None
+    sae = (d or dictionaries.load(store, model_id, layer, None)).sae
+    x = store.rows(meta["run_id"].tolist(), meta["pos"].to_numpy(), layer)
+    idx, val = sae.encode_topk(x)
+    return (val * (idx == feature)).sum(1).astype(np.float64)

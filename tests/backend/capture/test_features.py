@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -202,3 +203,24 @@ def test_the_views_sparse_probe_equals_sklearn_on_the_same_latents(trained, caps
     ref = cross_val_score(pipe, z_ev[:, sp["latents"]], y, cv=splits).mean()
     assert sp["accuracy"] == pytest.approx(ref, abs=1e-3)
     assert sp["n_eval_prompts"] == len(y_ev) and 0 <= sp["control"] <= 1
+
+
+def test_trajectory_units_feature_activation(trained):
+    """The Trajectories colouring: each unit's latent activation, as numpy from the weights."""
+    from backend.store import Store
+    from backend.views import dictionaries
+    from backend.views import features as FV
+
+    _, r = trained
+    with Store() as st:
+        d = dictionaries.load(st, r["model_id"], 1, "p")
+        runs = st.set_runs("p", r["model_id"])["run_id"].tolist()[:5]
+        meta = pd.DataFrame({"run_id": runs * 2, "pos": [1] * 5 + [3] * 5})
+        x = st.rows(meta["run_id"].tolist(), meta["pos"].to_numpy(), 1).astype(np.float64)
+        w = {**{n: getattr(d.sae, n).astype(np.float64) for n in dictionaries._WEIGHTS}, "k": 8}
+        z = _encode(w, x)
+        f = int(np.argmax(z.max(0)))
+        got = FV.unit_activations(st, r["model_id"], "p", meta, 1, f)
+        np.testing.assert_allclose(got, z[:, f], rtol=1e-4, atol=1e-4)
+        with pytest.raises(Exception, match="does not exist"):
+            FV.unit_activations(st, r["model_id"], "p", meta, 1, 999)
