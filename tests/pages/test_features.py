@@ -68,3 +68,16 @@ def test_imported_without_a_dictionary_says_how(env):
     at = open_page("features", {"model": "demo", "set": "agreement", "dict": "imported"})
     ok(at)
     assert any("features import" in i.value for i in at.info)
+
+
+def test_trajectories_colour_by_a_feature(env):
+    from backend.cli import main
+
+    argv = ["features", "train", "--model", "demo", "--set", "agreement", "--layer", "2"]
+    assert main([*argv, "--db", str(env), "--json"]) == 0  # no-op when the first test trained
+    q = {"model": "demo", "set": "agreement", "color": "feature", "flayer": "2", "feature": "4"}
+    at = open_page("trajectories", q)
+    ok(at)
+    assert any("feature 4's activation at layer 2" in c.value for c in at.caption)
+    at = open_page("trajectories", {**q, "feature": "9999"})
+    assert not at.exception and any("does not exist" in i.value for i in at.info)
