@@ -275,7 +275,7 @@ def train(
 
 
 # -- spliced loss (with the model) ----------------------------------------------------------
-def splice(store: Store, d: Dictionary, lm, set_name: str, max_prompts: int = 64) -> dict:
+def splice(store: Store, d: Dictionary, lm, set_name: str, max_prompts: int = 256) -> dict:
     """The next-token loss on the held-out prompts (at most ``max_prompts``) with the
     reconstruction spliced in at the layer vs clean vs the layer's mean (over the training
     tokens), and loss recovered; kept in the dictionary's entry (``info["splice"]``)."""
