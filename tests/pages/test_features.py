@@ -70,7 +70,7 @@ def test_imported_without_a_dictionary_says_how(env):
     assert any("features import" in i.value for i in at.info)
 
 
-def test_trajectories_colour_by_a_feature(env):
+def test_trajectories_and_patching_use_a_feature(env):
     from backend.cli import main
 
     argv = ["features", "train", "--model", "demo", "--set", "agreement", "--layer", "2"]
@@ -81,3 +81,12 @@ def test_trajectories_colour_by_a_feature(env):
     assert any("feature 4's activation at layer 2" in c.value for c in at.caption)
     at = open_page("trajectories", {**q, "feature": "9999"})
     assert not at.exception and any("does not exist" in i.value for i in at.info)
+
+    # Patching: ablate that latent in the clean run, position by position (on a click)
+    q = {"model": "demo", "set": "agreement", "component": "feature", "flayer": "2", "feature": "4"}
+    at = open_page("patching", q)
+    ok(at)
+    at.button(key="patch_compute").click().run()
+    ok(at)
+    caps = [c.value for c in at.caption] + [i.value for i in at.info]
+    assert any("Largest effect of ablating feature 4" in c for c in caps), caps
