@@ -43,7 +43,7 @@ def _hf_loss(model, ids, block, fn, where):
     def hook(_m, _a, out):
         h = out[0] if isinstance(out, tuple) else out
         h = h.clone()
-        h[0, where] = torch.as_tensor(fn(h[0, where].double().numpy()), dtype=h.dtype)
+        h[0, where] = torch.as_tensor(np.array(fn(h[0, where].double().numpy())), dtype=h.dtype)
         return (h, *out[1:]) if isinstance(out, tuple) else h
 
     handle = block.register_forward_hook(hook) if fn is not None else None
