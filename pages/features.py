@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from backend.errors import LayerScopeError
 from backend.figures.features import histogram_figure, latents_figure
 from backend.jobs.base import JobSpec
 from backend.views import dictionaries as D
@@ -131,6 +132,23 @@ if info.get("fvu") is not None:
 else:
     st.caption(f"Imported from {_ui.md(info.get('from'))} ({info['hook_name']}).")
 
+spliced = info.get("splice")
+if spliced is None and st.button("Measure the spliced loss (loads the model)", key="feat_splice"):
+    try:
+        with st.spinner("Running the held-out prompts three ways…"):
+            spliced = D.splice(s, have, _ui.loaded_model(sel.model), sel.set_name)
+    except LayerScopeError as e:
+        _ui.message(e)
+if spliced is not None:
+    rec = spliced["loss_recovered"]
+    st.markdown(
+        f"Next-token loss on {spliced['n_prompts']} held-out prompts: clean "
+        f"**{spliced['clean']:.4f}**, with the reconstruction spliced in at layer {layer} "
+        f"**{spliced['spliced']:.4f}**, with the layer's mean **{spliced['mean_ablated']:.4f}**: "
+        f"loss recovered **{'n/a' if rec is None else f'{rec:.1%}'}** "
+        "((ablated − spliced) / (ablated − clean))."
+    )
+
 _ui.show_figure(
     latents_figure(table, d.feature if d else None),
     "feat_latents",
@@ -138,6 +156,15 @@ _ui.show_figure(
     data=table,
 )
 st.dataframe(table.head(100).round(4), hide_index=True, key="feat_table")
+sp = result.sparse_probe
+if sp and "skipped" not in sp:
+    st.markdown(
+        f"**Sparse probe** on the {len(sp['latents'])} latents with the largest label AUROC on "
+        f"the training prompts ({', '.join(map(str, sp['latents']))}), {sp['method']}, "
+        f"{sp['folds']}-fold on {sp['n_eval_prompts']} held-out prompts' last tokens: accuracy "
+        f"**{sp['accuracy']:.3f}** [{sp['interval'][0]:.3f}, {sp['interval'][1]:.3f}], "
+        f"shuffled-label control {sp['control']:.3f}, majority {sp['majority']:.3f}."
+    )
 if d is None:
     st.stop()
 

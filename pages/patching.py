@@ -64,9 +64,14 @@ with c[0]:
 with c[1]:
     component = _ui.qp_radio(
         "Patch",
-        ["resid", "attn", "mlp"],
+        ["resid", "attn", "mlp", "feature"],
         "component",
-        format_func=lambda m: {"resid": "residual", "attn": "attention out", "mlp": "MLP out"}[m],
+        format_func=lambda m: {
+            "resid": "residual",
+            "attn": "attention out",
+            "mlp": "MLP out",
+            "feature": "ablate a feature",
+        }[m],
     )
 with c[2]:
     paired = patching.paired_sets()
@@ -79,13 +84,28 @@ with c[3]:
         format_func=lambda m: {"exact": "exact (a pass per cell)", "atp": "AtP (one backward)"}[m],
     )
 
+f_layer = f_id = f_set = None
+if component == "feature":  # one latent of a layer's dictionary (the Features page trains it)
+    st.caption(
+        "Ablate one feature: the **clean** run with latent F's contribution removed at one "
+        "position of layer L (x − z_F·W_dec[F], the dictionary's error term kept); the "
+        "dictionary trained on the selected set (default settings), else the imported one."
+    )
+    c = st.columns(3)
+    f_layer = int(_ui.qp_number("Layer", "flayer", 2, 0, 256, step=1, where=c[0]))
+    f_id = int(_ui.qp_number("Feature", "feature", 0, 0, 1 << 17, step=1, where=c[1]))
+    with c[2]:  # with pairs: the dictionary of the pairs' set
+        if pairs_from == ONE:
+            f_set = _ui.qp_select("Dictionary trained on", _ui.set_choices(s), "fset", "agreement")
+dict_set = pairs_from if pairs_from != ONE else f_set
 try:
     req = patching.Request(
         model=sel.model, clean=clean, corrupted=corrupted, answer=answer or None,
         against=against or None,
         metric=metric, component=component,
-        set_name=None if pairs_from == ONE else pairs_from, pairs=pairs_from != ONE,
-        method=method,
+        set_name=dict_set if component == "feature" else None if pairs_from == ONE else pairs_from,
+        pairs=pairs_from != ONE, method=method, feature=f_id,
+        layers=None if f_layer is None else (f_layer,),
     )  # fmt: skip
     result = patching.cached(s, req)  # a stored result shows at once; computing needs a click
 except LayerScopeError as e:
@@ -128,6 +148,16 @@ st.markdown(
     f"recovery {rec[li, pi]:.2f}.",
     help=_ui.gloss("recovery", "logit difference"),
 )
+
+if result.component == "feature":
+    eff = result.patched[0] - result.clean_metric
+    p = int(abs(eff).argmax())
+    st.caption(
+        f"Largest effect of ablating feature {f_id}: position {result.positions[p]} "
+        f"({_ui.md(repr(result.tokens[result.positions[p]]))}), metric {eff[p]:+.3f} "
+        "(recovery 1 = no effect)."
+    )
+    st.stop()
 
 # AtP checked: the top-N cells by |AtP| patched exactly, on a click (stored with the result)
 if result.method == "atp":

@@ -180,6 +180,21 @@ if proj is None:  # a slow method not computed yet: a worker job, PCA meanwhile
             st.rerun()
     proj = trajectories_view.cached(s, req, meta) or result.projection
 
+if colour == "feature":  # a latent's activation at a layer (a dictionary from the Features page)
+    from backend.views import features as features_view
+
+    f = st.columns(2)
+    with f[0]:
+        f_layer = _ui.qp_int("Dictionary layer", "flayer", min(2, n_layers), 0, n_layers)
+    with f[1]:
+        f_id = int(_ui.qp_number("Feature", "feature", 0, 0, 1 << 17, step=1))
+    try:
+        acts = features_view.unit_activations(s, sel.model_id, sel.set_name, meta, f_layer, f_id)
+        meta = meta.assign(feature=acts)
+        st.caption(f"Colour: feature {f_id}'s activation at layer {f_layer} (each unit's token).")
+    except LayerScopeError as e:
+        _ui.message(e)
+        colour = "label"
 fig = trajectory_figure(proj, meta, colour, show_lines=lines, marker_size=6)
 # ?highlight=<run id> (the Prompt page's link): that prompt's path, in black
 marked = st.query_params.get("highlight")

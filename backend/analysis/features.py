@@ -299,3 +299,63 @@ def _loss(x, W_enc, b_enc, W_dec, b_dec, k, dead, d_in):
         loss = loss + AUX_COEF * torch.nan_to_num(aux)
     fired = idx[v.detach() > 0].unique()
     return (loss, fvu.detach()), fired
+
+
+@dataclass(frozen=True)
+class SparseProbe:
+    """A probe on ``latents`` only (chosen on the selection prompts), cross-validated on the
+    evaluation prompts with ``probes.run_probes`` (same folds, interval and controls)."""
+
+    latents: tuple[int, ...]  #: the k latents with the largest |AUROC - 0.5| (best label)
+    selection_auroc: tuple[float, ...]
+    result: object  #: probes.ProbeResult (one "layer": the latents)
+    n_selection: int
+    n_eval: int
+
+    def to_dict(self) -> dict:
+        r = self.result
+        return {
+            "latents": list(self.latents),
+            "selection_auroc": [round(a, 4) for a in self.selection_auroc],
+            "method": r.method,
+            "accuracy": round(float(r.accuracy[0]), 4),
+            "interval": [round(float(r.ci_low[0]), 4), round(float(r.ci_high[0]), 4)],
+            "interval_method": r.interval_method,
+            "control": round(float(r.control[0]), 4),
+            "selectivity": round(float(r.selectivity[0]), 4),
+            "majority": round(r.majority, 4),
+            "folds": r.folds,
+            "n_selection_prompts": self.n_selection,
+            "n_eval_prompts": self.n_eval,
+        }
+
+
+def select_latents(z: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` columns of ``z`` whose AUROC (one label vs the rest, the best label) lies
+    farthest from 0.5, ties by id; and those AUROCs."""
+    from scipy.stats import rankdata
+
+    best = np.full(z.shape[1], 0.5)
+    r = rankdata(z, axis=0)
+    for c in np.unique(labels):
+        pos = labels == c
+        n1, n0 = int(pos.sum()), int((~pos).sum())
+        au = (r[pos].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+        gap, was = np.abs(au - 0.5), np.abs(best - 0.5)
+        best = np.where((gap > was) | ((gap == was) & (au > best)), au, best)  # ties: > 0.5
+    order = np.lexsort((np.arange(z.shape[1]), -np.abs(best - 0.5)))[:k]
+    return order, best[order]
+
+
+def sparse_probe(z_sel, y_sel, z_eval, y_eval, groups, k: int = 8, method="logistic", seed=0):
+    """Select ``k`` latents on (z_sel, y_sel), probe them on (z_eval, y_eval) by grouped
+    cross-validation (``groups``: the prompt of each unit)."""
+    from backend.analysis.probes import run_probes
+
+    cols, au = select_latents(np.asarray(z_sel), np.asarray(y_sel).astype(str), k)
+    folds = int(min(5, np.bincount(np.unique(y_eval, return_inverse=True)[1]).min()))
+    if folds < 2:
+        raise ValueError("too few evaluation prompts of some label for cross-validation")
+    res = run_probes(np.asarray(z_eval)[None][:, :, cols], y_eval, groups, [0], folds, method, seed)
+    return SparseProbe(tuple(int(c) for c in cols), tuple(float(a) for a in au), res,
+                       len(y_sel), len(y_eval))  # fmt: skip

@@ -37,7 +37,16 @@ def register(p) -> None:
     p.add_argument("--sort", default="auroc", choices=FV.SORTS, help="browse: order of latents")
     p.add_argument("--top", type=int, default=10, help="browse: contexts shown")
     p.add_argument(
+        "--probe-k", type=int, default=8, help="browse: latents of the sparse probe (0: none)"
+    )
+    p.add_argument(
         "--logit-effects", action="store_true", help="browse: load the model for logit effects"
+    )
+    p.add_argument(
+        "--splice",
+        action="store_true",
+        help="train / browse: load the model; next-token loss with the reconstruction spliced in"
+        " vs clean vs mean-ablated (loss recovered), on held-out prompts",
     )
     p.add_argument("--out", help="export: output folder")
     p.add_argument("--from", dest="src", help="import: an SAELens-layout folder")
@@ -60,7 +69,10 @@ def run(args, store) -> dict:
     model_id, _ = ensure_runs(store, args)
     if args.action == "train":
         d = dictionaries.train(store, model_id, args.set_name, args.layer, **_settings(args))
-        return {"action": "train", "model": args.model, **d.summary()}
+        out = {"action": "train", "model": args.model, **d.summary()}
+        if args.splice:
+            out["splice"] = dictionaries.splice(store, d, _model(args), args.set_name)
+        return out
     if args.action == "export":
         if not args.out:
             raise LayerScopeError("features export needs --out DIR.")
@@ -75,14 +87,19 @@ def run(args, store) -> dict:
         feature=args.feature,
         sort=args.sort,
         top=args.top,
+        probe_k=args.probe_k,
         **_settings(args),
     )
-    lm = None
-    if args.logit_effects:
-        from backend import models
-
-        lm = models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
+    lm = _model(args) if args.logit_effects or args.splice else None
+    if args.splice:
+        dictionaries.splice(store, _require(store, model_id, args), lm, args.set_name)
     return {"action": "browse", "model": args.model, **FV.compute(store, req, lm=lm).to_dict()}
+
+
+def _model(args):
+    from backend import models
+
+    return models.get_model(args.model, args.dtype, args.device, args.trust_remote_code)
 
 
 def _require(store, model_id: str, args):
@@ -102,15 +119,26 @@ def _quality(r: dict) -> str:
     )
 
 
+def _splice(s: dict | None) -> str:
+    if not s:
+        return ""
+    rec = "n/a" if s["loss_recovered"] is None else f"{s['loss_recovered']:.3f}"
+    return (
+        f"\nnext-token loss on {s['n_prompts']} held-out prompts ({s['n_tokens']} tokens): "
+        f"clean {s['clean']:.4f}, spliced {s['spliced']:.4f}, mean-ablated "
+        f"{s['mean_ablated']:.4f}; loss recovered {rec}"
+    )
+
+
 def prose(r: dict) -> str:
     a = r["action"]
     if a in ("train", "import"):
-        return f"layer {r['layer']} ({r['hook_name']}): {_quality(r)}"
+        return f"layer {r['layer']} ({r['hook_name']}): {_quality(r)}{_splice(r.get('splice'))}"
     if a == "export":
         return f"wrote {r['out']} (cfg.json, sae_weights.safetensors): {_quality(r)}"
     d = r["dictionary"]
     lines = [
-        f"layer {d['layer']}: {_quality(d)}",
+        f"layer {d['layer']}: {_quality(d)}{_splice(d.get('splice'))}",
         f"latents by {d.get('sorted_by', r['sort'])} (first 15):",
     ]
     lines.append("latent  density  max act  AUROC  label")
@@ -119,6 +147,17 @@ def prose(r: dict) -> str:
         lines.append(
             f"{row['latent']:>6}  {row['density']:7.4f}  {row['max_act']:7.3f}  {au}  "
             f"{row['auroc_label'] or ''}"
+        )
+    sp = r.get("sparse_probe")
+    if sp and "skipped" in sp:
+        lines.append(f"sparse probe: none ({sp['skipped']})")
+    elif sp:
+        lines.append(
+            f"sparse probe on {len(sp['latents'])} latents {sp['latents']} (chosen by AUROC on "
+            f"{sp['n_selection_prompts']} training prompts), {sp['method']}, {sp['folds']}-fold "
+            f"on {sp['n_eval_prompts']} held-out prompts: accuracy {sp['accuracy']:.3f} "
+            f"[{sp['interval'][0]:.3f}, {sp['interval'][1]:.3f}], shuffled-label control "
+            f"{sp['control']:.3f}, majority {sp['majority']:.3f}"
         )
     f = r.get("feature")
     if f:

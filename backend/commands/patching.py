@@ -7,7 +7,8 @@ from backend.errors import LayerScopeError
 from backend.views import patching
 
 COMPONENT = {"resid": "the residual stream", "attn": "block L's attention output",
-             "mlp": "block L's MLP output"}  # fmt: skip
+             "mlp": "block L's MLP output",
+             "feature": "the clean run with one latent ablated (error term kept)"}  # fmt: skip
 HELP = "activation patching: copy clean residual states into a corrupted run, layer × position"
 
 
@@ -38,8 +39,12 @@ def register(p) -> None:
     p.add_argument(
         "--component",
         default="resid",
-        choices=["resid", "attn", "mlp"],
-        help="patch the residual stream, or the output of block L's attention / MLP",
+        choices=["resid", "attn", "mlp", "feature"],
+        help="patch the residual stream, or the output of block L's attention / MLP; feature: "
+        "ablate latent --feature of layer L's dictionary in the clean run (error term kept)",
+    )
+    p.add_argument(
+        "--feature", type=int, help="--component feature: the latent (dictionary trained on --set)"
     )
     p.add_argument(
         "--method",
@@ -94,6 +99,7 @@ def run(args, store) -> dict:
         seed=args.seed,
         method=args.method,
         verify=args.verify,
+        feature=args.feature,
     )
     cell = _ints(args.cell, "cell")
     if cell is not None and len(cell) != 2:
@@ -126,6 +132,9 @@ def prose(r: dict) -> str:
     ]
     for li, layer in enumerate(r["layers"]):
         lines.append(f"{layer:>5} " + " ".join(f"{v:>{width}.2f}" for v in r["recovery"][li]))
+    if "effect" in r:
+        lines.append(f"effect of ablating feature {r['feature']} on the metric (ablated - clean):")
+        lines.append("      " + " ".join(f"{v:>{width}.3f}" for v in r["effect"][0]))
     if "n_pairs" in r:
         lines.append(f"interval: {r['interval']}; {r['pairs_skipped']} aligned pairs skipped")
         for li, layer in enumerate(r["layers"]):

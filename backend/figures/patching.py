@@ -90,11 +90,14 @@ def patching_figure(res) -> go.Figure:
     n = f", mean of {res.n_pairs} pairs" if res.pair_recovery is not None else ""
     if getattr(res, "method", "exact") == "atp":
         n += " (AtP estimate)"
+    text = (
+        f"{_metric(res)} with feature {res.request.feature} ablated at one position "
+        f"(recovery 1 = no effect){n}"
+        if res.component == "feature"
+        else f"{_metric(res)} recovered by patching one clean cell of {COMPONENT[res.component]}{n}"
+    )
     fig.update_layout(
-        title={
-            "text": f"{_metric(res)} recovered by patching one clean cell of "
-            f"{COMPONENT[res.component]}{n}"
-        },
+        title={"text": text},
         xaxis={"title": {"text": "position: clean token"}, "type": "category"},
         yaxis={"title": {"text": "layer"}, "dtick": 1},
         height=max(320, 60 + 36 * len(res.layers)),

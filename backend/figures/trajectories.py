@@ -28,7 +28,10 @@ PALETTE = [
     "#0d9488",
 ]
 OTHER = "#a3a3a3"
-COLOURINGS = ("label", "group", "layer", "position", "token")
+COLOURINGS = ("label", "group", "layer", "position", "token", "feature")
+#: continuous colourings: the meta column each reads (feature: a latent's activation, which
+#: the caller puts in ``meta["feature"]``)
+_CONTINUOUS = {"position": "pos", "feature": "feature"}
 META_COLUMNS = ("text", "label", "group", "pos", "token")
 LINE = "rgba(120,120,120,0.25)"
 LINE_3D = "rgba(70,70,70,0.55)"
@@ -66,8 +69,8 @@ def colour_values(meta: pd.DataFrame, colour: str) -> pd.Series:
         return meta[colour].fillna("(none)").replace("", "(none)").astype(str)
     if colour == "token":
         return meta["token"].astype(str)
-    if colour == "position":
-        return meta["pos"].astype(float)
+    if colour in _CONTINUOUS:
+        return meta[_CONTINUOUS[colour]].astype(float)
     raise ValueError(f"unknown colouring '{colour}': use one of {', '.join(COLOURINGS)}")
 
 
@@ -110,7 +113,7 @@ def _marker_traces(
     three = proj.dims == 3
     c, layer = proj.coords[i], proj.layers[i]
     tmpl = f"%{{hovertext}}<br>layer {layer}<extra></extra>"
-    if colour == "position":
+    if colour in _CONTINUOUS:
         return [
             _trace(
                 three,
@@ -122,10 +125,10 @@ def _marker_traces(
                 customdata=typed(np.arange(proj.n_units)),
                 marker={
                     "size": size,
-                    "color": typed(meta["pos"].astype(float).to_numpy()),
+                    "color": typed(meta[_CONTINUOUS[colour]].astype(float).to_numpy()),
                     "colorscale": VIRIDIS,
                     "showscale": True,
-                    "colorbar": {"title": {"text": "position"}},
+                    "colorbar": {"title": {"text": colour}},
                 },
             )
         ]

@@ -152,6 +152,16 @@ def feature_direction(
     return d.sae.W_dec[feature].astype(np.float64)
 
 
+def latent_ablation(store: Store, model_id: str, layer: int, set_name: str | None, feature: int):
+    """x -> x − z_F(x) · W_dec[F] with the dictionary of ``feature_direction`` (the error term
+    and the other latents kept): numpy (n, d) -> (n, d)."""
+    from backend.capture.features import ablate_latent
+
+    feature_direction(store, model_id, layer, set_name, feature)  # exists, or one message
+    d = load(store, model_id, layer, set_name) if set_name else None
+    return ablate_latent((d or load(store, model_id, layer, None)).sae, feature)
+
+
 # -- training data ---------------------------------------------------------------------------
 def token_units(store: Store, model_id: str, set_name: str) -> pd.DataFrame:
     """Every non-special token of the set (no sampling): run_id, pos, token, idx, label..."""
@@ -261,6 +271,44 @@ def train(
     }
     out = Dictionary(sae=tr.sae, info=info)
     store.cache_put(CACHE_KIND, key(store, model_id, layer, set_name, settings), _dump(out))
+    return out
+
+
+# -- spliced loss (with the model) ----------------------------------------------------------
+def splice(store: Store, d: Dictionary, lm, set_name: str, max_prompts: int = 256) -> dict:
+    """The next-token loss on the held-out prompts (at most ``max_prompts``) with the
+    reconstruction spliced in at the layer vs clean vs the layer's mean (over the training
+    tokens), and loss recovered; kept in the dictionary's entry (``info["splice"]``)."""
+    from backend.capture import features as CF
+
+    model_id = d.info["model_id"]
+    if lm.info.d_model != d.sae.d_in:
+        raise LayerScopeError(f"The dictionary reads {d.sae.d_in} dims; the model has "
+                              f"{lm.info.d_model}.")  # fmt: skip
+    meta = token_units(store, model_id, set_name)
+    train_runs, held = d.info.get("train_runs"), d.info.get("heldout_runs")
+    if not held or d.info.get("set") != set_name:
+        train_runs, held = split_runs(pd.unique(meta["run_id"]).tolist(), 0)
+    tr_meta = meta[meta["run_id"].isin(set(train_runs))]
+    s1, n = np.zeros(d.sae.d_in), 0
+    for x in _chunks(store, tr_meta, d.layer):
+        s1 += x.sum(0, dtype=np.float64)
+        n += len(x)
+    prompts = []
+    for r in held[:max_prompts]:
+        t = store.tokens(r)
+        prompts.append((t["token_id"].astype(int).tolist(), t["is_special"].astype(bool).tolist()))
+    out = {
+        **CF.spliced_loss(lm, prompts, d.layer, d.sae, s1 / max(n, 1)).to_dict(),
+        "set": set_name,
+    }
+    info = {**d.info, "splice": out}
+    if d.info.get("source") == "imported":
+        k = key(store, model_id, d.layer, None, {})
+    else:
+        k = key(store, model_id, d.layer, d.info["set"], settings_of(d.sae.d_sae, d.sae.k,
+                                                                     d.info["seed"]))  # fmt: skip
+    store.cache_put(CACHE_KIND, k, _dump(Dictionary(sae=d.sae, info=info)))
     return out
 
 

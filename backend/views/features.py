@@ -39,6 +39,7 @@ class Request:
     sort: str = "auroc"
     top: int = 10  #: contexts shown for the feature
     bins: int = 30
+    probe_k: int = 8  #: latents of the sparse probe (0: none)
 
     def __post_init__(self):
         if self.sort not in SORTS:
@@ -49,6 +50,8 @@ class Request:
             raise LayerScopeError(f"k must lie in 1..{self.latents}; got {self.k}.")
         if self.feature is not None and self.feature < 0:
             raise LayerScopeError("A feature id is 0 or more.")
+        if self.probe_k < 0:
+            raise LayerScopeError("The sparse probe's k is 0 (none) or more.")
         if self.top < 1 or self.bins < 2:
             raise LayerScopeError("Show at least one context and two histogram bins.")
 
@@ -76,6 +79,9 @@ class Result:
     table: pd.DataFrame  #: one row per latent: latent, density, max_act, auroc, auroc_label
     detail: Detail | None
     notice: str | None = None
+    #: the sparse probe's numbers (``analysis.features.SparseProbe.to_dict``), or why there is
+    #: none ({"skipped": reason})
+    sparse_probe: dict | None = None
 
     def to_frame(self) -> pd.DataFrame:
         return self.table
@@ -88,6 +94,7 @@ class Result:
             "sort": self.request.sort,
             "latents": t.head(50).replace({np.nan: None}).to_dict("records"),
             "notice": self.notice,
+            "sparse_probe": self.sparse_probe,
         }
         d = self.detail
         if d is not None:
@@ -171,6 +178,7 @@ def compute(store: Store, req: Request, lm=None) -> Result:
     has = pd.notna(labels)
     z_last = sae.encode(x_last[has])
     labels = labels[has].astype(str)
+    last_runs = last["run_id"].to_numpy()[has]
     classes = sorted(set(labels))
     if len(classes) >= 2:
         stack = np.stack([auroc_matrix(z_last, labels == c) for c in classes])
@@ -194,7 +202,29 @@ def compute(store: Store, req: Request, lm=None) -> Result:
         table=table,
         detail=_detail(req, sae, f, idx, val, meta, z_last, labels, classes, lm),
         notice=units.notice_of(meta),
+        sparse_probe=_sparse_probe(req, d, z_last, labels, last_runs),
     )
+
+
+def _sparse_probe(req: Request, d, z, labels, run_ids) -> dict | None:
+    """The k latents chosen by AUROC on the dictionary's training prompts, probed by grouped
+    cross-validation on its held-out prompts (an imported dictionary: the seed's split)."""
+    from backend.analysis.features import sparse_probe
+
+    if req.probe_k == 0:
+        return None
+    held = d.info.get("heldout_runs")
+    if not held or d.info.get("set") != req.set_name:
+        held = dictionaries.split_runs(sorted(set(run_ids)), req.seed)[1]
+    ev = np.isin(run_ids, held)
+    if len(set(labels)) < 2 or len(set(labels[~ev])) < 2 or len(set(labels[ev])) < 2:
+        return {"skipped": "the set needs two labels among both the training and held-out prompts"}
+    try:
+        k = min(req.probe_k, z.shape[1])
+        sp = sparse_probe(z[~ev], labels[~ev], z[ev], labels[ev], run_ids[ev], k, seed=req.seed)
+    except ValueError as e:
+        return {"skipped": str(e)}
+    return sp.to_dict()
 
 
 def _detail(req, sae, f, idx, val, meta, z_last, labels, classes, lm) -> Detail:
@@ -273,3 +303,17 @@ def token_features(
     return pd.DataFrame(
         {"pos": toks["pos"], "token": toks["token"], "top features (activation)": feats}
     )
+
+
+def unit_activations(
+    store: Store, model_id: str, set_name: str | None, meta: pd.DataFrame, layer: int, feature: int
+) -> np.ndarray:
+    """Each unit's activation of ``feature`` at ``layer`` at its (run_id, pos) (a prompt unit:
+    the token it is shown at), from the dictionary of ``dictionaries.feature_direction`` (the
+    default settings trained on ``set_name``, else the imported one). Trajectories' colouring."""
+    dictionaries.feature_direction(store, model_id, layer, set_name, feature)  # or one message
+    d = dictionaries.load(store, model_id, layer, set_name) if set_name else None
+    sae = (d or dictionaries.load(store, model_id, layer, None)).sae
+    x = store.rows(meta["run_id"].tolist(), meta["pos"].to_numpy(), layer)
+    idx, val = sae.encode_topk(x)
+    return (val * (idx == feature)).sum(1).astype(np.float64)

@@ -43,6 +43,9 @@ class Request:
     device: str = "cpu"
     metric: str = "logit-diff"  #: "logit-diff" = logit(answer) - logit(against); "prob" = p(answer)
     component: str = "resid"  #: "resid" | "attn" | "mlp": what is copied at (layer, position)
+    #: component "feature": latent F of the layer's dictionary (trained on ``set_name``, else
+    #: the imported one) is ablated in the clean run at each position, the error term kept
+    feature: int | None = None
     set_name: str | None = None  #: with ``pairs``: a bundled set whose minimal pairs to average
     pairs: bool = False  #: mean over the set's pairs aligned with the typed one
     n_boot: int = 1000  #: bootstrap resamples of pairs for the interval
@@ -57,8 +60,18 @@ class Request:
             raise LayerScopeError("--top must be at least 1.")
         if self.metric not in METRICS:
             raise LayerScopeError(f"Unknown metric '{self.metric}': use logit-diff or prob.")
-        if self.component not in ("resid", "attn", "mlp"):
-            raise LayerScopeError(f"Unknown component '{self.component}': use resid, attn or mlp.")
+        if self.component not in ("resid", "attn", "mlp", "feature"):
+            raise LayerScopeError(
+                f"Unknown component '{self.component}': use resid, attn, mlp or feature."
+            )
+        if self.component == "feature" and (
+            self.feature is None or self.feature < 0 or len(self.layers or ()) != 1
+        ):
+            raise LayerScopeError(
+                "--component feature needs --feature F (>= 0) and one --layers L."
+            )
+        if self.component == "feature" and self.method != "exact":
+            raise LayerScopeError("Feature ablation is computed exactly (no --method atp).")
         if self.pairs and not self.set_name:
             raise LayerScopeError("--pairs needs a set with minimal pairs (--set agreement).")
         if self.n_boot < 0:
@@ -176,6 +189,9 @@ class Result:
         }
         if self.agreement is not None:
             d["agreement"] = self.agreement
+        if self.component == "feature":  # the metric with latent F ablated, minus the clean one
+            d |= {"feature": self.request.feature,
+                  "effect": (self.patched - self.clean_metric).round(6).tolist()}  # fmt: skip
         iv = self.interval()
         if iv is not None:
             d |= {
@@ -275,6 +291,8 @@ def cache_key(req: Request) -> str:
         parts.append(req.method)
     if req.verify:
         parts.append(["verify", req.verify])
+    if req.component == "feature":
+        parts += [req.feature, req.set_name]
     if req.pairs:  # the pairs themselves, so an edited set is a new key
         parts += [req.set_name, req.n_boot, req.seed, set_pairs(req.set_name)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -436,13 +454,21 @@ def _one(
 
     clean_ids, corr_ids = ids or _tokenize_pair(lm, clean, corrupted)
     layers, positions = _cells(req, lm.info.n_layers, len(clean_ids))
-    values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
+    if req.component == "feature":  # the clean run's own states, latent F ablated at the layer
+        from backend.capture.features import ablated_states
+        from backend.views.dictionaries import latent_ablation
+
+        fn = latent_ablation(store, lm.info.model_id, layers[0], req.set_name, req.feature)
+        values, clean_outs, clean_last, clean_states = ablated_states(lm, clean_ids, layers[0], fn)
+        clean_source = "computed"
+    else:
+        values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
     if req.method == "atp":  # its differentiable corrupted run is the only corrupted pass
         corr_grad, corr_acts = P.atp_forward(lm, corr_ids, req.component)
         corr_last = corr_grad.detach()
     else:
         corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
-        if req.component != "resid":
+        if req.component in ("attn", "mlp"):
             corr_states = P.component_outputs(lm, corr_ids, req.component)
 
     tok = lm.tokenizer
@@ -476,6 +502,10 @@ def _one(
             ex = pick(P.patch_cells(lm, corr_ids, values, [cells[i] for i in top], answer,
                                     against, 1, component=req.component))  # fmt: skip
             agreement = P.agreement([cells[i] for i in top], est[top], ex, clean_m, corr_m)
+    elif req.component == "feature":  # "patch" the ablated states into the clean run itself
+        ro = P.patch_cells(lm, clean_ids, values, cells, answer, against, req.top_k,
+                           corrupted_outputs=clean_outs, corrupted_values=clean_states,
+                           corrupted_logits=clean_last)  # fmt: skip
     else:
         ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
                            corrupted_outputs=corr_outputs, component=req.component,
@@ -566,6 +596,8 @@ def cell_distribution(
     from backend.capture import patching as P
     from backend.views.lens import decode
 
+    if req.component == "feature":
+        raise LayerScopeError("A cell's distribution is for patched cells, not feature ablation.")
     lm = _model(req, lm)
     clean_ids, corr_ids = _tokenize_pair(lm, req.clean, req.corrupted)
     _cells(replace(req, layers=(layer,), positions=(position,)), lm.info.n_layers, len(clean_ids))

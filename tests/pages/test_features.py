@@ -50,6 +50,10 @@ def test_train_on_click_then_browse(env):
     assert "AUROC on the last token" in md and "open prompt" in md
     # the default feature is the top of the AUROC sort: it separates the label
     assert "vs rest 1.000" in md or "vs rest 0.9" in md
+    assert "loss recovered" not in md  # the spliced loss waits for a click (loads the model)
+    at.button(key="feat_splice").click().run()
+    ok(at)
+    assert "loss recovered" in " ".join(m.value for m in at.markdown)
 
     # the Prompt page lists each token's top features from that dictionary
     run_id = _ui.store().set_runs("agreement", _ui.store().find_model("demo")["model_id"])
@@ -64,3 +68,25 @@ def test_imported_without_a_dictionary_says_how(env):
     at = open_page("features", {"model": "demo", "set": "agreement", "dict": "imported"})
     ok(at)
     assert any("features import" in i.value for i in at.info)
+
+
+def test_trajectories_and_patching_use_a_feature(env):
+    from backend.cli import main
+
+    argv = ["features", "train", "--model", "demo", "--set", "agreement", "--layer", "2"]
+    assert main([*argv, "--db", str(env), "--json"]) == 0  # no-op when the first test trained
+    q = {"model": "demo", "set": "agreement", "color": "feature", "flayer": "2", "feature": "4"}
+    at = open_page("trajectories", q)
+    ok(at)
+    assert any("feature 4's activation at layer 2" in c.value for c in at.caption)
+    at = open_page("trajectories", {**q, "feature": "9999"})
+    assert not at.exception and any("does not exist" in i.value for i in at.info)
+
+    # Patching: ablate that latent in the clean run, position by position (on a click)
+    q = {"model": "demo", "set": "agreement", "component": "feature", "flayer": "2", "feature": "4"}
+    at = open_page("patching", q)
+    ok(at)
+    at.button(key="patch_compute").click().run()
+    ok(at)
+    caps = [c.value for c in at.caption] + [i.value for i in at.info]
+    assert any("Largest effect of ablating feature 4" in c for c in caps), caps

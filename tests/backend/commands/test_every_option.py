@@ -127,6 +127,7 @@ MAPPED = {
         "seed": (["--seed", "3"], "seed"),
         "method": (["--method", "atp"], "method"),
         "verify": (["--method", "atp", "--verify", "5"], "verify"),
+        "feature": (["--component", "feature", "--feature", "3", "--layers", "1"], "feature"),
     },
     "attention": {},
     "attribution": {
@@ -169,6 +170,7 @@ MAPPED = {
         "feature": (["--feature", "5"], "feature"),
         "sort": (["--sort", "density"], "sort"),
         "top": (["--top", "3"], "top"),
+        "probe_k": (["--probe-k", "4"], "probe_k"),
     },
 }
 
@@ -210,6 +212,7 @@ COMMAND_ELSEWHERE = {
         "logit_effects": "loads the model, passed to compute as lm",
         "out": "export: the output folder",
         "src": "import: the SAELens folder",
+        "splice": "loads the model; dictionaries.splice stores the spliced loss with the dictionary",
     },
 }
 

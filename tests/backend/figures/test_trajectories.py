@@ -174,3 +174,11 @@ def test_fast_build_gives_the_json_plotly_validation_would(k, colour):
         fig.update_layout(height="tall")
     with pytest.raises(ValueError):
         fig.data[-1].marker.size = "big"
+
+
+def test_feature_activation_is_a_continuous_scale():
+    acts = np.linspace(0, 3, 8)
+    fig = trajectory_figure(_proj(2, 8), _meta(8).assign(feature=acts), "feature")
+    (m,) = _markers(fig)
+    np.testing.assert_allclose(untyped(m.marker.color), acts)
+    assert m.marker.showscale and m.marker.colorbar.title.text == "feature"

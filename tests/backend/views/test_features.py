@@ -82,6 +82,8 @@ def test_demo_layer_2_dictionary_is_good_and_a_latent_tracks_subject_number(db, 
     v, lo, hi = b["feature"]["auroc"][label]
     assert v >= 0.9 and lo <= v <= hi
     assert b["feature"]["contexts"] and b["feature"]["contexts"][0]["activation"] > 0
+    sp = b["sparse_probe"]  # k latents chosen on training prompts, probed on held-out ones
+    assert sp["accuracy"] >= 0.9 and sp["control"] < 0.75 and best in sp["latents"]
 
 
 @pytest.fixture
