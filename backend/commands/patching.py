@@ -96,6 +96,7 @@ def prose(r: dict) -> str:
         if r["metric"] == "prob"
         else f"logit({r['answer']!r}) - logit({r['against']!r})"
     )
+    what = r.get("metric_label", what)
     mean = f" (mean over {r['n_pairs']} pairs; answers per pair)" if "n_pairs" in r else ""
     lines = [
         f"metric = {what}{mean}: clean {r['clean_metric']:.3f}, corrupted "

@@ -19,7 +19,7 @@ import pandas as pd
 from backend.errors import LayerScopeError
 from backend.store import Store
 
-VERSION = 2  #: bump when the computation changes what a stored result means
+VERSION = 3  #: bump when the computation changes what a stored result means
 CACHE_KIND = "patching"
 
 
@@ -69,7 +69,13 @@ class Request:
 class Result:
     """One pair's map, or (``pairs``) the mean over aligned minimal pairs: then the metrics and
     ``patched`` are means over the pairs, ``recovery`` the mean of each pair's recovery (with
-    a bootstrap interval over pairs), and the tokens, answer and top tokens the typed pair's."""
+    a bootstrap interval over pairs), and the tokens, answer and top tokens the typed pair's.
+
+    With pairs and the logit-diff metric, each pair's metric is signed towards *that pair's*
+    clean answer (``pair_signs``: +1 where the clean prompt prefers ``answer``, -1 where it
+    prefers ``against``): with a fixed --answer/--against, a pair whose clean prompt is the
+    other form would otherwise enter the means with its sign flipped. Recovery (normalised
+    per pair) does not depend on the sign."""
 
     request: Request
     layers: list[int]
@@ -90,6 +96,7 @@ class Result:
     pair_texts: list | None = None  #: [(clean, corrupted)] of the pairs averaged
     pair_metrics: list | None = None  #: [(clean, corrupted)] metric of each pair
     n_skipped: int = 0  #: aligned pairs left out: same answer and against, or nothing to recover
+    pair_signs: list | None = None  #: per pair +1 / -1: the sign that orients its metric
     from_cache: bool = field(default=False, compare=False)
 
     @property
@@ -115,6 +122,9 @@ class Result:
     def metric_label(self) -> str:
         if self.metric == "prob":
             return f"p({self.answer!r})"
+        if self.pair_signs is not None and min(self.pair_signs) < 0:
+            return (f"logit(pair's clean answer) - logit(the other of {self.answer!r}, "
+                    f"{self.against!r})")  # fmt: skip
         return f"logit({self.answer!r}) - logit({self.against!r})"
 
     def to_frame(self) -> pd.DataFrame:
@@ -169,6 +179,8 @@ class Result:
                 "interval": iv.description,
                 "pairs": [list(p) for p in self.pair_texts],
                 "pair_metrics": [[round(a, 6), round(b, 6)] for a, b in self.pair_metrics],
+                "pair_signs": list(self.pair_signs or []),
+                "metric_label": self.metric_label,
                 "pairs_skipped": self.n_skipped,
             }
         return d
@@ -210,6 +222,7 @@ class Result:
             pair_texts=[tuple(p) for p in d["pairs"]] if pr is not None else None,
             pair_metrics=[tuple(m) for m in d["pair_metrics"]] if pr is not None else None,
             n_skipped=int(d.get("pairs_skipped", 0)),
+            pair_signs=d.get("pair_signs") if pr is not None else None,
             from_cache=True,
         )
 
@@ -480,17 +493,21 @@ def _compute(store: Store, req: Request, lm) -> Result:
             "pair shaped like the set's, e.g. 'the cat near the dogs often' / 'the cats near "
             "the dog often' for agreement."
         )
+    # logit-diff: each pair signed towards its own clean answer (a probability is not signed)
+    signs = [1 if req.metric == "prob" or r.clean_metric >= 0 else -1 for r in results]
     return Result(
         **{k: getattr(first, k) for k in ("request", "layers", "positions", "tokens",
                                           "corrupted_tokens", "answer", "against", "top_tokens",
                                           "top_probs", "clean_source", "metric", "component")},
-        clean_metric=float(np.mean([r.clean_metric for r in results])),
-        corrupted_metric=float(np.mean([r.corrupted_metric for r in results])),
-        patched=np.mean([r.patched for r in results], axis=0),
+        clean_metric=float(np.mean([s * r.clean_metric for s, r in zip(signs, results)])),
+        corrupted_metric=float(np.mean([s * r.corrupted_metric for s, r in zip(signs, results)])),
+        patched=np.mean([s * r.patched for s, r in zip(signs, results)], axis=0),
         pair_recovery=np.stack([r.recovery for r in results]),
         pair_texts=texts,
-        pair_metrics=[(r.clean_metric, r.corrupted_metric) for r in results],
+        pair_metrics=[(s * r.clean_metric, s * r.corrupted_metric)
+                      for s, r in zip(signs, results)],
         n_skipped=skipped,
+        pair_signs=signs,
     )  # fmt: skip
 
 

@@ -283,6 +283,39 @@ def test_pairs_average_the_aligned_pairs_with_an_interval(store, tiny_model_dir,
                                    against="are", set_name="toy", pairs=True), lm=lm)  # fmt: skip
 
 
+def test_pair_metrics_are_signed_towards_each_pairs_clean_answer(
+    store, tiny_model_dir, monkeypatch
+):
+    """With a fixed answer / against, pairs whose clean prompt prefers ``against`` enter the
+    means with their sign turned: the reference is each pair computed alone, oriented by the
+    sign of its own clean metric (the tiny model's logit('are') - logit('dogs') has both)."""
+    from backend.demo import sets
+
+    monkeypatch.setattr(sets, "load_pairs", lambda name: PAIRS if name == "toy" else [])
+    path = tiny_model_dir("gpt2")
+    lm = models.load_model(str(path))
+    kw = {"answer": "are", "against": "dogs"}
+    one = [V.compute(store, V.Request(str(path), c, x, **kw), lm=lm) for c, x in PAIRS[:3]]
+    signs = [np.sign(r.clean_metric) for r in one]
+    assert min(signs) < 0 < max(signs)  # both signs among the pairs
+    res = V.compute(store, V.Request(str(path), CLEAN, CORRUPTED, set_name="toy", pairs=True,
+                                     **kw), lm=lm)  # fmt: skip
+    assert res.pair_signs == [int(s) for s in signs]
+    assert res.clean_metric == pytest.approx(np.mean([abs(r.clean_metric) for r in one]))
+    want_corr = np.mean([s * r.corrupted_metric for s, r in zip(signs, one)])
+    assert res.corrupted_metric == pytest.approx(want_corr)
+    want = np.mean([s * r.patched for s, r in zip(signs, one)], 0)
+    np.testing.assert_allclose(res.patched, want, atol=1e-9)
+    np.testing.assert_allclose(res.to_frame()["metric"], want.ravel(), atol=1e-9)
+    # recovery is normalised per pair: unchanged by the signs
+    np.testing.assert_allclose(res.recovery, np.mean([r.recovery for r in one], 0), atol=1e-9)
+    d = res.to_dict()
+    assert d["pair_signs"] == res.pair_signs and "pair's clean answer" in d["metric_label"]
+    again = V.cached(store, V.Request(str(path), CLEAN, CORRUPTED, set_name="toy", pairs=True,
+                                      **kw))  # fmt: skip
+    assert again.pair_signs == res.pair_signs and again.clean_metric == res.clean_metric
+
+
 @pytest.mark.parametrize("component", ["resid", "mlp"])
 def test_cell_distribution_is_one_patched_forward(store, tiny_model_dir, component):
     path = tiny_model_dir("llama")
