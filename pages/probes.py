@@ -152,6 +152,9 @@ st.caption(
     f"95% interval: {_ui.md(res.interval_method)}.{pooled}{task}"
 )
 
+if result.warning:
+    st.warning(_ui.md(result.warning))
+
 st.subheader("Error analysis")
 layer = _ui.qp_int("Inspect layer", "layer", best, min(res.layers), max(res.layers))
 li = res.layers.index(layer)

@@ -21,7 +21,8 @@ Both probes standardise each training fold (as ``StandardScaler`` would) and sol
 the control and the final fit of one layer together:
 
 - ``logistic``: L2 logistic regression (``LogisticRegression(C)`` objective: binary log-loss or
-  multinomial), minimised with scipy's L-BFGS, jointly over the problems;
+  multinomial), minimised with scipy's L-BFGS (preconditioned by the features' correlation),
+  jointly over the problems, to a gradient tolerance (``converged`` says per layer);
 - ``ridge``: ``RidgeClassifier(alpha)`` in closed form from one Gram matrix per layer
   (train Gram = full Gram - test Gram), exact.
 
@@ -31,7 +32,7 @@ Both are checked against scikit-learn's ``cross_val_score`` in the tests.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -68,6 +69,9 @@ class ProbeResult:
     #: (n_layers,) accuracy of the same probe on a Hewitt & Liang control task (token probes
     #: given ``tokens``); None when not computed
     control_task: np.ndarray | None = None
+    #: (n_layers,) bool: every logistic fit of the layer (folds, controls, final) met the
+    #: solver's tolerance; None for ridge (closed form)
+    converged: np.ndarray | None = None
 
     def __post_init__(self):
         n_l, n_u = self.pred.shape
@@ -258,7 +262,7 @@ def run_probes(
     seed: int = 0,
     C: float = 0.1,
     alpha: float = 10.0,
-    max_iter: int = 100,
+    max_iter: int = 3000,
     tol: float = 1e-4,
     tokens=None,
     n_boot: int = N_BOOT,
@@ -266,7 +270,9 @@ def run_probes(
     """Probe every layer of ``x`` (n_layers, n_units, d) for ``labels`` (n_units,), with
     folds that keep each ``groups`` value (n_units,; the prompt) on one side.
 
-    ``C`` is the inverse L2 strength of the logistic probe, ``alpha`` the ridge penalty.
+    ``C`` is the inverse L2 strength of the logistic probe, ``alpha`` the ridge penalty;
+    the logistic fits iterate to ``tol`` (at most ``max_iter`` L-BFGS steps; ``converged``
+    says per layer whether they got there), each layer starting from the one below.
     ``tokens`` (n_units,; the token string of each unit) adds the control task
     (:func:`control_task_labels`, same folds and probe): ``control_task`` and
     ``control_selectivity`` of the result. ``ci_low``/``ci_high``: :func:`pooled_interval`
@@ -303,8 +309,11 @@ def run_probes(
     task = None if y_task is None else np.zeros(n_l)
     fit = linear.logistic_layer if method == "logistic" else linear.ridge_layer
     opts = {"C": C, "max_iter": max_iter, "tol": tol} if method == "logistic" else {"alpha": alpha}
+    conv = np.ones(n_l, bool) if method == "logistic" else None
+    start = start_task = None  # logistic: each layer starts from the layer below's solution
     for li in range(n_l):
-        out = fit(x[li], y, y_ctrl, tests, nc, **opts)
+        out = fit(x[li], y, y_ctrl, tests, nc, **opts, **_warm(method, start))
+        start = out.start
         for f, te in enumerate(tests):
             s = out.test_scores[f]
             pred[li, te] = s.argmax(1)
@@ -315,11 +324,15 @@ def run_probes(
         )
         weights[li], bias[li] = out.weights, out.bias
         if task is not None:
-            ct = fit(x[li], y_task, y_task, tests, nc, **opts)
+            ct = fit(x[li], y_task, y_task, tests, nc, **opts, **_warm(method, start_task))
+            start_task = ct.start
+            out = replace(out, converged=out.converged and ct.converged)
             task[li] = np.mean(
                 [(s.argmax(1) == y_task[te]).mean() for s, te in zip(ct.test_scores, tests)]
             )
         f1[li] = macro_f1(y, pred[li], nc)
+        if conv is not None:
+            conv[li] = out.converged
     acc = fold_acc.mean(1)
     correct = pred == y
     lo, hi, how = pooled_interval(correct, groups, fold_acc, n_boot=n_boot, seed=seed)
@@ -344,7 +357,12 @@ def run_probes(
         correct.mean(1),
         how,
         task,
+        conv,
     )
+
+
+def _warm(method: str, start) -> dict:
+    return {"start": start} if method == "logistic" else {}
 
 
 def confusion(result: ProbeResult, layer: int) -> np.ndarray:

@@ -96,6 +96,14 @@ class Result:
         return units.notice_of(self.meta)
 
     @property
+    def warning(self) -> str | None:
+        """Which layers' logistic fits stopped before the solver's tolerance (None: all met)."""
+        parts = [_not_converged(self.probe)]
+        if self.baseline is not None:
+            parts.append(_not_converged(self.baseline, self.request.baseline_name or "baseline"))
+        return " ".join(p for p in parts if p) or None
+
+    @property
     def n_prompts(self) -> int:
         return int(self.meta["run_id"].nunique())
 
@@ -185,6 +193,7 @@ class Result:
             "n_units": len(r.y),
             "n_prompts": self.n_prompts,
             **({"notice": self.notice} if self.notice else {}),
+            **({"warning": self.warning} if self.warning else {}),
             **_per_layer(r),
         }
         wrong = self.misclassified(best).head(10)
@@ -197,8 +206,20 @@ class Result:
         return out
 
 
+def _not_converged(r: ProbeResult, who: str = "") -> str | None:
+    if r.converged is None or r.converged.all():
+        return None
+    bad = [r.layers[i] for i in np.flatnonzero(~r.converged)]
+    return (
+        f"The logistic probe{' of ' + who if who else ''} did not converge at layer"
+        f"{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} (L-BFGS stopped before its "
+        "tolerance): those accuracies may be slightly low."
+    )
+
+
 def _per_layer(r: ProbeResult) -> dict:
     return {
+        "converged": None if r.converged is None else [bool(c) for c in r.converged],
         "layers": list(r.layers),
         "accuracy": r.accuracy.round(4).tolist(),
         "ci_low": r.ci_low.round(4).tolist(),
@@ -249,7 +270,7 @@ def probe_units(store: Store, req: Request, model_id: str | None = None):
 
 CACHE_KIND = "probes"  #: derived-cache kind of a fitted probe (arrays only: no pickles)
 _ARRAYS = ("accuracy", "ci_low", "ci_high", "fold_accuracy", "macro_f1", "control", "pred")
-_ARRAYS += ("scores", "y", "weights", "bias", "pooled_accuracy", "control_task")
+_ARRAYS += ("scores", "y", "weights", "bias", "pooled_accuracy", "control_task", "converged")
 
 
 def _cache_key(store: Store, req: Request, model_id: str) -> str:
@@ -261,7 +282,7 @@ def _cache_key(store: Store, req: Request, model_id: str) -> str:
         runs = units.with_token_labels(store, req.set_name, runs.head(req.max_runs or len(runs)))
         cols.append("token_labels")
     parts = {
-        "v": 1,
+        "v": 2,  # 2: logistic iterated to tolerance (preconditioned L-BFGS)
         "model_id": model_id,
         "unit": req.unit,
         "pool": req.pool,

@@ -275,3 +275,27 @@ def test_constant_features_do_not_break_the_probe():
     for method in ("logistic", "ridge"):
         res = PR.run_probes(x, labels, groups, folds=4, method=method)
         assert np.isfinite(res.weights).all() and res.accuracy[1] > 0.7
+
+
+def _hard_multiclass(n_prompts=150, tokens=4, d=48, nc=5, seed=0):
+    """Five overlapping classes in correlated, badly scaled features (a weakly regularised
+    fit needs several hundred L-BFGS steps)."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_prompts), tokens)
+    y = rng.integers(0, nc, len(groups))
+    z = rng.normal(size=(len(y), d)) + (rng.normal(size=(nc, d)) * 0.3)[y]
+    x = z @ (rng.normal(size=(d, d)) * np.geomspace(1, 30, d)) + rng.normal(size=d) * 20
+    return x[None].astype(np.float32), np.array(list("abcde"))[y], groups, y
+
+
+def test_multiclass_logistic_iterates_to_sklearns_accuracy_and_reports_convergence():
+    x, labels, groups, y = _hard_multiclass()
+    splits = PR.grouped_folds(y, groups, 5, 0)
+    sk = make_pipeline(StandardScaler(), LogisticRegression(C=10, max_iter=20_000, tol=1e-8))
+    ref = cross_val_score(sk, x[0], y, cv=splits)
+    res = PR.run_probes(x, labels, groups, C=10, n_boot=0)  # the defaults: to tolerance
+    assert abs(res.accuracy[0] - ref.mean()) <= 0.002
+    assert res.converged.tolist() == [True]
+    capped = PR.run_probes(x, labels, groups, C=10, n_boot=0, max_iter=5)
+    assert capped.converged.tolist() == [False]
+    assert PR.run_probes(x, labels, groups, method="ridge", n_boot=0).converged is None

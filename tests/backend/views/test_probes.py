@@ -129,3 +129,18 @@ def test_a_fitted_probe_is_kept_in_the_store_and_refit_when_labels_change(tmp_pa
         s.cache_put(PV.CACHE_KIND, key, b"not an npz")
         PV.compute(s, req)
         assert fits == [1, 1]
+
+
+def test_a_logistic_probe_that_stops_early_says_so(monkeypatch):
+    from backend.analysis import probes as AP
+
+    toks = [f"w{i % 6}" for i in range(96)]
+    _fake_units(monkeypatch, toks)
+    req = PV.Request(model_id="m", set_name="s", folds=3, layers=(0, 1))
+    done = PV.compute(None, req)
+    assert done.warning is None and done.to_dict()["converged"] == [True, True]
+    capped = AP.run_probes
+    monkeypatch.setattr(PV, "run_probes", lambda *a, **k: capped(*a, **k, max_iter=1))
+    res = PV.compute(None, req)
+    assert res.to_dict()["converged"] == [False, False]
+    assert "did not converge at layers 0, 1" in res.to_dict()["warning"]
