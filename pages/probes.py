@@ -138,9 +138,15 @@ left_out = (
     if unit == "token" and n_used < n_asked
     else ""
 )
+spread = (
+    f" (mean of {res.control_task_draws.shape[1]} seeded draws, SD {res.control_task_sd[bi]:.3f})"
+    if res.control_task_sd is not None
+    else ""
+)
 task = (
     f" Control task (random label per token type) at layer {best}: "
-    f"{res.control_task[bi]:.2f}; **selectivity against it {res.control_selectivity[bi]:+.2f}** "
+    f"{res.control_task[bi]:.2f}{spread}; "
+    f"**selectivity against it {res.control_selectivity[bi]:+.2f}** "
     f"(against the shuffled control {res.selectivity[bi]:+.2f})."
     if res.control_task is not None
     else ""

@@ -233,6 +233,12 @@ def _per_layer(r: ProbeResult) -> dict:
         "control_selectivity": (
             None if r.control_task is None else r.control_selectivity.round(4).tolist()
         ),
+        "control_task_draws": (
+            None if r.control_task_draws is None else r.control_task_draws.round(4).tolist()
+        ),
+        "control_task_sd": (
+            None if r.control_task_sd is None else r.control_task_sd.round(4).tolist()
+        ),
         "best_layer": r.best_layer(),
         "first_decodable": r.first_decodable(),
     }
@@ -271,6 +277,7 @@ def probe_units(store: Store, req: Request, model_id: str | None = None):
 CACHE_KIND = "probes"  #: derived-cache kind of a fitted probe (arrays only: no pickles)
 _ARRAYS = ("accuracy", "ci_low", "ci_high", "fold_accuracy", "macro_f1", "control", "pred")
 _ARRAYS += ("scores", "y", "weights", "bias", "pooled_accuracy", "control_task", "converged")
+_ARRAYS += ("control_task_draws",)
 
 
 def _cache_key(store: Store, req: Request, model_id: str) -> str:
@@ -282,7 +289,7 @@ def _cache_key(store: Store, req: Request, model_id: str) -> str:
         runs = units.with_token_labels(store, req.set_name, runs.head(req.max_runs or len(runs)))
         cols.append("token_labels")
     parts = {
-        "v": 2,  # 2: logistic iterated to tolerance (preconditioned L-BFGS)
+        "v": 2,  # 2: logistic iterated to tolerance; control task averaged over draws
         "model_id": model_id,
         "unit": req.unit,
         "pool": req.pool,

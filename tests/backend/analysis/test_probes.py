@@ -299,3 +299,26 @@ def test_multiclass_logistic_iterates_to_sklearns_accuracy_and_reports_convergen
     capped = PR.run_probes(x, labels, groups, C=10, n_boot=0, max_iter=5)
     assert capped.converged.tolist() == [False]
     assert PR.run_probes(x, labels, groups, method="ridge", n_boot=0).converged is None
+
+
+@pytest.mark.parametrize("method", ["logistic", "ridge"])
+def test_control_task_is_the_mean_of_its_seeded_draws(method):
+    """Each draw against scikit-learn on that draw's type labels (seeds 0, 1, 2), same folds;
+    the reported control task is their mean and its spread their SD."""
+    x, labels, groups, y = _data(n_classes=3)
+    tokens = np.array([f"t{i % 9}" for i in range(len(y))])
+    res = PR.run_probes(x, labels, groups, folds=4, method=method, tokens=tokens, n_boot=0,
+                        control_draws=3, tol=1e-7)  # fmt: skip
+    splits = PR.grouped_folds(y, groups, 4, 0)
+    assert res.control_task_draws.shape == (2, 3)
+    for layer in range(2):
+        ref = [
+            cross_val_score(
+                _sk(method), x[layer], PR.control_task_labels(tokens, y, i), cv=splits
+            ).mean()
+            for i in range(3)
+        ]
+        np.testing.assert_allclose(res.control_task_draws[layer], ref, atol=0.02)
+    np.testing.assert_allclose(res.control_task, res.control_task_draws.mean(1))
+    np.testing.assert_allclose(res.control_task_sd, res.control_task_draws.std(1, ddof=1))
+    assert len(set(res.control_task_draws[1].round(6))) > 1  # the draws differ
