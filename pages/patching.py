@@ -97,6 +97,8 @@ st.caption(
     f"**{result.corrupted_metric:.3f}**. Clean states: {result.clean_source}"
     + (" (stored result)." if result.from_cache else ".")
 )
+if result.warning:
+    st.warning(_ui.md(result.warning))
 iv = result.interval()
 if iv is not None:
     st.caption(

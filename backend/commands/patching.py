@@ -103,6 +103,7 @@ def prose(r: dict) -> str:
         f"{r['corrupted_metric']:.3f} (clean states {r['clean_source']})",
         f"recovery (0 = corrupted, 1 = clean) per layer × position, patching "
         f"{COMPONENT[r['component']]}:",
+        *([f"warning: {r['warning']}"] if r.get("warning") else []),
         "layer " + " ".join(f"{toks[p]!r:>{width}}" for p in r["positions"]),
     ]
     for li, layer in enumerate(r["layers"]):

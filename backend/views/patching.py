@@ -19,7 +19,7 @@ import pandas as pd
 from backend.errors import LayerScopeError
 from backend.store import Store
 
-VERSION = 3  #: bump when the computation changes what a stored result means
+VERSION = 4  #: bump when the computation changes what a stored result means
 CACHE_KIND = "patching"
 
 
@@ -89,7 +89,7 @@ class Result:
     patched: np.ndarray  #: (n_layers_sel, n_positions_sel) metric with that cell patched
     top_tokens: list  #: [layer][position][k] text of the patched top-k next tokens
     top_probs: np.ndarray  #: (n_layers_sel, n_positions_sel, k)
-    clean_source: str  #: "cache (fp16)" when the clean states came from the store, else "computed"
+    clean_source: str  #: "computed": a forward pass in the model's precision (never the store's)
     metric: str = "logit-diff"
     component: str = "resid"
     pair_recovery: np.ndarray | None = None  #: (n_pairs, n_layers_sel, n_positions_sel)
@@ -97,6 +97,8 @@ class Result:
     pair_metrics: list | None = None  #: [(clean, corrupted)] metric of each pair
     n_skipped: int = 0  #: aligned pairs left out: same answer and against, or nothing to recover
     pair_signs: list | None = None  #: per pair +1 / -1: the sign that orients its metric
+    small_gap: float | None = None  #: the threshold |clean - corrupted| is under, if it is
+    warning: str | None = None  #: recovery ill-conditioned (see ``small_gap``), in words
     from_cache: bool = field(default=False, compare=False)
 
     @property
@@ -169,6 +171,7 @@ class Result:
             "top_tokens": self.top_tokens,
             "top_probs": self.top_probs.round(4).tolist(),
             "clean_source": self.clean_source,
+            **({"warning": self.warning} if self.warning else {}),
         }
         iv = self.interval()
         if iv is not None:
@@ -223,6 +226,7 @@ class Result:
             pair_metrics=[tuple(m) for m in d["pair_metrics"]] if pr is not None else None,
             n_skipped=int(d.get("pairs_skipped", 0)),
             pair_signs=d.get("pair_signs") if pr is not None else None,
+            warning=d.get("warning"),
             from_cache=True,
         )
 
@@ -373,27 +377,53 @@ def _tokenize_pair(lm, clean: str, corrupted: str):
 
 
 def _clean_values(store: Store, lm, req: Request, clean: str, clean_ids):
-    """(values (n_layers + 1, T, d) to copy from, last-position clean logits, source)."""
-    import torch
+    """(values (n_layers + 1, T, d) to copy from, last-position clean logits, source).
 
-    from backend.capture import extract
+    Always a forward pass of the clean prompt in the model's own precision, like the patched
+    forwards: the store's fp16 copy of the run would make the clean reference (and so every
+    recovery) depend on whether the prompt happened to be extracted."""
     from backend.capture import patching as P
 
     if req.component != "resid":
         values = P.component_outputs(lm, clean_ids, req.component)
         _, _, last = P.run_plain(lm, clean_ids)
         return values, last, "computed"
-    # clean residual states: the store's cached run when there is one (fp16), else computed
-    dtype = str(lm.dtype).removeprefix("torch.")
-    settings = extract.CaptureSettings(dtype=dtype).key()
-    run_id = extract.make_run_id(lm.info.model_id, clean, settings)
-    if store is not None and store.existing_runs([run_id]):
-        states = torch.from_numpy(store.run_layers(run_id))
-        with torch.inference_mode():
-            last = P.clean_logits(lm, states[-1, -1:].to(lm.device))[0]
-        return states, last, "cache (fp16)"
     states, _, last = P.run_plain(lm, clean_ids)
     return states, last, "computed"
+
+
+#: recovery = (patched - corrupted) / (clean - corrupted) is ill-conditioned below these:
+#: logit-diff, a share of the clean logits' spread (SD over the vocabulary) or an absolute
+#: floor in logits; prob, an absolute floor in probability
+SMALL_SHARE, SMALL_LOGIT, SMALL_PROB = 0.05, 0.05, 0.01
+
+
+def small_gap(metric: str, clean_m: float, corr_m: float, logits_sd: float) -> float | None:
+    """The threshold |clean - corrupted| falls under (recovery means little), or None."""
+    gap = abs(clean_m - corr_m)
+    limit = SMALL_PROB if metric == "prob" else max(SMALL_SHARE * logits_sd, SMALL_LOGIT)
+    return limit if gap < limit else None
+
+
+def _warning(res: Result, pairs: list[Result] | None = None) -> str | None:
+    if pairs is None:
+        if res.small_gap is None:
+            return None
+        return (
+            f"The clean and corrupted metrics differ by only "
+            f"{abs(res.clean_metric - res.corrupted_metric):.4g} (under {res.small_gap:.3g}, "
+            + ("a probability floor" if res.metric == "prob" else
+               f"{SMALL_SHARE:.0%} of the clean logits' spread or {SMALL_LOGIT} logits")
+            + "): recovery divides by that difference, so its values mean little here."
+        )  # fmt: skip
+    bad = [r for r in pairs if r.small_gap is not None]
+    if not bad:
+        return None
+    return (
+        f"{len(bad)} of {len(pairs)} pairs have clean and corrupted metrics closer than the "
+        "recovery needs (under 5% of the clean logits' spread or an absolute floor): their "
+        "recoveries are ill-conditioned and weigh on the mean."
+    )
 
 
 def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -> Result:
@@ -429,6 +459,7 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         raise LayerScopeError(
             f"The metric {what} is the same after both prompts ({clean_m:.4f}): nothing to recover."
         )
+    gap = small_gap(req.metric, clean_m, corr_m, float(clean_last.float().std()))
     cells = [(layer, p) for layer in layers for p in positions]
     ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
                        corrupted_outputs=corr_outputs, component=req.component,
@@ -455,6 +486,7 @@ def _one(store: Store, req: Request, lm, clean: str, corrupted: str, ids=None) -
         clean_source=clean_source,
         metric=req.metric,
         component=req.component,
+        small_gap=gap,
     )
 
 
@@ -467,7 +499,7 @@ def _compute(store: Store, req: Request, lm) -> Result:
     typed_ids = _tokenize_pair(lm, req.clean, req.corrupted)
     first = _one(store, req, lm, req.clean, req.corrupted, typed_ids)
     if not req.pairs:
-        return first
+        return replace(first, warning=_warning(first))
     # the set's pairs aligned with the typed one: same token count, same differing positions
     shape = (len(typed_ids[0]), _differs(*typed_ids))
     results, texts, skipped = [first], [(req.clean, req.corrupted)], 0
@@ -508,6 +540,7 @@ def _compute(store: Store, req: Request, lm) -> Result:
                       for s, r in zip(signs, results)],
         n_skipped=skipped,
         pair_signs=signs,
+        warning=_warning(first, results),
     )  # fmt: skip
 
 
