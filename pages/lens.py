@@ -3,7 +3,13 @@
 import streamlit as st
 
 from backend.errors import LayerScopeError
-from backend.figures.lens import lens_curves, lens_figure, summary_figure, tuned_kl_figure
+from backend.figures.lens import (
+    lens_curves,
+    lens_figure,
+    summary_figure,
+    tuned_curve_figure,
+    tuned_kl_figure,
+)
 from backend.views import lens
 from pages import _ui
 
@@ -99,6 +105,13 @@ if tuned is not None:
         f"tuned-lens-kl-{sel.set_name}",
         data=kl.kl_frame(),
     )
+    if len(tuned.curve_step):
+        _ui.show_figure(
+            tuned_curve_figure(tuned.curve_step, tuned.curve_kl, tuned.steps),
+            "lens_tuned_curve",
+            f"tuned-lens-curve-{sel.set_name}",
+            data=kl.curve_frame(),
+        )
 last = len(toks) - 1
 answer = names[res.top_ids[-1, last, 0]]
 st.markdown(
@@ -138,4 +151,11 @@ _ui.show_figure(
 st.caption(
     f"Half of the {summ.n_positions:,} positions have committed to their final answer "
     f"by layer {summ_result.half_committed_layer()}."
+    + (
+        f" Tuned lens: over the {summ_result.tuned.n_test} held-out prompts only (the other "
+        f"{summ_result.tuned.n_train} trained it; in sample, top-1 = final at the first layer "
+        f"{summ_result.summary_train.agreement[0]:.2f} vs {summ.agreement[0]:.2f} held out)."
+        if summ_result.summary_train is not None
+        else ""
+    )
 )
