@@ -47,11 +47,12 @@ model_row = s.get_model(sel.model_id)
 with c2:
     pool = _ui.qp_radio(
         "Pool",
-        ["last", "mean"],
+        list(probes.POOLS),
         "pool",
         default=probes.default_pool(model_row),
         help="how a prompt unit is pooled; default: mean for encoder models (their last "
-        "token is a separator such as [SEP]), last token for causal models",
+        "token is a separator such as [SEP]; [CLS]/[SEP] left out), last token for causal "
+        "models; mean-all: every token incl. specials, as sentence-transformers pools",
     )
 # secondary settings fold away in presenter mode (the URL still sets them)
 with st.expander("Probe settings", expanded=not present):
