@@ -57,10 +57,14 @@ if kind == "tuned":
         st.info(
             f"No tuned lens for **{_ui.md(sel.model)}** on **{_ui.md(sel.set_name)}** yet. "
             "Training fits one affine translator per layer on this set's cached states "
-            f"({lens.TUNED_SETTINGS['steps']} steps; a quarter of the prompts held out) and "
+            f"(up to {lens.TUNED_SETTINGS['steps']} steps, stopped early when the held-out KL "
+            "stops improving; a quarter of the prompts held out) and "
             "stores it for next time."
         )
-        if st.button(f"Train a tuned lens on this set (≈{est:.0f} s)", key="lens_train"):
+        if st.button(
+            f"Train a tuned lens on this set (at most ≈{est:.0f} s: it stops early)",
+            key="lens_train",
+        ):
             with st.spinner("Training the tuned lens…"):
                 try:
                     tuned = lens.train_tuned(s, lm, sel.model_id, sel.set_name)

@@ -202,7 +202,8 @@ def ensure_tuned(store: Store, lm, model_id: str, set_name: str):
 
 
 def train_seconds(store: Store, model_id: str, set_name: str, vocab_size: int) -> float:
-    """A rough estimate of the training time on this CPU: steps x (layers x batch) rows
+    """A rough upper bound of the training time on this CPU (early stopping usually ends it
+    sooner): the step cap x (layers x batch) rows
     through d x vocab (forward + backward ~ 3x), plus reading the set, at ~2e10 flop/s."""
     m = store.get_model(model_id)
     n_runs = len(units.set_runs_or_error(store, set_name, model_id))
