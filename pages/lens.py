@@ -1,9 +1,16 @@
 """Logit lens: what each layer would predict if the model stopped there."""
 
+import pandas as pd
 import streamlit as st
 
 from backend.errors import LayerScopeError
-from backend.figures.lens import lens_curves, lens_figure, summary_figure, tuned_kl_figure
+from backend.figures.lens import (
+    lens_curves,
+    lens_figure,
+    summary_figure,
+    tuned_curve_figure,
+    tuned_kl_figure,
+)
 from backend.views import lens
 from pages import _ui
 
@@ -51,10 +58,14 @@ if kind == "tuned":
         st.info(
             f"No tuned lens for **{_ui.md(sel.model)}** on **{_ui.md(sel.set_name)}** yet. "
             "Training fits one affine translator per layer on this set's cached states "
-            f"({lens.TUNED_SETTINGS['steps']} steps; a quarter of the prompts held out) and "
+            f"(up to {lens.TUNED_SETTINGS['steps']} steps, stopped early when the held-out KL "
+            "stops improving; a quarter of the prompts held out) and "
             "stores it for next time."
         )
-        if st.button(f"Train a tuned lens on this set (≈{est:.0f} s)", key="lens_train"):
+        if st.button(
+            f"Train a tuned lens on this set (at most ≈{est:.0f} s: it stops early)",
+            key="lens_train",
+        ):
             with st.spinner("Training the tuned lens…"):
                 try:
                     tuned = lens.train_tuned(s, lm, sel.model_id, sel.set_name)
@@ -105,6 +116,13 @@ if tuned is not None:
         f"tuned-lens-kl-{sel.set_name}",
         data=lens.tuned_kl_frame(tuned),
     )
+    if len(tuned.curve_step):
+        _ui.show_figure(
+            tuned_curve_figure(tuned.curve_step, tuned.curve_kl, tuned.steps),
+            "lens_tuned_curve",
+            f"tuned-lens-curve-{sel.set_name}",
+            data=pd.DataFrame({"step": tuned.curve_step, "heldout_kl": tuned.curve_kl}),
+        )
 last = len(toks) - 1
 answer = names[res.top_ids[-1, last, 0]]
 st.markdown(
@@ -148,4 +166,11 @@ _ui.show_figure(
 st.caption(
     f"Half of the {summ.n_positions:,} positions have committed to their final answer "
     f"by layer {summ_result.half_committed_layer()}."
+    + (
+        f" Tuned lens: over the {summ_result.tuned.n_test} held-out prompts only (the other "
+        f"{summ_result.tuned.n_train} trained it; in sample, top-1 = final at the first layer "
+        f"{summ_result.summary_train.agreement[0]:.2f} vs {summ.agreement[0]:.2f} held out)."
+        if summ_result.summary_train is not None
+        else ""
+    )
 )

@@ -125,7 +125,8 @@ event = _ui.show_figure(
     on_select="rerun", selection_mode="points",
 )  # fmt: skip
 what = result.metric_label if result.pair_recovery is None else (
-    "p(answer)" if result.metric == "prob" else "logit(answer) − logit(against)")  # fmt: skip
+    "p(answer)" if result.metric == "prob"
+    else "logit(answer) − logit(against), signed towards each pair's clean answer")  # fmt: skip
 mean = "mean " if result.pair_recovery is not None else ""
 st.caption(
     f"Metric {_ui.md(what)}: {mean}clean **{result.clean_metric:.3f}**, {mean}corrupted "
@@ -133,6 +134,8 @@ st.caption(
     + (" (stored result)." if result.from_cache else "."),
     help=_ui.gloss("logit difference", "recovery"),
 )
+if result.warning:
+    st.warning(_ui.md(result.warning))
 iv = result.interval()
 if iv is not None:
     st.caption(

@@ -47,11 +47,12 @@ model_row = s.get_model(sel.model_id)
 with c2:
     pool = _ui.qp_radio(
         "Pool",
-        ["last", "mean"],
+        list(probes.POOLS),
         "pool",
         default=probes.default_pool(model_row),
         help="how a prompt unit is pooled; default: mean for encoder models (their last "
-        "token is a separator such as [SEP]), last token for causal models",
+        "token is a separator such as [SEP]; [CLS]/[SEP] left out), last token for causal "
+        "models; mean-all: every token incl. specials, as sentence-transformers pools",
     )
 # secondary settings fold away in presenter mode (the URL still sets them)
 with st.expander("Probe settings", expanded=not present):
@@ -138,9 +139,15 @@ left_out = (
     if unit == "token" and n_used < n_asked
     else ""
 )
+spread = (
+    f" (mean of {res.control_task_draws.shape[1]} seeded draws, SD {res.control_task_sd[bi]:.3f})"
+    if res.control_task_sd is not None
+    else ""
+)
 task = (
     f" Control task (random label per token type) at layer {best}: "
-    f"{res.control_task[bi]:.2f}; **selectivity against it {res.control_selectivity[bi]:+.2f}** "
+    f"{res.control_task[bi]:.2f}{spread}; "
+    f"**selectivity against it {res.control_selectivity[bi]:+.2f}** "
     f"(against the shuffled control {res.selectivity[bi]:+.2f})."
     if res.control_task is not None
     else ""
@@ -151,6 +158,9 @@ st.caption(
     f"{len(res.classes)} classes, {folds}-fold CV split by prompt, {method} probe. "
     f"95% interval: {_ui.md(res.interval_method)}.{pooled}{task}"
 )
+
+if result.warning:
+    st.warning(_ui.md(result.warning))
 
 st.subheader("Error analysis")
 layer = _ui.qp_int("Inspect layer", "layer", best, min(res.layers), max(res.layers))

@@ -18,7 +18,7 @@ steps (measured on the demo model: entries up to 0.07 after 300 steps, KL 1e-4).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,15 @@ class TunedLens:
     kl_tuned_train: np.ndarray  #: (n_layers,)
     n_train: int  #: training prompts
     n_test: int  #: held-out prompts
-    steps: int
+    steps: int  #: the step whose translators were kept (early stopping: the best held-out KL)
     lr: float
     seed: int
+    #: indices (in the order the prompts were given) of the held-out prompts
+    test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    curve_step: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: held-out KL(final || tuned) summed over the trained layers at each ``curve_step``
+    curve_kl: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    steps_run: int = 0  #: steps trained before early stopping (or the cap)
 
     def __post_init__(self):
         n_l = len(self.layers)
@@ -63,8 +69,13 @@ class TunedLens:
     @classmethod
     def load(cls, path) -> TunedLens:
         z = np.load(path if hasattr(path, "read") else Path(path))
-        scalar = {"n_train": int, "n_test": int, "steps": int, "lr": float, "seed": int}
-        kw = {k: (scalar[k](z[k]) if k in scalar else z[k]) for k in cls.__dataclass_fields__}
+        scalar = {"n_train": int, "n_test": int, "steps": int, "lr": float, "seed": int,
+                  "steps_run": int}  # fmt: skip
+        kw = {
+            k: (scalar[k](z[k]) if k in scalar else z[k])
+            for k in cls.__dataclass_fields__
+            if k in z.files
+        }
         kw["layers"] = tuple(int(v) for v in z["layers"])
         return cls(**kw)
 
@@ -101,12 +112,15 @@ def train_tuned_lens(
     hiddens,
     final_norm,
     unembed,
-    steps: int = 300,
+    steps: int = 2000,
     lr: float = 1e-3,
     batch: int = 256,
     test_share: float = 0.25,
     seed: int = 0,
     layers=None,
+    eval_every: int = 50,
+    patience: int = 4,
+    eval_positions: int = 2048,
 ) -> TunedLens:
     """Train one affine translator per layer on cached hidden states.
 
@@ -115,6 +129,13 @@ def train_tuned_lens(
     ``test_share`` of the prompts (seeded split, at least one) are held out. Adam, ``steps``
     steps of ``batch`` random training positions, all layers but the last at once, loss = sum
     over layers of the mean KL(final || translated); the modules run in float32 copies.
+
+    Early stopping: every ``eval_every`` steps the held-out KL (summed over layers, on at
+    most ``eval_positions`` held-out positions, a fixed seeded sample) is recorded
+    (``curve_step`` / ``curve_kl``); training stops after ``patience`` evaluations without a
+    0.5% improvement, or at ``steps``, and keeps the translators of the best evaluation.
+    The held-out prompts both stop the training and are reported on (as in the reference
+    implementation's validation split); their KL is reported over all their positions.
     """
     if len(hiddens) < 2:
         raise ValueError("a tuned lens needs at least two prompts (one is held out)")
@@ -151,9 +172,19 @@ def train_tuned_lens(
     b = torch.zeros(n_l - 1, d, requires_grad=True)
     opt = torch.optim.Adam([a, b], lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
-    n_tr = h_tr.shape[1]
+    n_tr, n_te = h_tr.shape[1], h_te.shape[1]
+    pick = torch.randperm(n_te, generator=torch.Generator().manual_seed(int(seed) + 1))
+    pick = pick[: min(n_te, eval_positions)].sort().values
+    h_ev, lf_ev = h_te[:-1, pick], lf_te[pick]
+
+    def heldout() -> float:
+        return float(_kl_per_layer(h_ev, lf_ev, a.detach(), b.detach(), norm, head, batch).sum())
+
+    curve_step, curve_kl = [0], [heldout()]
+    best = (curve_kl[0], 0, a.detach().clone(), b.detach().clone())
+    ref, waited, step = curve_kl[0], 0, 0  # patience: evaluations without a 0.5% gain on ref
     with torch.enable_grad():
-        for _ in range(steps):
+        while step < steps:
             idx = torch.randint(0, n_tr, (min(batch, n_tr),), generator=gen)
             z = _read(h_tr[:-1, idx], a, b, norm, head)
             lf = lf_tr[idx]
@@ -162,6 +193,19 @@ def train_tuned_lens(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step += 1
+            if step % eval_every == 0 or step == steps:
+                curve_step.append(step)
+                curve_kl.append(heldout())
+                if curve_kl[-1] < best[0]:  # kept: the best evaluation so far
+                    best = (curve_kl[-1], step, a.detach().clone(), b.detach().clone())
+                if curve_kl[-1] < ref * (1 - 0.005):
+                    ref, waited = curve_kl[-1], 0
+                else:
+                    waited += 1
+                    if waited >= patience:
+                        break
+    _, kept, a, b = best
     a = torch.cat([a.detach(), zero_a[:1]])
     b = torch.cat([b.detach(), zero_b[:1]])
     a_, b_ = a, b
@@ -175,9 +219,13 @@ def train_tuned_lens(
         _kl_per_layer(h_tr, lf_tr, a_, b_, norm, head, batch),
         len(train_idx),
         len(test_idx),
-        steps,
+        kept,
         lr,
         seed,
+        np.sort(test_idx).astype(np.int64),
+        np.asarray(curve_step, np.int64),
+        np.asarray(curve_kl, np.float64),
+        step,
     )
 
 

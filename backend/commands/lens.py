@@ -60,6 +60,7 @@ def prose(r: dict) -> str:
             (
                 f"{r['model']} on {r['set']}: {r['lens']} lens over {r['n_positions']} positions "
                 f"({r['positions']})"
+                + (f", {r['summary_prompts']}" if "summary_prompts" in r else "")
             ),
             ("layer  KL mean  KL median  entropy  rank median  top-1 = final  commit here"),
         ]

@@ -121,6 +121,7 @@ def prose(r: dict) -> str:
         if r["metric"] == "prob"
         else f"logit({r['answer']!r}) - logit({r['against']!r})"
     )
+    what = r.get("metric_label", what)
     mean = f" (mean over {r['n_pairs']} pairs; answers per pair)" if "n_pairs" in r else ""
     lines = [
         f"metric = {what}{mean}: clean {r['clean_metric']:.3f}, corrupted "
@@ -128,6 +129,7 @@ def prose(r: dict) -> str:
         f"recovery (0 = corrupted, 1 = clean) per layer × position, patching "
         f"{COMPONENT[r['component']]}"
         + (" (attribution patching estimate):" if r.get("method") == "atp" else ":"),
+        *([f"warning: {r['warning']}"] if r.get("warning") else []),
         "layer " + " ".join(f"{toks[p]!r:>{width}}" for p in r["positions"]),
     ]
     for li, layer in enumerate(r["layers"]):

@@ -26,7 +26,7 @@ def register(p) -> None:
     p.add_argument(
         "--pool",
         default="auto",
-        choices=["auto", "last", "mean"],
+        choices=["auto", *probes.POOLS],
         help="how a prompt unit pools its tokens (auto: mean for encoder models, whose last "
         "token is a separator; last for causal models)",
     )

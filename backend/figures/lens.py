@@ -236,3 +236,28 @@ def tuned_kl_figure(layers, kl_logit, kl_tuned, n_test: int) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig
+
+
+def tuned_curve_figure(steps, kl, best_step: int) -> go.Figure:
+    """The tuned lens's held-out KL (summed over the trained layers) during training, with
+    the step whose translators were kept (early stopping)."""
+    fig = go.Figure(
+        go.Scatter(
+            x=list(map(int, steps)),
+            y=list(map(float, kl)),
+            mode="lines+markers",
+            name="held-out KL",
+            line={"color": BLUE},
+            hovertemplate="step %{x}: held-out KL %{y:.4f} nats<extra></extra>",
+        )
+    )
+    fig.add_vline(x=int(best_step), line={"color": GREY, "dash": "dot"})
+    fig.update_layout(
+        title=f"Tuned-lens training: held-out KL per step (kept: step {int(best_step)})",
+        xaxis_title="training step",
+        yaxis_title="KL summed over layers (nats)",
+        height=300,
+        showlegend=False,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig

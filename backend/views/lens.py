@@ -30,7 +30,8 @@ LENS_KINDS = ("logit", "tuned")
 TUNED_CACHE = "tuned_lens"
 LAST_CHUNK_BYTES = 256 << 20  #: float32 logits per lens call over many prompts' last positions
 #: training settings of the tuned lens (part of its cache key)
-TUNED_SETTINGS = {"steps": 300, "lr": 1e-3, "batch": 256, "test_share": 0.25, "seed": 0}
+TUNED_SETTINGS = {"steps": 2000, "lr": 1e-3, "batch": 256, "test_share": 0.25, "seed": 0,
+                  "eval_every": 50, "patience": 4}  # fmt: skip
 
 
 def check_lens(lm) -> None:
@@ -222,7 +223,8 @@ def ensure_tuned(store: Store, lm, model_id: str, set_name: str):
 
 
 def train_seconds(store: Store, model_id: str, set_name: str, vocab_size: int) -> float:
-    """A rough estimate of the training time on this CPU: steps x (layers x batch) rows
+    """A rough upper bound of the training time on this CPU (early stopping usually ends it
+    sooner): the step cap x (layers x batch) rows
     through d x vocab (forward + backward ~ 3x), plus reading the set, at ~2e10 flop/s."""
     m = store.get_model(model_id)
     n_runs = len(units.set_runs_or_error(store, set_name, model_id))
@@ -282,6 +284,9 @@ class SetResult:
     request: Request
     summary: LensSummary
     tuned: object | None = None  #: the TunedLens read through (kind "tuned")
+    #: kind "tuned": ``summary`` is over the held-out prompts only (out of sample); this is
+    #: the same over the prompts that trained the lens (in sample)
+    summary_train: LensSummary | None = None
 
     def half_committed_layer(self) -> int:
         """The layer by which half of the positions have committed to their final answer."""
@@ -306,16 +311,37 @@ class SetResult:
         """Per layer: held-out KL(final || lens) of the logit and the tuned lens."""
         return None if self.tuned is None else tuned_kl_frame(self.tuned)
 
+    def curve_frame(self) -> pd.DataFrame | None:
+        """The tuned lens's held-out KL during training (None for the logit lens)."""
+        t = self.tuned
+        if t is None:
+            return None
+        return pd.DataFrame({"step": t.curve_step, "heldout_kl": t.curve_kl})
+
     def to_dict(self) -> dict:
         s, t = self.summary, self.tuned
         tuned = {}
         if t is not None:
             tuned = {
+                "summary_prompts": f"held-out ({t.n_test} prompts not used in training)",
                 "kl_logit_heldout": np.round(t.kl_logit, 4).tolist(),
                 "kl_tuned_heldout": np.round(t.kl_tuned, 4).tolist(),
                 "n_train": t.n_train,
                 "n_test": t.n_test,
+                "best_step": int(t.steps),
+                "steps_run": int(t.steps_run),
+                "kl_curve": {
+                    "step": t.curve_step.tolist(),
+                    "heldout_kl": np.round(t.curve_kl, 5).tolist(),
+                },
             }
+            if self.summary_train is not None:
+                r = self.summary_train
+                tuned["in_sample"] = {
+                    "n_positions": r.n_positions,
+                    "kl_mean": r.kl_mean.round(4).tolist(),
+                    "top1_is_final": r.agreement.round(4).tolist(),
+                }
         return {
             "lens": self.request.kind,
             **tuned,
@@ -355,15 +381,23 @@ def compute_set(store: Store, lm, req: Request) -> SetResult:
         def read(h):
             return tuned_logit_lens(h, tl, lm.final_norm, lm.unembed, k=1)
 
-    if req.positions == "all":
-        results = [read(store.run_layers(r)) for r in run_ids]
-    else:  # positions are independent (the final norm is per token): read out only each
+    def summary(ids):
+        if req.positions == "all":
+            return summarize([read(store.run_layers(r)) for r in ids], "all")
+        # positions are independent (the final norm is per token): read out only each
         # prompt's last position, many prompts per call (one call per prompt cost 634 s for
         # 278 GPT-2-size prompts on a loaded machine, its fixed cost dominating)
-        h = store.pooled(run_ids, "last")  # (n_layers + 1, n_runs, d_model)
+        h = store.pooled(ids, "last")  # (n_layers + 1, n_runs, d_model)
         step = max(1, LAST_CHUNK_BYTES // (4 * h.shape[0] * max(lm.info.vocab_size or 1, 1)))
-        results = [read(h[:, a : a + step]) for a in range(0, len(run_ids), step)]
-    return SetResult(request=req, summary=summarize(results, "all"), tuned=tl)
+        return summarize([read(h[:, a : a + step]) for a in range(0, len(ids), step)], "all")
+
+    if tl is None:
+        return SetResult(request=req, summary=summary(run_ids))
+    # the tuned lens: out of sample by default (the prompts it was not trained on)
+    test = set(int(i) for i in tl.test_index)
+    held = [r for i, r in enumerate(run_ids) if i in test]
+    train = [r for i, r in enumerate(run_ids) if i not in test]
+    return SetResult(req, summary(held), tl, summary(train) if train else None)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from backend import derived
 from backend.errors import LayerScopeError
 from backend.store import Store
 
-VERSION = 2  #: bump when the computation changes what a stored result means
+VERSION = 4  #: bump when the computation changes what a stored result means
 CACHE_KIND = "patching"
 
 
@@ -92,7 +92,13 @@ class Request:
 class Result:
     """One pair's map, or (``pairs``) the mean over aligned minimal pairs: then the metrics and
     ``patched`` are means over the pairs, ``recovery`` the mean of each pair's recovery (with
-    a bootstrap interval over pairs), and the tokens, answer and top tokens the typed pair's."""
+    a bootstrap interval over pairs), and the tokens, answer and top tokens the typed pair's.
+
+    With pairs and the logit-diff metric, each pair's metric is signed towards *that pair's*
+    clean answer (``pair_signs``: +1 where the clean prompt prefers ``answer``, -1 where it
+    prefers ``against``): with a fixed --answer/--against, a pair whose clean prompt is the
+    other form would otherwise enter the means with its sign flipped. Recovery (normalised
+    per pair) does not depend on the sign."""
 
     request: Request
     layers: list[int]
@@ -106,7 +112,7 @@ class Result:
     patched: np.ndarray  #: (n_layers_sel, n_positions_sel) metric with that cell patched
     top_tokens: list  #: [layer][position][k] text of the patched top-k next tokens
     top_probs: np.ndarray  #: (n_layers_sel, n_positions_sel, k)
-    clean_source: str  #: "cache (fp16)" when the clean states came from the store, else "computed"
+    clean_source: str  #: "computed": a forward pass in the model's precision (never the store's)
     metric: str = "logit-diff"
     component: str = "resid"
     pair_recovery: np.ndarray | None = None  #: (n_pairs, n_layers_sel, n_positions_sel)
@@ -116,6 +122,9 @@ class Result:
     method: str = "exact"  #: "atp": ``patched`` is the first-order estimate, no top tokens
     #: ``verify``: {n, spearman, cells [[layer, pos]], atp, exact (recoveries)} of the top cells
     agreement: dict | None = None
+    pair_signs: list | None = None  #: per pair +1 / -1: the sign that orients its metric
+    small_gap: float | None = None  #: the threshold |clean - corrupted| is under, if it is
+    warning: str | None = None  #: recovery ill-conditioned (see ``small_gap``), in words
     from_cache: bool = field(default=False, compare=False)
 
     @property
@@ -141,6 +150,9 @@ class Result:
     def metric_label(self) -> str:
         if self.metric == "prob":
             return f"p({self.answer!r})"
+        if self.pair_signs is not None and min(self.pair_signs) < 0:
+            return (f"logit(pair's clean answer) - logit(the other of {self.answer!r}, "
+                    f"{self.against!r})")  # fmt: skip
         return f"logit({self.answer!r}) - logit({self.against!r})"
 
     def to_frame(self) -> pd.DataFrame:
@@ -186,6 +198,7 @@ class Result:
             "top_probs": self.top_probs.round(4).tolist(),
             "clean_source": self.clean_source,
             "method": self.method,
+            **({"warning": self.warning} if self.warning else {}),
         }
         if self.agreement is not None:
             d["agreement"] = self.agreement
@@ -201,6 +214,8 @@ class Result:
                 "interval": iv.description,
                 "pairs": [list(p) for p in self.pair_texts],
                 "pair_metrics": [[round(a, 6), round(b, 6)] for a, b in self.pair_metrics],
+                "pair_signs": list(self.pair_signs or []),
+                "metric_label": self.metric_label,
                 "pairs_skipped": self.n_skipped,
             }
         return d
@@ -244,6 +259,8 @@ class Result:
             n_skipped=int(d.get("pairs_skipped", 0)),
             method=d.get("method", "exact"),
             agreement=d.get("agreement"),
+            pair_signs=d.get("pair_signs") if pr is not None else None,
+            warning=d.get("warning"),
             from_cache=True,
         )
 
@@ -387,236 +404,20 @@ def compute(store: Store, req: Request, lm=None, use_cache: bool = True) -> Resu
         hit = derived.load(store, CACHE_KIND, key, lambda b: Result._from_payload(req, b))
         if hit is not None:
             return hit
-    res = _compute(store, req, lm)
+    res = compute_grid(store, req, lm)
     derived.save(store, CACHE_KIND, key, res._payload())
     return res
 
 
-def _model(req: Request, lm):
-    from backend import models
+def compute_grid(store: Store, req: Request, lm) -> Result:
+    from backend.views.patching_grid import _compute
 
-    if lm is None:
-        lm = models.get_model(req.model, req.dtype, req.device)
-    if not lm.info.has_lm_head or lm.unembed is None:
-        raise LayerScopeError(
-            f"Patching reads the next-token logits; {lm.info.ref} has no language-model head."
-        )
-    return lm
+    return _compute(store, req, lm)
 
 
-def _tokenize_pair(lm, clean: str, corrupted: str):
-    from backend import models
-    from backend.capture import extract
+def cell_distribution(*args, **kwargs) -> CellDistribution:
+    """One patched forward's next-token distribution next to clean and corrupted (a click on
+    a cell); see ``patching_grid.cell_distribution``."""
+    from backend.views import patching_grid
 
-    limit = models.max_positions(lm.model.config.to_dict())
-    clean_tk, corr_tk = extract.tokenize(lm.tokenizer, [clean, corrupted], limit)
-    if len(clean_tk.ids) != len(corr_tk.ids) or clean_tk.truncated or corr_tk.truncated:
-        raise LayerScopeError(
-            f"The clean prompt has {clean_tk.n_full} tokens and the corrupted one "
-            f"{corr_tk.n_full}; patching needs the same number of tokens"
-            + (f" (at most {limit})." if clean_tk.truncated or corr_tk.truncated else ".")
-        )
-    return list(clean_tk.ids), list(corr_tk.ids)
-
-
-def _clean_values(store: Store, lm, req: Request, clean: str, clean_ids):
-    """(values (n_layers + 1, T, d) to copy from, last-position clean logits, source)."""
-    import torch
-
-    from backend.capture import extract
-    from backend.capture import patching as P
-
-    if req.component != "resid":
-        values = P.component_outputs(lm, clean_ids, req.component)
-        _, _, last = P.run_plain(lm, clean_ids)
-        return values, last, "computed"
-    # clean residual states: the store's cached run when there is one (fp16), else computed
-    dtype = str(lm.dtype).removeprefix("torch.")
-    settings = extract.CaptureSettings(dtype=dtype).key()
-    run_id = extract.make_run_id(lm.info.model_id, clean, settings)
-    if store is not None and store.existing_runs([run_id]):
-        states = torch.from_numpy(store.run_layers(run_id))
-        with torch.inference_mode():
-            last = P.clean_logits(lm, states[-1, -1:].to(lm.device))[0]
-        return states, last, "cache (fp16)"
-    states, _, last = P.run_plain(lm, clean_ids)
-    return states, last, "computed"
-
-
-def _one(
-    store: Store, req: Request, lm, clean: str, corrupted: str, ids=None, verify: bool = False
-) -> Result:
-    """One pair's map (``clean`` / ``corrupted`` may be a set's pair, not the typed one);
-    ``verify``: with ``req.verify``, AtP's top cells patched exactly (``Result.agreement``)."""
-    from backend.capture import extract
-    from backend.capture import patching as P
-    from backend.views.lens import decode
-
-    clean_ids, corr_ids = ids or _tokenize_pair(lm, clean, corrupted)
-    layers, positions = _cells(req, lm.info.n_layers, len(clean_ids))
-    if req.component == "feature":  # the clean run's own states, latent F ablated at the layer
-        from backend.capture.features import ablated_states
-        from backend.views.dictionaries import latent_ablation
-
-        fn = latent_ablation(store, lm.info.model_id, layers[0], req.set_name, req.feature)
-        values, clean_outs, clean_last, clean_states = ablated_states(lm, clean_ids, layers[0], fn)
-        clean_source = "computed"
-    else:
-        values, clean_last, clean_source = _clean_values(store, lm, req, clean, clean_ids)
-    if req.method == "atp":  # its differentiable corrupted run is the only corrupted pass
-        corr_grad, corr_acts = P.atp_forward(lm, corr_ids, req.component)
-        corr_last = corr_grad.detach()
-    else:
-        corr_states, corr_outputs, corr_last = P.run_plain(lm, corr_ids)
-        if req.component in ("attn", "mlp"):
-            corr_states = P.component_outputs(lm, corr_ids, req.component)
-
-    tok = lm.tokenizer
-    answer = token_id(tok, req.answer) if req.answer else int(clean_last.float().argmax())
-    against = token_id(tok, req.against) if req.against else int(corr_last.float().argmax())
-    names = decode(lm, [answer, against])
-    if answer == against and req.metric == "logit-diff":
-        raise LayerScopeError(
-            f"The answer and the against token are the same ({names[answer]!r}): the clean and "
-            "corrupted prompts have the same top-1 next token; name two tokens "
-            "(--answer and --against)."
-        )
-    ro_clean = P.readout(clean_last[None], answer, against, req.top_k)
-    ro_corr = P.readout(corr_last[None], answer, against, req.top_k)
-    pick = (lambda ro: ro.prob) if req.metric == "prob" else (lambda ro: ro.metric)
-    clean_m, corr_m = float(pick(ro_clean)[0]), float(pick(ro_corr)[0])
-    if abs(clean_m - corr_m) < 1e-6:
-        what = f"p({names[answer]!r})" if req.metric == "prob" else (
-            f"logit({names[answer]!r}) - logit({names[against]!r})")  # fmt: skip
-        raise LayerScopeError(
-            f"The metric {what} is the same after both prompts ({clean_m:.4f}): nothing to recover."
-        )
-    cells = [(layer, p) for layer in layers for p in positions]
-    agreement = None
-    if req.method == "atp":  # one backward for every cell; no patched distributions
-        est = P.atp_estimate(corr_grad, corr_acts, values, cells, answer, against, req.metric)
-        none = np.zeros((len(cells), 0))
-        ro = P.Readout(metric=est, top_ids=none.astype(np.int64), top_probs=none, prob=est)
-        if verify and req.verify:
-            top = np.argsort(-np.abs(est - corr_m), kind="stable")[: req.verify]
-            ex = pick(P.patch_cells(lm, corr_ids, values, [cells[i] for i in top], answer,
-                                    against, 1, component=req.component))  # fmt: skip
-            agreement = P.agreement([cells[i] for i in top], est[top], ex, clean_m, corr_m)
-    elif req.component == "feature":  # "patch" the ablated states into the clean run itself
-        ro = P.patch_cells(lm, clean_ids, values, cells, answer, against, req.top_k,
-                           corrupted_outputs=clean_outs, corrupted_values=clean_states,
-                           corrupted_logits=clean_last)  # fmt: skip
-    else:
-        ro = P.patch_cells(lm, corr_ids, values, cells, answer, against, req.top_k,
-                           corrupted_outputs=corr_outputs, component=req.component,
-                           corrupted_values=corr_states, corrupted_logits=corr_last)  # fmt: skip
-    nl, npos, k = len(layers), len(positions), ro.top_ids.shape[1]
-    names = decode(lm, ro.top_ids)
-    top_tokens = [
-        [[names[int(i)] for i in ro.top_ids[li * npos + pi]] for pi in range(npos)]
-        for li in range(nl)
-    ]
-    return Result(
-        request=req,
-        layers=layers,
-        positions=positions,
-        tokens=extract.decode_tokens(tok, clean_ids),
-        corrupted_tokens=extract.decode_tokens(tok, corr_ids),
-        answer=decode(lm, [answer])[answer],
-        against=decode(lm, [against])[against],
-        clean_metric=clean_m,
-        corrupted_metric=corr_m,
-        patched=pick(ro).reshape(nl, npos),
-        top_tokens=top_tokens,
-        top_probs=ro.top_probs.reshape(nl, npos, k),
-        clean_source=clean_source,
-        metric=req.metric,
-        component=req.component,
-        method=req.method,
-        agreement=agreement,
-    )
-
-
-def _differs(a, b) -> tuple[int, ...]:
-    return tuple(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-
-
-def _compute(store: Store, req: Request, lm) -> Result:
-    lm = _model(req, lm)
-    typed_ids = _tokenize_pair(lm, req.clean, req.corrupted)
-    first = _one(store, req, lm, req.clean, req.corrupted, typed_ids, verify=True)
-    if not req.pairs:
-        return first
-    # the set's pairs aligned with the typed one: same token count, same differing positions
-    shape = (len(typed_ids[0]), _differs(*typed_ids))
-    results, texts, skipped = [first], [(req.clean, req.corrupted)], 0
-    for clean, corrupted in set_pairs(req.set_name):
-        if (clean, corrupted) == (req.clean, req.corrupted):
-            continue
-        try:
-            ids = _tokenize_pair(lm, clean, corrupted)
-        except LayerScopeError:
-            continue
-        if (len(ids[0]), _differs(*ids)) != shape:
-            continue
-        try:
-            results.append(_one(store, req, lm, clean, corrupted, ids))
-        except LayerScopeError:  # same top-1 token or nothing to recover in this pair
-            skipped += 1
-            continue
-        texts.append((clean, corrupted))
-    if len(results) < MIN_PAIRS:
-        raise LayerScopeError(
-            f"No pair of the set '{req.set_name}' lines up with the typed one (same number of "
-            f"tokens, {shape[0]}, and the same differing positions, {list(shape[1])}); type a "
-            "pair shaped like the set's, e.g. 'the cat near the dogs often' / 'the cats near "
-            "the dog often' for agreement."
-        )
-    return Result(
-        **{k: getattr(first, k) for k in ("request", "layers", "positions", "tokens",
-                                          "corrupted_tokens", "answer", "against", "top_tokens",
-                                          "top_probs", "clean_source", "metric", "component",
-                                          "method", "agreement")},
-        clean_metric=float(np.mean([r.clean_metric for r in results])),
-        corrupted_metric=float(np.mean([r.corrupted_metric for r in results])),
-        patched=np.mean([r.patched for r in results], axis=0),
-        pair_recovery=np.stack([r.recovery for r in results]),
-        pair_texts=texts,
-        pair_metrics=[(r.clean_metric, r.corrupted_metric) for r in results],
-        n_skipped=skipped,
-    )  # fmt: skip
-
-
-def cell_distribution(
-    store: Store | None, req: Request, layer: int, position: int, k: int = 10, lm=None
-) -> CellDistribution:
-    """The typed pair's corrupted prompt with the one cell (layer, position) patched: its
-    next-token distribution (top ``k``) against the clean and corrupted runs'. One forward
-    pass (plus the clean and corrupted ones): computed on a click, not for every cell."""
-    from backend.capture import patching as P
-    from backend.views.lens import decode
-
-    if req.component == "feature":
-        raise LayerScopeError("A cell's distribution is for patched cells, not feature ablation.")
-    lm = _model(req, lm)
-    clean_ids, corr_ids = _tokenize_pair(lm, req.clean, req.corrupted)
-    _cells(replace(req, layers=(layer,), positions=(position,)), lm.info.n_layers, len(clean_ids))
-    values, clean_last, _ = _clean_values(store, lm, req, req.clean, clean_ids)
-    _, _, corr_last = P.run_plain(lm, corr_ids)
-    patched = P.cell_logits(lm, corr_ids, values, layer, position, req.component)
-    probs = [x.float().softmax(-1).cpu().numpy() for x in (patched, clean_last, corr_last)]
-    ids = list(np.argsort(-probs[0])[:k])
-    for p in probs[1:]:
-        if int(p.argmax()) not in ids:
-            ids.append(int(p.argmax()))
-    ids = sorted(ids, key=lambda i: -probs[0][i])
-    names = decode(lm, ids)
-    return CellDistribution(
-        layer=layer,
-        position=position,
-        component=req.component,
-        tokens=[names[int(i)] for i in ids],
-        patched=probs[0][ids].astype(np.float64),
-        clean=probs[1][ids].astype(np.float64),
-        corrupted=probs[2][ids].astype(np.float64),
-    )
+    return patching_grid.cell_distribution(*args, **kwargs)

@@ -80,13 +80,30 @@ def prompt_units(
     pick = _pick(n_all, max_units, seed)
     if pick is not None:
         runs = runs.iloc[pick]
-    x = store.pooled(runs["run_id"].tolist(), pool, layers)
+    ids = runs["run_id"].tolist()
+    x = _mean_all(store, ids, layers) if pool == "mean-all" else store.pooled(ids, pool, layers)
     meta = runs[["run_id", "idx", "text", "label", "group"]].reset_index(drop=True).copy()
     meta["pos"] = -1
     meta["token"] = ""
     if pick is not None:
         meta.attrs["notice"] = sample_notice(len(pick), n_all, "prompts", seed)
     return x, meta
+
+
+def _mean_all(store: Store, run_ids: list[str], layers: list[int]) -> np.ndarray:
+    """(n_layers_sel, n_runs, d) mean over every token of each run, special tokens included
+    (sentence-transformers' mean pooling); ``store.pooled(.., "mean")`` leaves specials out."""
+    out = None
+    for li, layer in enumerate(layers):
+        x, where = store.layer(run_ids, layer)
+        codes = pd.Categorical(where["run_id"], categories=run_ids).codes
+        sums = np.zeros((len(run_ids), x.shape[1]))
+        np.add.at(sums, codes, x.astype(np.float64))
+        counts = np.bincount(codes, minlength=len(run_ids))[:, None]
+        if out is None:
+            out = np.zeros((len(layers), len(run_ids), x.shape[1]), np.float32)
+        out[li] = sums / np.maximum(counts, 1)
+    return out
 
 
 def token_units(

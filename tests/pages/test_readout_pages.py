@@ -159,13 +159,16 @@ def test_lens_page_tuned_needs_the_button_then_shows_both_kls(env):
     at = open_page("lens", {"model": "demo", "set": "agreement", "lens": "tuned"})
     assert not at.exception
     button = at.button(key="lens_train")
-    assert button.label.startswith("Train a tuned lens on this set (≈")
+    assert button.label.startswith("Train a tuned lens on this set (at most ≈")
     s = _ui._root_store(_ui.db_path()).cursor()  # the app's own store (same process)
     mid = s.find_model("demo")["model_id"]
     assert lens.load_tuned(s, mid, "agreement") is None  # opening the link trained nothing
     at = button.click().run(timeout=300)
     _ok(at)
-    assert len(at.get("plotly_chart")) == 4  # grid, tuned-vs-logit KL, curves, set summary
+    # grid, tuned-vs-logit KL, the training curve (held-out KL per step), curves, summary
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert keys == ["lens_fig", "lens_tuned_kl", "lens_tuned_curve", "lens_curves", "lens_summary"]
+    assert any("held-out prompts only" in c.value for c in at.caption)
     assert at.query_params["lens"] == "tuned"
 
 

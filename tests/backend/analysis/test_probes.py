@@ -309,3 +309,50 @@ def test_layer_errors_follow_each_wrong_or_borderline_unit_across_layers(n_class
     assert len(wrong0) >= 3  # layer 0 of _data is noise
     capped = PR.layer_errors(res, res.layers[0], borderline=0.2, max_units=3)
     assert set(capped.units) == set(wrong0[:3])  # the most confident mistakes kept
+
+
+def _hard_multiclass(n_prompts=150, tokens=4, d=48, nc=5, seed=0):
+    """Five overlapping classes in correlated, badly scaled features (a weakly regularised
+    fit needs several hundred L-BFGS steps)."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_prompts), tokens)
+    y = rng.integers(0, nc, len(groups))
+    z = rng.normal(size=(len(y), d)) + (rng.normal(size=(nc, d)) * 0.3)[y]
+    x = z @ (rng.normal(size=(d, d)) * np.geomspace(1, 30, d)) + rng.normal(size=d) * 20
+    return x[None].astype(np.float32), np.array(list("abcde"))[y], groups, y
+
+
+def test_multiclass_logistic_iterates_to_sklearns_accuracy_and_reports_convergence():
+    x, labels, groups, y = _hard_multiclass()
+    splits = PR.grouped_folds(y, groups, 5, 0)
+    sk = make_pipeline(StandardScaler(), LogisticRegression(C=10, max_iter=20_000, tol=1e-8))
+    ref = cross_val_score(sk, x[0], y, cv=splits)
+    res = PR.run_probes(x, labels, groups, C=10, n_boot=0)  # the defaults: to tolerance
+    assert abs(res.accuracy[0] - ref.mean()) <= 0.002
+    assert res.converged.tolist() == [True]
+    capped = PR.run_probes(x, labels, groups, C=10, n_boot=0, max_iter=5)
+    assert capped.converged.tolist() == [False]
+    assert PR.run_probes(x, labels, groups, method="ridge", n_boot=0).converged is None
+
+
+@pytest.mark.parametrize("method", ["logistic", "ridge"])
+def test_control_task_is_the_mean_of_its_seeded_draws(method):
+    """Each draw against scikit-learn on that draw's type labels (seeds 0, 1, 2), same folds;
+    the reported control task is their mean and its spread their SD."""
+    x, labels, groups, y = _data(n_classes=3)
+    tokens = np.array([f"t{i % 9}" for i in range(len(y))])
+    res = PR.run_probes(x, labels, groups, folds=4, method=method, tokens=tokens, n_boot=0,
+                        control_draws=3, tol=1e-7)  # fmt: skip
+    splits = PR.grouped_folds(y, groups, 4, 0)
+    assert res.control_task_draws.shape == (2, 3)
+    for layer in range(2):
+        ref = [
+            cross_val_score(
+                _sk(method), x[layer], PR.control_task_labels(tokens, y, i), cv=splits
+            ).mean()
+            for i in range(3)
+        ]
+        np.testing.assert_allclose(res.control_task_draws[layer], ref, atol=0.02)
+    np.testing.assert_allclose(res.control_task, res.control_task_draws.mean(1))
+    np.testing.assert_allclose(res.control_task_sd, res.control_task_draws.std(1, ddof=1))
+    assert len(set(res.control_task_draws[1].round(6))) > 1  # the draws differ

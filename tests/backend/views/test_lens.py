@@ -20,8 +20,11 @@ def tiny(db, labelled, tiny_model_dir):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_tuned_lens_view_trains_stores_and_beats_the_logit_lens(tiny):
+def test_tuned_lens_view_trains_stores_and_beats_the_logit_lens(tiny, monkeypatch):
     model, db = tiny
+    # fewer steps than the default's cap keep the test fast; early stopping is the same
+    monkeypatch.setattr(LV, "TUNED_SETTINGS", {**LV.TUNED_SETTINGS, "steps": 300,
+                                               "eval_every": 25})  # fmt: skip
     lm = models.get_model(model, "auto", "cpu")
     with Store(str(db)) as store:
         model_id = store.find_model(model)["model_id"]
@@ -42,6 +45,22 @@ def test_tuned_lens_view_trains_stores_and_beats_the_logit_lens(tiny):
         assert (kl_t[early] <= kl_l[early] + 1e-6).all(), (kl_t, kl_l)
         assert kl_t.sum() < kl_l.sum()
         assert list(res.kl_frame().columns) == ["layer", "kl_logit", "kl_tuned"]
+        # the summaries are out of sample: over all positions of the held-out prompts they
+        # are the lens's own held-out KL (computed apart, in training); in-sample, labelled
+        assert "held-out" in d["summary_prompts"]
+        np.testing.assert_allclose(d["kl_mean"], tl.kl_tuned, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(d["in_sample"]["kl_mean"], tl.kl_tuned_train, rtol=1e-3,
+                                   atol=1e-4)  # fmt: skip
+        assert d["n_positions"] + d["in_sample"]["n_positions"] == sum(
+            store.get_run(r)["n_tokens"] for r in store.set_runs("lab", model_id)["run_id"]
+        )
+        # early stopping on the held-out KL: the kept step is the curve's best
+        curve = d["kl_curve"]
+        assert curve["step"][0] == 0 and d["steps_run"] == curve["step"][-1]
+        assert curve["step"] == tl.curve_step.tolist()
+        best = tl.curve_step[int(np.argmin(tl.curve_kl))]  # full precision (JSON rounds)
+        assert d["best_step"] == best and tl.curve_kl.min() < tl.curve_kl[0]
+        assert list(res.curve_frame().columns) == ["step", "heldout_kl"]
         run_id = store.set_runs("lab", model_id)["run_id"].iloc[0]
         tuned = LV.compute_run(store, lm, run_id, kind="tuned", set_name="lab")
         logit = LV.compute_run(store, lm, run_id)

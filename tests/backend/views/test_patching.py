@@ -152,8 +152,11 @@ def test_results_are_cached_and_clean_states_come_from_the_store(db, tiny_model_
     assert main(["extract", "--model", str(path), "--prompts", str(prompts), "--set", "c"]) == 0
     with Store(str(db)) as s:
         stored = V.compute(s, _req(path), use_cache=False)
-    assert stored.clean_source == "cache (fp16)"
-    np.testing.assert_allclose(stored.recovery, fresh.recovery, atol=2e-2)
+    # the clean reference is a forward pass in the model's precision whether or not the
+    # prompt is extracted: the same recovery before and after (not the store's fp16 copy)
+    assert stored.clean_source == "computed"
+    assert stored.clean_metric == fresh.clean_metric
+    np.testing.assert_allclose(stored.recovery, fresh.recovery, rtol=0, atol=1e-9)
 
 
 def test_prompts_of_different_lengths_are_one_sentence(store, tiny_model_dir):
@@ -259,7 +262,9 @@ def test_prob_metric_is_the_answer_probability(store, tiny_model_dir):
     ids_corr = lm.tokenizer(CORRUPTED)["input_ids"]
     assert res.clean_metric == pytest.approx(float(_logits(lm, ids_clean).softmax(-1)[a]), abs=1e-6)
     assert res.corrupted_metric == pytest.approx(float(_logits(lm, ids_corr).softmax(-1)[a]), 1e-5)
-    assert res.recovery[-1, -1] == pytest.approx(1.0, abs=1e-4)
+    # the tiny model's p('is') barely moves: compare the patched metric, not the recovery
+    assert res.patched[-1, -1] == pytest.approx(res.clean_metric, abs=1e-6)
+    assert res.warning and "mean little" in res.warning  # and recovery is ill-conditioned
     logit = V.compute(store, _req(path), lm=lm)
     assert res.to_dict()["metric"] == "prob" and logit.to_dict()["metric"] == "logit-diff"
     assert V.cached(store, _req(path, metric="prob")) is not None  # its own cache entry
@@ -290,6 +295,42 @@ def test_pairs_average_the_aligned_pairs_with_an_interval(store, tiny_model_dir,
     with pytest.raises(LayerScopeError, match="lines up"):
         V.compute(store, V.Request(model=str(path), clean="the cat is", corrupted="the cats is", answer="is",
                                    against="are", set_name="toy", pairs=True), lm=lm)  # fmt: skip
+
+
+def test_pair_metrics_are_signed_towards_each_pairs_clean_answer(
+    store, tiny_model_dir, monkeypatch
+):
+    """With a fixed answer / against, pairs whose clean prompt prefers ``against`` enter the
+    means with their sign turned: the reference is each pair computed alone, oriented by the
+    sign of its own clean metric (the tiny model's logit('are') - logit('dogs') has both)."""
+    from backend.demo import sets
+
+    monkeypatch.setattr(sets, "load_pairs", lambda name: PAIRS if name == "toy" else [])
+    path = tiny_model_dir("gpt2")
+    lm = models.load_model(str(path))
+    kw = {"answer": "are", "against": "dogs"}
+    one = [
+        V.compute(store, V.Request(model=str(path), clean=c, corrupted=x, **kw), lm=lm)
+        for c, x in PAIRS[:3]
+    ]
+    signs = [np.sign(r.clean_metric) for r in one]
+    assert min(signs) < 0 < max(signs)  # both signs among the pairs
+    res = V.compute(store, V.Request(model=str(path), clean=CLEAN, corrupted=CORRUPTED, set_name="toy", pairs=True,
+                                     **kw), lm=lm)  # fmt: skip
+    assert res.pair_signs == [int(s) for s in signs]
+    assert res.clean_metric == pytest.approx(np.mean([abs(r.clean_metric) for r in one]))
+    want_corr = np.mean([s * r.corrupted_metric for s, r in zip(signs, one)])
+    assert res.corrupted_metric == pytest.approx(want_corr)
+    want = np.mean([s * r.patched for s, r in zip(signs, one)], 0)
+    np.testing.assert_allclose(res.patched, want, atol=1e-9)
+    np.testing.assert_allclose(res.to_frame()["metric"], want.ravel(), atol=1e-9)
+    # recovery is normalised per pair: unchanged by the signs
+    np.testing.assert_allclose(res.recovery, np.mean([r.recovery for r in one], 0), atol=1e-9)
+    d = res.to_dict()
+    assert d["pair_signs"] == res.pair_signs and "pair's clean answer" in d["metric_label"]
+    again = V.cached(store, V.Request(model=str(path), clean=CLEAN, corrupted=CORRUPTED, set_name="toy", pairs=True,
+                                      **kw))  # fmt: skip
+    assert again.pair_signs == res.pair_signs and again.clean_metric == res.clean_metric
 
 
 @pytest.mark.parametrize("component", ["resid", "mlp"])
@@ -332,3 +373,21 @@ def test_no_op_cells_skip_their_forward_and_change_nothing(tiny_model_dir, famil
     first = next(p for p in range(len(ids_clean)) if ids_clean[p] != ids_corr[p])
     same = [(la, p) for la, p in cells if p < first or (la == 0 and ids_clean[p] == ids_corr[p])]
     assert sum(rows) == len(cells) - len(same)  # positions before the first difference: no pass
+
+
+def test_a_small_clean_corrupted_gap_is_warned_about(store, tiny_model_dir):
+    """The threshold against the clean logits' spread computed here with a plain forward:
+    the tiny model's is/are gap is far below 5% of it; a demo pair's is far above."""
+    path = tiny_model_dir("gpt2")
+    lm = models.load_model(str(path))
+    res = V.compute(store, _req(path), lm=lm)
+    ids_clean = lm.tokenizer(CLEAN)["input_ids"]
+    sd = float(_logits(lm, ids_clean).std())
+    gap = abs(res.clean_metric - res.corrupted_metric)
+    assert gap < max(0.05 * sd, 0.05) and res.small_gap == max(0.05 * sd, 0.05)
+    assert "mean little" in res.warning and res.to_dict()["warning"] == res.warning
+    assert V.cached(store, _req(path)).warning == res.warning
+    if "demo" in models.bundled_models():
+        demo = V.compute(store, V.Request(model="demo", clean="the cat near the dogs often",
+                                          corrupted="the cats near the dog often", layers=(0,)))  # fmt: skip
+        assert demo.warning is None and "warning" not in demo.to_dict()

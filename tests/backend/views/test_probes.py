@@ -210,3 +210,46 @@ def test_cached_never_fits_and_prompt_row_gives_every_layer_s_verdict(monkeypatc
         assert (row["verdict"] == np.where(r.pred[:, u] == r.y[u], "right", "wrong")).all()
         assert ((row["margin"] > 0) == (row["verdict"] == "right")).all()
     assert PV.prompt_row(again, "nope").empty
+
+
+def test_a_logistic_probe_that_stops_early_says_so(monkeypatch):
+    from backend.analysis import probes as AP
+
+    toks = [f"w{i % 6}" for i in range(96)]
+    _fake_units(monkeypatch, toks)
+    req = PV.Request(model_id="m", set_name="s", folds=3, layers=(0, 1))
+    done = PV.compute(None, req)
+    assert done.warning is None and done.to_dict()["converged"] == [True, True]
+    capped = AP.run_probes
+    monkeypatch.setattr(PV, "run_probes", lambda *a, **k: capped(*a, **k, max_iter=1))
+    res = PV.compute(None, req)
+    assert res.to_dict()["converged"] == [False, False]
+    assert "did not converge at layers 0, 1" in res.to_dict()["warning"]
+
+
+def test_mean_pooling_leaves_specials_out_and_mean_all_keeps_them(db, tiny_model_dir, tmp_path):
+    """Against each run's own stored layers: 'mean' = mean over the non-special tokens,
+    'mean-all' = mean over every token incl. [CLS]/[SEP] (sentence-transformers')."""
+    from backend.cli import main
+    from backend.store import Store
+    from backend.views import units
+
+    path = str(tiny_model_dir("bert"))
+    f = tmp_path / "p.csv"
+    f.write_text("text,label\nthe cat runs,a\nthe dog sits down,b\na cat,a\n")
+    argv = ["extract", "--model", path, "--prompts", str(f), "--set", "p", "--label-column"]
+    assert main([*argv, "label", "--json"]) == 0
+    with Store(str(db)) as s:
+        mid = s.find_model(path)["model_id"]
+        runs = units.set_runs_or_error(s, "p", mid)
+        mean, _ = units.prompt_units(s, runs, [0, 1], "mean")
+        every, _ = units.prompt_units(s, runs, [0, 1], "mean-all")
+        for j, r in enumerate(runs["run_id"]):
+            h = s.run_layers(r)[[0, 1]]
+            special = s.tokens(r)["is_special"].to_numpy(bool)
+            assert special.any()  # [CLS] (the tiny tokenizer adds no [SEP])
+            np.testing.assert_allclose(every[:, j], h.mean(1), atol=1e-5)
+            np.testing.assert_allclose(mean[:, j], h[:, ~special].mean(1), atol=1e-5)
+        assert not np.allclose(mean, every)
+    assert PV.Request(model_id="m", set_name="p", pool="mean-all").pool == "mean-all"
+    assert "sentence-transformers" in PV.pool_label("mean-all", {"is_causal": False})
