@@ -66,8 +66,9 @@ def check_inputs(store: Store, spec: JobSpec, texts: list[str] | None = None):
             raise LayerScopeError(f"The prompt set '{spec.set_name}' is empty or does not exist.")
         texts = prompts["text"].tolist()
     texts = list(dict.fromkeys(texts))
+    cfg = models.read_config(mref)  # a damaged config.json is named as such, before the tokenizer
     tok = models.load_tokenizer(mref.path, spec.trust_remote_code)
-    return sanity.check_texts(tok, texts, token_limit(spec, models.read_config(mref)))
+    return sanity.check_texts(tok, texts, token_limit(spec, cfg))
 
 
 def run_extract(ctx: JobContext) -> dict:

@@ -132,7 +132,7 @@ def test_one_head_by_hand(lms, tiny_model_dir, family):
 
 def test_single_tokens_only_and_positions(lms, tiny_model_dir):
     path, lm = str(tiny_model_dir("gpt2")), lms["gpt2"]
-    with pytest.raises(LayerScopeError, match="single token"):
+    with pytest.raises(LayerScopeError, match="not one token"):
         V.compute(None, V.Request(model=path, prompt=PROMPT, answer="is are"), lm=lm)
     with pytest.raises(LayerScopeError, match="Position 9"):
         V.compute(None, V.Request(model=path, prompt=PROMPT, position=9), lm=lm)
@@ -158,7 +158,7 @@ def test_cli_json(db, tiny_model_dir, capsys):
     assert "components sum" in capsys.readouterr().out
     assert main([*argv, "--answer", "cat dog"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "single token" in err and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "not one token" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
