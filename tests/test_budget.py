@@ -45,12 +45,14 @@ def test_over_budget_fails_the_session(run):
     r.stdout.fnmatch_lines(["*fast tier: 1 tests*budget 0 s CPU*"])
 
 
+@pytest.mark.slow
 def test_within_budget_passes_and_slow_tests_do_not_count(run):
     r = run(0.5)  # the fast test burns 0.3 s, the slow one 0.6 s more
     assert r.ret == 0
     r.stdout.fnmatch_lines(["*fast tier: 1 tests*"])
 
 
+@pytest.mark.slow
 def test_without_a_budget_it_only_reports(run):
     r = run(None)
     assert r.ret == 0

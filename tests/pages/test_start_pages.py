@@ -25,6 +25,7 @@ def test_pages_render_on_an_empty_cache(app_db, page):
     no_exception(at)
 
 
+@pytest.mark.slow
 def test_submit_typed_prompts_on_a_local_model_then_library_and_prompt(app_db, tiny_model_dir):
     at = open_page("run")
     at.text_input(key="run_model_typed").input(str(tiny_model_dir("gpt2"))).run()
@@ -98,6 +99,7 @@ def test_prompt_page_with_unknown_run_says_so(app_db):
     assert any("No run 'nope'" in e.value.replace("\\", "") for e in at.error)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("demo" not in models.bundled_models(), reason="bundled demo model missing")
 def test_try_the_demo_completes(app_db):
     at = open_page("run")
@@ -112,6 +114,7 @@ def test_try_the_demo_completes(app_db):
     assert len(p.get("plotly_chart")) == 1
 
 
+@pytest.mark.slow
 def test_finished_jobs_are_static_rows_naming_kind_model_and_set(app_db):
     """Three jobs, one cancelled: each row names what it did; no Cancel button and no
     polling fragment once finished; a cancelled job is not an error."""
@@ -136,6 +139,7 @@ def test_finished_jobs_are_static_rows_naming_kind_model_and_set(app_db):
     assert {w.progress(j).status for j in (a, b)} == {"done"}
 
 
+@pytest.mark.slow
 def test_typing_writes_no_set_until_submit_and_replacing_asks(app_db):
     from pages import _ui
 
@@ -307,6 +311,7 @@ def test_an_uploaded_set_previews_label_and_group_before_the_text(app_db):
     assert list(preview.columns)[:3] == ["label", "group", "text"] and len(preview) == 2
 
 
+@pytest.mark.slow
 def test_a_stored_set_is_a_source_another_model_runs_without_a_new_upload(app_db, tiny_model_dir):
     import pandas as pd
 

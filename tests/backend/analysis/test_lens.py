@@ -45,6 +45,7 @@ def _hidden_by_hooks(model, ids):
     return torch.stack(states).numpy(), logits
 
 
+@pytest.mark.slow
 def test_last_layer_lens_reproduces_gpt2_logits_from_hooks():
     model = _hooked_gpt2()
     ids = [5, 17, 3, 40, 22, 9, 60, 1]

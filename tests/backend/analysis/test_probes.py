@@ -322,6 +322,7 @@ def _hard_multiclass(n_prompts=150, tokens=4, d=48, nc=5, seed=0):
     return x[None].astype(np.float32), np.array(list("abcde"))[y], groups, y
 
 
+@pytest.mark.slow
 def test_multiclass_logistic_iterates_to_sklearns_accuracy_and_reports_convergence():
     x, labels, groups, y = _hard_multiclass()
     splits = PR.grouped_folds(y, groups, 5, 0)

@@ -158,6 +158,7 @@ def test_feature_ablation_in_patching_equals_a_hand_written_hook(trained, capsys
     assert "does not exist" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_views_sparse_probe_equals_sklearn_on_the_same_latents(trained, capsys):
     """The browser's sparse probe: latents chosen by roc_auc_score on the dictionary's training
     prompts' last tokens, sklearn's logistic pipeline on the held-out ones."""

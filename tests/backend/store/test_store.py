@@ -208,6 +208,7 @@ def test_export_parquet(store, tmp_path):
     assert set(t.column_names) >= {"run_id", "layer", "pos", "token", "label", "vector"}
 
 
+@pytest.mark.slow
 def test_many_small_transactions_pack_densely(tmp_path):
     """Batch-per-transaction ingest must not leave half-filled blocks: the file stays close
     to 2 bytes per value (DuckDB's default 16 MB auto-checkpoint made it ~1.7x the blobs)."""

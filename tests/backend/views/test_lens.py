@@ -68,6 +68,7 @@ def test_tuned_lens_view_trains_stores_and_beats_the_logit_lens(tiny, monkeypatc
         assert not np.allclose(tuned.lens.kl_to_final[0], logit.lens.kl_to_final[0])
 
 
+@pytest.mark.slow
 def test_cli_lens_tuned_trains_if_missing_and_prints_both_kls(tiny, capsys):
     model, _ = tiny
     code, r, _ = run_json(capsys, "lens", "--model", model, "--set", "lab", "--lens", "tuned")
