@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -114,6 +116,25 @@ class JobContext:
             self._on_progress(self.progress)
 
 
+_RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9.\-]+:(\d{1,5}))$")
+
+
+def check_ray_address(address: str) -> None:
+    """``--ray-address``: ``auto`` (a cluster started on this node), ``HOST:PORT`` (its GCS,
+    6379 by default) or ``ray://HOST:PORT`` (Ray's client, which needs ``ray[client]``)."""
+    m = _RAY_ADDRESS.match(address.strip())
+    if m is None or (m.group(3) is not None and not 0 < int(m.group(3)) < 65536):
+        raise LayerScopeError(
+            f"--ray-address {address[:80]!r} is not a cluster address: use auto, HOST:PORT "
+            "(e.g. 10.0.0.5:6379) or ray://HOST:10001."
+        )
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise LayerScopeError(
+            "A ray:// address needs Ray's client: pip install 'ray[client]==2.60.0', or give "
+            "the head's HOST:6379 from a node of the cluster."
+        )
+
+
 def engine_options(
     engine: str,
     workers: int = 1,
@@ -135,6 +156,8 @@ def engine_options(
         )
     if workers < 1 or not math.isfinite(gpus_per_worker) or gpus_per_worker < 0:
         raise LayerScopeError("Ray needs at least 1 worker and a GPU share of at least 0.")
+    if ray_address:
+        check_ray_address(ray_address)
     cores = os.cpu_count() or 1
     if not ray_address and gpus_per_worker == 0 and workers > cores:
         raise LayerScopeError(

@@ -157,6 +157,23 @@ def _files(job_dir: Path) -> list[tuple[str, int, int]]:
     return out
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address answers a TCP connection within ``timeout_s``
+    (Ray itself retries an unreachable head for minutes); ``auto`` is Ray's to find."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise LayerScopeError(
+            f"The Ray cluster at {address[:80]} does not answer ({type(e).__name__}): start it "
+            "(ray start --head) or check --ray-address; nothing was computed."
+        ) from None
+
+
 def _init_ray(address: str | None, workers: int, gpus_per_worker: float) -> bool:
     """Join the given cluster, or start a local one; True if we started (and must stop) it."""
     import ray
@@ -164,6 +181,7 @@ def _init_ray(address: str | None, workers: int, gpus_per_worker: float) -> bool
     if ray.is_initialized():
         return False
     if address:  # ship this package to the cluster's workers (they may not have it)
+        check_reachable(address)
         ray.init(
             address=address,
             runtime_env={"py_modules": [str(PACKAGE)]},

@@ -329,3 +329,46 @@ def test_ray_workers_beyond_this_machines_cores_are_refused(monkeypatch):
     assert engine_options("ray", workers=200, ray_address="10.0.0.1:6379")["workers"] == 200
     with pytest.raises(LayerScopeError, match="GPU share"):
         engine_options("ray", workers=1, gpus_per_worker=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "address", ["not an address", "host:99999", "http://x:1", "10.0.0.1", "a b:1"]
+)
+def test_a_malformed_ray_address_is_one_sentence(address):
+    from backend.jobs.base import check_ray_address
+
+    with pytest.raises(LayerScopeError, match="is not a cluster address"):
+        check_ray_address(address)
+    for ok in ("auto", "10.0.0.5:6379", "head-node.local:6379"):
+        check_ray_address(ok)
+
+
+def test_a_ray_client_address_without_ray_client_says_how_to_install_it():
+    import importlib.util
+
+    from backend.jobs.base import check_ray_address
+
+    if importlib.util.find_spec("grpc") is not None:
+        pytest.skip("ray[client] is installed here")
+    with pytest.raises(LayerScopeError, match=r"ray\[client\]"):
+        check_ray_address("ray://head:10001")
+
+
+def test_an_unreachable_ray_cluster_is_refused_at_once():
+    """Ray retries an unreachable head for minutes; a closed port answers at once."""
+    import importlib.util
+    import socket
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray not installed")
+    from backend.jobs.ray_engine import check_reachable
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LayerScopeError, match="does not answer"):
+        check_reachable(f"127.0.0.1:{port}", timeout_s=2)
+    with socket.socket() as srv:  # and one that does
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        check_reachable(f"127.0.0.1:{srv.getsockname()[1]}", timeout_s=2)
