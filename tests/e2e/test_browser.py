@@ -153,8 +153,11 @@ def test_every_tour_story_shows_its_notice_on_a_drawn_view(server, page):
         banner = page.get_by_text(story.notice[:60]).first
         banner.wait_for(timeout=30_000)
         compute = page.get_by_role("button", name="Compute")
+        train = page.get_by_role("button", name="Train", exact=True)
         if page.locator(".js-plotly-plot").count() == 0 and compute.count():
             compute.first.click()  # views that compute only on a click (causal views)
+        elif page.locator(".js-plotly-plot").count() == 0 and train.count():
+            train.first.click()  # the Features story: the dictionary trains as a job
         # the Training story computes probes, statistics and CKA on nine checkpoints (~40 s
         # on an idle two-core machine, minutes on a busy one)
         page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=480_000)
