@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from backend.errors import LayerScopeError
 from backend.jobs.base import JobSpec, Progress
 from backend.prompts import slug
 from backend.store import Store
+
+log = logging.getLogger(__name__)
 
 
 # -- numeric flags: checked when parsed (argparse prints `error: argument --x: ...`, exit 2) --
@@ -191,7 +194,12 @@ def save_file_set(store: Store, args, set_name: str, df) -> tuple[int, bool]:
 
 
 def forget_new_set(store: Store, set_name: str) -> None:
-    """After a failed job: remove a set this command created if no run of it exists."""
-    cov = store.set_coverage()
-    if not (cov["set_name"] == set_name).any():
-        store.delete_set(set_name)
+    """After a failed job: remove a set this command created if no run of it exists. Best
+    effort: on a full disk or a database DuckDB has invalidated, the job's own error is the
+    one to report (the empty set is harmless and goes with the next delete)."""
+    try:
+        cov = store.set_coverage()
+        if not (cov["set_name"] == set_name).any():
+            store.delete_set(set_name)
+    except Exception as e:
+        log.warning("could not remove the new set %r after the failed job: %s", set_name, e)

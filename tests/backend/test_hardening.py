@@ -393,7 +393,7 @@ def test_a_corrupted_cache_block_is_reported_as_damage_not_as_unaffected(tmp_pat
     import shutil
 
     from backend.cli import main
-    from backend.store.store import BLOCK_SIZE
+    from backend.store.connection import BLOCK_SIZE
 
     f = tmp_path / "p.txt"
     f.write_text("the cat runs\nthe dog sits\nthe cats run\nthe dogs sit\n")
