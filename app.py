@@ -47,7 +47,7 @@ nav = {
 # "/run", a link users type or keep, opens the same page: a hidden twin (page links to
 # pages/run.py name the first one registered, the visible default)
 nav["Start"].append(st.Page("pages/run.py", title="Run", url_path=DEFAULT, visibility="hidden"))
-page = st.navigation(nav)
+page = st.navigation(nav, expanded=True)  # every view listed (collapsed after 10 by default)
 _ui.replace_history()  # query-string writes replace the history entry: Back leaves the page
 st.session_state["_ls_page_title"] = page.title  # heads the page's one-file report
 try:
