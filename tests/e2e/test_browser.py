@@ -23,6 +23,8 @@ PAGES = [
     "generation",
     "patching",
     "attention",
+    "attribution",
+    "features",
 ]
 
 
