@@ -33,7 +33,7 @@ def test_a_token_that_is_not_one_token_is_one_message(app_db):
     at = open_page("attribution", {"model": "demo", "answer": "helps always"})
     at.button(key="attr_compute").click().run()
     assert not at.exception
-    assert any("single token" in m.value for m in [*at.info, *at.warning, *at.error])
+    assert any("not one token" in m.value for m in [*at.info, *at.warning, *at.error])
 
 
 def test_a_node_shows_its_logit_lens(app_db):
