@@ -23,16 +23,9 @@ import numpy as np
 import torch
 
 from backend.analysis.features import SAE
+from backend.capture.hooks import hook_residual
 from backend.errors import LayerScopeError
 from backend.models import LoadedModel
-
-
-def _hidden(x):
-    return x[0] if isinstance(x, tuple) else x
-
-
-def _with_hidden(out, h):
-    return (h, *out[1:]) if isinstance(out, tuple) else h
 
 
 class ResidualEdit:
@@ -57,20 +50,7 @@ class ResidualEdit:
         return h
 
     def __enter__(self) -> ResidualEdit:
-        blocks = self.lm.blocks
-
-        def pre(_mod, args, kwargs):
-            if args:
-                return (self._edit(args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": self._edit(kwargs["hidden_states"])}
-
-        def post(_mod, _args, out):
-            return _with_hidden(out, self._edit(_hidden(out)))
-
-        if self.layer == 0:
-            self._handles = [blocks[0].register_forward_pre_hook(pre, with_kwargs=True)]
-        else:
-            self._handles = [blocks[self.layer - 1].register_forward_hook(post)]
+        self._handles = hook_residual(self.lm.blocks, self.layer, self._edit)
         return self
 
     def __exit__(self, *exc) -> None:

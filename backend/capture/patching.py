@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from backend.capture.extract import ResidualRecorder
+from backend.capture.hooks import hidden_of, with_hidden
 from backend.errors import LayerScopeError
 from backend.models import LoadedModel
 
@@ -76,7 +77,7 @@ def component_outputs(lm: LoadedModel, ids: Sequence[int], component: str) -> to
     outs: list = [None] * len(lm.blocks)
     handles = [
         component_module(b, component).register_forward_hook(
-            lambda _m, _a, out, i=i: outs.__setitem__(i, _hidden(out)[0])
+            lambda _m, _a, out, i=i: outs.__setitem__(i, hidden_of(out)[0])
         )
         for i, b in enumerate(lm.blocks)
     ]
@@ -136,14 +137,6 @@ def batch_size(lm: LoadedModel, n_tokens: int, budget: int = BATCH_BYTES) -> int
     return int(max(1, min(MAX_BATCH, budget // max(row, 1))))
 
 
-def _hidden(x):
-    return x[0] if isinstance(x, tuple) else x
-
-
-def _with_hidden(out, h):
-    return (h, *out[1:]) if isinstance(out, tuple) else h
-
-
 def _constant(value):
     def forward(*_args, **_kwargs):
         return value
@@ -168,7 +161,7 @@ def _patch_hooks(blocks, layer: int, patch, component: str = "resid") -> list:
         return args, {**kwargs, "hidden_states": patched(kwargs["hidden_states"])}
 
     def post(_mod, _args, out):
-        return _with_hidden(out, patched(_hidden(out)))
+        return with_hidden(out, patched(hidden_of(out)))
 
     if component != "resid":
         if layer < 1:
@@ -269,8 +262,8 @@ def patch_cells(
             if can_skip:  # blocks below the patched one give the corrupted output
                 for b in range(layer if component == "resid" else layer - 1):
                     out = corrupted_outputs[b]
-                    h = _hidden(out).expand(n, -1, -1).contiguous()
-                    blocks[b].forward = _constant(_with_hidden(out, h))
+                    h = hidden_of(out).expand(n, -1, -1).contiguous()
+                    blocks[b].forward = _constant(with_hidden(out, h))
                     skipped.append(blocks[b])
             ids = torch.tensor([list(corrupted_ids)] * n, device=lm.device)
             with torch.inference_mode():
@@ -300,7 +293,7 @@ def atp_forward(lm: LoadedModel, ids: Sequence[int], component: str = "resid"):
         return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
 
     def keep(i):
-        return lambda _m, _a, out: acts.__setitem__(i, _hidden(out))
+        return lambda _m, _a, out: acts.__setitem__(i, hidden_of(out))
 
     handles = [lm.blocks[0].register_forward_pre_hook(leaf, with_kwargs=True)]
     for i, b in enumerate(lm.blocks):

@@ -24,17 +24,10 @@ import torch
 
 from backend.capture import extract
 from backend.capture.generate import _cache_of, _forward, max_positions, sample_next
+from backend.capture.hooks import hook_residual
 from backend.errors import LayerScopeError
 from backend.models import LoadedModel
 from backend.records import Sampling, sample_seed
-
-
-def _hidden(x):
-    return x[0] if isinstance(x, tuple) else x
-
-
-def _with_hidden(out, h):
-    return (h, *out[1:]) if isinstance(out, tuple) else h
 
 
 class SteeringHook:
@@ -74,20 +67,7 @@ class SteeringHook:
         return h
 
     def __enter__(self) -> SteeringHook:
-        blocks = self.lm.blocks
-
-        def pre(_mod, args, kwargs):
-            if args:
-                return (self._add(args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": self._add(kwargs["hidden_states"])}
-
-        def post(_mod, _args, out):
-            return _with_hidden(out, self._add(_hidden(out)))
-
-        if self.layer == 0:
-            self._handles = [blocks[0].register_forward_pre_hook(pre, with_kwargs=True)]
-        else:
-            self._handles = [blocks[self.layer - 1].register_forward_hook(post)]
+        self._handles = hook_residual(self.lm.blocks, self.layer, self._add)
         return self
 
     def __exit__(self, *exc) -> None:
