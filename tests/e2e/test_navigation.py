@@ -28,6 +28,8 @@ def test_run_resolves_and_back_returns_to_the_previous_page(server, page):
     page.go_back()
     page.wait_for_url("**/library*", timeout=30_000)
     wait_idle(page)
+    # wait for the heading: "idle" can come before the script's elements paint
+    page.get_by_role("heading", name="Library").first.wait_for(timeout=60_000)
     assert page.get_by_role("heading", name="Library").count() == 1
 
 
