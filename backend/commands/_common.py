@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import sys
@@ -191,6 +192,17 @@ def save_file_set(store: Store, args, set_name: str, df) -> tuple[int, bool]:
             )
     store.save_prompt_set(set_name, df, source=str(getattr(args, "prompts", "") or ""))
     return repeated, not stored
+
+
+@contextlib.contextmanager
+def forgotten_if_failed(store: Store, set_name: str, created: bool):
+    """Around a job: if it fails, a set this command created is not left behind empty."""
+    try:
+        yield
+    except Exception:
+        if created:
+            forget_new_set(store, set_name)
+        raise
 
 
 def forget_new_set(store: Store, set_name: str) -> None:

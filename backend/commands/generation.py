@@ -10,7 +10,7 @@ from backend.commands._common import (
     add_model_args,
     add_replace_arg,
     float_in,
-    forget_new_set,
+    forgotten_if_failed,
     int_in,
     run_job,
     save_file_set,
@@ -93,12 +93,8 @@ def run(args, store) -> dict:
         created = save_file_set(store, args, set_name, df)[1]
     else:
         catalog.ensure_set(store, set_name)
-    try:
+    with forgotten_if_failed(store, set_name, created):
         return _run(args, store, set_name)
-    except Exception:
-        if created:  # a failed job leaves no new, empty set behind
-            forget_new_set(store, set_name)
-        raise
 
 
 def _run(args, store, set_name: str) -> dict:

@@ -148,8 +148,6 @@ def engine_options(
         return {}
     if engine != "ray":
         raise LayerScopeError(f"Unknown engine '{engine}': choose local or ray.")
-    import importlib.util
-
     if importlib.util.find_spec("ray") is None:
         raise LayerScopeError(
             "The Ray engine needs Ray: pip install -r requirements-scale.txt (ray[data])."

@@ -13,9 +13,8 @@ import time
 from backend import models, records
 from backend.budget import Estimate
 from backend.capture import sanity
-from backend.errors import LayerScopeError
 from backend.jobs.base import JobContext, JobSpec
-from backend.jobs.plan import extract_plan
+from backend.jobs.plan import extract_plan, set_texts
 from backend.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,12 +59,7 @@ def check_inputs(store: Store, spec: JobSpec, texts: list[str] | None = None):
     tokens, prompts that tokenize identically, truncated and empty prompts, with warnings
     (``capture.sanity.InputSanity``). Tokenizer only: no model load, no forward pass."""
     mref = models.resolve(spec.model)
-    if texts is None:
-        prompts = store.get_set(spec.set_name)
-        if prompts.empty:
-            raise LayerScopeError(f"The prompt set '{spec.set_name}' is empty or does not exist.")
-        texts = prompts["text"].tolist()
-    texts = list(dict.fromkeys(texts))
+    texts = set_texts(store, spec, texts)
     cfg = models.read_config(mref)  # a damaged config.json is named as such, before the tokenizer
     tok = models.load_tokenizer(mref.path, spec.trust_remote_code)
     return sanity.check_texts(tok, texts, token_limit(spec, cfg))
